@@ -1,0 +1,64 @@
+"""`medm2t` command line. Each subcommand lives in its own module under medm2t/commands/ and
+registers itself through `register(subparsers)`; heavy imports happen inside the handlers so that
+`medm2t --help` stays fast."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from medm2t import commands
+
+DESCRIPTION = """Streaming bedside ICU risk monitor built around MedM2T.
+
+Typical session:
+  medm2t stack up                       # local Kafka-protocol broker + Redis
+  medm2t synth --stays 200 --out data   # synthetic cohort in MIMIC-IV layout
+  medm2t worker &                       # score stays as events arrive
+  medm2t replay --mimic data/mimic-iv --ecg data/mimic-iv-ecg --speed 120
+  medm2t dashboard                      # http://127.0.0.1:8501
+Or all of it at once: medm2t demo
+"""
+
+
+class UserError(Exception):
+    """An error the user can fix: printed as one clear line, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medm2t", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as exc:
+        print(f"medm2t: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medm2t: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

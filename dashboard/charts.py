@@ -1,0 +1,110 @@
+"""Altair charts of the patient page. Inputs are plain lists of canonical models; outputs are charts."""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from medm2t.events import Alert, Ecg, Measurement, RiskScore
+from dashboard.format import TIER_COLOURS
+
+NEWS2_THRESHOLDS = {5: "medium (5)", 7: "high (7)"}   # RCP 2017 aggregate-score trigger bands
+ECG_DISPLAY_HZ = 125.0   # min/max envelope per bucket keeps QRS peaks while drawing 1/4 of the samples
+
+
+def news2_trajectory(history: list[RiskScore], alerts: list[Alert]) -> alt.Chart:
+    df = pd.DataFrame({"time": [s.scored_at for s in history if "news2" in s.tasks],
+                       "points": [s.tasks["news2"].value for s in history if "news2" in s.tasks]})
+    line = alt.Chart(df).mark_line(point=True, color="#455a64").encode(
+        x=alt.X("time:T", title="clinical time"),
+        y=alt.Y("points:Q", title="NEWS2 (points)", scale=alt.Scale(domain=[0, max(12, int(df.points.max() or 0) + 1)])),
+        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("points:Q", title="NEWS2 points")])
+    rules = alt.Chart(pd.DataFrame({"y": list(NEWS2_THRESHOLDS), "label": list(NEWS2_THRESHOLDS.values())})).mark_rule(
+        strokeDash=[4, 4], color="#b71c1c").encode(y="y:Q", tooltip=alt.Tooltip("label:N", title="threshold"))
+    return _with_alerts(line + rules, [a for a in alerts if a.scorer == "news2"], "points")
+
+
+def probability_trajectory(history: list[RiskScore], task: str, alerts: list[Alert],
+                           thresholds: dict[str, float] | None = None) -> alt.Chart:
+    rows = [(s.scored_at, s.tasks[task].value) for s in history if task in s.tasks]
+    df = pd.DataFrame(rows, columns=["time", "risk"])
+    line = alt.Chart(df).mark_line(point=True, color="#1565c0").encode(
+        x=alt.X("time:T", title="clinical time"),
+        y=alt.Y("risk:Q", title=f"{task} risk", axis=alt.Axis(format=".0%"),
+                scale=alt.Scale(domain=[0, max(0.2, float(df.risk.max() or 0) * 1.2) if len(df) else 1])),
+        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("risk:Q", format=".0%", title=f"{task} (rounded)")])
+    chart = line
+    if thresholds:
+        chart += alt.Chart(pd.DataFrame({"y": list(thresholds.values()), "label": list(thresholds)})).mark_rule(
+            strokeDash=[4, 4], color="#b71c1c").encode(y="y:Q", tooltip=alt.Tooltip("label:N", title="threshold"))
+    return _with_alerts(chart, [a for a in alerts if a.scorer == "medm2t" and a.task == task], "risk")
+
+
+def _with_alerts(chart: alt.Chart, alerts: list[Alert], field: str) -> alt.Chart:
+    if not alerts:
+        return chart.properties(height=220)
+    df = pd.DataFrame({"time": [a.at for a in alerts], field: [a.value for a in alerts],
+                       "level": [a.level if a.state != "cleared" else "cleared" for a in alerts],
+                       "state": [a.state for a in alerts], "reason": [a.reason for a in alerts]})
+    levels = list(dict.fromkeys(df.level))
+    marks = alt.Chart(df).mark_point(shape="triangle-up", size=140, filled=True).encode(
+        x="time:T", y=f"{field}:Q",
+        color=alt.Color("level:N", title="alert", scale=alt.Scale(domain=levels, range=[TIER_COLOURS[l][1] for l in levels])),
+        tooltip=["time:T", "level:N", "state:N", "reason:N"])
+    return (chart + marks).properties(height=220)
+
+
+def vitals(measurements: list[Measurement]) -> alt.Chart | None:
+    rows = [(m.time, m.concept or m.label or m.item, m.value, m.unit or "") for m in measurements
+            if m.category == "vital" and m.value is not None]
+    if not rows:
+        return None
+    df = pd.DataFrame(rows, columns=["time", "vital", "value", "unit"])
+    df["vital"] = df.vital + " (" + df.unit + ")"
+    return alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=alt.X("time:T", title=None), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+        tooltip=["time:T", "vital:N", "value:Q"],
+    ).properties(height=90).facet(row=alt.Row("vital:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+                                  ).resolve_scale(y="independent")
+
+
+def labs_table(measurements: list[Measurement]) -> pd.DataFrame:
+    """Latest value of each lab, with how many results and when."""
+    rows = [(m.label or m.item, m.value if m.value is not None else m.text, m.unit or "", m.time)
+            for m in measurements if m.category == "lab"]
+    if not rows:
+        return pd.DataFrame(columns=["lab", "latest", "unit", "at", "results"])
+    df = pd.DataFrame(rows, columns=["lab", "latest", "unit", "at"]).sort_values("at")
+    out = df.groupby("lab").agg(latest=("latest", "last"), unit=("unit", "last"), at=("at", "last"),
+                                results=("at", "size")).reset_index()
+    out["latest"] = out.latest.astype(str)
+    return out.sort_values("lab")
+
+
+def downsample_minmax(signal: np.ndarray, fs: float, target_hz: float = ECG_DISPLAY_HZ) -> tuple[np.ndarray, np.ndarray]:
+    """(n_leads, n) -> times in s and values, both (n_leads, m): each bucket's min and max in time order."""
+    k = max(1, int(round(fs / target_hz * 2)))
+    n = signal.shape[1] // k * k
+    if k == 1 or n == 0:
+        return np.broadcast_to(np.arange(signal.shape[1]) / fs, signal.shape), signal
+    b = signal[:, :n].reshape(signal.shape[0], -1, k)
+    lo_idx, hi_idx = b.argmin(axis=2), b.argmax(axis=2)
+    first = np.minimum(lo_idx, hi_idx)
+    second = np.maximum(lo_idx, hi_idx)
+    idx = np.stack([first, second], axis=2)  # per bucket, the two extremes in time order
+    values = np.take_along_axis(b, idx, axis=2).reshape(signal.shape[0], -1)
+    base = (np.arange(b.shape[1]) * k)[None, :, None]
+    t = ((base + idx) / fs).reshape(signal.shape[0], -1)
+    return t, values
+
+
+def ecg_12_lead(ecg: Ecg) -> alt.Chart:
+    wf = ecg.waveform
+    t, mv = downsample_minmax(wf.to_array(), wf.fs)
+    df = pd.DataFrame({"t": t.ravel(), "mV": mv.ravel(),
+                       "lead": np.repeat(np.array(wf.leads), mv.shape[1])})
+    return alt.Chart(df).mark_line(strokeWidth=1, color="#212121").encode(
+        x=alt.X("t:Q", title="seconds", scale=alt.Scale(domain=[0, wf.n_samples / wf.fs])),
+        y=alt.Y("mV:Q", title=None, scale=alt.Scale(domain=[-1.5, 1.5], clamp=True)),
+    ).properties(height=60, width=330).facet(
+        facet=alt.Facet("lead:N", sort=list(wf.leads), title=None), columns=2).configure_view(fill="#fff5f5")

@@ -1,0 +1,256 @@
+"""Everything the dashboard reads from Redis, in one place, through the key layout of stream/keys.py.
+
+Reads are bounded (the last N history points, the first N alerts) so that a page costs the same after
+hours of running as after minutes. A malformed entry is skipped and reported in `problems` with the
+key it came from; it never hides the good entries beside it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from pydantic import BaseModel, ValidationError
+
+from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened
+from stream import keys
+
+SCORERS = ("news2", "medm2t")
+SPARK_POINTS = 48          # history points drawn in a ward-board sparkline
+TRAJECTORY_POINTS = 2000   # history points drawn on the patient page
+FEED_ALERTS = 200          # newest alerts shown in the alert feed
+STAY_ALERTS = 50           # newest alerts read per stay
+LATENCY_POINTS = 500
+# Seconds of wall-clock silence after which a stay's data is flagged stale. The worker stamps `last_wall`
+# when data arrives, so this measures the feed, whatever the replay speed.
+STALE_AFTER_S = 120.0
+NEWS2_BAND_RANK = {"low": 0, "low-medium": 1, "medium": 2, "high": 3}
+LEVEL_RANK = {"info": 0, "urgent": 1, "emergency": 2}
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that fails fast (the page retries on its own refresh) instead of hanging the page."""
+    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1.5, socket_timeout=3,
+                                health_check_interval=30)
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, fit for showing on a page or in a log."""
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def unreachable_reason(r: redis.Redis) -> str | None:
+    """None when Redis answers, else why not."""
+    try:
+        r.ping()
+        return None
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class StayRow:
+    """One bed on the ward board."""
+
+    stay_id: int
+    subject_id: int | None
+    opened: StayOpened | None
+    last_time: datetime | None        # clinical clock of the newest data
+    last_wall: float | None           # epoch seconds when that data arrived
+    scores: dict[str, RiskScore]      # latest score per scorer
+    history: dict[str, list[RiskScore]]
+    alerts: list[Alert]               # every transition, newest first
+
+    @property
+    def open_alerts(self) -> list[Alert]:
+        return open_alerts(self.alerts)
+
+    @property
+    def hours_since_admission(self) -> float | None:
+        if self.opened is not None and self.last_time is not None:
+            return (self.last_time - self.opened.time).total_seconds() / 3600
+        for score in self.scores.values():
+            if score.hours_since_admission is not None:
+                return score.hours_since_admission
+        return None
+
+    def age_s(self, now_wall: float) -> float | None:
+        return None if self.last_wall is None else max(0.0, now_wall - self.last_wall)
+
+    def stale(self, now_wall: float) -> bool:
+        age = self.age_s(now_wall)
+        return age is None or age > STALE_AFTER_S
+
+    def task(self, scorer: str, task: str):
+        score = self.scores.get(scorer)
+        return None if score is None else score.tasks.get(task)
+
+    def risk_key(self) -> tuple:
+        """Sort key, highest risk first after reverse: worst open alert, NEWS2 band, MedM2T mortality, NEWS2 points."""
+        news2 = self.task("news2", "news2")
+        mort = self.task("medm2t", "mortality")
+        worst = max((LEVEL_RANK.get(a.level, 0) + 1 for a in self.open_alerts), default=0)
+        return (worst, NEWS2_BAND_RANK.get(news2.band, -1) if news2 else -1,
+                mort.value if mort else -1.0, news2.value if news2 else -1.0)
+
+
+@dataclass
+class Reader:
+    """Reads from one Redis; collects parse problems as it goes (shown once on the page)."""
+
+    r: redis.Redis
+    problems: list[str] = field(default_factory=list)
+
+    def _parse(self, model: type[BaseModel], raw: str | None, where: str):
+        if raw is None:
+            return None
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            self.problems.append(f"{where}: skipped a malformed {model.__name__} "
+                                 f"({'.'.join(map(str, first['loc']))}: {first['msg']})")
+            return None
+
+    def _parse_all(self, model: type[BaseModel], raws: list[str], where: str) -> list:
+        return [x for x in (self._parse(model, raw, where) for raw in raws) if x is not None]
+
+    # ---- ward ------------------------------------------------------------------------------------------
+
+    def active_stay_ids(self) -> list[int]:
+        ids = []
+        for raw in self.r.zrange(keys.WARD_ACTIVE, 0, -1):
+            try:
+                ids.append(int(raw))
+            except ValueError:
+                self.problems.append(f"{keys.WARD_ACTIVE}: skipped member {raw!r} (not a stay id)")
+        return ids
+
+    def ward(self, history_points: int = SPARK_POINTS) -> list[StayRow]:
+        """Every active stay, highest risk first."""
+        ids = self.active_stay_ids()
+        pipe = self.r.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hgetall(keys.meta(sid))
+            for scorer in SCORERS:
+                pipe.get(keys.latest_score(sid, scorer))
+                pipe.zrange(keys.score_history(sid, scorer), -history_points, -1)
+            pipe.lrange(keys.stay_alerts(sid), 0, STAY_ALERTS - 1)
+        replies = iter(pipe.execute()) if ids else iter(())
+        rows = []
+        for sid in ids:
+            meta = next(replies)
+            scores, history = {}, {}
+            for scorer in SCORERS:
+                latest = self._parse(RiskScore, next(replies), keys.latest_score(sid, scorer))
+                if latest is not None:
+                    scores[scorer] = latest
+                history[scorer] = self._parse_all(RiskScore, next(replies), keys.score_history(sid, scorer))
+            alerts = self._parse_all(Alert, next(replies), keys.stay_alerts(sid))
+            rows.append(self._row(sid, meta, scores, history, alerts))
+        rows.sort(key=StayRow.risk_key, reverse=True)
+        return rows
+
+    def _row(self, sid: int, meta: dict, scores: dict, history: dict, alerts: list[Alert]) -> StayRow:
+        where = keys.meta(sid)
+        last_time = last_wall = subject = None
+        try:
+            last_time = datetime.fromisoformat(meta["last_time"]) if meta.get("last_time") else None
+            last_wall = float(meta["last_wall"]) if meta.get("last_wall") else None
+            subject = int(meta["subject_id"]) if meta.get("subject_id") else None
+        except ValueError as exc:
+            self.problems.append(f"{where}: unreadable field ({exc})")
+        opened = self._parse(StayOpened, meta.get("opened"), where)
+        if subject is None and opened is not None:
+            subject = opened.subject_id
+        return StayRow(sid, subject, opened, last_time, last_wall, scores, history, alerts)
+
+    # ---- one stay --------------------------------------------------------------------------------------
+
+    def stay(self, stay_id: int) -> StayRow | None:
+        """One stay with its full (bounded) score history; None when Redis knows nothing of it."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(keys.meta(stay_id))
+        for scorer in SCORERS:
+            pipe.get(keys.latest_score(stay_id, scorer))
+            pipe.zrange(keys.score_history(stay_id, scorer), -TRAJECTORY_POINTS, -1)
+        pipe.lrange(keys.stay_alerts(stay_id), 0, STAY_ALERTS - 1)
+        replies = iter(pipe.execute())
+        meta = next(replies)
+        scores, history = {}, {}
+        for scorer in SCORERS:
+            latest = self._parse(RiskScore, next(replies), keys.latest_score(stay_id, scorer))
+            if latest is not None:
+                scores[scorer] = latest
+            history[scorer] = self._parse_all(RiskScore, next(replies), keys.score_history(stay_id, scorer))
+        alerts = self._parse_all(Alert, next(replies), keys.stay_alerts(stay_id))
+        if not meta and not scores:
+            return None
+        return self._row(stay_id, meta, scores, history, alerts)
+
+    def measurements(self, stay_id: int) -> list[Measurement]:
+        return self._parse_all(Measurement, self.r.zrange(keys.events(stay_id), 0, -1), keys.events(stay_id))
+
+    def latest_ecg(self, stay_id: int) -> Ecg | None:
+        raws = self.r.zrange(keys.ecgs(stay_id), -1, -1)
+        return self._parse(Ecg, raws[0], keys.ecgs(stay_id)) if raws else None
+
+    # ---- feed and system -------------------------------------------------------------------------------
+
+    def alert_feed(self, n: int = FEED_ALERTS) -> list[Alert]:
+        return self._parse_all(Alert, self.r.lrange(keys.ALERT_FEED, 0, n - 1), keys.ALERT_FEED)
+
+    def counters(self) -> dict[str, float]:
+        out = {}
+        for name, raw in self.r.hgetall(keys.COUNTERS).items():
+            try:
+                out[name] = float(raw)
+            except ValueError:
+                self.problems.append(f"{keys.COUNTERS}: field {name!r} is not a number ({raw!r})")
+        return out
+
+    def latencies_ms(self) -> list[float]:
+        out = []
+        for raw in self.r.lrange(keys.LATENCY, 0, LATENCY_POINTS - 1):
+            try:
+                out.append(float(raw))
+            except ValueError:
+                self.problems.append(f"{keys.LATENCY}: skipped {raw!r} (not a number)")
+        return out
+
+    def model_cards(self) -> dict[str, dict]:
+        """scorer name -> model card (parsed JSON), from models:SCORER."""
+        names = sorted(k.split(":", 1)[1] for k in self.r.scan_iter(match=keys.model_card("*"), count=100))
+        cards = {}
+        for name, raw in zip(names, self.r.mget([keys.model_card(n) for n in names]) if names else []):
+            if raw is None:
+                continue
+            try:
+                card = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                self.problems.append(f"{keys.model_card(name)}: not JSON ({exc.msg} at char {exc.pos})")
+                continue
+            cards[name] = card if isinstance(card, dict) else {"value": card}
+        return cards
+
+    def feed_age_s(self) -> float | None:
+        """Wall-clock seconds since any stay last received data (None: no active stay)."""
+        newest = self.r.zrange(keys.WARD_ACTIVE, -1, -1, withscores=True)
+        return max(0.0, time.time() - newest[0][1]) if newest else None
+
+
+def open_alerts(alerts: list[Alert]) -> list[Alert]:
+    """The alerts still open: per (scorer, task), the newest transition unless it is 'cleared'.
+    `alerts` is newest first, as the worker stores it."""
+    newest: dict[tuple[str, str], Alert] = {}
+    for alert in alerts:
+        newest.setdefault((alert.scorer, alert.task), alert)
+    return [a for a in newest.values() if a.state != "cleared"]

@@ -1,0 +1,95 @@
+"""How numbers are shown: rounded to what the score can support, always with what they are.
+
+Tables are rendered as plain HTML (not the canvas data grid) so that every value is real text: readable
+by screen readers, findable by browser tests, and cheap to redraw on every refresh.
+"""
+from __future__ import annotations
+
+import html
+from datetime import datetime
+
+# Tier colours (background, text): NEWS2 bands and alert levels share the same scale.
+TIER_COLOURS = {
+    "low": ("#e8f5e9", "#1b5e20"), "low-medium": ("#fff8e1", "#8d6e00"), "medium": ("#ffe0b2", "#8a3c00"),
+    "high": ("#ffcdd2", "#8e0000"),
+    "info": ("#e3f2fd", "#0d47a1"), "urgent": ("#ffe0b2", "#8a3c00"), "emergency": ("#ffcdd2", "#8e0000"),
+    "cleared": ("#eeeeee", "#424242"),
+}
+
+
+CVD_CLASSES = {"none": "no CVD event", "chd": "coronary heart disease", "stroke": "stroke", "hf": "heart failure"}
+
+
+def probability(p: float | None) -> str:
+    """A model probability as a whole percentage; more digits would claim precision it does not have."""
+    if p is None:
+        return "–"
+    if p < 0.01:
+        return "<1%"
+    if p > 0.99:
+        return ">99%"
+    return f"{round(p * 100):.0f}%"
+
+
+def days(d: float | None) -> str:
+    return "–" if d is None else f"≈{max(0.0, round(d * 2) / 2):g} d"
+
+
+def points(v: float | None) -> str:
+    return "–" if v is None else f"{v:.0f}"
+
+
+def hours(h: float | None) -> str:
+    if h is None:
+        return "–"
+    return f"{h:.1f} h" if h < 48 else f"{h / 24:.1f} d"
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def clock(t: datetime | None) -> str:
+    return "–" if t is None else t.strftime("%Y-%m-%d %H:%M")
+
+
+def model_label(task_name: str, version: str, calibration: str) -> str:
+    """e.g. 'MedM2T mortality risk (model small-v0.1, uncalibrated)'."""
+    return f"MedM2T {task_name} (model {version}, {calibration})"
+
+
+def tier_badge(tier: str | None, text: str | None = None) -> str:
+    if not tier:
+        return html.escape(text or "–")
+    bg, fg = TIER_COLOURS.get(tier, ("#eeeeee", "#212121"))
+    return (f'<span style="background:{bg};color:{fg};padding:1px 7px;border-radius:9px;font-weight:600;'
+            f'white-space:nowrap">{html.escape(text if text is not None else tier)}</span>')
+
+
+def sparkline(values: list[float], lo: float, hi: float, colour: str = "#455a64", width: int = 110,
+              height: int = 24) -> str:
+    """A tiny inline SVG line (no JavaScript, no chart per row)."""
+    if len(values) < 2:
+        return '<span style="color:#9e9e9e">–</span>'
+    span = (hi - lo) or 1.0
+    step = width / (len(values) - 1)
+    pts = " ".join(f"{i * step:.1f},{height - 2 - (min(max(v, lo), hi) - lo) / span * (height - 4):.1f}"
+                   for i, v in enumerate(values))
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="trend">'
+            f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="1.6"/></svg>')
+
+
+def html_table(headers: list[tuple[str, str]], rows: list[list[str]], table_id: str) -> str:
+    """`headers`: (title, tooltip) pairs, escaped here; `rows`: cells already made safe by the caller."""
+    head = "".join(f'<th title="{html.escape(tip)}" style="text-align:left;padding:4px 8px;border-bottom:2px solid #ccc;'
+                   f'font-size:0.85em">{html.escape(title)}</th>' for title, tip in headers)
+    body = "".join("<tr>" + "".join(f'<td style="padding:4px 8px;border-bottom:1px solid #eee">{c}</td>' for c in row)
+                   + "</tr>" for row in rows)
+    return (f'<div style="overflow-x:auto"><table id="{table_id}" style="border-collapse:collapse;width:100%">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")

@@ -1,0 +1,34 @@
+"""Alert feed: the newest alerts across the ward, newest first, coloured by level."""
+from __future__ import annotations
+
+import html
+
+import streamlit as st
+
+from dashboard import format as fmt
+from dashboard.data import FEED_ALERTS, Reader
+
+NO_ALERTS = "No alerts yet: the worker has raised none (or is not running)."
+
+
+def render(reader: Reader) -> None:
+    alerts = reader.alert_feed()
+    if not alerts:
+        st.info(NO_ALERTS)
+        return
+    levels = st.multiselect("Levels", ["emergency", "urgent", "info"], default=["emergency", "urgent", "info"],
+                            key="feed_levels")
+    shown = [a for a in alerts if a.level in levels]
+    headers = [("When (clinical)", "Clinical time of the alert transition"), ("Level", "info, urgent or emergency"),
+               ("State", "raised, escalated or cleared"), ("Stay", "ICU stay id"),
+               ("Score", "Scorer, task and the value that triggered it"), ("Reason", "Why the alert engine acted"),
+               ("Model", "Scorer version that produced the score")]
+    rows = []
+    for a in shown:
+        value = fmt.points(a.value) + " points" if a.scorer == "news2" else fmt.probability(a.value) if 0 <= a.value <= 1 else f"{a.value:.2g}"
+        rows.append([html.escape(fmt.clock(a.at)), fmt.tier_badge(a.level),
+                     fmt.tier_badge("cleared", a.state) if a.state == "cleared" else html.escape(a.state),
+                     f'<a href="?view=Patient&stay={a.stay_id}" target="_self">{a.stay_id}</a>',
+                     html.escape(f"{a.scorer} {a.task}: {value}"), html.escape(a.reason), html.escape(a.model_version)])
+    st.markdown(fmt.html_table(headers, rows, "alert-table"), unsafe_allow_html=True)
+    st.caption(f"Newest {FEED_ALERTS} alerts at most; {len(shown)} shown of {len(alerts)} read.")

@@ -1,0 +1,145 @@
+"""Patient page: one stay's scores, trajectories, vitals, labs and latest 12-lead ECG."""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts
+from dashboard import format as fmt
+from dashboard.data import Reader, StayRow
+
+NO_STAYS = "No data yet: no active stays to show. Start the worker and a replay (`medm2t demo` does both)."
+
+
+def choose_stay(active: list[int], wanted: int | None) -> int | None:
+    """The stay picker (outside the live fragment, so choosing reruns the page). Keeps a deep-linked stay
+    selectable even after it has left the ward."""
+    options = sorted(set(active) | ({wanted} if wanted is not None else set()))
+    if not options:
+        st.info(NO_STAYS)
+        return None
+    index = options.index(wanted) if wanted in options else 0
+    return st.selectbox("Stay", options, index=index, key="patient_stay", help="ICU stay id (active stays, plus the one linked)")
+
+
+def render(reader: Reader, stay_id: int) -> None:
+    row = reader.stay(stay_id)
+    if row is None:
+        st.warning(f"Stay {stay_id}: no data in Redis (never seen, or its state has expired).")
+        return
+    _header(row)
+    _scores(row)
+    _trajectories(reader, row)
+    measurements = reader.measurements(stay_id)
+    st.subheader("Vitals", anchor=False)
+    chart = charts.vitals(measurements)
+    if chart is None:
+        st.caption("No vitals recorded yet.")
+    else:
+        st.altair_chart(chart, width="content")
+    st.subheader("Labs (latest value of each)", anchor=False)
+    labs = charts.labs_table(measurements)
+    if labs.empty:
+        st.caption("No lab results yet.")
+    else:
+        st.dataframe(labs, hide_index=True, width="stretch",
+                     column_config={"at": st.column_config.DatetimeColumn("result time (clinical)"),
+                                    "results": st.column_config.NumberColumn("results", help="results kept for this stay")})
+    _ecg(reader, stay_id)
+
+
+def _header(row: StayRow) -> None:
+    st.subheader(f"Stay {row.stay_id}", anchor=False)
+    static = row.opened.static if row.opened else None
+    facts = [f"subject {row.subject_id}", f"admitted {fmt.clock(row.opened.time) if row.opened else '–'}",
+             f"{fmt.hours(row.hours_since_admission)} since admission", f"newest data {fmt.clock(row.last_time)}"]
+    if static:
+        facts += [x for x in (static.gender and f"sex {static.gender}", static.age and f"age {static.age:.0f}",
+                              static.first_careunit, static.admission_type,
+                              static.weight_kg and f"{static.weight_kg:.0f} kg",
+                              static.height_cm and f"{static.height_cm:.0f} cm") if x]
+    st.caption(" · ".join(facts))
+
+
+def _scores(row: StayRow) -> None:
+    news2 = row.task("news2", "news2")
+    cols = st.columns(4)
+    if news2:
+        cols[0].metric("NEWS2 (rule score, points)", fmt.points(news2.value), help=news2.calibration)
+        cols[0].markdown(fmt.tier_badge(news2.band, f"band {news2.band}"), unsafe_allow_html=True)
+    else:
+        cols[0].metric("NEWS2 (rule score, points)", "–")
+    model = row.scores.get("medm2t")
+    if model is None:
+        cols[1].metric("MedM2T", "not scored", help="No MedM2T score for this stay yet.")
+    else:
+        mort, los, cvd = (model.tasks.get(t) for t in ("mortality", "los_remaining", "cvd_90d"))
+        if mort:
+            cols[1].metric("MedM2T mortality risk", fmt.probability(mort.value), help="Rounded to whole percent.")
+            cols[1].caption(f"model {model.model_version}, {mort.calibration}")
+        if los:
+            cols[2].metric("MedM2T remaining ICU stay", fmt.days(los.value), help="Rounded to half a day.")
+            cols[2].caption(f"model {model.model_version}, {los.calibration}")
+        if cvd and cvd.probabilities:
+            top = sorted(cvd.probabilities.items(), key=lambda kv: -kv[1])
+            cols[3].metric("MedM2T 90-day CVD, most likely", fmt.CVD_CLASSES.get(top[0][0], top[0][0]),
+                           help="Probability of each class, rounded: "
+                                + ", ".join(f"{fmt.CVD_CLASSES.get(k, k)} {fmt.probability(v)}" for k, v in top))
+            cols[3].caption(f"{fmt.probability(top[0][1])}; model {model.model_version}, {cvd.calibration}")
+        if model.missing:
+            st.caption("MedM2T had no " + ", ".join(model.missing) + " for this score.")
+    if news2 and news2.detail:
+        st.caption("NEWS2 sub-scores: " + ", ".join(f"{k} {v}" for k, v in news2.detail.items()))
+    if row.open_alerts:
+        st.markdown(" ".join(fmt.tier_badge(a.level, f"{a.level}: {a.reason}") for a in row.open_alerts),
+                    unsafe_allow_html=True)
+
+
+def _trajectories(reader: Reader, row: StayRow) -> None:
+    st.subheader("Score trajectory", anchor=False)
+    left, right = st.columns(2)
+    with left:
+        if row.history["news2"]:
+            st.altair_chart(charts.news2_trajectory(row.history["news2"], row.alerts), width="stretch")
+            st.caption("Dashed lines: NEWS2 medium (5) and high (7) trigger levels. Triangles: alert transitions.")
+        else:
+            st.caption("No NEWS2 history yet.")
+    with right:
+        if row.history["medm2t"]:
+            card = reader.model_cards().get("medm2t", {})
+            st.altair_chart(charts.probability_trajectory(row.history["medm2t"], "mortality", row.alerts,
+                                                          _thresholds(card, "mortality")), width="stretch")
+            st.caption(f"MedM2T mortality risk, model {html.escape(row.history['medm2t'][-1].model_version)}; "
+                       "an uncalibrated model output, not an observed frequency.")
+        else:
+            st.caption("No MedM2T history yet.")
+
+
+def _thresholds(card: dict, task: str) -> dict[str, float] | None:
+    """Alert thresholds from the model card when it declares them: {'thresholds': {task: x or {name: x}}}."""
+    value = (card.get("thresholds") or {}).get(task) if isinstance(card.get("thresholds"), dict) else None
+    if isinstance(value, (int, float)):
+        return {"alert": float(value)}
+    if isinstance(value, dict):
+        return {k: float(v) for k, v in value.items() if isinstance(v, (int, float))} or None
+    return None
+
+
+def _ecg(reader: Reader, stay_id: int) -> None:
+    st.subheader("Latest 12-lead ECG", anchor=False)
+    ecg = reader.latest_ecg(stay_id)
+    if ecg is None:
+        st.caption("No ECG for this stay yet.")
+        return
+    st.caption(f"Study {ecg.study_id}, recorded {fmt.clock(ecg.time)}, {ecg.waveform.fs:g} Hz, "
+               f"{ecg.waveform.n_samples / ecg.waveform.fs:g} s; drawn at reduced resolution (min/max envelope).")
+    st.altair_chart(charts.ecg_12_lead(ecg), width="content")
+    if ecg.statements:
+        st.caption("Machine statements: " + "; ".join(ecg.statements))
+    if ecg.quality:
+        st.warning("ECG quality: " + "; ".join(ecg.quality))
+    found = {k: v for k, v in ecg.measurements.items() if v is not None}
+    if found:
+        st.dataframe(pd.DataFrame([found]), hide_index=True)

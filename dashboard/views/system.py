@@ -1,0 +1,45 @@
+"""System page: worker counters, batch latency, and the model card of each active scorer."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import format as fmt
+from dashboard.data import Reader
+
+NO_METRICS = "No metrics yet: the worker has not written any counters (is it running?)."
+
+
+def render(reader: Reader) -> None:
+    counters = reader.counters()
+    st.subheader("Worker counters", anchor=False)
+    if not counters:
+        st.info(NO_METRICS)
+    else:
+        cols = st.columns(min(6, len(counters)))
+        for i, (name, value) in enumerate(sorted(counters.items())):
+            cols[i % len(cols)].metric(name.replace("_", " "), f"{value:,.0f}")
+        st.caption("Totals since the worker's Redis state was created.")
+
+    st.subheader("Batch latency", anchor=False)
+    lat = reader.latencies_ms()
+    if not lat:
+        st.caption("No batch latencies recorded yet.")
+    else:
+        arr = np.array(lat)
+        c = st.columns(4)
+        for col, (label, v) in zip(c, (("median", np.median(arr)), ("p95", np.percentile(arr, 95)),
+                                       ("max", arr.max()), ("batches", len(arr)))):
+            col.metric(f"{label} (ms)" if label != "batches" else "recent batches", f"{v:,.0f}")
+        st.line_chart(pd.DataFrame({"batch latency (ms), newest first": arr}), height=160)
+
+    st.subheader("Models", anchor=False)
+    cards = reader.model_cards()
+    if not cards:
+        st.caption("No model cards in Redis yet.")
+    for name, card in cards.items():
+        with st.expander(f"{name}: version {card.get('version', card.get('model_version', '?'))}", expanded=True):
+            st.json(card)
+    feed_age = reader.feed_age_s()
+    st.caption(f"Newest data on the ward: {fmt.age(feed_age)}.")

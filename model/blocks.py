@@ -1,0 +1,123 @@
+"""Building blocks shared by the encoders and the fusion. Nothing here mixes samples of a batch except
+BatchNorm in training mode (eval mode uses running statistics, so eval outputs are batch-invariant)."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def mlp(d_in: int, hidden: Sequence[int], dropout: float, bn: bool = True) -> nn.Sequential:
+    """Linear -> [BatchNorm] -> ReLU -> Dropout per hidden width (no final linear layer), as the reference MLP."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(d_in, h)] + ([nn.BatchNorm1d(h)] if bn else []) + [nn.ReLU(), nn.Dropout(dropout)]
+        d_in = h
+    return nn.Sequential(*layers)
+
+
+class ResNet1d(nn.Module):
+    """1-D residual network over (B, C, L): a strided stem, then one residual unit per (channels, length)
+    block that downsamples by max-pool on the skip path and a strided conv on the main path."""
+
+    def __init__(self, in_ch: int, in_len: int, blocks: Sequence[tuple[int, int]], kernel: int, dropout: float):
+        super().__init__()
+        (c0, l0), rest = blocks[0], blocks[1:]
+        if in_len % l0:
+            raise ValueError(f"input length {in_len} is not a multiple of the first block length {l0}")
+        s0 = in_len // l0
+        self.stem = nn.Sequential(nn.Conv1d(in_ch, c0, kernel, stride=s0, padding=kernel // 2, bias=False),
+                                  nn.BatchNorm1d(c0), nn.ReLU())
+        units = []
+        c, length = c0, l0
+        for c_out, l_out in rest:
+            if length % l_out:
+                raise ValueError(f"block length {length} is not a multiple of {l_out}")
+            units.append(_ResUnit(c, c_out, kernel, length // l_out, dropout))
+            c, length = c_out, l_out
+        self.units = nn.ModuleList(units)
+        self.out_dim = c * length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for u in self.units:
+            x = u(x)
+        return x.flatten(1)
+
+
+class _ResUnit(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, down: int, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
+        self.bn1 = nn.BatchNorm1d(c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel, stride=down, padding=kernel // 2, bias=False)
+        self.bn2 = nn.BatchNorm1d(c_out)
+        self.skip = nn.Sequential(
+            *([nn.MaxPool1d(down)] if down > 1 else []),
+            *([nn.Conv1d(c_in, c_out, 1, bias=False)] if c_in != c_out else []),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        y = self.drop(torch.relu(self.bn1(self.conv1(x))))
+        y = self.conv2(y)
+        return self.drop(torch.relu(self.bn2(y + self.skip(x))))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (B, L, D) over the valid positions of mask (B, L); zero where a row has none."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class CrossAttention(nn.Module):
+    """Transformer cross-attention block over PER-SAMPLE token sequences:
+    q (B, Lq, E) attends to kv (B, Lk, E) with a key padding mask (B, Lk) (True = valid), then LN, FFN, LN.
+    Softmax runs over each sample's own keys only, never across the batch (fixes reference bug B1).
+    Written out instead of nn.MultiheadAttention so the masked path is identical in every batch shape."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.h, self.dh = heads, dim // heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.LeakyReLU(), nn.Linear(4 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
+        b, lq, e = q.shape
+        lk = kv.shape[1]
+        qh = self.q(q).view(b, lq, self.h, self.dh).transpose(1, 2)
+        kh = self.k(kv).view(b, lk, self.h, self.dh).transpose(1, 2)
+        vh = self.v(kv).view(b, lk, self.h, self.dh).transpose(1, 2)
+        scores = qh @ kh.transpose(-1, -2) / math.sqrt(self.dh)
+        scores = scores.masked_fill(~kv_mask[:, None, None, :], float("-inf"))
+        attn = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a row without any valid key attends to nothing
+        a = (attn @ vh).transpose(1, 2).reshape(b, lq, e)
+        x = self.ln1(q + self.drop(self.o(a)))
+        return self.ln2(x + self.drop(self.ffn(x)))
+
+
+class TaskHeads(nn.Module):
+    """The three task outputs from one feature vector: mortality logit, remaining ICU LOS in days
+    (softplus, so never negative) and 4 CVD logits."""
+
+    def __init__(self, d_in: int, hidden: int, dropout: float):
+        super().__init__()
+        self.body = mlp(d_in, [hidden], dropout) if hidden else nn.Identity()
+        d = hidden or d_in
+        self.mortality = nn.Linear(d, 1)
+        self.los = nn.Linear(d, 1)
+        self.cvd = nn.Linear(d, 4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.body(x)
+        return {
+            "mortality": self.mortality(h).squeeze(-1),
+            "los_remaining": nn.functional.softplus(self.los(h).squeeze(-1)),
+            "cvd_90d": self.cvd(h),
+        }

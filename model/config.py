@@ -1,0 +1,105 @@
+"""Every dimension of the MedM2T network in one dataclass, with the two presets.
+
+`paper` follows the reference dimensions (medm2t-reference.md §3-4, Task 2/3 column); `small` is a CPU demo
+sized so a PhysioNet-2012 run of several landmark epochs fits in minutes on two cores and the checkpoint
+stays well under 8 MB.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+TASKS: tuple[str, ...] = ("mortality", "los_remaining", "cvd_90d")
+CVD_CLASSES: tuple[str, ...] = ("none", "chd", "stroke", "hf")
+
+# Modalities in fusion order. The two sparse groups are the paper's Labs and Vitals(C) encoders; `vitals`
+# is the dense multi-scale Vitals(N) encoder; `ecg` is the hierarchical (micro + macro) ECG encoder.
+MODALITIES: tuple[str, ...] = ("static", "labs", "vitals_tok", "vitals", "ecg")
+
+# Bedside concepts on the dense vitals grid, in channel order (the reference's 8 channels).
+VITAL_CONCEPTS: tuple[str, ...] = ("hr", "sbp", "dbp", "map", "temp", "rr", "spo2", "fio2")
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "small"
+    # Sparse time-series encoders (labs / tokenised vitals)
+    value_bins: int = 11              # quantile intervals per numeric item (cut-points at 5,15,..,95 %)
+    labs_windows: int = 12            # cumulative time windows (edges = quantiles of training event times)
+    vitals_tok_windows: int = 12
+    d_labs: int = 64
+    d_vitals_tok: int = 64
+    lstm_layers: int = 2
+    sparse_dropout: float = 0.05
+    # Static
+    d_static: int = 32
+    static_dropout: float = 0.1
+    # Dense vitals multi-scale (6-minute grid over the last `vitals_hours` before the prediction time)
+    vitals_hours: int = 24
+    vitals_step_min: int = 6
+    vitals_segments: int = 24
+    hf1_width: int = 12
+    hf2_width: int = 24
+    d_hf_attn: int = 16
+    d_hf1: int = 16
+    d_hf2: int = 32
+    lf_channels: tuple[int, ...] = (48,)
+    d_vitals: int = 64
+    vitals_dropout: float = 0.1
+    # ECG micro level (one ECG): 12 x 640 at 125 Hz
+    ecg_fs: int = 125
+    ecg_len: int = 640
+    ecg_resnet: tuple[tuple[int, int], ...] = ((16, 320), (32, 80), (48, 20))  # (channels, length) per block
+    ecg_kernel: int = 5
+    d_ecg_sig: int = 64
+    d_ecg_meas: int = 32
+    d_ecg_text: int = 32
+    d_ecg_embed: int = 64             # per-ECG embedding fed to the macro level
+    stmt_vocab_max: int = 255
+    max_ecgs: int = 8                 # most recent ECGs kept per stay
+    # ECG macro level
+    ecg_windows: int = 5
+    ecg_macro_channels: tuple[int, ...] = (32,)
+    d_ecg: int = 64
+    ecg_dropout: float = 0.1
+    # Fusion
+    d_fusion: int = 64
+    attn_heads: int = 4
+    attn_blocks: int = 1
+    decoder_hidden: int = 128
+    fusion_dropout: float = 0.1
+    modalities: tuple[str, ...] = field(default_factory=lambda: MODALITIES)
+    vital_concepts: tuple[str, ...] = field(default_factory=lambda: VITAL_CONCEPTS)
+
+    @classmethod
+    def preset_names(cls) -> tuple[str, ...]:
+        return ("paper", "small")
+
+    @classmethod
+    def preset(cls, name: str) -> ModelConfig:
+        if name == "small":
+            return cls(preset="small")
+        if name == "paper":
+            return cls(
+                preset="paper", labs_windows=5, vitals_tok_windows=24, d_labs=512, d_vitals_tok=256,
+                d_static=128, d_hf_attn=16, d_hf1=128, d_hf2=256, lf_channels=(384, 192), d_vitals=256,
+                ecg_resnet=((64, 640), (128, 320), (196, 160), (256, 40), (320, 20)), d_ecg_sig=640,
+                d_ecg_meas=128, d_ecg_text=256, d_ecg_embed=768, ecg_macro_channels=(384,), d_ecg=256,
+                d_fusion=512, attn_heads=64, decoder_hidden=3840, sparse_dropout=0.05,
+            )
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(cls.preset_names())}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {sorted(unknown)} (checkpoint from another model version?)")
+        kw = {}
+        for k, v in d.items():
+            if isinstance(v, list):  # JSON turns tuples into lists
+                v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+            kw[k] = v
+        return cls(**kw)

@@ -1,0 +1,79 @@
+"""Evaluation of a model on a cohort: metrics per task at the end of each stay's data, and the same
+metrics at the 6/12/24/48 h landmarks the stays reach.
+
+Top-level task entries are judged at "end" (the last available data, e.g. 48 h for PhysioNet 2012, as
+the benchmark protocol does). `los_total` = elapsed + predicted remaining days against the true total.
+A task without any labels in the data is reported with n = 0 and null metrics.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from model.labels import CVD_CLASSES
+from model.metrics import binary_metrics, multiclass_metrics, regression_metrics
+
+
+def predict_cohort(model, featurizer, cohort, indices: Sequence[int] | None, device: str = "cpu",
+                   use_cache: bool = True, progress: bool = True, landmarks: bool = True) -> dict:
+    """Predictions and labels for every evaluation sample, as flat arrays (concatenable across folds)."""
+    from model.data import evaluation_samples
+    from model.train import predict
+
+    samples = evaluation_samples(cohort, indices, featurizer, use_cache, progress, landmarks)
+    pred = predict(model, samples, device=device)
+    t = [s.targets for s in samples]
+    return {
+        "landmark": np.array([s.landmark for s in samples], dtype=object),
+        "stay_id": np.array([s.stay_id for s in samples], dtype=np.int64),
+        "elapsed_days": np.array([x.elapsed_days for x in t], dtype=np.float64),
+        "y_mortality": np.array([np.nan if x.mortality is None else x.mortality for x in t], dtype=np.float64),
+        "y_los_remaining": np.array([np.nan if x.los_remaining is None else x.los_remaining for x in t], dtype=np.float64),
+        "y_cvd_90d": np.array([-1 if x.cvd_90d is None else x.cvd_90d for x in t], dtype=np.int64),
+        **pred,
+    }
+
+
+def _task_metrics(p: dict, sel: np.ndarray) -> dict:
+    out = {"mortality": binary_metrics(p["y_mortality"][sel], p["mortality"][sel])}
+    out["los_remaining"] = regression_metrics(p["y_los_remaining"][sel], p["los_remaining"][sel])
+    el = p["elapsed_days"][sel]
+    out["los_total"] = regression_metrics(p["y_los_remaining"][sel] + el, p["los_remaining"][sel] + el)
+    has = sel & (p["y_cvd_90d"] >= 0)
+    out["cvd_90d"] = multiclass_metrics(p["y_cvd_90d"][has], p["cvd_90d"][has], CVD_CLASSES)
+    return out
+
+
+def metrics_from_predictions(p: dict) -> dict:
+    lm = p["landmark"]
+    out = _task_metrics(p, lm == "end")
+    out["landmarks"] = {
+        name: _task_metrics(p, lm == name) for name in ("6h", "12h", "24h", "48h") if (lm == name).any()
+    }
+    return out
+
+
+def evaluate_model(model, featurizer, cohort, indices: Sequence[int] | None, device: str = "cpu",
+                   use_cache: bool = True, progress: bool = True, return_predictions: bool = False) -> dict:
+    pred = predict_cohort(model, featurizer, cohort, indices, device, use_cache, progress)
+    metrics = metrics_from_predictions(pred)
+    return {"metrics": metrics, "predictions": pred} if return_predictions else metrics
+
+
+def evaluate_checkpoint(checkpoint_dir, data_spec: str, device: str = "auto", use_cache: bool = True,
+                        progress: bool = True) -> dict:
+    """The `medm2t evaluate` result: metrics plus what was evaluated."""
+    import torch
+
+    from model.checkpoint import load_checkpoint
+    from model.data import describe, load_cohort
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, featurizer, cfg, meta = load_checkpoint(checkpoint_dir, device=device)
+    cohort = load_cohort(data_spec, use_cache, progress)
+    metrics = evaluate_model(model, featurizer, cohort, None, device, use_cache, progress)
+    metrics["data"] = describe(cohort)
+    metrics["checkpoint"] = {"dir": str(checkpoint_dir), "version": meta.get("version") if isinstance(meta, dict) else None}
+    return metrics

@@ -1,0 +1,615 @@
+"""Canonical events -> model inputs. Everything here is fitted on TRAINING stays only and saved in the checkpoint.
+
+Design choices (the reference leaves most of them open, see medm2t-reference.md §2 and §7):
+
+* Time is hours since the StayOpened time (ICU admission); never the Outcome (the model must not read it).
+  `encode(events, at)` uses only events with available_time <= at, so a prefix at hour 6 sees exactly
+  what a live worker would have seen at hour 6.
+* Sparse items (labs = category 'lab', tokenised vitals = category 'vital') become (value token, item token)
+  pairs. Numeric cut-points are event-level quantiles at 5, 15, ..., 95 % of the training values
+  (`value_bins` = 11 intervals); event-level rather than the reference's per-subject means because the
+  encoder sees individual values, and extreme values within a stay are the informative ones. Every item
+  also has an 'other' token (text on a numeric item, unseen category). Items never seen in training are
+  ignored and counted (`unknown_items`, one warning per item), never turned into NaN.
+* Cumulative windows: window w holds every event up to the end of window w. Edges are quantiles of the
+  training event times per group; the last window is open-ended. Each window also carries the fraction of
+  it that has elapsed by `at` (the explicit elapsed-time signal), and per item the LAST value token as of
+  the window end (a 'current state' stream next to the bag-of-tokens mean).
+* Dense vitals: a 6-minute grid over the `vitals_hours` before `at` (relative to the prediction time so a
+  streaming score at any hour sees a full-width recent history). Values are z-scored with training means,
+  clipped to +-5, carried forward (last observation, also from before the grid) and 0 (= the training mean)
+  before the first observation; a second channel per concept marks the steps with a real observation. The
+  grid is built at collate time from the compact observation list so cached inputs stay small.
+* ECG: missing leads -> zeros, NaN samples linearly interpolated, resampled to 125 Hz, 3rd-order
+  Butterworth band-pass 0.5-40 Hz (zero-phase), centre crop of 640 samples (5.12 s). Machine measurements:
+  sentinels (>= 29999) and non-finite values -> missing, z-scored, plus a missing flag each. Statements:
+  lower-cased, vocabulary of the most frequent training statements, 'other' and 'no statement' tokens.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from medm2t.events import ECG_MEASUREMENTS, LEADS, Ecg, Measurement, StayOpened, _Event
+from model.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+SPARSE_GROUPS: dict[str, str] = {"labs": "lab", "vitals_tok": "vital"}  # modality -> Measurement.category
+ECG_SENTINEL_MIN = 29999.0
+STATIC_NUMERIC = ("age", "height_cm", "weight_kg")
+STATIC_CATEGORICAL = ("admission_type", "admission_location", "first_careunit")
+CATEGORY_MAX = 50
+Z_CLIP = 5.0
+FEATURIZER_VERSION = 1
+
+
+def hours(a: datetime, b: datetime) -> float:
+    return (a - b).total_seconds() / 3600.0
+
+
+# ---------------------------------------------------------------- per-stay arrays ---------------
+
+
+@dataclass
+class SparseInputs:
+    """One sparse group of one stay at one prediction time."""
+
+    val: np.ndarray    # (n,) int32 value token (>= 1)
+    item: np.ndarray   # (n,) int32 item token (>= 1)
+    win: np.ndarray    # (n,) int16 window index
+    last: np.ndarray   # (W, I) int32 last value token per item as of each window end, 0 = none yet
+    frac: np.ndarray   # (W,) float32 elapsed fraction of each window at `at`
+
+
+@dataclass
+class StayInputs:
+    """Everything the network needs for one stay at one prediction time (numpy, picklable, cacheable)."""
+
+    elapsed_h: float
+    static: np.ndarray                  # (S,) float32
+    has_static: bool
+    sparse: dict[str, SparseInputs]
+    vit_age: np.ndarray                 # (n,) float32 hours before `at` of each vitals observation
+    vit_c: np.ndarray                   # (n,) int8 channel (index into cfg.vital_concepts)
+    vit_z: np.ndarray                   # (n,) float32 standardised value
+    vit_in_grid: np.ndarray             # (n,) bool: False = last value from before the grid (carry only)
+    ecg_sig: np.ndarray                 # (E, 12, L) float32
+    ecg_meas: np.ndarray                # (E, 2*9) float32 z-scores then missing flags
+    ecg_stmt: list[np.ndarray]          # E arrays of statement tokens (>= 1)
+    ecg_win: np.ndarray                 # (E,) int16 macro window
+    n_unknown: int = 0
+
+    @property
+    def present(self) -> dict[str, bool]:
+        return {
+            "static": self.has_static,
+            **{g: len(s.val) > 0 for g, s in self.sparse.items()},
+            "vitals": len(self.vit_c) > 0,
+            "ecg": len(self.ecg_win) > 0,
+        }
+
+
+@dataclass
+class Batch:
+    """Collated tensors for one forward pass. Token-level data are flat with a sample index, so nothing
+    is padded except the per-ECG token matrix, which carries a mask."""
+
+    size: int
+    elapsed_h: torch.Tensor             # (B,)
+    tfeat: torch.Tensor                 # (B, 2)
+    present: dict[str, torch.Tensor]    # name -> (B,) bool
+    static: torch.Tensor                # (B, S)
+    sparse: dict[str, dict[str, torch.Tensor]]
+    vitals: torch.Tensor                # (B, 2C, T)
+    ecg: dict[str, torch.Tensor]
+
+    def to(self, device) -> Batch:
+        def mv(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(device, non_blocking=True)
+            if isinstance(x, dict):
+                return {k: mv(v) for k, v in x.items()}
+            return x
+
+        return Batch(self.size, *(mv(getattr(self, f)) for f in
+                                  ("elapsed_h", "tfeat", "present", "static", "sparse", "vitals", "ecg")))
+
+
+def time_features(elapsed_h: np.ndarray | torch.Tensor):
+    """The explicit elapsed-time input: linear (saturating at 3 days) and log scale."""
+    if isinstance(elapsed_h, torch.Tensor):
+        return torch.stack([elapsed_h.clamp(max=72.0) / 48.0, torch.log1p(elapsed_h) / math.log1p(48.0)], dim=-1)
+    e = np.asarray(elapsed_h, dtype=np.float32)
+    return np.stack([np.minimum(e, 72.0) / 48.0, np.log1p(e) / np.float32(math.log1p(48.0))], axis=-1)
+
+
+# ---------------------------------------------------------------- ECG preprocessing --------------
+
+
+def preprocess_ecg(signal_mv: np.ndarray, fs: float, leads: Sequence[str], out_fs: int = 125,
+                   out_len: int = 640) -> tuple[np.ndarray, list[str]]:
+    """(n_leads, n) mV -> (12, out_len) float32 in the standard lead order, plus a list of problems found."""
+    from scipy.signal import butter, resample_poly, sosfiltfilt
+
+    problems: list[str] = []
+    sig = np.asarray(signal_mv, dtype=np.float64)
+    names = [str(name).lower() for name in leads]
+    ratio = Fraction(out_fs / float(fs)).limit_denominator(1000)
+    n_out = int(math.ceil(sig.shape[1] * ratio.numerator / ratio.denominator))
+    out = np.zeros((len(LEADS), n_out), dtype=np.float64)
+    sos = butter(3, [0.5, 40.0], btype="bandpass", fs=out_fs, output="sos")
+    for i, lead in enumerate(LEADS):
+        if lead.lower() not in names:
+            problems.append(f"lead {lead} missing")
+            continue
+        x = sig[names.index(lead.lower())]
+        bad = ~np.isfinite(x)
+        if bad.all():
+            problems.append(f"lead {lead} has no finite samples")
+            continue
+        if bad.any():
+            problems.append(f"lead {lead}: {int(bad.sum())} NaN samples interpolated")
+            idx = np.arange(len(x))
+            x = np.interp(idx, idx[~bad], x[~bad])
+        y = resample_poly(x, ratio.numerator, ratio.denominator) if ratio != 1 else x
+        if len(y) > 3 * 2 * len(sos) + 1:
+            y = sosfiltfilt(sos, y)
+        out[i, : len(y)] = y[:n_out]
+    out = np.clip(np.nan_to_num(out), -20.0, 20.0)
+    if out.shape[1] >= out_len:
+        start = (out.shape[1] - out_len) // 2
+        return out[:, start:start + out_len].astype(np.float32), problems
+    padded = np.zeros((len(LEADS), out_len), dtype=np.float32)
+    padded[:, : out.shape[1]] = out
+    problems.append(f"record shorter than {out_len / out_fs:.2f} s: zero-padded")
+    return padded, problems
+
+
+# ---------------------------------------------------------------- prepared stay ------------------
+
+
+@dataclass
+class _PreparedGroup:
+    avail: np.ndarray   # hours, sorted ascending
+    time: np.ndarray
+    val: np.ndarray
+    item: np.ndarray
+
+
+@dataclass
+class PreparedStay:
+    """A stay's events turned into arrays once (the per-event Python work), so that encoding it at many
+    prediction times is pure numpy slicing."""
+
+    admit: datetime
+    static: np.ndarray
+    has_static: bool
+    groups: dict[str, _PreparedGroup]
+    vit_avail: np.ndarray
+    vit_time: np.ndarray
+    vit_c: np.ndarray
+    vit_z: np.ndarray
+    ecg_avail: np.ndarray
+    ecg_time: np.ndarray
+    ecg_sig: np.ndarray
+    ecg_meas: np.ndarray
+    ecg_stmt: list[np.ndarray]
+    n_unknown: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- the featurizer ----------------
+
+
+@dataclass
+class _Item:
+    group: str
+    index: int              # item token within its group (>= 1)
+    offset: int             # first value token of this item within its group
+    cuts: list[float] | None  # numeric items
+    categories: list[str] | None  # categorical items
+
+    @property
+    def n_tokens(self) -> int:
+        n = len(self.cuts) + 1 if self.cuts is not None else len(self.categories)
+        return n + 1  # + 'other'
+
+
+class Featurizer:
+    def __init__(self, cfg: ModelConfig, items: dict[str, _Item], edges: dict[str, list[float]],
+                 static_spec: dict, vitals_spec: dict, ecg_spec: dict):
+        self.cfg = cfg
+        self.items = items
+        self.edges = edges                    # modality -> interior window edges (hours)
+        self.static_spec = static_spec
+        self.vitals_spec = vitals_spec
+        self.ecg_spec = ecg_spec
+        self.unknown_items: Counter = Counter()
+        self._n_items = {g: 1 + sum(1 for it in items.values() if it.group == g) for g in SPARSE_GROUPS}
+        self._n_vals = {g: 1 + sum(it.n_tokens for it in items.values() if it.group == g) for g in SPARSE_GROUPS}
+        self._stmt_index = {s: i + 2 for i, s in enumerate(ecg_spec["statements"])}
+        self._cat_index = {code: {c: k for k, c in enumerate(it.categories)} for code, it in items.items()
+                           if it.categories is not None}
+
+    # ---- sizes the network needs
+    def spec(self) -> dict:
+        return {
+            "n_items": dict(self._n_items), "n_values": dict(self._n_vals), "n_static": self.n_static,
+            "n_statements": len(self.ecg_spec["statements"]) + 2, "windows": {k: len(v) + 1 for k, v in self.edges.items()},
+        }
+
+    @property
+    def n_static(self) -> int:
+        s = self.static_spec
+        return 3 + 2 * len(STATIC_NUMERIC) + sum(len(s["vocab"][k]) + 1 for k in STATIC_CATEGORICAL)
+
+    # ---- fitting
+    @classmethod
+    def fit(cls, stays: Sequence[list[_Event]], cfg: ModelConfig) -> Featurizer:
+        from tqdm import tqdm
+
+        numeric: dict[str, list[float]] = defaultdict(list)
+        texts: dict[str, Counter] = defaultdict(Counter)
+        category: dict[str, Counter] = defaultdict(Counter)
+        times: dict[str, list[float]] = defaultdict(list)
+        static_num: dict[str, list[float]] = defaultdict(list)
+        static_cat: dict[str, Counter] = defaultdict(Counter)
+        vit: dict[str, list[float]] = defaultdict(list)
+        ecg_meas: dict[str, list[float]] = defaultdict(list)
+        ecg_offsets: list[float] = []
+        stmts: Counter = Counter()
+        concepts = set(cfg.vital_concepts)
+        for events in tqdm(stays, desc="fit featurizer", unit="stay", leave=False, disable=len(stays) < 500):
+            admit = _admission(events)
+            for e in events:
+                if isinstance(e, Measurement):
+                    if e.value is not None and math.isfinite(e.value):
+                        numeric[e.item].append(e.value)
+                        if e.concept in concepts:
+                            vit[e.concept].append(e.value)
+                    elif e.text is not None:
+                        texts[e.item][e.text.strip().lower()] += 1
+                    else:
+                        continue
+                    category[e.item][e.category] += 1
+                    times[SPARSE_GROUPS_BY_CATEGORY[e.category]].append(hours(e.time, admit))
+                elif isinstance(e, StayOpened):
+                    st = e.static
+                    for k in STATIC_NUMERIC:
+                        v = getattr(st, k)
+                        if v is not None and math.isfinite(v) and v > 0:
+                            static_num[k].append(v)
+                    for k in STATIC_CATEGORICAL:
+                        if getattr(st, k):
+                            static_cat[k][getattr(st, k)] += 1
+                elif isinstance(e, Ecg):
+                    ecg_offsets.append(hours(e.time, admit))
+                    for k in ECG_MEASUREMENTS:
+                        v = e.measurements.get(k)
+                        if v is not None and math.isfinite(v) and abs(v) < ECG_SENTINEL_MIN:
+                            ecg_meas[k].append(v)
+                    stmts.update({s.strip().lower() for s in e.statements})
+
+        qs = np.linspace(0.05, 0.95, cfg.value_bins - 1)
+        items: dict[str, _Item] = {}
+        counters = {g: [1, 1] for g in SPARSE_GROUPS}  # next item token, next value token
+        for code in sorted(category):
+            group = SPARSE_GROUPS_BY_CATEGORY[category[code].most_common(1)[0][0]]
+            n_num, n_txt = len(numeric.get(code, ())), sum(texts.get(code, Counter()).values())
+            if n_num >= n_txt:
+                cuts = np.unique(np.quantile(np.asarray(numeric[code]), qs)).tolist()
+                it = _Item(group, counters[group][0], counters[group][1], cuts, None)
+            else:
+                cats = [c for c, _ in texts[code].most_common(CATEGORY_MAX)]
+                it = _Item(group, counters[group][0], counters[group][1], None, cats)
+            items[code] = it
+            counters[group][0] += 1
+            counters[group][1] += it.n_tokens
+
+        n_win = {"labs": cfg.labs_windows, "vitals_tok": cfg.vitals_tok_windows, "ecg": cfg.ecg_windows}
+        edges = {g: _quantile_edges(times.get(g, []), n_win[g], default_span=48.0) for g in SPARSE_GROUPS}
+        edges["ecg"] = _quantile_edges(ecg_offsets, cfg.ecg_windows, default_span=48.0, start=-24.0)
+
+        static_spec = {
+            "mean": {k: float(np.mean(static_num[k])) if static_num[k] else 0.0 for k in STATIC_NUMERIC},
+            "std": {k: float(np.std(static_num[k]) or 1.0) if static_num[k] else 1.0 for k in STATIC_NUMERIC},
+            "vocab": {k: [c for c, _ in static_cat[k].most_common(CATEGORY_MAX)] for k in STATIC_CATEGORICAL},
+        }
+        vitals_spec = {
+            "mean": [float(np.mean(vit[c])) if vit[c] else 0.0 for c in cfg.vital_concepts],
+            "std": [float(np.std(vit[c]) or 1.0) if vit[c] else 1.0 for c in cfg.vital_concepts],
+        }
+        ecg_spec = {
+            "mean": [float(np.mean(ecg_meas[k])) if ecg_meas[k] else 0.0 for k in ECG_MEASUREMENTS],
+            "std": [float(np.std(ecg_meas[k]) or 1.0) if ecg_meas[k] else 1.0 for k in ECG_MEASUREMENTS],
+            "statements": [s for s, _ in stmts.most_common(cfg.stmt_vocab_max)],
+        }
+        return cls(cfg, items, edges, static_spec, vitals_spec, ecg_spec)
+
+    # ---- serialisation
+    def to_dict(self) -> dict:
+        return {
+            "version": FEATURIZER_VERSION,
+            "items": {k: {"group": v.group, "index": v.index, "offset": v.offset, "cuts": v.cuts,
+                          "categories": v.categories} for k, v in self.items.items()},
+            "edges": self.edges, "static": self.static_spec, "vitals": self.vitals_spec, "ecg": self.ecg_spec,
+            "config": self.cfg.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Featurizer:
+        if d.get("version") != FEATURIZER_VERSION:
+            raise ValueError(f"featurizer version {d.get('version')} is not {FEATURIZER_VERSION} (made by another model version)")
+        items = {k: _Item(**v) for k, v in d["items"].items()}
+        return cls(ModelConfig.from_dict(d["config"]), items, d["edges"], d["static"], d["vitals"], d["ecg"])
+
+    # ---- encoding
+    def prepare(self, events: Sequence[_Event]) -> PreparedStay:
+        """Per-event work, done once per stay. Unknown items are counted and skipped."""
+        admit = _admission(events)
+        opened = next((e for e in events if isinstance(e, StayOpened)), None)
+        rows: dict[str, list[tuple[float, float, int, int]]] = {g: [] for g in SPARSE_GROUPS}
+        numeric_rows: dict[str, list] = defaultdict(list)
+        vit_rows: list[tuple[float, float, int, float]] = []
+        concept_index = {c: i for i, c in enumerate(self.cfg.vital_concepts)}
+        ecgs: list[Ecg] = []
+        n_unknown = 0
+        problems: list[str] = []
+        for e in events:
+            if isinstance(e, Measurement):
+                it = self.items.get(e.item)
+                if it is None:
+                    n_unknown += 1
+                    if e.item not in self.unknown_items:
+                        log.warning("item %r (stay %s) was never seen in training: ignored", e.item, e.stay_id)
+                    self.unknown_items[e.item] += 1
+                    continue
+                avail, t = hours(e.available_time, admit), hours(e.time, admit)
+                if e.value is not None and math.isfinite(e.value):
+                    if it.cuts is not None:
+                        numeric_rows[e.item].append((len(rows[it.group]), e.value))
+                        tok = 0  # filled below, vectorised per item
+                    else:
+                        tok = it.offset + it.n_tokens - 1
+                    if e.concept in concept_index:
+                        cz = (e.value - self.vitals_spec["mean"][concept_index[e.concept]]) / self.vitals_spec["std"][concept_index[e.concept]]
+                        vit_rows.append((avail, t, concept_index[e.concept], float(np.clip(cz, -Z_CLIP, Z_CLIP))))
+                elif e.text is not None:
+                    if it.categories is not None:
+                        k = self._cat_index[e.item].get(e.text.strip().lower(), len(it.categories))
+                        tok = it.offset + k
+                    else:
+                        tok = it.offset + it.n_tokens - 1
+                else:
+                    problems.append(f"measurement {e.event_id} ({e.item}) has neither value nor text: ignored")
+                    continue
+                rows[it.group].append((avail, t, tok, it.index))
+            elif isinstance(e, Ecg):
+                ecgs.append(e)
+        groups = {}
+        for g, r in rows.items():
+            arr = np.asarray(r, dtype=np.float64).reshape(-1, 4)
+            val = arr[:, 2].astype(np.int32)
+            for code, pairs in numeric_rows.items():
+                it = self.items[code]
+                if it.group != g:
+                    continue
+                pos = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
+                vals = np.fromiter((v for _, v in pairs), dtype=np.float64, count=len(pairs))
+                val[pos] = it.offset + np.searchsorted(np.asarray(it.cuts), vals, side="right")
+            order = np.lexsort((arr[:, 1], arr[:, 0]))  # by available time, then clinical time (stable)
+            groups[g] = _PreparedGroup(arr[order, 0], arr[order, 1], val[order], arr[order, 3].astype(np.int32))
+        vr = np.asarray(vit_rows, dtype=np.float64).reshape(-1, 4)
+        vo = np.lexsort((vr[:, 1], vr[:, 0]))
+        static, has_static = self._static_vector(opened)
+        ecg_avail, ecg_time, sigs, meas, stmt = self._prepare_ecgs(ecgs, admit, problems)
+        return PreparedStay(admit, static, has_static, groups, vr[vo, 0], vr[vo, 1], vr[vo, 2].astype(np.int8),
+                            vr[vo, 3].astype(np.float32), ecg_avail, ecg_time, sigs, meas, stmt, n_unknown, problems)
+
+    def encode(self, events: Sequence[_Event], at: datetime) -> StayInputs:
+        return self.encode_prepared(self.prepare(events), at)
+
+    def encode_many(self, events: Sequence[_Event], ats: Sequence[datetime]) -> list[StayInputs]:
+        prep = self.prepare(events)
+        return [self.encode_prepared(prep, at) for at in ats]
+
+    def encode_prepared(self, prep: PreparedStay, at: datetime) -> StayInputs:
+        at_h = max(0.0, hours(at, prep.admit))
+        sparse = {g: self._encode_group(g, prep.groups[g], at_h) for g in SPARSE_GROUPS}
+        k = int(np.searchsorted(prep.vit_avail, at_h, side="right"))
+        vit_age, vit_c, vit_z, vit_in = self._vitals_window(prep.vit_time[:k], prep.vit_c[:k], prep.vit_z[:k], at_h)
+        n_ecg = int(np.searchsorted(prep.ecg_avail, at_h, side="right"))
+        lo = max(0, n_ecg - self.cfg.max_ecgs)
+        ecg_win = np.searchsorted(np.asarray(self.edges["ecg"]), prep.ecg_time[lo:n_ecg], side="right").astype(np.int16)
+        return StayInputs(
+            elapsed_h=at_h, static=prep.static, has_static=prep.has_static, sparse=sparse,
+            vit_age=vit_age, vit_c=vit_c, vit_z=vit_z, vit_in_grid=vit_in,
+            ecg_sig=prep.ecg_sig[lo:n_ecg], ecg_meas=prep.ecg_meas[lo:n_ecg], ecg_stmt=prep.ecg_stmt[lo:n_ecg],
+            ecg_win=ecg_win, n_unknown=prep.n_unknown,
+        )
+
+    def window_fractions(self, group: str, at_h: float) -> np.ndarray:
+        e = np.asarray(self.edges[group], dtype=np.float64)
+        lo = np.concatenate([[0.0], e])
+        hi = np.concatenate([e, [e[-1] + max(e[-1] - (e[-2] if len(e) > 1 else 0.0), 1.0)]])
+        return np.clip((at_h - lo) / np.maximum(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+
+    def _encode_group(self, g: str, pg: _PreparedGroup, at_h: float) -> SparseInputs:
+        k = int(np.searchsorted(pg.avail, at_h, side="right"))
+        time, val, item = pg.time[:k], pg.val[:k], pg.item[:k]
+        n_w, n_i = len(self.edges[g]) + 1, self._n_items[g]
+        win = np.searchsorted(np.asarray(self.edges[g]), time, side="right").astype(np.int16)
+        last = np.zeros((n_w, n_i), dtype=np.int32)
+        if k:
+            order = np.argsort(time, kind="stable")  # last = latest clinical time, ties -> later arrival
+            key = (win[order].astype(np.int64) * n_i + item[order])[::-1]
+            uniq, first = np.unique(key, return_index=True)
+            last.reshape(-1)[uniq] = val[order][::-1][first]
+            for w in range(1, n_w):
+                last[w] = np.where(last[w] > 0, last[w], last[w - 1])
+        return SparseInputs(val, item, win, last, self.window_fractions(g, at_h))
+
+    def _vitals_window(self, time, c, z, at_h):
+        """Observations in the grid span plus, per channel, the last one before it (carried forward)."""
+        age = (at_h - time).astype(np.float32)
+        in_grid = age < self.cfg.vitals_hours
+        before = np.flatnonzero(~in_grid)
+        keep = np.flatnonzero(in_grid)
+        if len(before):
+            # latest pre-grid observation per channel (time-sorted within channel)
+            b_order = before[np.lexsort((time[before], c[before]))]
+            last_of_c = b_order[np.r_[c[b_order][1:] != c[b_order][:-1], True]]
+            keep = np.concatenate([last_of_c, keep])
+        return age[keep], c[keep], z[keep], in_grid[keep]
+
+    def _static_vector(self, opened: StayOpened | None) -> tuple[np.ndarray, bool]:
+        x = np.zeros(self.n_static, dtype=np.float32)
+        if opened is None:
+            x[2] = 1.0
+            for i in range(len(STATIC_NUMERIC)):
+                x[3 + 2 * i + 1] = 1.0
+            return x, False
+        st, s = opened.static, self.static_spec
+        x[{"M": 0, "F": 1}.get(st.gender, 2)] = 1.0
+        for i, k in enumerate(STATIC_NUMERIC):
+            v = getattr(st, k)
+            if v is not None and math.isfinite(v) and v > 0:
+                x[3 + 2 * i] = np.clip((v - s["mean"][k]) / s["std"][k], -Z_CLIP, Z_CLIP)
+            else:
+                x[3 + 2 * i + 1] = 1.0
+        pos = 3 + 2 * len(STATIC_NUMERIC)
+        for k in STATIC_CATEGORICAL:
+            vocab = s["vocab"][k]
+            v = getattr(st, k)
+            x[pos + (vocab.index(v) if v in vocab else len(vocab))] = 1.0 if v else 0.0
+            pos += len(vocab) + 1
+        return x, True
+
+    def _prepare_ecgs(self, ecgs: list[Ecg], admit: datetime, problems: list[str]):
+        cfg = self.cfg
+        ecgs = sorted(ecgs, key=lambda e: (e.available_time, e.time, e.event_id))
+        sigs = np.zeros((len(ecgs), len(LEADS), cfg.ecg_len), dtype=np.float32)
+        meas = np.zeros((len(ecgs), 2 * len(ECG_MEASUREMENTS)), dtype=np.float32)
+        stmt = []
+        mean, std = self.ecg_spec["mean"], self.ecg_spec["std"]
+        for n, e in enumerate(ecgs):
+            sigs[n], probs = preprocess_ecg(e.waveform.to_array(), e.waveform.fs, e.waveform.leads, cfg.ecg_fs, cfg.ecg_len)
+            problems.extend(f"ECG {e.event_id}: {p}" for p in probs)
+            for i, k in enumerate(ECG_MEASUREMENTS):
+                v = e.measurements.get(k)
+                if v is not None and math.isfinite(v) and abs(v) < ECG_SENTINEL_MIN:
+                    meas[n, i] = np.clip((v - mean[i]) / std[i], -Z_CLIP, Z_CLIP)
+                else:
+                    meas[n, len(ECG_MEASUREMENTS) + i] = 1.0
+            toks = sorted({self._stmt_index.get(s.strip().lower(), 1) for s in e.statements}) or [0]
+            stmt.append(np.asarray(toks, dtype=np.int32) + 1)  # +1: 0 is EmbeddingBag padding
+        avail = np.asarray([hours(e.available_time, admit) for e in ecgs], dtype=np.float64)
+        time = np.asarray([hours(e.time, admit) for e in ecgs], dtype=np.float64)
+        return avail, time, sigs, meas, stmt
+
+
+SPARSE_GROUPS_BY_CATEGORY = {v: k for k, v in SPARSE_GROUPS.items()}
+
+
+def _admission(events: Sequence[_Event]) -> datetime:
+    opened = next((e for e in events if isinstance(e, StayOpened)), None)
+    if opened is not None:
+        return opened.time
+    times = [e.time for e in events if isinstance(e, (Measurement, Ecg))]
+    if not times:
+        return datetime(1970, 1, 1)
+    return min(times)
+
+
+def _quantile_edges(values: list[float], n_windows: int, default_span: float, start: float = 0.0) -> list[float]:
+    """n_windows-1 strictly increasing interior edges at the quantiles of `values` (training event times)."""
+    if n_windows < 2:
+        return []
+    if len(values) >= n_windows:
+        e = np.quantile(np.asarray(values), np.arange(1, n_windows) / n_windows)
+    else:
+        e = np.linspace(start, start + default_span, n_windows + 1)[1:-1]
+    e = np.round(e, 3)
+    for i in range(1, len(e)):
+        e[i] = max(e[i], e[i - 1] + 0.01)
+    return e.tolist()
+
+
+# ---------------------------------------------------------------- collate ----------------------
+
+
+def vitals_grid(cfg: ModelConfig, s: StayInputs) -> np.ndarray:
+    """(2C, T) grid: carried-forward z-scores, then observed-in-step flags. See the module docstring."""
+    n_c, step = len(cfg.vital_concepts), cfg.vitals_step_min / 60.0
+    n_t = int(round(cfg.vitals_hours / step))
+    grid = np.zeros((2 * n_c, n_t), dtype=np.float32)
+    if len(s.vit_c) == 0:
+        return grid
+    # step k covers ages (hours before `at`) in (A_k - step, A_k] with A_k = (n_t - 1 - k) * step ... as times:
+    # step k ends at t_k = (k + 1) * step - vitals_hours relative to `at`.
+    ends = (np.arange(n_t) + 1) * step - cfg.vitals_hours
+    t = -s.vit_age.astype(np.float64)
+    for c in np.unique(s.vit_c):
+        m = s.vit_c == c
+        tc, zc, ing = t[m], s.vit_z[m], s.vit_in_grid[m]
+        order = np.argsort(tc, kind="stable")
+        tc, zc, ing = tc[order], zc[order], ing[order]
+        idx = np.searchsorted(tc, ends + 1e-9, side="right") - 1
+        grid[c] = np.where(idx >= 0, zc[np.maximum(idx, 0)], 0.0)
+        obs_t = tc[ing]
+        counts = np.searchsorted(obs_t, ends + 1e-9, side="right") - np.searchsorted(obs_t, ends - step + 1e-9, side="right")
+        grid[n_c + c] = counts > 0
+    return grid
+
+
+def collate(items: Sequence[StayInputs], cfg: ModelConfig | None = None) -> Batch:
+    if not items:
+        raise ValueError("collate needs at least one StayInputs")
+    cfg = cfg or ModelConfig()
+    b = len(items)
+    elapsed = np.asarray([s.elapsed_h for s in items], dtype=np.float32)
+    present = {name: torch.tensor([s.present[name] for s in items]) for name in items[0].present}
+    sparse = {}
+    for g in items[0].sparse:
+        n_w = len(items[0].sparse[g].frac)
+        seg = np.concatenate([i * n_w + s.sparse[g].win.astype(np.int64) for i, s in enumerate(items)])
+        sparse[g] = {
+            "val": torch.from_numpy(np.concatenate([s.sparse[g].val for s in items]).astype(np.int64)),
+            "item": torch.from_numpy(np.concatenate([s.sparse[g].item for s in items]).astype(np.int64)),
+            "seg": torch.from_numpy(seg),
+            "last": torch.from_numpy(np.stack([s.sparse[g].last for s in items]).astype(np.int64)),
+            "frac": torch.from_numpy(np.stack([s.sparse[g].frac for s in items])),
+        }
+    n_e = [len(s.ecg_win) for s in items]
+    stmts = [t for s in items for t in s.ecg_stmt]
+    slot = np.concatenate([np.arange(n) for n in n_e]) if sum(n_e) else np.zeros(0, dtype=np.int64)
+    ecg = {
+        "sig": torch.from_numpy(np.concatenate([s.ecg_sig for s in items]).astype(np.float32)),
+        "meas": torch.from_numpy(np.concatenate([s.ecg_meas for s in items]).astype(np.float32)),
+        "stmt": torch.from_numpy(np.concatenate(stmts).astype(np.int64) if stmts else np.zeros(0, dtype=np.int64)),
+        "stmt_off": torch.from_numpy(np.cumsum([0] + [len(t) for t in stmts[:-1]]).astype(np.int64)) if stmts
+        else torch.zeros(0, dtype=torch.long),
+        "sample": torch.from_numpy(np.repeat(np.arange(b), n_e).astype(np.int64)),
+        "win": torch.from_numpy(np.concatenate([s.ecg_win for s in items]).astype(np.int64)),
+        "slot": torch.from_numpy(slot.astype(np.int64)),
+        "max_len": torch.tensor(max(max(n_e), 1)),
+    }
+    return Batch(
+        size=b,
+        elapsed_h=torch.from_numpy(elapsed),
+        tfeat=torch.from_numpy(time_features(elapsed).astype(np.float32)),
+        present=present,
+        static=torch.from_numpy(np.stack([s.static for s in items])),
+        sparse=sparse,
+        vitals=torch.from_numpy(np.stack([vitals_grid(cfg, s) for s in items])),
+        ecg=ecg,
+    )

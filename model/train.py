@@ -1,0 +1,419 @@
+"""Training: supervised pre-training of each modality encoder, then end-to-end fine-tuning.
+
+Stages (all on landmark prefixes, see model/landmarks.py):
+1. pre-train: for every modality, its encoder + its pre-training head on the multi-task loss, using
+   only samples in which that modality is present (as the paper's unimodal stage, without B3/B4).
+2. fine-tune: the whole network end to end, early stopping on the validation loss with the best
+   epoch's weights restored.
+
+Loss (per task, masked to samples that have the label; the tasks' losses are summed with weights):
+- mortality: binary cross-entropy on the logit;
+- los_remaining: Huber (delta 1) on log1p(days). LOS is heavily right-skewed; MSE on raw days (the
+  paper's choice) is dominated by a few very long stays;
+- cvd_90d: cross-entropy over the 4 classes.
+
+Folds: `folds > 1` runs GroupKFold by subject; every fold builds its own featurizer, pre-trains its
+own encoders and fine-tunes on its own training split, so no fold ever sees its test stays (B3 fix).
+Reported metrics are pooled out of fold and mean +/- SD over folds; the saved model is then trained on
+all of the data.
+
+Resumable: after every epoch the stage, epoch, weights, optimizer, best weights and RNG state go to
+OUT/train_state.pt; `resume=True` continues from there.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TASK_WEIGHTS = {"mortality": 1.0, "los_remaining": 0.5, "cvd_90d": 1.0}
+
+
+@dataclass
+class TrainOptions:
+    preset: str = "small"
+    seed: int = 0
+    epochs: int | None = None          # fine-tuning epochs (max, early stopping may end sooner)
+    pretrain_epochs: int | None = None
+    batch_size: int = 64
+    lr: float | None = None
+    pretrain_lr: float | None = None
+    weight_decay: float = 1e-4
+    patience: int = 3
+    n_random: int = 3                  # random landmarks per stay, besides end-of-data
+    val_fraction: float = 0.15         # when no --val spec is given
+    refit: bool = False                # after early stopping, retrain on train+val for the best epoch count
+    device: str = "cpu"
+    use_cache: bool = True
+    progress: bool = True
+    max_minutes: float | None = None   # wall-clock budget for fine-tuning; stops early, keeps the best epoch
+    extra: dict = field(default_factory=dict)
+
+
+PRESET_DEFAULTS = {
+    "small": {"epochs": 12, "pretrain_epochs": 2, "lr": 2e-3, "pretrain_lr": 2e-3},
+    "paper": {"epochs": 20, "pretrain_epochs": 5, "lr": 5e-5, "pretrain_lr": 1e-3},
+}
+
+
+def _opt(opts: TrainOptions, name: str):
+    value = getattr(opts, name)
+    return PRESET_DEFAULTS.get(opts.preset, PRESET_DEFAULTS["small"])[name] if value is None else value
+
+
+# ---- batches, loss, predictions -----------------------------------------------------------------
+
+
+def make_batch(samples, device, cfg):
+    """Collate inputs and targets of `samples` and move them to `device`."""
+    from model.data import target_tensors
+    from model.features import collate
+
+    batch = collate([s.inputs for s in samples], cfg)
+    if device != "cpu" and hasattr(batch, "to"):
+        batch = batch.to(device)
+    targets = {k: v.to(device) for k, v in target_tensors(samples).items()} if device != "cpu" else target_tensors(samples)
+    return batch, targets
+
+
+def iterate(samples: Sequence, batch_size: int, rng: np.random.Generator | None):
+    order = np.arange(len(samples)) if rng is None else rng.permutation(len(samples))
+    for start in range(0, len(samples), batch_size):
+        yield [samples[i] for i in order[start:start + batch_size]]
+
+
+def multitask_loss(out: dict, targets: dict, weights: dict = TASK_WEIGHTS):
+    """Sum of the weighted per-task losses over the samples that have each label; (loss, {task: value})."""
+    import torch
+    import torch.nn.functional as F
+
+    parts = {}
+    m = targets["mask_mortality"]
+    if m.any() and "mortality" in out:
+        parts["mortality"] = F.binary_cross_entropy_with_logits(out["mortality"][m].float(), targets["mortality"][m])
+    m = targets["mask_los_remaining"]
+    if m.any() and "los_remaining" in out:
+        pred = torch.log1p(out["los_remaining"][m].float().clamp_min(0))
+        parts["los_remaining"] = F.huber_loss(pred, torch.log1p(targets["los_remaining"][m]), delta=1.0)
+    m = targets["mask_cvd_90d"]
+    if m.any() and "cvd_90d" in out:
+        parts["cvd_90d"] = F.cross_entropy(out["cvd_90d"][m].float(), targets["cvd_90d"][m])
+    if not parts:
+        return None, {}
+    total = sum(weights[k] * v for k, v in parts.items())
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def predict(model, samples: Sequence, batch_size: int = 256, device: str = "cpu") -> dict:
+    """Eval-mode predictions: mortality probability, los_remaining days, cvd_90d class probabilities."""
+    import torch
+
+    model.eval()
+    mort, los, cvd = [], [], []
+    with torch.inference_mode():
+        for chunk in iterate(samples, batch_size, None):
+            batch, _ = make_batch(chunk, device, model.cfg)
+            out = model(batch)
+            mort.append(torch.sigmoid(out["mortality"].float()).cpu().numpy())
+            los.append(out["los_remaining"].float().cpu().numpy())
+            cvd.append(torch.softmax(out["cvd_90d"].float(), -1).cpu().numpy())
+    if not samples:
+        return {"mortality": np.zeros(0), "los_remaining": np.zeros(0), "cvd_90d": np.zeros((0, 4))}
+    return {"mortality": np.concatenate(mort), "los_remaining": np.concatenate(los), "cvd_90d": np.concatenate(cvd)}
+
+
+def mean_loss(model, samples, batch_size: int, device: str) -> float:
+    import torch
+
+    model.eval()
+    total, weight = 0.0, 0
+    with torch.inference_mode():
+        for chunk in iterate(samples, batch_size, None):
+            batch, targets = make_batch(chunk, device, model.cfg)
+            loss, _ = multitask_loss(model(batch), targets)
+            if loss is not None:
+                total += float(loss) * len(chunk)
+                weight += len(chunk)
+    return total / weight if weight else math.inf
+
+
+# ---- stages -------------------------------------------------------------------------------------
+
+
+def _has_modality(sample, name: str) -> bool:
+    present = getattr(sample.inputs, "present", None)
+    if present is None:
+        return True
+    return bool(present.get(name, True)) if isinstance(present, dict) else name in present
+
+
+def _pretrain_loss(model, name, batch, targets):
+    head = model.pretrain_heads[name]
+    out = head(model.encoder_forward(name, batch))
+    return multitask_loss(out, targets)
+
+
+def pretrain(model, samples, opts: TrainOptions, state: dict, save_state) -> None:
+    """Stage 1: each encoder with its own pre-training head, on the samples that have its modality."""
+    import torch
+    from tqdm import tqdm
+
+    epochs = _opt(opts, "pretrain_epochs")
+    done = state.setdefault("pretrained", [])
+    for name in model.modalities:
+        if name in done:
+            continue
+        subset = [s for s in samples if _has_modality(s, name)]
+        if len(subset) < 2 or epochs <= 0:
+            log.info("pre-training %s skipped (%d samples with it)", name, len(subset))
+            done.append(name)
+            continue
+        params = list(model.encoder_parameters(name)) + list(model.pretrain_heads[name].parameters())
+        optim = torch.optim.AdamW(params, lr=_opt(opts, "pretrain_lr"), weight_decay=opts.weight_decay)
+        rng = np.random.default_rng([opts.seed, len(done)])
+        model.train()
+        for epoch in range(epochs):
+            losses = []
+            bar = tqdm(list(iterate(subset, opts.batch_size, rng)), desc=f"pre-train {name} {epoch + 1}/{epochs}",
+                       unit="batch", disable=not opts.progress, leave=False)
+            for chunk in bar:
+                if len(chunk) < 2:  # BatchNorm needs two samples in training mode
+                    continue
+                batch, targets = make_batch(chunk, opts.device, model.cfg)
+                loss, _ = _pretrain_loss(model, name, batch, targets)
+                if loss is None:
+                    continue
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 5.0)
+                optim.step()
+                losses.append(float(loss))
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            log.info("pre-train %s epoch %d: loss %.4f", name, epoch + 1, np.mean(losses) if losses else float("nan"))
+        done.append(name)
+        save_state()
+
+
+def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict, save_state,
+             fixed_epochs: int | None = None) -> dict:
+    """Stage 2: end to end with early stopping on validation loss; restores the best epoch's weights.
+    `fixed_epochs`: train exactly that many epochs with no validation (refit)."""
+    import torch
+    from tqdm import tqdm
+
+    max_epochs = fixed_epochs or _opt(opts, "epochs")
+    optim = torch.optim.AdamW(model.parameters(), lr=_opt(opts, "lr"), weight_decay=opts.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(1, max_epochs))
+    ft = state.setdefault("finetune", {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "bad": 0, "history": []})
+    if "optim" in ft:
+        optim.load_state_dict(ft["optim"])
+        sched.load_state_dict(ft["sched"])
+    started = time.monotonic()
+    while ft["epoch"] < max_epochs:
+        epoch = ft["epoch"]
+        rng = np.random.default_rng([opts.seed, 1000 + epoch])
+        model.train()
+        losses = []
+        bar = tqdm(list(iterate(train_samples, opts.batch_size, rng)), desc=f"fine-tune {epoch + 1}/{max_epochs}",
+                   unit="batch", disable=not opts.progress, leave=False)
+        for chunk in bar:
+            if len(chunk) < 2:
+                continue
+            batch, targets = make_batch(chunk, opts.device, model.cfg)
+            loss, _ = multitask_loss(model(batch), targets)
+            if loss is None:
+                continue
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optim.step()
+            losses.append(float(loss))
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        sched.step()
+        train_loss = float(np.mean(losses)) if losses else math.inf
+        val_loss = mean_loss(model, val_samples, 256, opts.device) if (val_samples and not fixed_epochs) else None
+        ft["epoch"] = epoch + 1
+        ft["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
+        log.info("fine-tune epoch %d: train loss %.4f, validation loss %s", epoch + 1, train_loss,
+                 "-" if val_loss is None else f"{val_loss:.4f}")
+        if val_loss is None or val_loss < ft["best_loss"] - 1e-4:
+            ft["best_loss"] = val_loss if val_loss is not None else ft["best_loss"]
+            ft["best_epoch"] = epoch + 1
+            ft["best_state"] = copy.deepcopy(model.state_dict())
+            ft["bad"] = 0
+        else:
+            ft["bad"] += 1
+        ft["optim"], ft["sched"] = optim.state_dict(), sched.state_dict()
+        save_state()
+        if ft["bad"] >= opts.patience:
+            log.info("early stopping after epoch %d (best %d)", epoch + 1, ft["best_epoch"])
+            break
+        if opts.max_minutes and (time.monotonic() - started) / 60 * (ft["epoch"] + 1) / ft["epoch"] > opts.max_minutes:
+            log.info("time budget of %.0f min reached after epoch %d", opts.max_minutes, epoch + 1)
+            break
+    if "best_state" in ft:
+        model.load_state_dict(ft["best_state"])
+    return {"epochs_run": ft["epoch"], "best_epoch": ft["best_epoch"],
+            "best_val_loss": None if math.isinf(ft["best_loss"]) else ft["best_loss"], "history": ft["history"]}
+
+
+# ---- whole runs ---------------------------------------------------------------------------------
+
+
+def build_model(cfg, featurizer, seed: int):
+    import torch
+
+    from model.network import MedM2T
+
+    torch.manual_seed(seed)
+    return MedM2T(cfg, featurizer.spec())
+
+
+def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_path: Path | None, resume: bool):
+    """Fit a featurizer and a model on `train_idx` stays of `cohort`, early-stopping on `val_idx` stays of
+    `val_cohort`. Returns (model, featurizer, cfg, info)."""
+    import torch
+
+    from model.config import ModelConfig
+    from model.data import training_samples
+    from model.features import Featurizer
+
+    cfg = ModelConfig.preset(opts.preset)
+    state: dict = {}
+    if resume and state_path is not None and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        log.info("resuming from %s (pre-trained: %s, fine-tune epoch %d)", state_path,
+                 state.get("pretrained"), state.get("finetune", {}).get("epoch", 0))
+    train_stays = [cohort.stays[i] for i in train_idx]
+    if "featurizer" in state:
+        featurizer = Featurizer.from_dict(state["featurizer"])
+    else:
+        featurizer = Featurizer.fit(train_stays, cfg)
+    train_samples = training_samples(cohort, train_idx, featurizer, opts.n_random, opts.seed, opts.use_cache, opts.progress)
+    val_samples = training_samples(val_cohort, val_idx, featurizer, opts.n_random, opts.seed + 7919,
+                                   opts.use_cache, opts.progress) if val_idx else []
+    log.info("%d training samples from %d stays, %d validation samples from %d stays",
+             len(train_samples), len(train_idx), len(val_samples), len(val_idx))
+    model = build_model(cfg, featurizer, opts.seed).to(opts.device)
+    if "model" in state:
+        model.load_state_dict(state["model"])
+    state["featurizer"] = featurizer.to_dict()
+
+    def save_state():
+        if state_path is not None:
+            state["model"] = model.state_dict()
+            tmp = state_path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            tmp.replace(state_path)
+
+    t0 = time.monotonic()
+    pretrain(model, train_samples, opts, state, save_state)
+    t1 = time.monotonic()
+    ft = finetune(model, train_samples, val_samples, opts, state, save_state)
+    info = {"pretrain_seconds": round(t1 - t0, 1), "finetune_seconds": round(time.monotonic() - t1, 1),
+            "train_samples": len(train_samples), "val_samples": len(val_samples), **ft}
+    return model, featurizer, cfg, info
+
+
+def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | None = None, folds: int = 1,
+                 resume: bool = False) -> dict:
+    """The `medm2t train` pipeline; writes a checkpoint to `out` and returns its metrics."""
+    import torch
+
+    from model.checkpoint import save_checkpoint
+    from model.data import describe, fold_indices, load_cohort, split_indices
+    from model.evaluate import evaluate_model
+
+    t_start = time.monotonic()
+    torch.manual_seed(opts.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    cohort = load_cohort(data_spec, opts.use_cache, opts.progress)
+    val_cohort = load_cohort(val_spec, opts.use_cache, opts.progress) if val_spec else None
+    train_info: dict = {"data": describe(cohort), "validation": describe(val_cohort) if val_cohort else None,
+                        "options": asdict(opts), "folds": folds}
+    metrics: dict = {}
+
+    if folds > 1:
+        pooled, per_fold = [], []
+        for k, (tr, te) in enumerate(fold_indices(cohort, folds, opts.seed)):
+            log.info("fold %d/%d: %d training stays, %d test stays", k + 1, folds, len(tr), len(te))
+            sub = _SubCohort(cohort, tr)
+            inner_tr, inner_val = split_indices(sub, opts.val_fraction, opts.seed + k)
+            inner_tr, inner_val = [tr[i] for i in inner_tr], [tr[i] for i in inner_val]
+            model, featurizer, cfg, _ = fit_one(cohort, inner_tr, cohort, inner_val, opts,
+                                                out / f"train_state_fold{k}.pt", resume)
+            res = evaluate_model(model, featurizer, cohort, te, opts.device, opts.use_cache, opts.progress,
+                                 return_predictions=True)
+            per_fold.append(res["metrics"])
+            pooled.append(res["predictions"])
+        metrics["cross_validation"] = _summarise_folds(per_fold, pooled)
+
+    if val_cohort is not None:
+        train_idx, val_idx, vc = list(range(len(cohort.stays))), list(range(len(val_cohort.stays))), val_cohort
+    else:
+        train_idx, val_idx = split_indices(cohort, opts.val_fraction, opts.seed)
+        vc = cohort
+    model, featurizer, cfg, info = fit_one(cohort, train_idx, vc, val_idx, opts, out / "train_state.pt", resume)
+    metrics["validation"] = evaluate_model(model, featurizer, vc, val_idx, opts.device, opts.use_cache, opts.progress)
+    if opts.refit and info["best_epoch"] > 0:
+        log.info("refitting on training + validation stays for %d epochs", info["best_epoch"])
+        model, featurizer, info_refit = refit(cohort, train_idx, vc, val_idx, cfg, opts, info["best_epoch"])
+        info["refit"] = info_refit
+        metrics["validation"]["note"] = "measured before refitting on training + validation data"
+    train_info.update(info)
+    train_info["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    save_checkpoint(out, model, featurizer, cfg, metrics, train_info)
+    for name in ("train_state.pt", *(f"train_state_fold{k}.pt" for k in range(folds))):
+        (out / name).unlink(missing_ok=True)
+    return {"metrics": metrics, "train_info": train_info}
+
+
+def refit(cohort, train_idx, val_cohort, val_idx, cfg, opts: TrainOptions, epochs: int):
+    """Train a fresh model (new featurizer) on training + validation stays for a fixed number of epochs."""
+    from model.data import Cohort, training_samples
+    from model.features import Featurizer
+
+    stays = [cohort.stays[i] for i in train_idx] + [val_cohort.stays[i] for i in val_idx]
+    merged = Cohort(f"{cohort.spec}+{val_cohort.spec}", stays, [], f"{cohort.key}{val_cohort.key}")
+    featurizer = Featurizer.fit(stays, cfg)
+    samples = training_samples(merged, list(range(len(stays))), featurizer, opts.n_random, opts.seed,
+                               opts.use_cache, opts.progress)
+    model = build_model(cfg, featurizer, opts.seed + 1).to(opts.device)
+    state: dict = {}
+    pretrain(model, samples, opts, state, lambda: None)
+    ft = finetune(model, samples, [], opts, state, lambda: None, fixed_epochs=epochs)
+    return model, featurizer, {"stays": len(stays), "epochs": epochs, "samples": len(samples), **ft}
+
+
+class _SubCohort:
+    """A view of some stays of a cohort (for subject-grouped inner splits)."""
+
+    def __init__(self, cohort, idx):
+        self.stays = [cohort.stays[i] for i in idx]
+
+    def subject_ids(self):
+        from model.data import stay_subject
+
+        return [stay_subject(s) for s in self.stays]
+
+
+def _summarise_folds(per_fold: list[dict], pooled: list[dict]) -> dict:
+    from model.evaluate import metrics_from_predictions
+
+    merged = {k: np.concatenate([p[k] for p in pooled]) for k in pooled[0]} if pooled else {}
+    out = {"pooled_out_of_fold": metrics_from_predictions(merged) if merged else {}, "per_fold": per_fold}
+    for task, key in (("mortality", "auroc"), ("mortality", "average_precision"), ("los_remaining", "mae")):
+        vals = [f.get(task, {}).get(key) for f in per_fold]
+        vals = [v for v in vals if v is not None]
+        if vals:
+            out[f"{task}_{key}_mean"] = float(np.mean(vals))
+            out[f"{task}_{key}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    return out

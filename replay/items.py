@@ -1,0 +1,182 @@
+"""The model's item catalogue: one home for which labs and vitals MedM2T reads, how source ids merge
+onto a representative id, labels, units, categorical vs numeric, and the bedside `concept` of vitals.
+
+Lab items (74, Tasks 2/3) and vital merges follow docs/medm2t-reference.md §2.2–2.3. Labels come from
+the MIMIC-IV dictionaries (hosp/d_labitems, icu/d_items). Every reader maps its own ids through
+`lookup()` so that downstream code sees one canonical item code per measured quantity.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+# Ranges outside which a value is physiologically impossible (not merely abnormal). Such a row is
+# dropped with a counted warning; abnormal-but-possible values are kept for the model's extreme bins.
+_NONNEG = (0.0, 1e6)
+
+
+@dataclass(frozen=True)
+class Item:
+    code: str                                  # representative id (MIMIC itemid as text)
+    label: str
+    category: Literal["lab", "vital"]
+    kind: Literal["numeric", "categorical"]
+    unit: str | None = None
+    concept: str | None = None                 # hr, sbp, dbp, map, rr, spo2, fio2, temp, gcs_eye, ...
+    valid: tuple[float, float] | None = _NONNEG
+    merged: tuple[int, ...] = field(default=())  # source ids merged onto `code` (besides itself)
+
+    def is_valid(self, value: float) -> bool:
+        return self.valid is None or self.valid[0] <= value <= self.valid[1]
+
+
+def _lab(code, label, unit=None, merged=(), kind="numeric", valid=_NONNEG):
+    return Item(str(code), label, "lab", kind, unit, None, None if kind == "categorical" else valid, tuple(merged))
+
+
+def _cat(code, label, merged=()):
+    return _lab(code, label, kind="categorical", merged=merged)
+
+
+# chart-side ids in `merged` are icu/d_items "Labs" entries; hosp ids are other labevents items.
+LABS: tuple[Item, ...] = (
+    # Blood gas
+    _lab(50802, "Base Excess", "mEq/L", [224828], valid=(-60, 60)),
+    _lab(50808, "Free Calcium", "mmol/L", [225667], valid=(0, 20)),
+    _lab(50809, "Glucose (blood gas)", "mg/dL", valid=(0, 5000)),
+    _lab(50810, "Hematocrit, Calculated", "%", [226540], valid=(0, 100)),
+    _cat(50812, "Intubated"),
+    _lab(50813, "Lactate", "mmol/L", [225668], valid=(0, 100)),
+    _lab(50825, "Temperature (blood gas)", "°C", [228242], valid=(10, 50)),
+    _cat(50828, "Ventilator"),
+    _lab(220224, "Arterial O2 pressure", "mmHg", valid=(0, 1000)),
+    _lab(220227, "Arterial O2 Saturation", "%", valid=(0, 100)),
+    _lab(220235, "Arterial CO2 Pressure", "mmHg", valid=(0, 300)),
+    _lab(223830, "PH (Arterial)", None, valid=(6.0, 8.5)),
+    _lab(220274, "PH (Venous)", None, valid=(6.0, 8.5)),
+    _lab(223679, "TCO2 (calc) Venous", "mEq/L", valid=(0, 200)),
+    _lab(225698, "TCO2 (calc) Arterial", "mEq/L", valid=(0, 200)),
+    _lab(226062, "Venous CO2 Pressure", "mmHg", valid=(0, 300)),
+    _lab(226063, "Venous O2 Pressure", "mmHg", valid=(0, 1000)),
+    # Chemistry
+    _lab(50861, "Alanine Aminotransferase (ALT)", "IU/L", [220644]),
+    _lab(50862, "Albumin", "g/dL", [227456], valid=(0, 20)),
+    _lab(50863, "Alkaline Phosphatase", "IU/L", [225612]),
+    _lab(50868, "Anion Gap", "mEq/L", [227073], valid=(-50, 100)),
+    _lab(50878, "Aspartate Aminotransferase (AST)", "IU/L", [220587]),
+    _lab(50882, "Bicarbonate", "mEq/L", [227443], valid=(0, 200)),
+    _lab(50885, "Bilirubin, Total", "mg/dL", [225690], valid=(0, 200)),
+    _lab(50893, "Calcium, Total", "mg/dL", [225625], valid=(0, 50)),
+    _lab(50902, "Chloride", "mEq/L", [50806, 220602, 226536], valid=(0, 300)),
+    _lab(50910, "Creatine Kinase (CK)", "IU/L", [225634]),
+    _lab(50911, "Creatine Kinase, MB Isoenzyme", "ng/mL", [227445]),
+    _lab(50912, "Creatinine", "mg/dL", [51081, 52024, 220615, 229761], valid=(0, 100)),
+    _lab(50920, "Estimated GFR (MDRD equation)", "mL/min/1.73 m2", valid=(0, 1000)),
+    _lab(50931, "Glucose", "mg/dL", [220621, 226537], valid=(0, 5000)),
+    _lab(50954, "Lactate Dehydrogenase (LD)", "IU/L", [220632]),
+    _lab(50960, "Magnesium", "mg/dL", [220635], valid=(0, 50)),
+    _lab(50970, "Phosphate", "mg/dL", [225677], valid=(0, 100)),
+    _lab(50971, "Potassium", "mEq/L", [50822, 227442, 227464], valid=(0, 30)),
+    _lab(50983, "Sodium", "mEq/L", [50824, 220645, 226534], valid=(50, 300)),
+    _lab(51003, "Troponin T", "ng/mL", [227429]),
+    _lab(51006, "Urea Nitrogen", "mg/dL", [225624], valid=(0, 500)),
+    _lab(225664, "Glucose finger stick", "mg/dL", valid=(0, 5000)),
+    # Haematology / coagulation
+    _lab(51146, "Basophils", "%", [225639], valid=(0, 100)),
+    _lab(51200, "Eosinophils", "%", [225640], valid=(0, 100)),
+    _lab(51214, "Fibrinogen, Functional", "mg/dL", [227468]),
+    _lab(51221, "Hematocrit", "%", [220545], valid=(0, 100)),
+    _lab(51222, "Hemoglobin", "g/dL", [50811, 220228], valid=(0, 30)),
+    _lab(51237, "INR(PT)", None, [227467], valid=(0, 50)),
+    _lab(51244, "Lymphocytes", "%", [51245, 225641], valid=(0, 100)),
+    _lab(51248, "MCH", "pg"),
+    _lab(51249, "MCHC", "g/dL"),
+    _lab(51250, "MCV", "fL"),
+    _lab(51254, "Monocytes", "%", [225642], valid=(0, 100)),
+    _lab(51256, "Neutrophils", "%", [225643], valid=(0, 100)),
+    _lab(51265, "Platelet Count", "K/uL", [227457]),
+    _lab(51274, "PT", "sec", [227465], valid=(0, 1000)),
+    _lab(51275, "PTT", "sec", [227466], valid=(0, 1000)),
+    _lab(51277, "RDW", "%", valid=(0, 100)),
+    _lab(51279, "Red Blood Cells", "m/uL", valid=(0, 50)),
+    _lab(51301, "White Blood Cells", "K/uL", [51300, 220546]),
+    _lab(52172, "RDW-SD", "fL"),
+    # Urinalysis
+    _cat(51463, "Bacteria (urine)"),
+    _cat(51464, "Bilirubin (urine)"),
+    _cat(51466, "Blood (urine)"),
+    _lab(51476, "Epithelial Cells (urine)", "#/hpf"),
+    _cat(51478, "Glucose (urine)", [51084]),
+    _cat(51484, "Ketone (urine)"),
+    _cat(51486, "Leukocytes (urine)"),
+    _cat(51487, "Nitrite (urine)"),
+    _lab(51491, "pH (urine)", "units", [51094, 220734], valid=(0, 14)),
+    _cat(51492, "Protein (urine)"),
+    _lab(51493, "RBC (urine)", "#/hpf"),
+    _lab(51498, "Specific Gravity (urine)", None, [227471], valid=(0.9, 1.2)),
+    _cat(51512, "Urine Mucous"),
+    _cat(51514, "Urobilinogen (urine)"),
+    _lab(51516, "WBC (urine)", "#/hpf"),
+    _cat(51519, "Yeast (urine)"),
+)
+# The reference names only ten merges and "about 30 more one-to-one lab/chart pairs"; the chart ids
+# merged above beyond those ten (224828, 225667, 226540, 225668, 228242, 220587, 225612, 227073, 227443,
+# 225690, 225625, 225634, 227445, 220632, 220635, 225677, 227429, 225624, 225639-225643, 227468, 220545,
+# 227467, 227457, 227465, 227466, 220734, 227471) are our own reading of icu/d_items.
+
+
+def _vital(code, label, unit, concept, valid, merged=(), kind="numeric"):
+    return Item(str(code), label, "vital", kind, unit, concept, valid, tuple(merged))
+
+
+VITALS: tuple[Item, ...] = (
+    _vital(220045, "Heart Rate", "bpm", "hr", (0, 400)),
+    _vital(220179, "Systolic blood pressure", "mmHg", "sbp", (0, 400), [220050, 224167, 227243]),
+    _vital(220180, "Diastolic blood pressure", "mmHg", "dbp", (0, 300), [220051, 224643, 227242]),
+    _vital(220181, "Mean blood pressure", "mmHg", "map", (0, 300), [220052]),
+    _vital(220210, "Respiratory Rate", "insp/min", "rr", (0, 200), [224688, 224689, 224690]),
+    _vital(220277, "O2 saturation pulseoxymetry", "%", "spo2", (0, 100)),
+    _vital(223835, "Inspired O2 Fraction", "%", "fio2", (0, 100)),
+    _vital(223762, "Temperature", "°C", "temp", (10, 50), [223761]),
+    _vital(220739, "GCS - Eye Opening", None, "gcs_eye", (1, 4)),
+    _vital(223900, "GCS - Verbal Response", None, "gcs_verbal", (1, 5)),
+    _vital(223901, "GCS - Motor Response", None, "gcs_motor", (1, 6)),
+    _vital(220048, "Heart Rhythm", None, None, None, kind="categorical"),
+)
+
+ITEMS: dict[str, Item] = {item.code: item for item in (*LABS, *VITALS)}
+
+
+def _f_to_c(v: float) -> float:
+    return (v - 32.0) * 5.0 / 9.0
+
+
+def _fraction_to_percent(v: float) -> float:
+    # MIMIC charts FiO2 mostly in percent, but some rows are entered as a fraction (0.21-1.0).
+    return v * 100.0 if 0 < v <= 1.0 else v
+
+
+# Unit conversions applied to a source id's value before it is checked and emitted.
+CONVERSIONS: dict[int, Callable[[float], float]] = {223761: _f_to_c, 223835: _fraction_to_percent}
+
+SOURCE_IDS: dict[int, Item] = {}
+for _item in ITEMS.values():
+    for _sid in (int(_item.code), *_item.merged):
+        if _sid in SOURCE_IDS:
+            raise RuntimeError(f"item catalogue: source id {_sid} merged twice")
+        SOURCE_IDS[_sid] = _item
+
+LAB_TABLE_IDS: frozenset[int] = frozenset(i for i in SOURCE_IDS if i < 100000)     # hosp/labevents
+CHART_TABLE_IDS: frozenset[int] = frozenset(i for i in SOURCE_IDS if i >= 200000)  # icu/chartevents
+# Ids with the unit CONCEPT_UNITS gives after conversion; readers of other sources reuse these.
+CONCEPT_ITEMS: dict[str, Item] = {item.concept: item for item in VITALS if item.concept}
+
+
+def lookup(source_id: int) -> Item | None:
+    """The catalogue item a source id (MIMIC itemid) merges onto, or None if the model does not read it."""
+    return SOURCE_IDS.get(source_id)
+
+
+def convert(source_id: int, value: float) -> float:
+    fn = CONVERSIONS.get(source_id)
+    return fn(value) if fn else value

@@ -1,0 +1,150 @@
+"""NEWS2 (Royal College of Physicians, 2017) as a Scorer: the rule score clinicians know, shown beside MedM2T.
+
+Each parameter uses its latest value within LOOKBACK of the stay's clock. A parameter without a value is
+listed in `RiskScore.missing` and its sub-score is None: it is never counted as normal, so the aggregate is a
+lower bound whenever something is missing (detail `complete` says which).
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Sequence
+
+from medm2t.events import Measurement, RiskScore, TaskScore
+from stream.scoring import StayView
+
+NAME = "news2"
+VERSION = "RCP 2017 NEWS2 (SpO2 scale 1)"
+CALIBRATION = "rule score (RCP 2017 NEWS2), not a probability"
+LOOKBACK = timedelta(hours=24)
+PARAMETERS = ("rr", "spo2", "oxygen", "sbp", "hr", "consciousness", "temp")
+
+# (inclusive upper bound, points), checked in order; values are rounded to the chart's precision first.
+_RR = ((8, 3), (11, 1), (20, 0), (24, 2), (math.inf, 3))
+_SPO2 = ((91, 3), (93, 2), (95, 1), (math.inf, 0))
+_SBP = ((90, 3), (100, 2), (110, 1), (219, 0), (math.inf, 3))
+_HR = ((40, 3), (50, 1), (90, 0), (110, 1), (130, 2), (math.inf, 3))
+_TEMP = ((35.0, 3), (36.0, 1), (38.0, 0), (39.0, 1), (math.inf, 2))
+
+
+def _band(table: tuple[tuple[float, int], ...], value: float) -> int:
+    for upper, points in table:
+        if value <= upper:
+            return points
+    raise AssertionError("tables end with inf")
+
+
+def _round_half_up(value: float, digits: int = 0) -> float:
+    # Python's round() is banker's rounding; a chart value of 90.5 mmHg must not become 90.
+    factor = 10 ** digits
+    return math.floor(value * factor + 0.5) / factor
+
+
+def rr_points(v: float) -> int:
+    return _band(_RR, _round_half_up(v))
+
+
+def spo2_points(v: float) -> int:
+    return _band(_SPO2, _round_half_up(v))
+
+
+def sbp_points(v: float) -> int:
+    return _band(_SBP, _round_half_up(v))
+
+
+def hr_points(v: float) -> int:
+    return _band(_HR, _round_half_up(v))
+
+
+def temp_points(v: float) -> int:
+    return _band(_TEMP, _round_half_up(v, 1))
+
+
+def on_oxygen(fio2: float) -> bool:
+    """FiO2 arrives as a percent (21-100) or a fraction (<= 1.0); above room air (21 %) means supplemental O2."""
+    percent = fio2 * 100.0 if fio2 <= 1.0 else fio2
+    return percent > 21.0 + 1e-9
+
+
+def oxygen_points(fio2: float) -> int:
+    return 2 if on_oxygen(fio2) else 0
+
+
+def consciousness_points(gcs_total: float) -> int:
+    """GCS below 15 is taken as new confusion / not alert (the C of ACVPU)."""
+    return 3 if gcs_total < 15 else 0
+
+
+def response_band(aggregate: int, subscores: dict[str, int | None]) -> str:
+    if aggregate >= 7:
+        return "high"
+    if aggregate >= 5:
+        return "medium"
+    if any(p == 3 for p in subscores.values() if p is not None):
+        return "low-medium"
+    return "low"
+
+
+def _latest(view: StayView) -> dict[str, Measurement]:
+    """Latest value-bearing measurement per concept within the lookback, by clinical time."""
+    since = view.now - LOOKBACK
+    latest: dict[str, Measurement] = {}
+    for m in view.measurements:
+        if m.concept is None or m.value is None or not math.isfinite(m.value) or m.time < since or m.time > view.now:
+            continue
+        prev = latest.get(m.concept)
+        if prev is None or (m.time, m.available_time) >= (prev.time, prev.available_time):
+            latest[m.concept] = m
+    return latest
+
+
+def _gcs_total(latest: dict[str, Measurement]) -> float | None:
+    """A charted total (PhysioNet `gcs`) or the sum of the latest eye/verbal/motor set (MIMIC), whichever is newer."""
+    candidates = []
+    if "gcs" in latest:
+        candidates.append((latest["gcs"].time, latest["gcs"].value))
+    parts = [latest.get(c) for c in ("gcs_eye", "gcs_verbal", "gcs_motor")]
+    if all(p is not None for p in parts):
+        candidates.append((min(p.time for p in parts), sum(p.value for p in parts)))
+    return max(candidates, key=lambda c: c[0])[1] if candidates else None
+
+
+def score_view(view: StayView) -> RiskScore:
+    latest = _latest(view)
+    values: dict[str, float | None] = {
+        "rr": latest["rr"].value if "rr" in latest else None,
+        "spo2": latest["spo2"].value if "spo2" in latest else None,
+        "oxygen": latest["fio2"].value if "fio2" in latest else None,
+        "sbp": latest["sbp"].value if "sbp" in latest else None,
+        "hr": latest["hr"].value if "hr" in latest else None,
+        "consciousness": _gcs_total(latest),
+        "temp": latest["temp"].value if "temp" in latest else None,
+    }
+    rules = {"rr": rr_points, "spo2": spo2_points, "oxygen": oxygen_points, "sbp": sbp_points, "hr": hr_points,
+             "consciousness": consciousness_points, "temp": temp_points}
+    subscores = {p: (rules[p](v) if v is not None else None) for p, v in values.items()}
+    missing = tuple(p for p in PARAMETERS if subscores[p] is None)
+    aggregate = sum(p for p in subscores.values() if p is not None)
+    detail: dict[str, float | int | str | None] = {f"{p}_points": subscores[p] for p in PARAMETERS}
+    detail["max_single"] = max((p for p in subscores.values() if p is not None), default=0)
+    detail["complete"] = "yes" if not missing else "no: aggregate is a lower bound"
+    hours = None
+    if view.opened is not None:
+        hours = round((view.now - view.opened.time).total_seconds() / 3600.0, 3)
+    task = TaskScore(value=float(aggregate), kind="points", band=response_band(aggregate, subscores),
+                     calibration=CALIBRATION, detail=detail)
+    return RiskScore(stay_id=view.stay_id, subject_id=view.subject_id, scorer=NAME, model_version=VERSION,
+                     scored_at=view.now, hours_since_admission=hours, tasks={NAME: task},
+                     inputs_seen=len(view.measurements) + len(view.ecgs), missing=missing)
+
+
+class News2Scorer:
+    name = NAME
+    version = VERSION
+
+    def score_batch(self, stays: Sequence[StayView]) -> list[RiskScore]:
+        return [score_view(v) for v in stays]
+
+    def card(self) -> dict:
+        return {"name": NAME, "version": VERSION, "calibration": CALIBRATION, "lookback_hours": LOOKBACK / timedelta(hours=1),
+                "parameters": list(PARAMETERS), "reference": "Royal College of Physicians. National Early Warning Score (NEWS) 2. 2017."}

@@ -1,0 +1,153 @@
+"""The dashboard pages, run by Streamlit's AppTest against a real Redis seeded through the canonical models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from dashboard import format as fmt
+from dashboard.sample import write_sample_ward
+from medm2t.events import Alert
+from medm2t.settings import get_settings
+from stream import keys
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+DASHBOARD_DB = 9  # a database of its own on the session Redis, flushed per test
+
+
+@pytest.fixture
+def dash_redis(redis_url, monkeypatch):
+    url = redis_url.rsplit("/", 1)[0] + f"/{DASHBOARD_DB}"
+    r = redis.Redis.from_url(url, decode_responses=True)
+    r.flushdb()
+    monkeypatch.setenv("MEDM2T_REDIS_URL", url)
+    get_settings.cache_clear()
+    yield r
+    r.flushdb()
+    r.close()
+    get_settings.cache_clear()
+
+
+def run_app(view: str | None = None, stay: int | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    if view:
+        at.query_params["view"] = view
+    if stay is not None:
+        at.query_params["stay"] = str(stay)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def page_text(at) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption] + [m.value for m in at.header]
+    parts += [m.value for m in at.subheader] + [m.value for m in at.info] + [m.value for m in at.warning]
+    parts += [m.value for m in at.error] + [f"{m.label} {m.value}" for m in at.metric]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_ward_board_lists_every_seeded_stay_sorted_by_risk(dash_redis):
+    stays = write_sample_ward(dash_redis)
+    at = run_app()
+    board = next(m.value for m in at.markdown if 'id="ward-table"' in m.value)
+    positions = {s.stay_id: board.index(str(s.stay_id)) for s in stays}
+    for s in stays:
+        news2 = s.news2.tasks["news2"]
+        assert f"{news2.value:.0f} · {news2.band}" in board
+        if s.medm2t is not None:
+            assert fmt.probability(s.medm2t.tasks["mortality"].value) in board
+    # Header says what the number is, with model version and calibration as the score states them.
+    model = next(s.medm2t for s in stays if s.medm2t)
+    assert fmt.model_label("mortality risk", model.model_version, model.tasks["mortality"].calibration) in board
+    assert "NEWS2 (rule score, points)" in board
+    # Highest risk first: the stays with open alerts come before those without.
+    alerting = [s.stay_id for s in stays if s.alerts]
+    quiet = [s.stay_id for s in stays if not s.alerts]
+    assert alerting and quiet
+    assert max(positions[i] for i in alerting) < min(positions[i] for i in quiet)
+    assert "stale" in board and "not scored" in board
+    assert any(m.label == "Active stays" and str(m.value) == str(len(stays)) for m in at.metric)
+
+
+def test_empty_redis_shows_friendly_no_data_message_on_every_page(dash_redis):
+    for view in ("Ward board", "Patient", "Alerts", "System"):
+        text = page_text(run_app(view))
+        assert "No data yet" in text or "No alerts yet" in text or "No metrics yet" in text, (view, text)
+
+
+def test_patient_page_shows_scores_vitals_labs_and_ecg(dash_redis):
+    stays = write_sample_ward(dash_redis)
+    target = next(s for s in stays if s.medm2t and s.alerts)
+    at = run_app("Patient", target.stay_id)
+    assert at.selectbox(key="patient_stay").value == target.stay_id
+    text = page_text(at)
+    assert f"Stay {target.stay_id}" in text
+    assert f"NEWS2 (rule score, points) {target.news2.tasks['news2'].value:.0f}" in text
+    assert fmt.probability(target.medm2t.tasks["mortality"].value) in text
+    assert target.alerts[0].reason in text
+    assert {"Score trajectory", "Vitals", "Labs (latest value of each)", "Latest 12-lead ECG"} <= {s.value for s in at.subheader}
+    labs = at.dataframe[0].value
+    assert set(labs["lab"]) == {"Creatinine", "Lactate", "White blood cells"}
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 4  # NEWS2 and MedM2T trajectories, vitals, ECG
+    assert '"facet"' in charts[-1].proto.spec  # the ECG: one small panel per lead
+
+
+def test_patient_page_switches_stay_with_the_picker(dash_redis):
+    stays = write_sample_ward(dash_redis)
+    at = run_app("Patient", stays[0].stay_id)
+    at.selectbox(key="patient_stay").select(stays[-1].stay_id).run()
+    assert f"Stay {stays[-1].stay_id}" in page_text(at)
+    assert "MedM2T not scored" in page_text(at)  # the last sample stay has no model score
+
+
+def test_alert_feed_newest_first_with_levels(dash_redis):
+    stays = write_sample_ward(dash_redis)
+    seeded = [a for s in stays for a in s.alerts]
+    assert seeded
+    at = run_app("Alerts")
+    feed = next(m.value for m in at.markdown if 'id="alert-table"' in m.value)
+    newest_first = [Alert.model_validate_json(raw) for raw in dash_redis.lrange(keys.ALERT_FEED, 0, -1)]
+    order = [feed.index(a.reason) for a in newest_first]
+    assert order == sorted(order)
+    for a in seeded:
+        assert fmt.TIER_COLOURS[a.level][0] in feed and str(a.stay_id) in feed
+    at.multiselect(key="feed_levels").set_value(["info"]).run()
+    feed = next(m.value for m in at.markdown if 'id="alert-table"' in m.value)
+    assert all(a.reason not in feed for a in seeded if a.level != "info")
+
+
+def test_system_page_shows_counters_latency_and_model_cards(dash_redis):
+    write_sample_ward(dash_redis)
+    at = run_app("System")
+    counters = dash_redis.hgetall(keys.COUNTERS)
+    metrics = {m.label: m.value for m in at.metric}
+    for name, value in counters.items():
+        assert metrics[name.replace("_", " ")] == f"{float(value):,.0f}"
+    assert "p95 (ms)" in metrics
+    assert {e.label.split(":")[0] for e in at.expander} == {"news2", "medm2t"}
+
+
+def test_malformed_entries_are_skipped_and_named(dash_redis):
+    stays = write_sample_ward(dash_redis, n_stays=2)
+    bad_key = keys.stay_alerts(stays[0].stay_id)
+    dash_redis.lpush(bad_key, '{"alert_id": "x"}')
+    text = page_text(run_app())
+    assert bad_key in text and "malformed Alert" in text
+    for s in stays:
+        assert str(s.stay_id) in text  # the good data is still shown
+
+
+def test_unreachable_redis_is_reported_on_the_page(monkeypatch):
+    from stream.services import free_port
+
+    monkeypatch.setenv("MEDM2T_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    get_settings.cache_clear()
+    try:
+        at = run_app()
+        assert any("Cannot reach Redis" in e.value and "Retrying" in e.value for e in at.error)
+    finally:
+        get_settings.cache_clear()

@@ -1,0 +1,94 @@
+"""Training and evaluation on a tiny hand-made cohort of canonical events (real featurizer, network and
+optimiser; nothing mocked). The cohort has a learnable signal: deaths have high lactate and heart rate."""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from medm2t.events import Measurement, Outcome, StaticFeatures, StayClosed, StayOpened, make_event_id  # noqa: E402
+from model.data import Cohort, evaluation_samples, fold_indices, split_indices, training_samples  # noqa: E402
+from model.labels import targets_at  # noqa: E402
+from model.landmarks import evaluation_landmarks, training_landmarks  # noqa: E402
+
+T0 = datetime(2150, 1, 1, 8, 0)
+
+
+def make_stay(i: int, rng: np.random.Generator, hours: int = 30) -> list:
+    died = bool(rng.random() < 0.35)
+    start = T0 + timedelta(days=i)
+    common = dict(stay_id=1000 + i, subject_id=500 + i // 2, source="test")
+    events: list = [StayOpened(
+        event_id=make_event_id("test", i, "open"), time=start, available_time=start,
+        static=StaticFeatures(gender="M" if i % 2 else "F", age=float(rng.integers(30, 90)),
+                              first_careunit="MICU"), **common)]
+    body = []
+    for h in range(0, hours, 2):
+        t = start + timedelta(hours=h, minutes=int(rng.integers(0, 60)))
+        hr = rng.normal(110 if died else 80, 8)
+        body.append(Measurement(event_id=make_event_id("test", i, "hr", h), time=t, available_time=t, item="hr",
+                                category="vital", concept="hr", value=float(hr), **common))
+        if h % 6 == 0:
+            lac = rng.normal(4.5 if died else 1.2, 0.6)
+            body.append(Measurement(event_id=make_event_id("test", i, "lac", h), time=t,
+                                    available_time=t + timedelta(minutes=40), item="lactate", category="lab",
+                                    value=float(lac), **common))
+    body.sort(key=lambda e: (e.available_time, e.time, e.event_id))
+    end = start + timedelta(hours=hours)
+    out = end + timedelta(days=float(rng.uniform(0.5, 6)))
+    events += body
+    events.append(StayClosed(event_id=make_event_id("test", i, "close"), time=out, available_time=out, **common))
+    events.append(Outcome(event_id=make_event_id("test", i, "out"), time=out, available_time=out, hospital_death=died,
+                          icu_intime=start, icu_outtime=out, los_days=(out - start).total_seconds() / 86400, **common))
+    return events
+
+
+def tiny_cohort(n: int = 48, seed: int = 0) -> Cohort:
+    rng = np.random.default_rng(seed)
+    return Cohort("test:tiny", [make_stay(i, rng) for i in range(n)], [], f"tiny-{n}-{seed}")
+
+
+# ---- pure logic: labels, landmarks, splits ---------------------------------------------------------
+
+
+def test_targets_remaining_los_and_masking():
+    stay = tiny_cohort(2).stays[0]
+    outcome = stay[-1]
+    at = T0 + timedelta(hours=10)
+    t = targets_at(stay, at)
+    assert t.los_remaining == pytest.approx((outcome.icu_outtime - at).total_seconds() / 86400)
+    assert t.elapsed_days == pytest.approx(10 / 24)
+    assert t.mortality == float(outcome.hospital_death) and t.cvd_90d is None  # no CVD label -> masked
+    late = targets_at(stay, outcome.icu_outtime + timedelta(days=3))
+    assert late.los_remaining == 0.0
+    no_outcome = targets_at(stay[:-1], at)
+    assert no_outcome.mortality is None and no_outcome.los_remaining is None
+
+
+def test_landmarks_are_seeded_and_within_data():
+    stay = tiny_cohort(1).stays[0]
+    a = training_landmarks(stay, np.random.default_rng(3), 4)
+    b = training_landmarks(stay, np.random.default_rng(3), 4)
+    assert a == b and len(a) == 5
+    data_times = [e.available_time for e in stay if isinstance(e, Measurement)]
+    assert min(data_times) <= a[0] and a[-1] == max(data_times)
+    lm = evaluation_landmarks(stay)
+    assert list(lm) == ["6h", "12h", "24h", "end"]  # 30 h of data: 48 h is not reached
+    assert evaluation_landmarks(stay[:1]) == {}  # no data yet: nothing to evaluate
+
+
+def test_splits_group_subjects_and_folds_partition():
+    cohort = tiny_cohort(40)
+    subj = np.array(cohort.subject_ids())
+    tr, va = split_indices(cohort, 0.25, 0)
+    assert not set(subj[tr]) & set(subj[va]) and sorted(tr + va) == list(range(40))
+    folds = fold_indices(cohort, 4, 0)
+    tests = [set(te) for _, te in folds]
+    assert set().union(*tests) == set(range(40)) and sum(map(len, tests)) == 40
+    for train, test in folds:
+        assert not set(subj[train]) & set(subj[test])

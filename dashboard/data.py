@@ -19,6 +19,7 @@ from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened
 from stream import keys
 
 SCORERS = ("news2", "medm2t")
+BOARD_ROWS = 100           # highest-risk stays drawn on the ward board
 SPARK_POINTS = 48          # history points drawn in a ward-board sparkline
 TRAJECTORY_POINTS = 2000   # history points drawn on the patient page
 FEED_ALERTS = 200          # newest alerts shown in the alert feed
@@ -134,29 +135,33 @@ class Reader:
                 self.problems.append(f"{keys.WARD_ACTIVE}: skipped member {raw!r} (not a stay id)")
         return ids
 
-    def ward(self, history_points: int = SPARK_POINTS) -> list[StayRow]:
-        """Every active stay, highest risk first."""
+    def ward(self, limit: int = BOARD_ROWS, history_points: int = SPARK_POINTS) -> list[StayRow]:
+        """Every active stay, highest risk first. Ranking needs only the latest scores, so sparkline history
+        is read for the first `limit` rows alone (the ones the board draws)."""
         ids = self.active_stay_ids()
         pipe = self.r.pipeline(transaction=False)
         for sid in ids:
             pipe.hgetall(keys.meta(sid))
-            for scorer in SCORERS:
-                pipe.get(keys.latest_score(sid, scorer))
-                pipe.zrange(keys.score_history(sid, scorer), -history_points, -1)
+            pipe.mget([keys.latest_score(sid, scorer) for scorer in SCORERS])
             pipe.lrange(keys.stay_alerts(sid), 0, STAY_ALERTS - 1)
         replies = iter(pipe.execute()) if ids else iter(())
         rows = []
         for sid in ids:
-            meta = next(replies)
-            scores, history = {}, {}
-            for scorer in SCORERS:
-                latest = self._parse(RiskScore, next(replies), keys.latest_score(sid, scorer))
-                if latest is not None:
-                    scores[scorer] = latest
-                history[scorer] = self._parse_all(RiskScore, next(replies), keys.score_history(sid, scorer))
-            alerts = self._parse_all(Alert, next(replies), keys.stay_alerts(sid))
-            rows.append(self._row(sid, meta, scores, history, alerts))
+            meta, latest, alerts = next(replies), next(replies), next(replies)
+            scores = {scorer: score for scorer, raw in zip(SCORERS, latest)
+                      if (score := self._parse(RiskScore, raw, keys.latest_score(sid, scorer))) is not None}
+            rows.append(self._row(sid, meta, scores, {scorer: [] for scorer in SCORERS},
+                                  self._parse_all(Alert, alerts, keys.stay_alerts(sid))))
         rows.sort(key=StayRow.risk_key, reverse=True)
+        shown = rows[:limit]
+        pipe = self.r.pipeline(transaction=False)
+        for row in shown:
+            for scorer in SCORERS:
+                pipe.zrange(keys.score_history(row.stay_id, scorer), -history_points, -1)
+        replies = iter(pipe.execute()) if shown else iter(())
+        for row in shown:
+            for scorer in SCORERS:
+                row.history[scorer] = self._parse_all(RiskScore, next(replies), keys.score_history(row.stay_id, scorer))
         return rows
 
     def _row(self, sid: int, meta: dict, scores: dict, history: dict, alerts: list[Alert]) -> StayRow:

@@ -39,6 +39,15 @@ def points(v: float | None) -> str:
     return "–" if v is None else f"{v:.0f}"
 
 
+def task_value(task: str, value: float) -> str:
+    """A value of a known task (as alerts carry it, without its TaskScore kind)."""
+    if task == "news2":
+        return f"{points(value)} points"
+    if task.startswith("los"):
+        return days(value)
+    return probability(value) if 0 <= value <= 1 else f"{value:.2g}"
+
+
 def hours(h: float | None) -> str:
     if h is None:
         return "–"

@@ -151,3 +151,84 @@ def test_unreachable_redis_is_reported_on_the_page(monkeypatch):
         assert any("Cannot reach Redis" in e.value and "Retrying" in e.value for e in at.error)
     finally:
         get_settings.cache_clear()
+
+
+def test_reruns_do_not_grow_session_state(dash_redis):
+    write_sample_ward(dash_redis)
+    at = run_app("Patient")
+    first = set(at.session_state)
+    assert {"view", "patient_stay"} <= first
+    for view in ("Ward board", "Alerts", "System", "Patient") * 2:
+        at.sidebar.radio(key="view").set_value(view).run()
+        assert not at.exception
+    assert set(at.session_state) == first
+
+
+def test_ecg_display_downsampling_keeps_every_peak():
+    import numpy as np
+
+    from dashboard.charts import downsample_minmax
+    from dashboard.sample import synthetic_ecg_mv
+
+    signal = synthetic_ecg_mv()
+    t, shown = downsample_minmax(signal, 500.0)
+    assert shown.shape[1] < signal.shape[1] / 1.5
+    np.testing.assert_allclose(shown.max(axis=1), signal.max(axis=1))
+    np.testing.assert_allclose(shown.min(axis=1), signal.min(axis=1))
+    assert np.all(np.diff(t, axis=1) >= 0)  # time order kept within each lead
+
+
+def test_numbers_are_not_shown_with_false_precision():
+    assert fmt.probability(0.23456) == "23%"
+    assert fmt.probability(0.004) == "<1%" and fmt.probability(0.996) == ">99%"
+    assert fmt.days(3.27) == "≈3.5 d"
+
+
+def test_cli_rejects_a_url_that_is_not_redis(capsys):
+    from medm2t.cli import main
+
+    assert main(["dashboard", "--redis", "http://127.0.0.1:6379"]) == 2
+    assert "not a Redis URL" in capsys.readouterr().err
+
+
+def test_password_is_masked_when_the_url_is_shown():
+    from dashboard.data import safe_url
+
+    assert safe_url("rediss://:s3cret@cache.example:6380/0") == "rediss://:***@cache.example:6380/0"
+    assert "s3cret" not in safe_url("redis://user:s3cret@h/1")
+
+
+def test_cli_warns_clearly_when_redis_is_down_and_serves_anyway(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from stream.services import free_port, wait_for_port
+
+    port, dead = free_port(), free_port()
+    log = tmp_path / "dashboard.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "medm2t"), "dashboard", "--port", str(port),
+                                 "--redis", f"redis://:pw@127.0.0.1:{dead}/0"], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    text = log.read_text()
+    assert f"Redis at redis://:***@127.0.0.1:{dead}/0 is not reachable" in text and "keeps retrying" in text
+    assert ":pw@" not in text
+
+
+def test_ward_read_ranks_every_stay_but_reads_history_only_for_drawn_rows(dash_redis):
+    from dashboard.data import Reader
+
+    stays = write_sample_ward(dash_redis, n_stays=3)
+    rows = Reader(dash_redis).ward(limit=1)
+    assert sorted(r.stay_id for r in rows) == sorted(s.stay_id for s in stays)
+    assert rows[0].history["news2"] and not any(r.history["news2"] for r in rows[1:])

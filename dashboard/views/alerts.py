@@ -25,10 +25,11 @@ def render(reader: Reader) -> None:
                ("Model", "Scorer version that produced the score")]
     rows = []
     for a in shown:
-        value = fmt.points(a.value) + " points" if a.scorer == "news2" else fmt.probability(a.value) if 0 <= a.value <= 1 else f"{a.value:.2g}"
+        what = a.scorer if a.scorer == a.task else f"{a.scorer} {a.task}"
+        value = fmt.task_value(a.task, a.value)
         rows.append([html.escape(fmt.clock(a.at)), fmt.tier_badge(a.level),
                      fmt.tier_badge("cleared", a.state) if a.state == "cleared" else html.escape(a.state),
                      f'<a href="?view=Patient&stay={a.stay_id}" target="_self">{a.stay_id}</a>',
-                     html.escape(f"{a.scorer} {a.task}: {value}"), html.escape(a.reason), html.escape(a.model_version)])
+                     html.escape(f"{what}: {value}"), html.escape(a.reason), html.escape(a.model_version)])
     st.markdown(fmt.html_table(headers, rows, "alert-table"), unsafe_allow_html=True)
     st.caption(f"Newest {FEED_ALERTS} alerts at most; {len(shown)} shown of {len(alerts)} read.")

@@ -32,7 +32,7 @@ def render(reader: Reader) -> None:
         for col, (label, v) in zip(c, (("median", np.median(arr)), ("p95", np.percentile(arr, 95)),
                                        ("max", arr.max()), ("batches", len(arr)))):
             col.metric(f"{label} (ms)" if label != "batches" else "recent batches", f"{v:,.0f}")
-        st.line_chart(pd.DataFrame({"batch latency (ms), newest first": arr}), height=160)
+        st.line_chart(pd.DataFrame({"batch latency (ms)": arr}), height=160)
 
     st.subheader("Models", anchor=False)
     cards = reader.model_cards()

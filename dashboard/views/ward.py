@@ -7,13 +7,13 @@ import time
 import streamlit as st
 
 from dashboard import format as fmt
-from dashboard.data import STALE_AFTER_S, Reader, StayRow
+from dashboard.data import BOARD_ROWS, STALE_AFTER_S, Reader, StayRow
 
 NO_DATA = "No data yet: no active stays in Redis. Start the worker and a replay (`medm2t demo` does both)."
 
 
 def render(reader: Reader) -> None:
-    rows = reader.ward()
+    rows = reader.ward(BOARD_ROWS)
     if not rows:
         st.info(NO_DATA)
         return
@@ -29,7 +29,9 @@ def render(reader: Reader) -> None:
     if feed_age is not None and feed_age > STALE_AFTER_S:
         st.warning(f"No stay has received data for {fmt.age(feed_age)}: is the replay or the worker stopped?")
 
-    st.markdown(board_html(rows, now), unsafe_allow_html=True)
+    st.markdown(board_html(rows[:BOARD_ROWS], now), unsafe_allow_html=True)
+    if len(rows) > BOARD_ROWS:
+        st.caption(f"Showing the {BOARD_ROWS} highest-risk of {len(rows)} active stays; open any stay on the Patient page.")
     st.caption("Sorted by worst open alert, then NEWS2 band, then MedM2T mortality risk. NEWS2 is a rule score "
                "in points, not a probability. MedM2T figures are model outputs shown with the model version and "
                "its calibration status; probabilities are rounded to whole percent. Open a stay on the Patient page.")
@@ -37,6 +39,8 @@ def render(reader: Reader) -> None:
 
 def _mortality_header(rows: list[StayRow]) -> tuple[str, str]:
     versions = sorted(_versions(rows))
+    if not versions:
+        return "MedM2T mortality risk (no model score yet)", "No stay on the board has a MedM2T score yet."
     if len(versions) == 1:
         version, calibration = versions[0]
         title = fmt.model_label("mortality risk", version, calibration)

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.address", args.host, "--server.port", str(args.port),
             # No file watcher: a deployed monitor does not hot-reload, and watching costs CPU and inotify handles.
-            "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
+            "--server.fileWatcherType", "none", "--server.runOnSave", "false", "--client.toolbarMode", "viewer"]
     sys.stdout.flush()
     sys.stderr.flush()
     # Replace this process so that signals (Ctrl-C, SIGTERM from a supervisor) reach Streamlit directly.

@@ -80,6 +80,10 @@ class MedsReader:
             if bad.height:
                 self.warnings.append(f"{file}: {bad.height} row(s) without subject_id or code dropped (first: row {bad['_row'][0]})")
                 frame = frame.filter(pl.col("subject_id").is_not_null() & pl.col("code").is_not_null())
+            # Rows with neither a value nor a stay/static meaning never become events: drop them before Python sees them.
+            frame = frame.filter(pl.col("numeric").is_not_null() | pl.col("text").is_not_null()
+                                 | pl.col("code").str.starts_with("ICU_") | pl.col("code").str.starts_with("HOSPITAL_")
+                                 | pl.col("code").str.starts_with("GENDER//") | pl.col("code").str.starts_with("MEDS_"))
             frame = frame.sort("subject_id", "time", "_row", nulls_last=False)
             for part in frame.partition_by("subject_id", maintain_order=True):
                 yield file, part["subject_id"][0], part.select("_row", "time", "code", "numeric", "text").rows()

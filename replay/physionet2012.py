@@ -14,6 +14,7 @@ from __future__ import annotations
 import tarfile
 from collections import Counter
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -54,6 +55,13 @@ def _trusted_measurement(fields: dict) -> Measurement:
     object.__setattr__(m, "__pydantic_extra__", None)
     object.__setattr__(m, "__pydantic_private__", None)
     return m
+
+
+@lru_cache(maxsize=8192)
+def _clock_time(clock: str) -> datetime:
+    """'HH:MM' since admission → datetime on EPOCH (cached: a set repeats a few thousand clock values)."""
+    hours, minutes = clock.split(":")
+    return EPOCH + timedelta(hours=int(hours), minutes=int(minutes))
 
 
 def _valid_range(parameter: str, concept: str | None) -> tuple[float, float]:
@@ -161,8 +169,7 @@ class PhysioNet2012Reader:
                 continue
             clock, parameter, raw = parts
             try:
-                hours, minutes = clock.split(":")
-                offset = timedelta(hours=int(hours), minutes=int(minutes))
+                t = _clock_time(clock)
                 value = float(raw)
             except ValueError:
                 problem("unparsable time or value", f"{name} line {lineno}")
@@ -186,9 +193,8 @@ class PhysioNet2012Reader:
             if not lo <= value <= hi:
                 problem("physiologically impossible value", f"{name} line {lineno} ({parameter}={raw})")
                 continue
-            if parameter == "Weight" and offset == timedelta(0) and weight0 is None:
+            if parameter == "Weight" and t == EPOCH and weight0 is None:
                 weight0 = value
-            t = EPOCH + offset
             last = max(last, t)
             body.append(_trusted_measurement({
                 "event_id": make_event_id(SOURCE, record_id, lineno), "stay_id": record_id, "subject_id": record_id,

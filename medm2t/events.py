@@ -98,7 +98,7 @@ class Waveform(BaseModel):
         """`signal_mv`: (n_leads, n_samples) in mV. NaN samples are stored as 0 (flagged by the reader)."""
         arr = np.nan_to_num(np.asarray(signal_mv, dtype=np.float64), nan=0.0)
         ints = np.clip(np.round(arr / gain), -32768, 32767).astype("<i2")
-        return cls(fs=fs, leads=tuple(leads), n_samples=arr.shape[1], gain=gain, data=zlib.compress(ints.tobytes(), 6))
+        return cls(fs=fs, leads=tuple(leads), n_samples=arr.shape[1], gain=gain, data=zlib.compress(ints.tobytes(), 1))
 
     def to_array(self) -> np.ndarray:
         """(n_leads, n_samples) float32 millivolts."""

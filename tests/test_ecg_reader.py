@@ -41,6 +41,23 @@ def test_all_shared_records_load_as_12_named_leads_at_500hz(ecg_dir):
         assert 0.02 < np.percentile(np.abs(rec.signal), 99) < 10, hea  # millivolts, not µV or adc units
 
 
+def test_fast_format16_path_matches_wfdb_on_every_shared_record(ecg_dir):
+    from replay.ecg import _read_format16, _read_with_wfdb
+
+    fallback = []
+    for hea in sorted(ecg_dir.rglob("*.hea")):
+        base = hea.with_suffix("")
+        fast = _read_format16(base, str(hea))
+        if fast is None:  # PTB's s0010_re spreads its signals over two files (.dat + .xyz): wfdb reads it
+            fallback.append(hea.name)
+            continue
+        ref = _read_with_wfdb(base, str(hea))
+        np.testing.assert_allclose(fast[0], ref[0], atol=1e-9, err_msg=str(hea))
+        assert fast[1:3] == ref[1:3], hea
+        assert [u.lower() for u in fast[3]] == [u.lower() for u in ref[3]], hea
+    assert fallback == ["s0010_re.hea"]
+
+
 def test_lead_names_are_normalised_and_extra_channels_dropped(ecg_dir):
     # PTB-XL writes AVR/AVL/AVF; PTB Diagnostic writes lower case plus Frank leads vx, vy, vz at 1000 Hz.
     base = ecg_dir / "ptb-xl" / "records500" / "06000" / "06000_hr"

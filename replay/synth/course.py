@@ -22,6 +22,7 @@ _DEATH_INTERCEPT = -5.2
 _LOS_MU = 0.72
 
 DAY = 86_400
+MAX_SEVERITY = 4.0
 
 
 @dataclass
@@ -60,10 +61,12 @@ class Cohort:
             # A survivor's deterioration peaks and then resolves; a death's continues to the end.
             peak = self.los_days[i] if self.death[i] else 0.55 * self.los_days[i]
             rise = s0 + rate * np.minimum(t, peak)
-            return np.where(t <= peak, rise, (s0 + rate * peak) * np.exp(-(t - peak) / 1.5))
-        if self.course[i] == RECOVERING:
-            return s0 * np.exp(-t / rate) + 0.2
-        return np.full_like(t, s0, dtype=float)
+            s = np.where(t <= peak, rise, (s0 + rate * peak) * np.exp(-(t - peak) / 1.5))
+        elif self.course[i] == RECOVERING:
+            s = s0 * np.exp(-t / rate) + 0.2
+        else:
+            s = np.full_like(t, s0, dtype=float)
+        return MAX_SEVERITY * np.tanh(s / MAX_SEVERITY)  # physiology saturates; long deteriorations stay plausible
 
     def stay_rng(self, i: int) -> np.random.Generator:
         """Stay i's own random stream: its data do not depend on which other stays are generated."""

@@ -36,6 +36,7 @@ class EcgSim:
     adc: np.ndarray                       # (12, N_SAMPLES) int16, leads in medm2t.events.LEADS order
     measurements: dict[str, int]          # MIMIC-IV-ECG machine_measurements columns
     statements: list[str]                 # report_0.. lines
+    qrs_onsets: np.ndarray                # sample index of every QRS onset (ground truth for checks)
 
 
 def _unit(v: tuple[float, float, float]) -> np.ndarray:
@@ -59,7 +60,8 @@ def simulate(rng: np.random.Generator, hr: float, af: bool, ischaemia: int, sent
     pr = rng.uniform(0.13, 0.2)
     p_dur = rng.uniform(0.08, 0.11)
     qrs_dur = rng.uniform(0.08, 0.11)
-    qt = rng.uniform(0.38, 0.44) * np.sqrt(rr)  # Bazett: QTc 380-440 ms
+    qtc = rng.uniform(0.38, 0.44) if rng.random() > 0.05 else rng.uniform(0.47, 0.52)  # 5 % long QT
+    qt = qtc * np.sqrt(rr)  # Bazett
     axis = np.deg2rad(rng.normal(50, 25))
     rot = rng.normal(0, 0.15, 3)
 
@@ -112,7 +114,9 @@ def simulate(rng: np.random.Generator, hr: float, af: bool, ischaemia: int, sent
 
     mean_rr = float(np.mean(np.diff(onsets))) if len(onsets) > 1 else rr
     measurements = _measurements(rng, beat, t, mean_rr, pr, p_dur, qrs_dur, qt, af, sentinel_p)
-    return EcgSim(adc=adc, measurements=measurements, statements=_statements(rng, 60 / mean_rr, af, ischaemia, qt, mean_rr, t_amp))
+    return EcgSim(adc=adc, measurements=measurements,
+                  statements=_statements(rng, 60 / mean_rr, af, ischaemia, qt, mean_rr, t_amp),
+                  qrs_onsets=np.round(onsets * FS).astype(int))
 
 
 def _axis(beat: np.ndarray, t: np.ndarray, lo: float, hi: float) -> int:

@@ -275,7 +275,7 @@ def _ecgs(rng, c: Cohort, i: int, base, ecg_root: Path, ecg_rows: list, mm_rows:
         return 0
     los = c.los_days[i] * DAY
     first = -rng.uniform(0, 6) * HOUR if rng.random() < 0.1 else rng.uniform(0.05, min(24, los / HOUR)) * HOUR
-    times = np.sort(np.concatenate([[first], rng.uniform(0, los, count - 1)])).astype(np.int64) // 60 * 60
+    times = np.sort(np.concatenate([[first], rng.uniform(0, los, count - 1)])).astype(np.int64)
     for k, t in enumerate(times):
         study_id = int(c.study_base[i]) + k
         sev = float(c.severity(i, np.array([max(t, 0) / DAY]))[0])
@@ -284,12 +284,12 @@ def _ecgs(rng, c: Cohort, i: int, base, ecg_root: Path, ecg_rows: list, mm_rows:
         if isch in (ST_INFERIOR, ST_ANTERIOR) and t > 2 * DAY:
             isch = T_INVERSION  # ST elevation evolves into T inversion
         sim = simulate(rng, float(heart_rate(base, np.array([sev]), af)[0] + rng.normal(0, 4)), af, isch)
-        when = epoch_to_datetime(int(c.intime[i] + t))
+        when = epoch_to_datetime(int(c.intime[i] + t) // 60 * 60)
         rel = ecg_relpath(int(c.subject_id[i]), study_id)
         write_wfdb(ecg_root / rel, sim.adc, LEADS, when)
         ecg_time = when.strftime("%Y-%m-%d %H:%M:%S")
         ecg_rows.append((int(c.subject_id[i]), study_id, str(study_id), ecg_time, rel))
         reports = (sim.statements + [None] * 18)[:18]
         mm_rows.append((int(c.subject_id[i]), study_id, int(6_800_000 + (study_id % 997)), ecg_time, *reports,
-                        "0.005-150 Hz", "60 Hz notch  Baseline filter", *(sim.measurements[k] for k in d.ECG_MEASUREMENT_COLUMNS[-9:])))
+                        "0.005-150 Hz", "60 Hz notch  Baseline filter", *(sim.measurements[col] for col in d.ECG_MEASUREMENT_COLUMNS[-9:])))
     return count

@@ -74,7 +74,7 @@ def vitals(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> 
     sev = cohort.severity(i, hours / DAY)
     noise = rng.normal(0, 1, (8, n))
     af = bool(cohort.af[i])
-    hr = heart_rate(base, sev, af) + (9 if af else 4) * noise[0]
+    hr = np.clip(heart_rate(base, sev, af) + (9 if af else 4) * noise[0], 30, 220)
     sbp = np.clip(base.sbp - 11 * sev + 9 * noise[1], 55, 230)
     dbp = np.clip(0.55 * sbp + 5 + base.dbp_offset + 5 * noise[2], 25, 140)
     map_ = (sbp + 2 * dbp) / 3 + 2 * noise[3]
@@ -168,7 +168,7 @@ def labs(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> tu
         if rng.random() < 0.95:
             items.append((d.CHEM_PANEL, 75))
         if rng.random() < 0.9:
-            items.append((d.CBC_PANEL, 50))
+            items.append((d.CBC_PANEL, 55))
         extra = [50813] if rng.random() < 0.3 + 0.2 * sev[k] else []
         if rng.random() < 0.3:
             extra.append(50885)

@@ -60,5 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m medm2t.cli`: go through the package so UserError is one class
+    from medm2t.cli import main as package_main
+
+    sys.exit(package_main())

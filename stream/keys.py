@@ -13,6 +13,7 @@ and can be updated atomically in one MULTI/EXEC or Lua script.
 | {stay:ID}:score:SCORER           | string | latest RiskScore JSON of that scorer                                |
 | {stay:ID}:history:SCORER         | zset   | RiskScore JSON, score = scored_at epoch s (bounded)                 |
 | {stay:ID}:alerts                 | list   | Alert JSON, newest first (bounded)                                  |
+| {stay:ID}:alertstate             | hash   | SCORER/RULE -> alert engine state JSON (level, hysteresis count)    |
 | ward:active                      | zset   | stay_id, score = last_wall; closed stays are removed                |
 | ward:stays                       | set    | every stay_id the worker has seen                                   |
 | alerts:feed                      | list   | Alert JSON, newest first (capped)                                   |
@@ -53,6 +54,10 @@ def score_history(stay_id: int, scorer: str) -> str:
 
 def stay_alerts(stay_id: int) -> str:
     return stay(stay_id, "alerts")
+
+
+def alert_state(stay_id: int) -> str:
+    return stay(stay_id, "alertstate")
 
 
 def model_card(scorer: str) -> str:

@@ -2,11 +2,14 @@
 stack code on free ports, and the shared data folder."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The installed console script (not `python -m medm2t.cli`, which would load cli.py twice as two modules).
+MEDM2T = str(Path(sys.executable).parent / "medm2t")
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +42,55 @@ def kafka_bootstrap(services_dir):
     svc.start()
     yield f"127.0.0.1:{svc.port}"
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline_settings(kafka_bootstrap, redis_url, tmp_path_factory):
+    """Settings pointing at the session services, with every topic created."""
+    from medm2t.settings import Settings
+    from stream.kafka import ensure_topics
+
+    settings = Settings(kafka_url=kafka_bootstrap, redis_url=redis_url, run_dir=tmp_path_factory.mktemp("run"),
+                        scorers="news2", batch_wait_ms=100)
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def synth_cohort(tmp_path_factory) -> Path:
+    """A 30-stay synthetic cohort in MIMIC-IV layout (written once per session)."""
+    from replay.synth import generate
+
+    out = tmp_path_factory.mktemp("synth30")
+    generate(30, 7, out, progress=False)
+    return out
+
+
+def service_env(settings) -> dict:
+    import os
+
+    return {**os.environ, "MEDM2T_KAFKA_URL": settings.kafka_url, "MEDM2T_REDIS_URL": settings.redis_url,
+            "MEDM2T_RUN_DIR": str(settings.run_dir), "MEDM2T_SCORERS": settings.scorers,
+            "MEDM2T_BATCH_WAIT_MS": str(settings.batch_wait_ms)}
+
+
+@pytest.fixture(scope="module")
+def worker_process(pipeline_settings):
+    """`medm2t worker` as a subprocess in its own process group, stopped (and waited for) at the end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    log = pipeline_settings.run_dir / "worker.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([MEDM2T, "worker"], env=service_env(pipeline_settings),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    yield proc, log
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -117,3 +117,42 @@ def test_values_not_yet_available_are_not_used():
     ms = [_m("hr", 70, 0), _m("hr", 140, 10)]
     s = news2.score_view(_view(ms, now=T0 + timedelta(minutes=8)))  # the 140 was charted later than `now`
     assert s.tasks["news2"].detail["hr_points"] == 0
+
+
+# ---- NEWS2 alerts: band crossings with hysteresis ----------------------------------------------------------
+
+from stream.alerts import NEWS2_RULES, RuleState, step  # noqa: E402
+
+
+def _scored(aggregate: int, minutes: int, max_single: int = 0):
+    from medm2t.events import RiskScore, TaskScore
+
+    task = TaskScore(value=aggregate, kind="points", band="x", calibration=news2.CALIBRATION,
+                     detail={"max_single": max_single, "rr_points": max_single})
+    return RiskScore(stay_id=1, subject_id=2, scorer="news2", model_version=news2.VERSION,
+                     scored_at=T0 + timedelta(minutes=minutes), tasks={"news2": task})
+
+
+def _run(values, rule=NEWS2_RULES[0], every_minutes=30):
+    state, alerts = RuleState(), []
+    for i, v in enumerate(values):
+        state, alert = step(rule, RuleState.loads(state.dumps()), _scored(v, i * every_minutes, max_single=v))
+        alerts.append(None if alert is None else (alert.state, alert.level))
+    return alerts
+
+
+def test_aggregate_raises_escalates_and_clears():
+    got = [a for a in _run([2, 5, 6, 7, 6, 5, 5, 5, 2, 2, 2]) if a]
+    assert got == [("raised", "urgent"), ("escalated", "emergency"), ("raised", "urgent"), ("cleared", "urgent")]
+    assert [a for a in _run([7, 2, 2, 2]) if a] == [("raised", "emergency"), ("cleared", "emergency")]
+
+
+def test_a_flickering_score_does_not_spam():
+    assert [a for a in _run([5, 4, 5, 4, 5, 4, 5, 3, 5]) if a] == [("raised", "urgent")]
+    # below the clear line but only for minutes: still held (needs 1 h of clinical time)
+    assert [a for a in _run([5, 3, 3, 3, 5], every_minutes=5) if a] == [("raised", "urgent")]
+
+
+def test_single_parameter_three_is_an_info_alert():
+    got = [a for a in _run([3, 3, 0, 0, 0], rule=NEWS2_RULES[1]) if a]
+    assert got == [("raised", "info"), ("cleared", "info")]

@@ -32,9 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.checkpoint.is_dir():
         raise UserError(f"checkpoint folder {args.checkpoint} does not exist")
+    from model.checkpoint import CheckpointError
     from model.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.data, args.device, not args.no_cache, progress=not args.json)
+    try:
+        result = evaluate_checkpoint(args.checkpoint, args.data, args.device, not args.no_cache, progress=not args.json)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from exc
     if args.json:
         print(json.dumps(result, default=str))
         return 0

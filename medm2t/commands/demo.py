@@ -1,0 +1,165 @@
+"""`medm2t demo`: the whole pipeline on the synthetic cohort, in one command."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HELP = """Run everything on the embedded synthetic cohort:
+
+  1. the local broker and Redis (reused if they already answer at MEDM2T_KAFKA_URL / MEDM2T_REDIS_URL),
+  2. a synthetic cohort of --stays stays, generated once and cached under MEDM2T_DATA_DIR (.medm2t/data),
+  3. `medm2t worker`,
+  4. `medm2t replay` in ward mode (--beds beds at --speed x real time),
+  5. `medm2t dashboard` on http://127.0.0.1:8501.
+
+Logs go to MEDM2T_RUN_DIR (.medm2t/run)/demo-*.log. Ctrl-C stops everything the demo started (services it
+found running are left alone).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="stack + synthetic cohort + worker + ward replay + dashboard", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stays", type=int, default=200, help="synthetic stays (default 200)")
+    p.add_argument("--beds", type=int, default=24, help="ward beds (default 24)")
+    p.add_argument("--speed", default="120", help="replay speed, N x real time or max (default 120)")
+    p.add_argument("--port", type=int, help="dashboard port (default: settings.dashboard_port, 8501)")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    p.set_defaults(handler=_run)
+
+
+def _medm2t() -> str:
+    script = Path(sys.executable).parent / "medm2t"
+    return str(script) if script.exists() else "medm2t"
+
+
+class Children:
+    """Child processes, each in its own process group, all stopped on exit."""
+
+    def __init__(self, log_dir: Path, env: dict):
+        self.log_dir, self.env, self.procs = log_dir, env, {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"demo-{name}.log", "ab")
+        proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        for name, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        deadline = time.monotonic() + timeout
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+            print(f"stopped {name}")
+
+
+def _reachable(settings) -> tuple[bool, bool]:
+    import redis
+
+    from stream.kafka import BrokerUnreachable, topic_partitions
+
+    try:
+        redis_ok = bool(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        redis_ok = False
+    try:
+        topic_partitions(settings, attempts=1)
+        kafka_ok = True
+    except BrokerUnreachable:
+        kafka_ok = False
+    return kafka_ok, redis_ok
+
+
+def _run(args: argparse.Namespace) -> int:
+    from medm2t.cli import UserError
+    from medm2t.settings import get_settings
+    from stream.kafka import BrokerUnreachable, ensure_topics
+    from stream.services import ServiceError, kafka_service, redis_service
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    started_services = []
+    children = Children(settings.run_dir, {**os.environ, "MEDM2T_KAFKA_URL": settings.kafka_url,
+                                           "MEDM2T_REDIS_URL": settings.redis_url})
+
+    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: clean stop
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        kafka_ok, redis_ok = _reachable(settings)
+        for ok, svc in ((kafka_ok, kafka_service(settings.kafka_port, settings.run_dir)),
+                        (redis_ok, redis_service(settings.redis_port, settings.run_dir))):
+            if ok:
+                print(f"{svc.name}: reusing the running service")
+                continue
+            try:
+                svc.start()
+            except ServiceError as exc:
+                raise UserError(f"{exc} (or point the demo at running services with MEDM2T_KAFKA_URL / MEDM2T_REDIS_URL)") from None
+            started_services.append(svc)
+            print(f"{svc.name}: started on 127.0.0.1:{svc.port} (log {svc.log})")
+        try:
+            ensure_topics(settings)
+        except BrokerUnreachable as exc:
+            raise UserError(str(exc)) from None
+
+        cohort = settings.data_dir / f"synth-{args.stays}"
+        if not (cohort / "mimic-iv" / "icu" / "icustays.csv.gz").exists():
+            print(f"generating the synthetic cohort ({args.stays} stays) in {cohort} (once) ...")
+            done = subprocess.run([_medm2t(), "synth", "--stays", str(args.stays), "--seed", "0", "--out", str(cohort)])
+            if done.returncode != 0:
+                raise UserError(f"`medm2t synth` failed (exit {done.returncode})")
+        else:
+            print(f"cohort: reusing {cohort}")
+
+        children.start("worker", [_medm2t(), "worker"])
+        children.start("replay", [_medm2t(), "replay", "--mimic", str(cohort / "mimic-iv"), "--ecg",
+                                  str(cohort / "mimic-iv-ecg"), "--mode", "ward", "--beds", str(args.beds),
+                                  "--speed", str(args.speed), "--no-progress"])
+        port = args.port or settings.dashboard_port
+        if not args.no_dashboard:
+            children.start("dashboard", [_medm2t(), "dashboard", "--port", str(port)])
+        print(f"\nrunning: worker, replay ({args.beds} beds at {args.speed}x)"
+              + ("" if args.no_dashboard else f", dashboard at http://127.0.0.1:{port}"))
+        print(f"logs: {settings.run_dir.resolve()}/demo-*.log   alerts: medm2t alerts --follow   Ctrl-C stops it all\n")
+        replay_reported = False
+        while True:
+            time.sleep(1.0)
+            for name, proc in children.procs.items():
+                code = proc.poll()
+                if code is None:
+                    continue
+                if name == "replay":
+                    if not replay_reported:
+                        print(f"replay finished (exit {code}); the worker and dashboard keep running. Ctrl-C to stop.")
+                        replay_reported = True
+                    continue
+                raise UserError(f"{name} exited with code {code}; see {settings.run_dir / f'demo-{name}.log'}")
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+        return 0
+    finally:
+        children.stop_all()
+        for svc in started_services:
+            svc.stop()
+            print(f"stopped {svc.name}")

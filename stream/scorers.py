@@ -1,0 +1,54 @@
+"""Which scorers the worker runs (settings.scorers): 'news2', 'medm2t', a comma list, or 'auto'
+(NEWS2 always, plus MedM2T when its checkpoint folder exists and the model package loads)."""
+from __future__ import annotations
+
+import logging
+
+from medm2t.settings import Settings
+from stream.news2 import News2Scorer
+from stream.scoring import Scorer
+
+log = logging.getLogger(__name__)
+KNOWN = ("news2", "medm2t")
+
+
+class ScorerConfigError(ValueError):
+    pass
+
+
+def _load_medm2t(settings: Settings) -> Scorer:
+    if not settings.checkpoint.is_dir():
+        raise ScorerConfigError(f"MedM2T checkpoint folder {settings.checkpoint} does not exist (train one or set MEDM2T_CHECKPOINT)")
+    try:
+        from model.scorer import MedM2TScorer
+    except ImportError as exc:
+        raise ScorerConfigError(f"the MedM2T scorer cannot be imported: {exc}") from exc
+    return MedM2TScorer.load(settings.checkpoint, settings.device)
+
+
+def select_scorers(settings: Settings) -> list[Scorer]:
+    wanted = [s.strip() for s in settings.scorers.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in (*KNOWN, "auto")]
+    if unknown or not wanted:
+        raise ScorerConfigError(f"unknown scorer(s) {unknown or settings.scorers!r} in MEDM2T_SCORERS; use 'auto' or a comma list of {', '.join(KNOWN)}")
+    scorers: list[Scorer] = []
+    if "news2" in wanted or "auto" in wanted:
+        scorers.append(News2Scorer())
+    if "medm2t" in wanted:
+        scorers.append(_load_medm2t(settings))  # asked for explicitly: failing to load is an error
+    elif "auto" in wanted:
+        try:
+            scorers.append(_load_medm2t(settings))
+        except Exception as exc:  # noqa: BLE001 - auto mode falls back to NEWS2 alone, and says why
+            log.warning("MedM2T not loaded, scoring with NEWS2 only: %s", exc)
+    return scorers
+
+
+def card(scorer: Scorer) -> dict:
+    """The model card shown on the dashboard's system page."""
+    fn = getattr(scorer, "card", None)
+    if callable(fn):
+        return fn()
+    if isinstance(fn, dict):
+        return fn
+    return {"name": scorer.name, "version": scorer.version}

@@ -13,7 +13,7 @@ def mlp(d_in: int, hidden: Sequence[int], dropout: float, bn: bool = True) -> nn
     """Linear -> [BatchNorm] -> ReLU -> Dropout per hidden width (no final linear layer), as the reference MLP."""
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(d_in, h)] + ([nn.BatchNorm1d(h)] if bn else []) + [nn.ReLU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(d_in, h)] + ([nn.BatchNorm1d(h)] if bn else []) + [nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
         d_in = h
     return nn.Sequential(*layers)
 
@@ -58,7 +58,7 @@ class _ResUnit(nn.Module):
             *([nn.MaxPool1d(down)] if down > 1 else []),
             *([nn.Conv1d(c_in, c_out, 1, bias=False)] if c_in != c_out else []),
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x):
         y = self.drop(torch.relu(self.bn1(self.conv1(x))))
@@ -78,14 +78,14 @@ class CrossAttention(nn.Module):
     Softmax runs over each sample's own keys only, never across the batch (fixes reference bug B1).
     Written out instead of nn.MultiheadAttention so the masked path is identical in every batch shape."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dropout: float, ffn_mult: int = 4):
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
         self.h, self.dh = heads, dim // heads
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.ln1, self.ln2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.LeakyReLU(), nn.Linear(4 * dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.LeakyReLU(), nn.Linear(ffn_mult * dim, dim))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:

@@ -39,10 +39,14 @@ class ModelConfig:
     vitals_segments: int = 24
     hf1_width: int = 12
     hf2_width: int = 24
-    d_hf_attn: int = 16
+    d_hf_attn: int = 8
+    hf_heads: int = 0                 # 0 = no self-attention inside a segment (CPU demo)
+    hf_dropout: float = 0.0
+    hf1_channels: tuple[int, int] = (8, 16)
+    hf2_channels: tuple[int, int] = (16, 32)
     d_hf1: int = 16
     d_hf2: int = 32
-    lf_channels: tuple[int, ...] = (48,)
+    lf_channels: tuple[int, ...] = (48, 48)
     d_vitals: int = 64
     vitals_dropout: float = 0.1
     # ECG micro level (one ECG): 12 x 640 at 125 Hz
@@ -65,6 +69,7 @@ class ModelConfig:
     d_fusion: int = 64
     attn_heads: int = 4
     attn_blocks: int = 1
+    ffn_mult: int = 2
     decoder_hidden: int = 128
     fusion_dropout: float = 0.1
     modalities: tuple[str, ...] = field(default_factory=lambda: MODALITIES)
@@ -81,10 +86,10 @@ class ModelConfig:
         if name == "paper":
             return cls(
                 preset="paper", labs_windows=5, vitals_tok_windows=24, d_labs=512, d_vitals_tok=256,
-                d_static=128, d_hf_attn=16, d_hf1=128, d_hf2=256, lf_channels=(384, 192), d_vitals=256,
+                d_static=128, d_hf_attn=16, hf_heads=4, hf_dropout=0.3, hf1_channels=(16, 32), hf2_channels=(32, 64), d_hf1=128, d_hf2=256, lf_channels=(384, 192), d_vitals=256,
                 ecg_resnet=((64, 640), (128, 320), (196, 160), (256, 40), (320, 20)), d_ecg_sig=640,
                 d_ecg_meas=128, d_ecg_text=256, d_ecg_embed=768, ecg_macro_channels=(384,), d_ecg=256,
-                d_fusion=512, attn_heads=64, decoder_hidden=3840, sparse_dropout=0.05,
+                d_fusion=512, attn_heads=64, ffn_mult=4, decoder_hidden=3840, sparse_dropout=0.05,
             )
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(cls.preset_names())}")
 

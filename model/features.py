@@ -353,9 +353,10 @@ class Featurizer:
         return cls(ModelConfig.from_dict(d["config"]), items, d["edges"], d["static"], d["vitals"], d["ecg"])
 
     # ---- encoding
-    def prepare(self, events: Sequence[_Event]) -> PreparedStay:
-        """Per-event work, done once per stay. Unknown items are counted and skipped."""
-        admit = _admission(events)
+    def prepare(self, events: Sequence[_Event], admit: datetime | None = None) -> PreparedStay:
+        """Per-event work, done once per stay. Unknown items are counted and skipped. `admit` defaults to
+        the StayOpened time (incremental updates pass the stay's admission with only the new events)."""
+        admit = admit or _admission(events)
         opened = next((e for e in events if isinstance(e, StayOpened)), None)
         rows: dict[str, list[tuple[float, float, int, int]]] = {g: [] for g in SPARSE_GROUPS}
         numeric_rows: dict[str, list] = defaultdict(list)
@@ -381,8 +382,8 @@ class Featurizer:
                     else:
                         tok = it.offset + it.n_tokens - 1
                     if e.concept in concept_index:
-                        cz = (e.value - self.vitals_spec["mean"][concept_index[e.concept]]) / self.vitals_spec["std"][concept_index[e.concept]]
-                        vit_rows.append((avail, t, concept_index[e.concept], float(np.clip(cz, -Z_CLIP, Z_CLIP))))
+                        c = concept_index[e.concept]
+                        vit_rows.append((avail, t, c, (e.value - self.vitals_spec["mean"][c]) / self.vitals_spec["std"][c]))
                 elif e.text is not None:
                     if it.categories is not None:
                         k = self._cat_index[e.item].get(e.text.strip().lower(), len(it.categories))
@@ -413,7 +414,7 @@ class Featurizer:
         static, has_static = self._static_vector(opened)
         ecg_avail, ecg_time, sigs, meas, stmt = self._prepare_ecgs(ecgs, admit, problems)
         return PreparedStay(admit, static, has_static, groups, vr[vo, 0], vr[vo, 1], vr[vo, 2].astype(np.int8),
-                            vr[vo, 3].astype(np.float32), ecg_avail, ecg_time, sigs, meas, stmt, n_unknown, problems)
+                            np.clip(vr[vo, 3], -Z_CLIP, Z_CLIP).astype(np.float32), ecg_avail, ecg_time, sigs, meas, stmt, n_unknown, problems)
 
     def encode(self, events: Sequence[_Event], at: datetime) -> StayInputs:
         return self.encode_prepared(self.prepare(events), at)

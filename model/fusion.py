@@ -22,10 +22,10 @@ from model.sparse import N_TFEAT
 
 
 class BiModalAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, blocks: int, dropout: float):
+    def __init__(self, dim: int, heads: int, blocks: int, dropout: float, ffn_mult: int):
         super().__init__()
-        self.i_to_j = nn.ModuleList(CrossAttention(dim, heads, dropout) for _ in range(blocks))
-        self.j_to_i = nn.ModuleList(CrossAttention(dim, heads, dropout) for _ in range(blocks))
+        self.i_to_j = nn.ModuleList(CrossAttention(dim, heads, dropout, ffn_mult) for _ in range(blocks))
+        self.j_to_i = nn.ModuleList(CrossAttention(dim, heads, dropout, ffn_mult) for _ in range(blocks))
 
     def forward(self, ti, mi, tj, mj) -> torch.Tensor:
         a, b = ti, tj
@@ -51,7 +51,8 @@ class Fusion(nn.Module):
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.randn(e) * 0.02) for m in dims})
         self.missing_tok = nn.ParameterDict({m: nn.Parameter(torch.randn(e) * 0.02) for m in dims})
         self.pairs = list(combinations(self.names, 2))
-        self.bma = nn.ModuleDict({pair_key(i, j): BiModalAttention(e, cfg.attn_heads, cfg.attn_blocks, cfg.fusion_dropout)
+        self.bma = nn.ModuleDict({pair_key(i, j): BiModalAttention(e, cfg.attn_heads, cfg.attn_blocks, cfg.fusion_dropout,
+                                                                   cfg.ffn_mult)
                                   for i, j in self.pairs})
         self.heads = TaskHeads((len(self.names) + len(self.pairs)) * e + N_TFEAT, cfg.decoder_hidden, cfg.fusion_dropout)
 

@@ -18,18 +18,19 @@ from model.sparse import N_TFEAT
 
 
 class SegmentEncoder(nn.Module):
-    def __init__(self, in_ch: int, width: int, d_attn: int, ch: tuple[int, int], d_out: int, dropout: float):
+    def __init__(self, in_ch: int, width: int, d_attn: int, heads: int, ch: tuple[int, int], d_out: int, dropout: float):
         super().__init__()
         self.inp = nn.Linear(in_ch, d_attn)
         self.pos = nn.Parameter(torch.zeros(width, d_attn))
-        self.attn = CrossAttention(d_attn, 4, dropout)
+        self.attn = CrossAttention(d_attn, heads, dropout) if heads else None
         self.res = ResNet1d(d_attn, width, ((ch[0], width), (ch[1], width // 2)), 3, dropout)
         self.out = mlp(self.res.out_dim, [d_out], dropout)
 
     def forward(self, seg: torch.Tensor) -> torch.Tensor:
         """(N, C, w) -> (N, d_out)"""
         x = self.inp(seg.transpose(1, 2)) + self.pos
-        x = self.attn(x, x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        if self.attn is not None:
+            x = self.attn(x, x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
         return self.out(self.res(x.transpose(1, 2)))
 
 
@@ -37,8 +38,10 @@ class VitalsEncoder(nn.Module):
     def __init__(self, n_channels: int, n_steps: int, cfg):
         super().__init__()
         s = cfg.vitals_segments
-        self.hf1 = SegmentEncoder(n_channels, cfg.hf1_width, cfg.d_hf_attn, (16, 32), cfg.d_hf1, cfg.vitals_dropout)
-        self.hf2 = SegmentEncoder(n_channels, cfg.hf2_width, cfg.d_hf_attn, (32, 64), cfg.d_hf2, cfg.vitals_dropout)
+        self.hf1 = SegmentEncoder(n_channels, cfg.hf1_width, cfg.d_hf_attn, cfg.hf_heads, cfg.hf1_channels, cfg.d_hf1,
+                                  cfg.hf_dropout)
+        self.hf2 = SegmentEncoder(n_channels, cfg.hf2_width, cfg.d_hf_attn, cfg.hf_heads, cfg.hf2_channels, cfg.d_hf2,
+                                  cfg.hf_dropout)
         for name, w in (("idx1", cfg.hf1_width), ("idx2", cfg.hf2_width)):
             starts = torch.tensor([int(k * (n_steps - w) / (s - 1)) for k in range(s)])
             self.register_buffer(name, starts[:, None] + torch.arange(w)[None, :], persistent=False)

@@ -1,0 +1,179 @@
+"""Incremental (streaming) encoder state of ICU stays: add new events in O(new events), score any time.
+
+Per stay the state keeps
+* per sparse group: per-window (non-cumulative) sums and counts of the event embeddings, the last value
+  token per (window, item) and its clinical time: a new lab adds its embedding to one window; the
+  cumulative means, the BiLSTM over the W windows and the MLP are rerun at scoring time (W is small);
+* dense vitals: the observations inside the last `vitals_hours` plus the latest older one per channel
+  (bounded: older ones can never matter again), from which the 6-minute grid is rebuilt at scoring time;
+* ECG: the cached micro-level embedding of each ECG (one ResNet pass per new ECG), most recent
+  `max_ecgs` kept; the macro window pooling and ResNet are rerun at scoring time;
+* the static vector, the admission time and the ids of events already applied (redelivery is a no-op).
+
+`score(states, ats)` runs the rest of the network for many stays in one batched pass and equals the
+full recompute from raw events (`model(collate([featurizer.encode(events, at)]))`) up to float rounding;
+tests/test_model_streaming.py checks that. The state is only valid for the model version that built it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from medm2t.events import Ecg, Measurement, StayOpened, _Event
+from model.features import SPARSE_GROUPS, StayInputs, hours, time_features, vitals_grid
+
+
+@dataclass
+class StayState:
+    admit: datetime | None
+    static: np.ndarray
+    has_static: bool
+    sums: dict[str, torch.Tensor]        # group -> (W, d)
+    counts: dict[str, torch.Tensor]      # group -> (W,)
+    last: dict[str, np.ndarray]          # group -> (W, I) int64
+    last_time: dict[str, np.ndarray]     # group -> (W, I) float64 hours, -inf = none
+    vit: np.ndarray                      # (n, 4): avail h, time h, channel, z
+    ecg_avail: list[float] = field(default_factory=list)
+    ecg_time: list[float] = field(default_factory=list)
+    ecg_emb: list[torch.Tensor] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    pending: list[_Event] = field(default_factory=list)  # events before the StayOpened arrived
+    n_unknown: int = 0
+
+
+class IncrementalEncoder:
+    """Owns no per-stay data: states are plain objects the caller keeps (e.g. per stay in the worker)."""
+
+    def __init__(self, model, featurizer):
+        self.model, self.featurizer, self.cfg = model.eval(), featurizer, featurizer.cfg
+        self.device = next(model.parameters()).device
+
+    def new_state(self, opened: StayOpened | None = None) -> StayState:
+        f, spec = self.featurizer, self.featurizer.spec()
+        static, has_static = f._static_vector(opened)
+        sums, counts, last, last_time = {}, {}, {}, {}
+        for g in SPARSE_GROUPS:
+            w, d = spec["windows"][g], self.model.encoders[g].d
+            sums[g] = torch.zeros(w, d, device=self.device)
+            counts[g] = torch.zeros(w, device=self.device)
+            last[g] = np.zeros((w, spec["n_items"][g]), dtype=np.int64)
+            last_time[g] = np.full((w, spec["n_items"][g]), -np.inf)
+        return StayState(opened.time if opened else None, static, has_static, sums, counts, last, last_time,
+                         np.zeros((0, 4)))
+
+    @torch.inference_mode()
+    def update(self, state: StayState, events: Iterable[_Event]) -> StayState:
+        new = [e for e in events if e.event_id not in state.seen]
+        state.seen.update(e.event_id for e in new)
+        for e in new:
+            if isinstance(e, StayOpened):
+                state.static, state.has_static = self.featurizer._static_vector(e)
+                state.admit = e.time
+        if state.admit is None:  # no admission time yet: nothing can be placed in time
+            state.pending.extend(new)
+            return state
+        new, state.pending = state.pending + new, []
+        prep = self.featurizer.prepare([e for e in new if isinstance(e, (Measurement, Ecg))], admit=state.admit)
+        state.n_unknown += prep.n_unknown
+        for g in SPARSE_GROUPS:
+            self._add_sparse(state, g, prep.groups[g])
+        if len(prep.vit_c):
+            rows = np.stack([prep.vit_avail, prep.vit_time, prep.vit_c.astype(np.float64), prep.vit_z], axis=1)
+            state.vit = self._prune_vitals(np.concatenate([state.vit, rows]))
+        if len(prep.ecg_avail):
+            ecg = self.model.encoders["ecg"]
+            n = len(prep.ecg_avail)
+            batch = {"sig": torch.from_numpy(prep.ecg_sig).to(self.device),
+                     "meas": torch.from_numpy(prep.ecg_meas).to(self.device),
+                     "stmt": torch.from_numpy(np.concatenate(prep.ecg_stmt).astype(np.int64)).to(self.device),
+                     "stmt_off": torch.tensor(np.cumsum([0] + [len(t) for t in prep.ecg_stmt[:-1]]), device=self.device)}
+            emb = ecg.embed(batch)
+            state.ecg_avail += prep.ecg_avail.tolist()
+            state.ecg_time += prep.ecg_time.tolist()
+            state.ecg_emb += list(emb.unbind(0))
+            order = sorted(range(len(state.ecg_avail)), key=lambda i: state.ecg_avail[i])[-self.cfg.max_ecgs:]
+            state.ecg_avail = [state.ecg_avail[i] for i in order]
+            state.ecg_time = [state.ecg_time[i] for i in order]
+            state.ecg_emb = [state.ecg_emb[i] for i in order]
+            del n
+        return state
+
+    def _add_sparse(self, state: StayState, g: str, pg) -> None:
+        if not len(pg.val):
+            return
+        enc = self.model.encoders[g]
+        win = np.searchsorted(np.asarray(self.featurizer.edges[g]), pg.time, side="right")
+        val = torch.from_numpy(pg.val.astype(np.int64)).to(self.device)
+        item = torch.from_numpy(pg.item.astype(np.int64)).to(self.device)
+        w_t = torch.from_numpy(win.astype(np.int64)).to(self.device)
+        state.sums[g].index_add_(0, w_t, enc.event_embeddings(val, item))
+        state.counts[g].index_add_(0, w_t, torch.ones_like(w_t, dtype=state.counts[g].dtype))
+        last, lt = state.last[g], state.last_time[g]
+        for k in np.argsort(pg.time, kind="stable"):  # latest clinical time wins; ties -> later arrival
+            i, w, t = pg.item[k], win[k], pg.time[k]
+            upd = lt[w:, i] <= t
+            last[w:, i][upd] = pg.val[k]
+            lt[w:, i][upd] = t
+
+    def _prune_vitals(self, vit: np.ndarray) -> np.ndarray:
+        horizon = vit[:, 0].max() - self.cfg.vitals_hours
+        old = vit[:, 1] < horizon
+        if not old.any():
+            return vit
+        keep = ~old
+        for c in np.unique(vit[old, 2]):
+            idx = np.flatnonzero(old & (vit[:, 2] == c))
+            keep[idx[np.argsort(vit[idx, 1], kind="stable")[-1]]] = True
+        return vit[keep]
+
+    def inputs_for_grid(self, state: StayState, at_h: float) -> StayInputs:
+        v = state.vit[state.vit[:, 0] <= at_h] if len(state.vit) else state.vit
+        order = np.lexsort((v[:, 1], v[:, 0]))
+        v = v[order]
+        age, c, z, in_grid = self.featurizer._vitals_window(v[:, 1], v[:, 2].astype(np.int8), v[:, 3].astype(np.float32), at_h)
+        empty = np.zeros(0)
+        return StayInputs(at_h, state.static, state.has_static, {}, age, c, z, in_grid, empty, empty, [], empty)
+
+    @torch.inference_mode()
+    def score(self, states: Sequence[StayState], ats: Sequence[datetime]) -> dict[str, torch.Tensor]:
+        """Model outputs (same dict as MedM2T.forward) for many stays at their prediction times, in one pass.
+        Assumes every event already applied to a state is available by its `at` (the streaming case)."""
+        m, f, dev = self.model, self.featurizer, self.device
+        at_h = np.asarray([max(0.0, hours(at, s.admit)) if s.admit else 0.0 for s, at in zip(states, ats)])
+        tfeat = torch.from_numpy(time_features(at_h).astype(np.float32)).to(dev)
+        b = len(states)
+        enc, present = {}, {}
+        if "static" in m.encoders:
+            enc["static"] = m.encoders["static"](torch.from_numpy(np.stack([s.static for s in states])).to(dev), tfeat)
+            present["static"] = torch.tensor([s.has_static for s in states], device=dev)
+        for g in SPARSE_GROUPS:
+            if g not in m.encoders:
+                continue
+            frac = torch.from_numpy(np.stack([f.window_fractions(g, h) for h in at_h])).to(dev)
+            last = torch.from_numpy(np.stack([s.last[g] for s in states])).to(dev)
+            enc[g] = m.encoders[g].from_accumulators(torch.stack([s.sums[g] for s in states]),
+                                                     torch.stack([s.counts[g] for s in states]), last, frac, tfeat)
+            present[g] = torch.tensor([bool(s.counts[g].sum() > 0) for s in states], device=dev)
+        if "vitals" in m.encoders:
+            grids = [vitals_grid(self.cfg, self.inputs_for_grid(s, h)) for s, h in zip(states, at_h)]
+            enc["vitals"] = m.encoders["vitals"](torch.from_numpy(np.stack(grids)).to(dev), tfeat)
+            present["vitals"] = torch.tensor([bool(len(s.vit)) for s in states], device=dev)
+        if "ecg" in m.encoders:
+            edges = np.asarray(f.edges["ecg"])
+            embs, sample, win, slot = [], [], [], []
+            for i, s in enumerate(states):
+                embs += s.ecg_emb
+                sample += [i] * len(s.ecg_emb)
+                win += np.searchsorted(edges, np.asarray(s.ecg_time), side="right").tolist()
+                slot += list(range(len(s.ecg_emb)))
+            d = m.encoders["ecg"].micro.d_out
+            emb = torch.stack(embs) if embs else torch.zeros(0, d, device=dev)
+            lt = lambda x: torch.tensor(x, dtype=torch.long, device=dev)  # noqa: E731
+            enc["ecg"] = m.encoders["ecg"].from_embeddings(emb, lt(sample), lt(win), lt(slot),
+                                                           max(max(len(s.ecg_emb) for s in states), 1), b, tfeat)
+            present["ecg"] = torch.tensor([bool(s.ecg_emb) for s in states], device=dev)
+        return m.fusion(enc, present, tfeat)

@@ -1,0 +1,66 @@
+"""Batched inference from a checkpoint folder: one forward pass per call, under torch.inference_mode,
+on CUDA when present (with bfloat16 autocast there), CPU otherwise."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from medm2t.events import _Event
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+class Predictor:
+    def __init__(self, checkpoint_dir: str | Path, device: str = "auto"):
+        from model.checkpoint import load_checkpoint
+
+        self.device = resolve_device(device)
+        self.model, self.featurizer, self.cfg, self.meta = load_checkpoint(checkpoint_dir, self.device)
+        self.version: str = self.meta["model_version"]
+        self.calibration: str = self.meta.get("calibration") or "uncalibrated model output"
+
+    def predict(self, items: Sequence[tuple[list[_Event], datetime]]) -> list[dict]:
+        """One dict per (events, at): mortality probability, remaining and total ICU LOS (days), CVD class
+        probabilities, plus elapsed hours, which modalities were present and how many items were unknown."""
+        return self.predict_inputs([self.featurizer.encode(events, at) for events, at in items])
+
+    def predict_inputs(self, inputs: Sequence) -> list[dict]:
+        import torch
+
+        from model.config import CVD_CLASSES
+        from model.features import collate
+
+        if not inputs:
+            return []
+        batch = collate(inputs, self.cfg).to(self.device)
+        cuda = self.device.startswith("cuda")
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            out = self.model(batch)
+        mort = torch.sigmoid(out["mortality"].float()).cpu()
+        los = out["los_remaining"].float().cpu()
+        cvd = torch.softmax(out["cvd_90d"].float(), dim=-1).cpu()
+        results = []
+        for i, x in enumerate(inputs):
+            remaining = float(los[i])
+            results.append({
+                "mortality": float(mort[i]),
+                "los_remaining": remaining,
+                "los_total": x.elapsed_h / 24.0 + remaining,
+                "cvd_90d": {c: float(cvd[i, k]) for k, c in enumerate(CVD_CLASSES)},
+                "elapsed_h": x.elapsed_h,
+                "present": x.present,
+                "n_unknown": x.n_unknown,
+            })
+        return results

@@ -1,0 +1,157 @@
+"""Streaming side of MedM2T: incremental state == recompute from raw events, the batched Predictor and the
+worker-facing MedM2TScorer (real model, real checkpoint files; the weights are untrained but fixed)."""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import torch
+
+from medm2t.events import Ecg, Measurement, StayOpened
+from stream.scoring import Scorer, StayView
+from test_model_architecture import T0, _ev, make_stay
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from model.checkpoint import save_checkpoint
+    from model.config import ModelConfig
+    from model.features import Featurizer
+    from model.network import MedM2T
+
+    rng = np.random.default_rng(7)
+    stays = [make_stay(100 + i, rng, ecgs=i % 2, n=50) for i in range(12)]
+    cfg = ModelConfig.preset("small")
+    feat = Featurizer.fit(stays, cfg)
+    torch.manual_seed(0)
+    model = MedM2T(cfg, feat.spec()).eval()
+    # move BatchNorm running stats off their init values so eval-mode paths are exercised for real
+    from model.features import collate
+
+    model.train()
+    with torch.no_grad():
+        model(collate([feat.encode(s, T0 + timedelta(hours=24)) for s in stays], cfg))
+    model.eval()
+    out = tmp_path_factory.mktemp("ck") / "ck"
+    save_checkpoint(out, model, feat, cfg, {}, {"data": "hand-made test stays", "tasks_without_labels": ["cvd_90d"]})
+    return out, stays
+
+
+def _recompute(model, feat, cfg, events, at):
+    from model.features import collate
+
+    with torch.no_grad():
+        return model(collate([feat.encode(events, at)], cfg))
+
+
+def test_incremental_equals_recompute(checkpoint):
+    from model.checkpoint import load_checkpoint
+    from model.incremental import IncrementalEncoder
+
+    ck, _ = checkpoint
+    model, feat, cfg, _ = load_checkpoint(ck)
+    rng = np.random.default_rng(11)
+    stays = [make_stay(200 + i, rng, hours=60, n=90, ecgs=2) for i in range(3)]
+    inc = IncrementalEncoder(model, feat)
+    states = [inc.new_state() for _ in stays]
+    streams = [[e for e in s if isinstance(e, (StayOpened, Measurement, Ecg))] for s in stays]
+    checked = 0
+    for hour in (0.5, 3, 7, 20, 26, 31, 59):
+        at = T0 + timedelta(hours=hour)
+        for st, events in zip(states, streams):
+            new = [e for e in events if e.available_time <= at]
+            inc.update(st, new[-7:])   # redelivered + new events: already-seen ids are skipped
+            inc.update(st, new)
+        got = inc.score(states, [at] * len(states))
+        for i, events in enumerate(streams):
+            want = _recompute(model, feat, cfg, [e for e in events if e.available_time <= at], at)
+            for k in want:
+                assert torch.allclose(got[k][i], want[k][0], atol=1e-5), (hour, i, k)
+            checked += 1
+    assert checked == 21
+    # vitals history stays bounded: only the last 24 h plus one older value per channel
+    assert all(len(st.vit) < sum(isinstance(e, Measurement) and e.concept is not None for e in ev) for st, ev in zip(states, streams))
+
+
+def test_incremental_cost_does_not_replay_history(checkpoint):
+    """An update touches only the new events: old ECGs are never re-embedded."""
+    from model.checkpoint import load_checkpoint
+    from model.incremental import IncrementalEncoder
+
+    ck, _ = checkpoint
+    model, feat, _, _ = load_checkpoint(ck)
+    inc = IncrementalEncoder(model, feat)
+    rng = np.random.default_rng(5)
+    stay = make_stay(300, rng, ecgs=3)
+    st = inc.new_state()
+    calls = []
+    handle = model.encoders["ecg"].micro.register_forward_hook(lambda m, a, o: calls.append(o.shape[0]))
+    try:
+        events = [e for e in stay if isinstance(e, (StayOpened, Measurement, Ecg))]
+        for e in events:
+            inc.update(st, [e])
+    finally:
+        handle.remove()
+    assert calls == [1, 1, 1]
+
+
+def test_predictor_batches_and_reports_total_los(checkpoint):
+    from model.inference import Predictor
+
+    ck, stays = checkpoint
+    pred = Predictor(ck, device="auto")
+    assert pred.version.startswith("medm2t-arch-")
+    items = [(s, T0 + timedelta(hours=h)) for s, h in zip(stays[:4], (1, 10, 24, 40))]
+    out = pred.predict(items)
+    alone = pred.predict(items[2:3])[0]
+    assert len(out) == 4 and abs(out[2]["mortality"] - alone["mortality"]) < 1e-5
+    for o, (_, at) in zip(out, items):
+        assert 0 < o["mortality"] < 1 and o["los_remaining"] >= 0
+        assert math.isclose(o["los_total"], o["elapsed_h"] / 24 + o["los_remaining"], rel_tol=1e-6)
+        assert math.isclose(sum(o["cvd_90d"].values()), 1.0, rel_tol=1e-5)
+    assert pred.predict([]) == []
+
+
+def test_scorer_protocol_and_odd_stays(checkpoint):
+    from model.scorer import MedM2TScorer
+
+    ck, stays = checkpoint
+    scorer = MedM2TScorer.load(ck, device="cpu")
+    assert isinstance(scorer, Scorer) and scorer.name == "medm2t"
+    s = stays[0]
+    opened = s[0]
+    now = T0 + timedelta(hours=20)
+    meas = [e for e in s if isinstance(e, Measurement) and e.available_time <= now]
+    odd = _ev(Measurement, opened.stay_id, "odd", T0 + timedelta(hours=1), item="never-seen", category="lab", value=1.0)
+    views = [
+        StayView(opened.stay_id, opened.subject_id, now, opened, [*meas, odd], []),
+        StayView(opened.stay_id, opened.subject_id, T0, opened, [], []),          # no data yet
+        StayView(999, 999, now, None, meas[:3], []),                              # StayOpened never arrived
+    ]
+    scores = scorer.score_batch(views)
+    assert [r.stay_id for r in scores] == [opened.stay_id, opened.stay_id, 999]
+    full, empty, orphan = scores
+    for r in scores:
+        assert r.scorer == "medm2t" and r.model_version == scorer.version
+        assert set(r.tasks) == {"mortality", "los_remaining", "cvd_90d"}
+        assert all(math.isfinite(t.value) for t in r.tasks.values())
+        assert r.tasks["mortality"].kind == "probability" and r.tasks["los_remaining"].kind == "days"
+        cvd = r.tasks["cvd_90d"]
+        assert cvd.kind == "class_probabilities" and set(cvd.probabilities) == {"none", "chd", "stroke", "hf"}
+        assert "untrained head" in cvd.calibration and r.tasks["mortality"].calibration == "uncalibrated model output"
+    assert full.tasks["mortality"].detail["unknown_items_ignored"] == 1 and full.inputs_seen == len(meas) + 1
+    assert "ecg" in full.missing and "labs" not in full.missing
+    assert "labs" in empty.missing and "no measurements" in empty.tasks["mortality"].detail["note"]
+    assert orphan.hours_since_admission is None and any("stay_opened" in m for m in orphan.missing)
+    assert full.tasks["los_remaining"].detail["los_total_days"] >= full.tasks["los_remaining"].value
+    assert scorer.score_batch([]) == []

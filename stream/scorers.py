@@ -23,7 +23,10 @@ def _load_medm2t(settings: Settings) -> Scorer:
         from model.scorer import MedM2TScorer
     except ImportError as exc:
         raise ScorerConfigError(f"the MedM2T scorer cannot be imported: {exc}") from exc
-    return MedM2TScorer.load(settings.checkpoint, settings.device)
+    try:
+        return MedM2TScorer.load(settings.checkpoint, settings.device)
+    except ValueError as exc:  # CheckpointError (missing files, another model version) or an unavailable device
+        raise ScorerConfigError(f"MedM2T checkpoint cannot be used: {exc}") from exc
 
 
 def select_scorers(settings: Settings) -> list[Scorer]:

@@ -3,6 +3,7 @@ stack code on free ports, and the shared data folder."""
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,26 +72,35 @@ def service_env(settings) -> dict:
 
     return {**os.environ, "MEDM2T_KAFKA_URL": settings.kafka_url, "MEDM2T_REDIS_URL": settings.redis_url,
             "MEDM2T_RUN_DIR": str(settings.run_dir), "MEDM2T_SCORERS": settings.scorers,
-            "MEDM2T_BATCH_WAIT_MS": str(settings.batch_wait_ms)}
+            "MEDM2T_BATCH_WAIT_MS": str(settings.batch_wait_ms), "MEDM2T_CHECKPOINT": str(settings.checkpoint),
+            "MEDM2T_DEVICE": settings.device}
+
+
+@contextmanager
+def running_worker(settings, log: Path, **extra_env):
+    """`medm2t worker` as a subprocess in its own process group, stopped (and waited for) on exit."""
+    import os
+    import signal
+    import subprocess
+
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([MEDM2T, "worker"], env={**service_env(settings), **extra_env},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @pytest.fixture(scope="module")
 def worker_process(pipeline_settings):
-    """`medm2t worker` as a subprocess in its own process group, stopped (and waited for) at the end."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
+    """The NEWS2-only worker on pipeline_settings, shared by one test module."""
     log = pipeline_settings.run_dir / "worker.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([MEDM2T, "worker"], env=service_env(pipeline_settings),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    yield proc, log
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with running_worker(pipeline_settings, log) as proc:
+        yield proc, log

@@ -1,0 +1,197 @@
+"""MedM2T and NEWS2 side by side in the live worker, on the real broker and Redis: `medm2t replay` of the
+30 synthetic stays -> `medm2t worker` with MEDM2T_SCORERS=auto and a real checkpoint -> Redis, risk.scores.v1,
+models:medm2t. Plus the scorer selection and model-fault paths without a broker.
+
+The checkpoint is built here in seconds from the same cohort, with UNTRAINED weights (BatchNorm statistics
+warmed on one batch): these tests check plumbing (checkpoint -> worker -> scores equal to offline inference),
+not accuracy.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from datetime import timedelta
+
+import pytest
+import torch
+
+from conftest import running_worker
+from medm2t import topics
+from medm2t.events import RiskScore
+from stream import keys
+from test_pipeline_integration import _counter, _offline, _redis, _replay, _wait
+
+TASKS = {"mortality", "los_remaining", "cvd_90d"}
+REDIS_DB = 1  # apart from test_pipeline_integration's NEWS2-only worker state in db 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synth_cohort, tmp_path_factory):
+    """(folder, model_version) of a small-preset checkpoint fitted on the synthetic cohort."""
+    from model.checkpoint import save_checkpoint
+    from model.config import ModelConfig
+    from model.features import Featurizer, collate
+    from model.network import MedM2T
+    from replay.sources import parse_spec
+
+    stays = list(parse_spec(f"synth:{synth_cohort}").stays())
+    cfg = ModelConfig.preset("small")
+    feat = Featurizer.fit(stays, cfg)
+    torch.manual_seed(0)
+    model = MedM2T(cfg, feat.spec())
+    model.train()  # move BatchNorm running stats off their init values so outputs differ between stays
+    with torch.no_grad():
+        model(collate([feat.encode(s, s[0].time + timedelta(hours=12)) for s in stays], cfg))
+    out = save_checkpoint(tmp_path_factory.mktemp("ck") / "medm2t", model.eval(), feat, cfg, {},
+                          {"data": "30-stay synthetic cohort", "note": "untrained weights (pipeline test)",
+                           "tasks_without_labels": ["cvd_90d"]})
+    return out, json.loads((out / "meta.json").read_text())["model_version"]
+
+
+@pytest.fixture(scope="module")
+def settings(pipeline_settings, checkpoint):
+    base = pipeline_settings.redis_url.rsplit("/", 1)[0]
+    return pipeline_settings.model_copy(update={"redis_url": f"{base}/{REDIS_DB}", "scorers": "auto",
+                                                "checkpoint": checkpoint[0], "device": "cpu"})
+
+
+@pytest.fixture(scope="module")
+def replayed(settings, synth_cohort):
+    """Replay at max speed into an auto worker; wait until every stay's final NEWS2 and MedM2T scores are in."""
+    r = _redis(settings)
+    r.flushdb()
+    per_stay, expected = _offline(synth_cohort, settings.history_max)
+    log = settings.run_dir / "worker-medm2t.log"
+    with running_worker(settings, log, OMP_NUM_THREADS="1") as proc:
+        summary = _replay(settings, synth_cohort)
+
+        def all_scored():
+            for scorer in ("news2", "medm2t"):
+                raws = r.mget([keys.latest_score(sid, scorer) for sid in expected])
+                if not all(raw and RiskScore.model_validate_json(raw).scored_at == expected[sid].scored_at
+                           for sid, raw in zip(expected, raws)):
+                    return False
+            return True
+
+        _wait(all_scored, 120, "every stay's final NEWS2 and MedM2T scores", log)
+        yield per_stay, expected, summary, log, proc
+
+
+def _latest(r, sid, scorer) -> RiskScore:
+    return RiskScore.model_validate_json(r.get(keys.latest_score(sid, scorer)))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_every_stay_is_scored_by_both_and_medm2t_matches_offline_inference(settings, checkpoint, replayed):
+    from model.scorer import MedM2TScorer
+    from stream.state import offline_view
+
+    per_stay, expected, summary, log, _ = replayed
+    assert "replayed 30 stays" in summary
+    assert "scoring with NEWS2 only" not in log.read_text()
+    r = _redis(settings)
+    offline = MedM2TScorer.load(checkpoint[0], "cpu")
+    views = [offline_view(per_stay[sid], settings.history_max) for sid in expected]
+    want_medm2t = dict(zip(expected, offline.score_batch(views)))
+    mortality = set()
+    for sid in expected:
+        assert _latest(r, sid, "news2").tasks == expected[sid].tasks, f"stay {sid}"
+        got, want = _latest(r, sid, "medm2t"), want_medm2t[sid]
+        assert got.model_version == checkpoint[1], f"stay {sid}"
+        assert set(got.tasks) == TASKS and not any("non-finite" in m for m in got.missing), f"stay {sid}: {got.missing}"
+        mort, los, cvd = (got.tasks[t] for t in ("mortality", "los_remaining", "cvd_90d"))
+        assert mort.kind == "probability" and 0.0 <= mort.value <= 1.0 and math.isfinite(mort.value)
+        assert los.kind == "days" and math.isfinite(los.value) and los.value >= 0.0
+        assert cvd.kind == "class_probabilities" and set(cvd.probabilities) == {"none", "chd", "stroke", "hf"}
+        assert math.isclose(sum(cvd.probabilities.values()), 1.0, abs_tol=1e-4)
+        assert all(t.calibration.strip() for t in got.tasks.values())
+        assert "untrained head" in cvd.calibration
+        # the live score is the offline one: same inputs reached the model through Kafka and Redis
+        assert (got.scored_at, got.inputs_seen, got.missing, got.hours_since_admission) == (
+            want.scored_at, want.inputs_seen, want.missing, want.hours_since_admission), f"stay {sid}"
+        for task in TASKS:
+            assert math.isclose(got.tasks[task].value, want.tasks[task].value, rel_tol=1e-4, abs_tol=1e-5), (sid, task)
+        assert r.zcard(keys.score_history(sid, "medm2t")) >= 1
+        mortality.add(round(mort.value, 6))
+    assert len(mortality) > 1, "every stay got the same mortality: the model is not reading the stays' data"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_scores_topic_carries_medm2t_scores_too(settings, checkpoint, replayed):
+    from stream.kafka import groupless_consumer
+
+    _, expected, _, _, _ = replayed
+    r = _redis(settings)
+    consumer = groupless_consumer(settings, [topics.SCORES], True, consumer_timeout_ms=3000)
+    try:  # the topic is shared with other test modules: the checkpoint's version tells ours apart
+        ours = [s for s in (RiskScore.model_validate_json(m.value) for m in consumer)
+                if s.scorer == "medm2t" and s.model_version == checkpoint[1]]
+    finally:
+        consumer.close()
+    latest = {}
+    for s in ours:
+        latest[s.stay_id] = s
+    assert set(latest) == set(expected)
+    assert all(latest[sid] == _latest(r, sid, "medm2t") for sid in expected)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_model_cards_are_published_for_both_scorers(settings, checkpoint, replayed):
+    from stream.alerts import probability_rules
+
+    r = _redis(settings)
+    card = json.loads(r.get(keys.model_card("medm2t")))
+    assert card["version"] == checkpoint[1] and card["name"] == "MedM2T"
+    assert card["calibration"] and card["preset"] == "small" and card["tasks_without_labels"] == ["cvd_90d"]
+    assert card["training_data"]["data"] == "30-stay synthetic cohort"
+    assert card["thresholds"]["mortality"] == {t.level: t.raise_at for t in probability_rules("mortality").tiers}
+    assert json.loads(r.get(keys.model_card("news2")))["version"]
+    assert _counter(r, "scorer_errors_medm2t") == 0
+
+
+def test_auto_falls_back_to_news2_on_a_checkpoint_of_another_version(checkpoint, tmp_path, caplog):
+    from medm2t.settings import Settings
+    from stream.scorers import ScorerConfigError, select_scorers
+
+    old = shutil.copytree(checkpoint[0], tmp_path / "old")
+    meta = json.loads((old / "meta.json").read_text())
+    (old / "meta.json").write_text(json.dumps({**meta, "architecture": "medm2t-arch-0"}))
+
+    with caplog.at_level("WARNING", logger="stream.scorers"):
+        scorers = select_scorers(Settings(scorers="auto", checkpoint=old, device="cpu"))
+    assert [s.name for s in scorers] == ["news2"]
+    reason = " ".join(r.getMessage() for r in caplog.records)
+    assert "NEWS2 only" in reason and "medm2t-arch-0" in reason and "Retrain" in reason
+    with pytest.raises(ScorerConfigError, match="medm2t-arch-0"):  # asked for by name: an error, not a fallback
+        select_scorers(Settings(scorers="news2,medm2t", checkpoint=old, device="cpu"))
+    assert [s.name for s in select_scorers(Settings(scorers="auto", checkpoint=checkpoint[0], device="cpu"))] == [
+        "news2", "medm2t"]
+
+
+def test_a_non_finite_model_output_is_reported_not_turned_into_a_number(checkpoint, synth_cohort, caplog):
+    from model.scorer import MedM2TScorer
+    from replay.sources import parse_spec
+    from stream.state import offline_view
+
+    stay = next(iter(parse_spec(f"synth:{synth_cohort}").stays()))
+    scorer = MedM2TScorer.load(checkpoint[0], "cpu")
+    with torch.no_grad():
+        scorer.predictor.model.fusion.heads.mortality.bias.fill_(float("nan"))
+    with caplog.at_level("WARNING", logger="model.scorer"):
+        score, = scorer.score_batch([offline_view(stay, 2000)])
+    assert "mortality" not in score.tasks and {"los_remaining", "cvd_90d"} <= set(score.tasks)
+    assert "mortality (non-finite model output)" in score.missing
+    assert any("non-finite" in r.getMessage() and str(score.stay_id) in r.getMessage() for r in caplog.records)
+    assert RiskScore.model_validate_json(score.model_dump_json()) == score  # still a valid message

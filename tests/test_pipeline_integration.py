@@ -3,6 +3,7 @@ Redis state, risk.scores.v1, icu.deadletter.v1. The tests run in order and share
 from __future__ import annotations
 
 import argparse
+import select
 import subprocess
 import sys
 import time
@@ -183,3 +184,47 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_scoring_goes_on(pipelin
     assert any("json" in reason.lower() for reason in reasons), reasons
     assert all(d.topic == topics.EVENTS and d.offset is not None for d in letters)
     assert worker_process[0].poll() is None, "the worker must keep running after bad input"
+
+
+def test_alerts_command_prints_what_the_worker_raised(pipeline_settings, replayed):
+    from medm2t.events import Alert
+
+    r = _redis(pipeline_settings)
+    raised = _counter(r, "alerts")
+    assert raised > 0, "30 synthetic stays should raise at least one NEWS2 alert"
+    for _ in range(5):  # the worker counts an alert just before it publishes it: allow it to land
+        done = subprocess.run([MEDM2T, "alerts", "--json"], env=service_env(pipeline_settings), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        printed = [Alert.model_validate_json(line) for line in done.stdout.splitlines()]
+        if len(printed) >= _counter(r, "alerts"):
+            break
+        time.sleep(1.0)
+    assert len(printed) == _counter(r, "alerts")
+    urgent = subprocess.run([MEDM2T, "alerts", "--json", "--min-level", "emergency"], env=service_env(pipeline_settings),
+                            capture_output=True, text=True, timeout=60)
+    assert [Alert.model_validate_json(line) for line in urgent.stdout.splitlines()] == \
+        [a for a in printed if a.level == "emergency"]
+
+
+def test_alerts_follow_prints_new_alerts_as_they_arrive(pipeline_settings, replayed):
+    from medm2t.events import Alert
+    from stream.kafka import make_producer
+
+    follower = subprocess.Popen([MEDM2T, "alerts", "--follow", "--json"], env=service_env(pipeline_settings),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4.0)  # let it find the end of every partition before the new alert is sent
+        alert = Alert(alert_id="follow-test", stay_id=1, subject_id=1, scorer="news2", model_version="test",
+                      task="news2", level="urgent", state="raised", reason="test alert", value=5.0, at=START)
+        producer = make_producer(pipeline_settings)
+        producer.send(topics.ALERTS, key=b"1", value=alert.model_dump_json().encode())
+        producer.close()
+        seen = []  # the worker may still publish late alerts of its own: look for ours among them
+        while alert not in seen:
+            ready, _, _ = select.select([follower.stdout], [], [], 30)
+            assert ready, f"`medm2t alerts --follow` printed no new alert within 30 s; saw {len(seen)} others"
+            seen.append(Alert.model_validate_json(follower.stdout.readline()))
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)

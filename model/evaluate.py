@@ -75,5 +75,5 @@ def evaluate_checkpoint(checkpoint_dir, data_spec: str, device: str = "auto", us
     cohort = load_cohort(data_spec, use_cache, progress)
     metrics = evaluate_model(model, featurizer, cohort, None, device, use_cache, progress)
     metrics["data"] = describe(cohort)
-    metrics["checkpoint"] = {"dir": str(checkpoint_dir), "version": meta.get("version") if isinstance(meta, dict) else None}
+    metrics["checkpoint"] = {"dir": str(checkpoint_dir), "model_version": meta.get("model_version")}
     return metrics

@@ -25,9 +25,14 @@ class Targets:
     elapsed_days: float
 
 
+def _outcome(events: Sequence[_Event]) -> Outcome | None:
+    # the reader contract puts the Outcome last: scan from the end
+    return next((e for e in reversed(events) if isinstance(e, Outcome)), None)
+
+
 def admission_time(events: Sequence[_Event]) -> datetime:
     """ICU admission: the Outcome's icu_intime where known, else the StayOpened time, else the first event."""
-    outcome = next((e for e in events if isinstance(e, Outcome)), None)
+    outcome = _outcome(events)
     if outcome is not None and outcome.icu_intime is not None:
         return outcome.icu_intime
     opened = next((e for e in events if isinstance(e, StayOpened)), None)
@@ -39,7 +44,7 @@ def admission_time(events: Sequence[_Event]) -> datetime:
 
 
 def targets_at(events: Sequence[_Event], at: datetime) -> Targets:
-    outcome = next((e for e in events if isinstance(e, Outcome)), None)
+    outcome = _outcome(events)
     start = admission_time(events)
     elapsed = max(0.0, (at - start).total_seconds() / 86400.0)
     if outcome is None:

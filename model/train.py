@@ -130,6 +130,32 @@ def predict(model, samples: Sequence, batch_size: int = 256, device: str = "cpu"
     return {"mortality": np.concatenate(mort), "los_remaining": np.concatenate(los), "cvd_90d": np.concatenate(cvd)}
 
 
+def recalibrate_batchnorm(model, samples, batch_size: int, device: str, seed: int, max_samples: int = 2048) -> None:
+    """Re-estimate every BatchNorm's running statistics as a plain average over up to `max_samples`
+    training samples with the weights fixed ("precise BN"). With the default momentum the running
+    statistics lag the weights; on PhysioNet 2012 that made eval-mode losses worse than train-mode ones
+    on the very same training samples (mortality BCE 0.38 vs 0.33 after one epoch; 0.33 once recalibrated)."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or not samples:
+        return
+    rng = np.random.default_rng(seed)
+    subset = [samples[i] for i in rng.permutation(len(samples))[:max_samples]]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for chunk in iterate(subset, batch_size, None):
+            if len(chunk) >= 2:
+                model(make_batch(chunk, device, model.cfg)[0])
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.eval()
+
+
 def mean_loss(model, samples, batch_size: int, device: str) -> float:
     import torch
 
@@ -156,9 +182,7 @@ def _has_modality(sample, name: str) -> bool:
 
 
 def _pretrain_loss(model, name, batch, targets):
-    head = model.pretrain_heads[name]
-    out = head(model.encoder_forward(name, batch))
-    return multitask_loss(out, targets)
+    return multitask_loss(model.pretrain_forward(name, batch), targets)
 
 
 def pretrain(model, samples, opts: TrainOptions, state: dict, save_state) -> None:
@@ -176,7 +200,7 @@ def pretrain(model, samples, opts: TrainOptions, state: dict, save_state) -> Non
             log.info("pre-training %s skipped (%d samples with it)", name, len(subset))
             done.append(name)
             continue
-        params = list(model.encoder_parameters(name)) + list(model.pretrain_heads[name].parameters())
+        params = list(model.encoders[name].parameters()) + list(model.pretrain_heads[name].parameters())
         optim = torch.optim.AdamW(params, lr=_opt(opts, "pretrain_lr"), weight_decay=opts.weight_decay)
         rng = np.random.default_rng([opts.seed, len(done)])
         model.train()
@@ -195,7 +219,7 @@ def pretrain(model, samples, opts: TrainOptions, state: dict, save_state) -> Non
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 5.0)
                 optim.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             log.info("pre-train %s epoch %d: loss %.4f", name, epoch + 1, np.mean(losses) if losses else float("nan"))
         done.append(name)
@@ -235,9 +259,10 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optim.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         sched.step()
+        recalibrate_batchnorm(model, train_samples, max(opts.batch_size, 128), opts.device, opts.seed + epoch)
         train_loss = float(np.mean(losses)) if losses else math.inf
         val_loss = mean_loss(model, val_samples, 256, opts.device) if (val_samples and not fixed_epochs) else None
         ft["epoch"] = epoch + 1
@@ -292,7 +317,7 @@ def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_pa
         state = torch.load(state_path, weights_only=False)
         log.info("resuming from %s (pre-trained: %s, fine-tune epoch %d)", state_path,
                  state.get("pretrained"), state.get("finetune", {}).get("epoch", 0))
-    train_stays = [cohort.stays[i] for i in train_idx]
+    train_stays = cohort.stays.subset(train_idx)
     if "featurizer" in state:
         featurizer = Featurizer.from_dict(state["featurizer"])
     else:
@@ -329,7 +354,7 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
     import torch
 
     from model.checkpoint import save_checkpoint
-    from model.data import describe, fold_indices, load_cohort, split_indices
+    from model.data import Cohort, describe, fold_indices, load_cohort, split_indices
     from model.evaluate import evaluate_model
 
     t_start = time.monotonic()
@@ -345,7 +370,7 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
         pooled, per_fold = [], []
         for k, (tr, te) in enumerate(fold_indices(cohort, folds, opts.seed)):
             log.info("fold %d/%d: %d training stays, %d test stays", k + 1, folds, len(tr), len(te))
-            sub = _SubCohort(cohort, tr)
+            sub = Cohort(cohort.spec, [cohort.compact[i] for i in tr], [], f"{cohort.key}-fold{k}")
             inner_tr, inner_val = split_indices(sub, opts.val_fraction, opts.seed + k)
             inner_tr, inner_val = [tr[i] for i in inner_tr], [tr[i] for i in inner_val]
             model, featurizer, cfg, _ = fit_one(cohort, inner_tr, cohort, inner_val, opts,
@@ -381,28 +406,16 @@ def refit(cohort, train_idx, val_cohort, val_idx, cfg, opts: TrainOptions, epoch
     from model.data import Cohort, training_samples
     from model.features import Featurizer
 
-    stays = [cohort.stays[i] for i in train_idx] + [val_cohort.stays[i] for i in val_idx]
-    merged = Cohort(f"{cohort.spec}+{val_cohort.spec}", stays, [], f"{cohort.key}{val_cohort.key}")
-    featurizer = Featurizer.fit(stays, cfg)
-    samples = training_samples(merged, list(range(len(stays))), featurizer, opts.n_random, opts.seed,
+    compact = [cohort.compact[i] for i in train_idx] + [val_cohort.compact[i] for i in val_idx]
+    merged = Cohort(f"{cohort.spec}+{val_cohort.spec}", compact, [], f"{cohort.key}{val_cohort.key}")
+    featurizer = Featurizer.fit(merged.stays, cfg)
+    samples = training_samples(merged, list(range(len(compact))), featurizer, opts.n_random, opts.seed,
                                opts.use_cache, opts.progress)
     model = build_model(cfg, featurizer, opts.seed + 1).to(opts.device)
     state: dict = {}
     pretrain(model, samples, opts, state, lambda: None)
     ft = finetune(model, samples, [], opts, state, lambda: None, fixed_epochs=epochs)
-    return model, featurizer, {"stays": len(stays), "epochs": epochs, "samples": len(samples), **ft}
-
-
-class _SubCohort:
-    """A view of some stays of a cohort (for subject-grouped inner splits)."""
-
-    def __init__(self, cohort, idx):
-        self.stays = [cohort.stays[i] for i in idx]
-
-    def subject_ids(self):
-        from model.data import stay_subject
-
-        return [stay_subject(s) for s in self.stays]
+    return model, featurizer, {"stays": len(compact), "epochs": epochs, "samples": len(samples), **ft}
 
 
 def _summarise_folds(per_fold: list[dict], pooled: list[dict]) -> dict:

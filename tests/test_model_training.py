@@ -50,7 +50,7 @@ def make_stay(i: int, rng: np.random.Generator, hours: int = 30) -> list:
 
 def tiny_cohort(n: int = 48, seed: int = 0) -> Cohort:
     rng = np.random.default_rng(seed)
-    return Cohort("test:tiny", [make_stay(i, rng) for i in range(n)], [], f"tiny-{n}-{seed}")
+    return Cohort.from_events("test:tiny", [make_stay(i, rng) for i in range(n)], f"tiny-{n}-{seed}")
 
 
 # ---- pure logic: labels, landmarks, splits ---------------------------------------------------------
@@ -92,3 +92,65 @@ def test_splits_group_subjects_and_folds_partition():
     assert set().union(*tests) == set(range(40)) and sum(map(len, tests)) == 40
     for train, test in folds:
         assert not set(subj[train]) & set(subj[test])
+
+
+# ---- training ---------------------------------------------------------------------------------------
+
+
+def test_loss_falls_on_tiny_cohort():
+    from model.train import TrainOptions, fit_one, mean_loss
+
+    cohort = tiny_cohort(48)
+    tr, va = split_indices(cohort, 0.25, 0)
+    opts = TrainOptions(epochs=4, pretrain_epochs=1, batch_size=16, patience=10, progress=False, use_cache=False)
+    samples = training_samples(cohort, tr, _fit_featurizer(cohort, tr), opts.n_random, opts.seed, False, False)
+    model, featurizer, cfg, info = fit_one(cohort, tr, cohort, va, opts, None, False)
+    after = mean_loss(model, samples, 64, "cpu")
+    torch.manual_seed(0)
+    from model.train import build_model
+
+    before = mean_loss(build_model(cfg, featurizer, 0), samples, 64, "cpu")
+    assert after < 0.8 * before, (before, after, info["history"])
+    assert info["history"][-1]["train_loss"] < info["history"][0]["train_loss"]
+
+
+def _fit_featurizer(cohort, idx):
+    from model.config import ModelConfig
+    from model.features import Featurizer
+
+    return Featurizer.fit(cohort.stays.subset(idx), ModelConfig.preset("small"))
+
+
+def test_compact_stays_round_trip_events():
+    cohort = tiny_cohort(3)
+    rng = np.random.default_rng(0)
+    original = make_stay(0, rng)
+    assert cohort.stays[0] == original
+
+
+def test_train_then_evaluate_cli_round_trip(tmp_path, monkeypatch, capsys):
+    """medm2t synth -> train -> evaluate --json; a checkpoint of another version is a clear error."""
+    from medm2t.cli import main
+
+    monkeypatch.setenv("MEDM2T_CACHE_DIR", str(tmp_path / "cache"))
+    data, ck = tmp_path / "synth", tmp_path / "ck"
+    assert main(["synth", "--stays", "24", "--seed", "3", "--out", str(data), "--no-progress"]) == 0
+    spec = f"synth:{data}"
+    assert main(["train", "--data", spec, "--out", str(ck), "--epochs", "2", "--pretrain-epochs", "1",
+                 "--landmarks", "1", "--batch-size", "16", "--quiet"]) == 0
+    assert {"weights.pt", "featurizer.json", "model_card.md", "meta.json"} <= {p.name for p in ck.iterdir()}
+    assert not (ck / "train_state.pt").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ck), "--data", spec, "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    mort = result["mortality"]
+    assert mort["n"] == 24 and set(mort) >= {"auroc", "auprc_trapezoid", "average_precision", "brier", "ece", "positives"}
+    assert 0.0 <= mort["brier"] <= 1.0
+    assert result["los_remaining"]["n"] == 24 and math.isfinite(result["los_remaining"]["mae"])
+    assert result["cvd_90d"]["n"] == 24 and "landmarks" in result and "6h" in result["landmarks"]
+
+    meta = json.loads((ck / "meta.json").read_text())
+    meta["architecture"] = "medm2t-arch-0"
+    (ck / "meta.json").write_text(json.dumps(meta))
+    assert main(["evaluate", "--checkpoint", str(ck), "--data", spec, "--json"]) == 2
+    assert "model version" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""`medm2t bench model` on a tiny real run: real synthetic cohort, real featurizer and network, real timing.
+Only the structure and sanity of the figures are checked, never their size (machines differ)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import pytest
+
+from conftest import MEDM2T
+
+
+def _finite_positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_benchmark_reports_positive_finite_figures():
+    from model.bench import BenchOptions, format_report, run_benchmark
+
+    r = run_benchmark(BenchOptions(stays=8, batch_sizes=(1, 2), repeats=2, warmup=1, updates=6, threads=1,
+                                   device="cpu", progress=False))
+    assert r["env"]["device"] == "cpu" and r["env"]["threads"] == 1 and r["env"]["parameters"] > 0
+    assert r["data"]["stays"] >= 1 and r["data"]["events"] > r["data"]["stays"]
+    assert [row["batch_size"] for row in r["batched"]] == [1, 2]
+    for row in r["batched"]:
+        for key in ("forward_ms", "stays_per_s", "collate_ms", "stays_per_s_with_collate"):
+            assert _finite_positive(row[key]), (row["batch_size"], key, row[key])
+        assert math.isclose(row["stays_per_s"], 1e3 * row["batch_size"] / row["forward_ms"])
+    lat = r["latency"]
+    assert lat["updates"] == 6 and lat["history_events_median"] >= 1
+    for key in ("incremental", "incremental_update", "incremental_score", "full_recompute"):
+        assert lat[key]["n"] == 6
+        assert _finite_positive(lat[key]["p50_ms"]) and lat[key]["p95_ms"] >= lat[key]["p50_ms"], key
+    assert _finite_positive(lat["speedup_p50"])
+    report = format_report(r)
+    assert "stays/s" in report and "full recompute" in report
+    json.dumps(r)  # the --json output must serialise
+
+
+def test_cli_rejects_bad_batch_sizes_and_missing_checkpoint(tmp_path):
+    bad = subprocess.run([MEDM2T, "bench", "model", "--batch-sizes", "1,x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "comma-separated integers" in bad.stderr
+    missing = subprocess.run([MEDM2T, "bench", "model", "--checkpoint", str(tmp_path / "nope")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr
+
+
+@pytest.mark.parametrize("args", [["--stays", "0"], ["--threads", "0"]])
+def test_cli_rejects_non_positive_counts(args):
+    out = subprocess.run([MEDM2T, "bench", "model", *args], capture_output=True, text=True)
+    assert out.returncode == 2 and "at least 1" in out.stderr
+
+
+def test_benchmark_uses_a_given_checkpoint(tmp_path):
+    from model.bench import BenchOptions, build_model, load_cohort, run_benchmark
+    from model.checkpoint import save_checkpoint
+
+    opts = BenchOptions(stays=4, batch_sizes=(1,), repeats=1, warmup=0, updates=2, threads=1, device="cpu",
+                        progress=False, seed=3)
+    model, feat, cfg, _ = build_model(opts, load_cohort(4, 3, progress=False), "cpu")
+    ck = save_checkpoint(tmp_path / "ck", model, feat, cfg, {}, {"data": "bench test"})
+    r = run_benchmark(BenchOptions(**{**opts.__dict__, "checkpoint": ck}))
+    assert r["env"]["checkpoint"] == str(ck) and r["env"]["model_version"].startswith("medm2t-arch-")
+    assert r["env"]["parameters"] == sum(p.numel() for p in model.parameters())
+    assert r["batched"][0]["stays_per_s"] > 0 and r["latency"]["full_recompute"]["p50_ms"] > 0

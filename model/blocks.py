@@ -1,5 +1,9 @@
-"""Building blocks shared by the encoders and the fusion. Nothing here mixes samples of a batch except
-BatchNorm in training mode (eval mode uses running statistics, so eval outputs are batch-invariant)."""
+"""Building blocks shared by the encoders and the fusion.
+
+Normalisation is chosen per preset (`ModelConfig.norm`): "layer" (LayerNorm after Linear, GroupNorm with
+one group after Conv1d: per-sample, so training and eval mode compute the same thing) or "batch" (the
+reference's BatchNorm; eval mode uses running statistics, so eval outputs are still batch-invariant, but on
+landmark prefixes the running statistics are fragile and need re-estimation, see model/train.py)."""
 from __future__ import annotations
 
 import math
@@ -9,11 +13,33 @@ import torch
 from torch import nn
 
 
-def mlp(d_in: int, hidden: Sequence[int], dropout: float, bn: bool = True) -> nn.Sequential:
-    """Linear -> [BatchNorm] -> ReLU -> Dropout per hidden width (no final linear layer), as the reference MLP."""
+NORMS = ("layer", "batch", "none")
+
+
+def _check_norm(norm: str | None) -> None:
+    if norm is not None and norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+
+
+def norm1d(kind: str | None, width: int) -> list[nn.Module]:
+    """The normalisation after a Linear layer of `width` outputs ([] for none)."""
+    _check_norm(kind)
+    return {"layer": [nn.LayerNorm(width)], "batch": [nn.BatchNorm1d(width)]}.get(kind or "none", [])
+
+
+def norm_conv(kind: str | None, channels: int) -> nn.Module:
+    """The normalisation after a Conv1d over (B, C, L)."""
+    _check_norm(kind)
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    return nn.GroupNorm(1, channels) if kind == "layer" else nn.Identity()
+
+
+def mlp(d_in: int, hidden: Sequence[int], dropout: float, norm: str | None = "batch") -> nn.Sequential:
+    """Linear -> [norm] -> ReLU -> Dropout per hidden width (no final linear layer), as the reference MLP."""
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(d_in, h)] + ([nn.BatchNorm1d(h)] if bn else []) + [nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
+        layers += [nn.Linear(d_in, h)] + norm1d(norm, h) + [nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
         d_in = h
     return nn.Sequential(*layers)
 
@@ -22,20 +48,21 @@ class ResNet1d(nn.Module):
     """1-D residual network over (B, C, L): a strided stem, then one residual unit per (channels, length)
     block that downsamples by max-pool on the skip path and a strided conv on the main path."""
 
-    def __init__(self, in_ch: int, in_len: int, blocks: Sequence[tuple[int, int]], kernel: int, dropout: float):
+    def __init__(self, in_ch: int, in_len: int, blocks: Sequence[tuple[int, int]], kernel: int, dropout: float,
+                 norm: str = "batch"):
         super().__init__()
         (c0, l0), rest = blocks[0], blocks[1:]
         if in_len % l0:
             raise ValueError(f"input length {in_len} is not a multiple of the first block length {l0}")
         s0 = in_len // l0
         self.stem = nn.Sequential(nn.Conv1d(in_ch, c0, kernel, stride=s0, padding=kernel // 2, bias=False),
-                                  nn.BatchNorm1d(c0), nn.ReLU())
+                                  norm_conv(norm, c0), nn.ReLU())
         units = []
         c, length = c0, l0
         for c_out, l_out in rest:
             if length % l_out:
                 raise ValueError(f"block length {length} is not a multiple of {l_out}")
-            units.append(_ResUnit(c, c_out, kernel, length // l_out, dropout))
+            units.append(_ResUnit(c, c_out, kernel, length // l_out, dropout, norm))
             c, length = c_out, l_out
         self.units = nn.ModuleList(units)
         self.out_dim = c * length
@@ -48,12 +75,12 @@ class ResNet1d(nn.Module):
 
 
 class _ResUnit(nn.Module):
-    def __init__(self, c_in: int, c_out: int, kernel: int, down: int, dropout: float):
+    def __init__(self, c_in: int, c_out: int, kernel: int, down: int, dropout: float, norm: str):
         super().__init__()
         self.conv1 = nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
-        self.bn1 = nn.BatchNorm1d(c_out)
+        self.bn1 = norm_conv(norm, c_out)
         self.conv2 = nn.Conv1d(c_out, c_out, kernel, stride=down, padding=kernel // 2, bias=False)
-        self.bn2 = nn.BatchNorm1d(c_out)
+        self.bn2 = norm_conv(norm, c_out)
         self.skip = nn.Sequential(
             *([nn.MaxPool1d(down)] if down > 1 else []),
             *([nn.Conv1d(c_in, c_out, 1, bias=False)] if c_in != c_out else []),
@@ -106,9 +133,9 @@ class TaskHeads(nn.Module):
     """The three task outputs from one feature vector: mortality logit, remaining ICU LOS in days
     (softplus, so never negative) and 4 CVD logits."""
 
-    def __init__(self, d_in: int, hidden: int, dropout: float):
+    def __init__(self, d_in: int, hidden: int, dropout: float, norm: str = "batch"):
         super().__init__()
-        self.body = mlp(d_in, [hidden], dropout) if hidden else nn.Identity()
+        self.body = mlp(d_in, [hidden], dropout, norm) if hidden else nn.Identity()
         d = hidden or d_in
         self.mortality = nn.Linear(d, 1)
         self.los = nn.Linear(d, 1)

@@ -22,17 +22,22 @@ VITAL_CONCEPTS: tuple[str, ...] = ("hr", "sbp", "dbp", "map", "temp", "rr", "spo
 @dataclass
 class ModelConfig:
     preset: str = "small"
+    # Normalisation in MLPs and conv stacks: "layer" (per sample), "batch" (the reference) or "none".
+    # BatchNorm's running statistics fit landmark prefixes of very different lengths badly (eval-mode loss
+    # far from train-mode loss on PhysioNet 2012), so the small preset normalises per sample.
+    norm: str = "layer"
     # Sparse time-series encoders (labs / tokenised vitals)
     value_bins: int = 11              # quantile intervals per numeric item (cut-points at 5,15,..,95 %)
     labs_windows: int = 12            # cumulative time windows (edges = quantiles of training event times)
     vitals_tok_windows: int = 12
-    d_labs: int = 64
-    d_vitals_tok: int = 64
+    d_labs: int = 32
+    d_vitals_tok: int = 32
     lstm_layers: int = 2
-    sparse_dropout: float = 0.05
+    sparse_dropout: float = 0.3
+    last_item_dim: int = 16           # per-item embedding of the current value token (0 = off, the reference)
     # Static
     d_static: int = 32
-    static_dropout: float = 0.1
+    static_dropout: float = 0.3
     # Dense vitals multi-scale (6-minute grid over the last `vitals_hours` before the prediction time)
     vitals_hours: int = 24
     vitals_step_min: int = 6
@@ -71,7 +76,7 @@ class ModelConfig:
     attn_blocks: int = 1
     ffn_mult: int = 2
     decoder_hidden: int = 128
-    fusion_dropout: float = 0.1
+    fusion_dropout: float = 0.3
     modalities: tuple[str, ...] = field(default_factory=lambda: MODALITIES)
     vital_concepts: tuple[str, ...] = field(default_factory=lambda: VITAL_CONCEPTS)
 
@@ -85,7 +90,7 @@ class ModelConfig:
             return cls(preset="small")
         if name == "paper":
             return cls(
-                preset="paper", labs_windows=5, vitals_tok_windows=24, d_labs=512, d_vitals_tok=256,
+                preset="paper", norm="batch", last_item_dim=0, labs_windows=5, vitals_tok_windows=24, d_labs=512, d_vitals_tok=256, static_dropout=0.1, fusion_dropout=0.1,
                 d_static=128, d_hf_attn=16, hf_heads=4, hf_dropout=0.3, hf1_channels=(16, 32), hf2_channels=(32, 64), d_hf1=128, d_hf2=256, lf_channels=(384, 192), d_vitals=256,
                 ecg_resnet=((64, 640), (128, 320), (196, 160), (256, 40), (320, 20)), d_ecg_sig=640,
                 d_ecg_meas=128, d_ecg_text=256, d_ecg_embed=768, ecg_macro_channels=(384,), d_ecg=256,

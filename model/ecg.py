@@ -25,12 +25,12 @@ class EcgMicro(nn.Module):
     def __init__(self, n_statements: int, cfg):
         super().__init__()
         p = cfg.ecg_dropout
-        self.sig = ResNet1d(len(LEADS), cfg.ecg_len, cfg.ecg_resnet, cfg.ecg_kernel, p)
-        self.sig_mlp = mlp(self.sig.out_dim, [cfg.d_ecg_sig], p, bn=False)
-        self.meas = mlp(2 * len(ECG_MEASUREMENTS), [cfg.d_ecg_meas], p, bn=False)
+        self.sig = ResNet1d(len(LEADS), cfg.ecg_len, cfg.ecg_resnet, cfg.ecg_kernel, p, cfg.norm)
+        self.sig_mlp = mlp(self.sig.out_dim, [cfg.d_ecg_sig], p, norm=None)
+        self.meas = mlp(2 * len(ECG_MEASUREMENTS), [cfg.d_ecg_meas], p, norm=None)
         self.text = nn.EmbeddingBag(n_statements + 1, cfg.d_ecg_text, mode="mean", padding_idx=0)
-        self.text_mlp = mlp(cfg.d_ecg_text, [cfg.d_ecg_text], p, bn=False)
-        self.fuse = mlp(cfg.d_ecg_sig + cfg.d_ecg_meas + cfg.d_ecg_text, [cfg.d_ecg_embed], p, bn=False)
+        self.text_mlp = mlp(cfg.d_ecg_text, [cfg.d_ecg_text], p, norm=None)
+        self.fuse = mlp(cfg.d_ecg_sig + cfg.d_ecg_meas + cfg.d_ecg_text, [cfg.d_ecg_embed], p, norm=None)
         self.d_out = cfg.d_ecg_embed
 
     def forward(self, sig, meas, stmt, stmt_off) -> torch.Tensor:
@@ -47,8 +47,8 @@ class EcgEncoder(nn.Module):
         self.n_windows = n_windows
         d = cfg.d_ecg_embed
         lengths = [n_windows] * len(cfg.ecg_macro_channels)
-        self.macro = ResNet1d(d + 1, n_windows, tuple(zip(cfg.ecg_macro_channels, lengths)), 3, cfg.ecg_dropout)
-        self.out = mlp(self.macro.out_dim + N_TFEAT, [cfg.d_ecg], cfg.ecg_dropout)
+        self.macro = ResNet1d(d + 1, n_windows, tuple(zip(cfg.ecg_macro_channels, lengths)), 3, cfg.ecg_dropout, cfg.norm)
+        self.out = mlp(self.macro.out_dim + N_TFEAT, [cfg.d_ecg], cfg.ecg_dropout, cfg.norm)
         self.d_out, self.d_tok = cfg.d_ecg, d
 
     def embed(self, ecg: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -54,7 +54,8 @@ class Fusion(nn.Module):
         self.bma = nn.ModuleDict({pair_key(i, j): BiModalAttention(e, cfg.attn_heads, cfg.attn_blocks, cfg.fusion_dropout,
                                                                    cfg.ffn_mult)
                                   for i, j in self.pairs})
-        self.heads = TaskHeads((len(self.names) + len(self.pairs)) * e + N_TFEAT, cfg.decoder_hidden, cfg.fusion_dropout)
+        self.heads = TaskHeads((len(self.names) + len(self.pairs)) * e + N_TFEAT, cfg.decoder_hidden, cfg.fusion_dropout,
+                               cfg.norm)
 
     def forward(self, enc: dict[str, tuple], present: dict[str, torch.Tensor], tfeat: torch.Tensor):
         z, toks, masks = {}, {}, {}

@@ -18,7 +18,7 @@ from model.sparse import SparseEncoder
 from model.static import StaticEncoder
 from model.vitals import VitalsEncoder
 
-ARCH_VERSION = "medm2t-arch-1"
+ARCH_VERSION = "medm2t-arch-2"  # 2: configurable normalisation (LayerNorm in small), per-item current value
 
 
 class MedM2T(nn.Module):
@@ -27,7 +27,7 @@ class MedM2T(nn.Module):
         self.cfg, self.spec = cfg, featurizer_spec
         self.modalities: list[str] = list(cfg.modalities)
         builders = {
-            "static": lambda: StaticEncoder(featurizer_spec["n_static"], cfg.d_static, cfg.static_dropout),
+            "static": lambda: StaticEncoder(featurizer_spec["n_static"], cfg.d_static, cfg.static_dropout, cfg.norm),
             "labs": lambda: self._sparse("labs", cfg.d_labs),
             "vitals_tok": lambda: self._sparse("vitals_tok", cfg.d_vitals_tok),
             "vitals": lambda: VitalsEncoder(2 * len(cfg.vital_concepts),
@@ -40,12 +40,13 @@ class MedM2T(nn.Module):
         self.encoders = nn.ModuleDict({m: builders[m]() for m in self.modalities})
         self.fusion = Fusion({m: (enc.d_out, enc.d_tok) for m, enc in self.encoders.items()}, cfg)
         self.pretrain_heads = nn.ModuleDict({
-            m: TaskHeads(enc.d_out, max(enc.d_out // 2, 16), 0.1) for m, enc in self.encoders.items()})
+            m: TaskHeads(enc.d_out, max(enc.d_out // 2, 16), 0.1, cfg.norm) for m, enc in self.encoders.items()})
 
     def _sparse(self, group: str, d: int) -> SparseEncoder:
         s = self.spec
         return SparseEncoder(s["n_values"][group], s["n_items"][group], s["windows"][group], d,
-                             self.cfg.lstm_layers, self.cfg.sparse_dropout)
+                             self.cfg.lstm_layers, self.cfg.sparse_dropout, self.cfg.norm,
+                             self.cfg.last_item_dim)
 
     def encode(self, name: str, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(pooled (B, d), tokens (B, L, d_tok), token mask (B, L))"""

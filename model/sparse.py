@@ -5,7 +5,8 @@ Each event is E_val[value token] * E_item[item token] (elementwise). The product
 means, and joined per window by (a) the mean of the items' LAST value tokens as of that window end and
 (b) three window features: elapsed fraction of the window at the prediction time, log event count, any
 data yet. A 2-layer BiLSTM runs over the windows; its final states of both directions plus the explicit
-elapsed-time features go through an MLP. The per-window BiLSTM outputs are this modality's token sequence
+elapsed-time features (and, with `last_dim`, a small embedding of every item's current value token in
+its own slot) go through an MLP. The per-window BiLSTM outputs are this modality's token sequence
 for the bi-modal attention.
 
 `accumulate` (per-window, non-cumulative sums) and `from_accumulators` are split so that the streaming
@@ -22,7 +23,8 @@ N_TFEAT = 2
 
 
 class SparseEncoder(nn.Module):
-    def __init__(self, n_values: int, n_items: int, n_windows: int, d: int, layers: int, dropout: float):
+    def __init__(self, n_values: int, n_items: int, n_windows: int, d: int, layers: int, dropout: float,
+                 norm: str = "batch", last_dim: int = 0):
         super().__init__()
         self.n_windows, self.d = n_windows, d
         self.val = nn.Embedding(n_values, d, padding_idx=0)
@@ -35,7 +37,9 @@ class SparseEncoder(nn.Module):
         self.empty = nn.Parameter(torch.zeros(d))
         self.lstm = nn.LSTM(2 * d + 3, d // 2, num_layers=layers, batch_first=True, bidirectional=True,
                             dropout=dropout if layers > 1 else 0.0)
-        self.out = mlp(d + N_TFEAT, [d], dropout)
+        # current value of every item, each in its own slot (the window means blur items together)
+        self.last_val = nn.Embedding(n_values, last_dim, padding_idx=0) if last_dim else None
+        self.out = mlp(d + N_TFEAT + n_items * last_dim, [d], dropout, norm)
         self.d_out = self.d_tok = d
 
     def event_embeddings(self, val: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
@@ -59,7 +63,8 @@ class SparseEncoder(nn.Module):
         last_mean = (last_e * lm.unsqueeze(-1)).sum(2) / lm.sum(2).clamp(min=1.0).unsqueeze(-1)
         wfeat = torch.stack([frac, torch.log1p(ccount) / 5.0, has.squeeze(-1).to(sums.dtype)], dim=-1)
         out, (h, _) = self.lstm(torch.cat([mean, last_mean, wfeat], dim=-1))
-        pooled = self.out(torch.cat([h[-2], h[-1], tfeat], dim=-1))
+        current = [self.last_val(last[:, -1]).flatten(1)] if self.last_val is not None else []
+        pooled = self.out(torch.cat([h[-2], h[-1], tfeat, *current], dim=-1))
         mask = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
         return pooled, out, mask
 

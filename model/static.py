@@ -10,9 +10,9 @@ from model.sparse import N_TFEAT
 
 
 class StaticEncoder(nn.Module):
-    def __init__(self, n_static: int, d: int, dropout: float):
+    def __init__(self, n_static: int, d: int, dropout: float, norm: str = "batch"):
         super().__init__()
-        self.net = mlp(n_static + N_TFEAT, [d, d], dropout)
+        self.net = mlp(n_static + N_TFEAT, [d, d], dropout, norm)
         self.d_out = self.d_tok = d
 
     def forward(self, static: torch.Tensor, tfeat: torch.Tensor):

@@ -18,13 +18,14 @@ from model.sparse import N_TFEAT
 
 
 class SegmentEncoder(nn.Module):
-    def __init__(self, in_ch: int, width: int, d_attn: int, heads: int, ch: tuple[int, int], d_out: int, dropout: float):
+    def __init__(self, in_ch: int, width: int, d_attn: int, heads: int, ch: tuple[int, int], d_out: int, dropout: float,
+                 norm: str):
         super().__init__()
         self.inp = nn.Linear(in_ch, d_attn)
         self.pos = nn.Parameter(torch.zeros(width, d_attn))
         self.attn = CrossAttention(d_attn, heads, dropout) if heads else None
-        self.res = ResNet1d(d_attn, width, ((ch[0], width), (ch[1], width // 2)), 3, dropout)
-        self.out = mlp(self.res.out_dim, [d_out], dropout)
+        self.res = ResNet1d(d_attn, width, ((ch[0], width), (ch[1], width // 2)), 3, dropout, norm)
+        self.out = mlp(self.res.out_dim, [d_out], dropout, norm)
 
     def forward(self, seg: torch.Tensor) -> torch.Tensor:
         """(N, C, w) -> (N, d_out)"""
@@ -39,16 +40,16 @@ class VitalsEncoder(nn.Module):
         super().__init__()
         s = cfg.vitals_segments
         self.hf1 = SegmentEncoder(n_channels, cfg.hf1_width, cfg.d_hf_attn, cfg.hf_heads, cfg.hf1_channels, cfg.d_hf1,
-                                  cfg.hf_dropout)
+                                  cfg.hf_dropout, cfg.norm)
         self.hf2 = SegmentEncoder(n_channels, cfg.hf2_width, cfg.d_hf_attn, cfg.hf_heads, cfg.hf2_channels, cfg.d_hf2,
-                                  cfg.hf_dropout)
+                                  cfg.hf_dropout, cfg.norm)
         for name, w in (("idx1", cfg.hf1_width), ("idx2", cfg.hf2_width)):
             starts = torch.tensor([int(k * (n_steps - w) / (s - 1)) for k in range(s)])
             self.register_buffer(name, starts[:, None] + torch.arange(w)[None, :], persistent=False)
         d_seg = cfg.d_hf1 + cfg.d_hf2
         lengths = [s // (2 ** i) for i in range(len(cfg.lf_channels))]
-        self.lf = ResNet1d(d_seg, s, tuple(zip(cfg.lf_channels, lengths)), 3, cfg.vitals_dropout)
-        self.out = mlp(self.lf.out_dim + N_TFEAT, [cfg.d_vitals], cfg.vitals_dropout)
+        self.lf = ResNet1d(d_seg, s, tuple(zip(cfg.lf_channels, lengths)), 3, cfg.vitals_dropout, cfg.norm)
+        self.out = mlp(self.lf.out_dim + N_TFEAT, [cfg.d_vitals], cfg.vitals_dropout, cfg.norm)
         self.segments = s
         self.d_out, self.d_tok = cfg.d_vitals, d_seg
 

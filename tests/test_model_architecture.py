@@ -51,13 +51,7 @@ def make_stay(stay_id: int, rng, hours: float = 48, n: int = 60, ecgs: int = 1, 
                 los_days=hours / 24 + 1, cvd_90d="none")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and avoids spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 @pytest.fixture(scope="module")

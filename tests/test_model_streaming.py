@@ -14,12 +14,7 @@ from stream.scoring import Scorer, StayView
 from test_model_architecture import T0, _ev, make_stay
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ TASKS = {"mortality", "los_remaining", "cvd_90d"}
 REDIS_DB = 1  # apart from test_pipeline_integration's NEWS2-only worker state in db 0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 @pytest.fixture(scope="module")

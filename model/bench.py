@@ -99,7 +99,7 @@ def build_model(opts: BenchOptions, stays: list[list], device: str):
     from model.features import Featurizer
     from model.network import MedM2T
 
-    cfg = ModelConfig.preset(opts.preset)
+    cfg = ModelConfig.from_preset(opts.preset)
     feat = Featurizer.fit(stays, cfg)
     torch.manual_seed(opts.seed)
     return MedM2T(cfg, feat.spec()).to(device).eval(), feat, cfg, None

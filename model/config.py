@@ -85,7 +85,7 @@ class ModelConfig:
         return ("paper", "small")
 
     @classmethod
-    def preset(cls, name: str) -> ModelConfig:
+    def from_preset(cls, name: str) -> ModelConfig:
         if name == "small":
             return cls(preset="small")
         if name == "paper":

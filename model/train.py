@@ -320,7 +320,7 @@ def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_pa
     from model.data import training_samples
     from model.features import Featurizer
 
-    cfg = ModelConfig.preset(opts.preset)
+    cfg = ModelConfig.from_preset(opts.preset)
     state: dict = {}
     if resume and state_path is not None and state_path.exists():
         state = torch.load(state_path, weights_only=False)

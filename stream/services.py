@@ -126,6 +126,23 @@ class Service:
         return True
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM a child started with start_new_session=True (its whole group), SIGKILL it after `timeout`."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def _alive(pid: int) -> bool:
     try:  # reap it if it is our own child, so it does not linger as a zombie
         if os.waitpid(pid, os.WNOHANG)[0] == pid:

@@ -5,7 +5,6 @@ it was new, apply it. A redelivered event therefore changes nothing but the `dup
 """
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from functools import lru_cache

@@ -90,9 +90,9 @@ def service_env(settings) -> dict:
 @contextmanager
 def running_worker(settings, log: Path, **extra_env):
     """`medm2t worker` as a subprocess in its own process group, stopped (and waited for) on exit."""
-    import os
-    import signal
     import subprocess
+
+    from stream.services import stop_process_group
 
     with open(log, "ab") as out:
         proc = subprocess.Popen([MEDM2T, "worker"], env={**service_env(settings), **extra_env},
@@ -100,13 +100,7 @@ def running_worker(settings, log: Path, **extra_env):
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc, timeout=20)
 
 
 @pytest.fixture(scope="module")

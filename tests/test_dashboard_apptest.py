@@ -199,13 +199,11 @@ def test_password_is_masked_when_the_url_is_shown():
 
 
 def test_cli_warns_clearly_when_redis_is_down_and_serves_anyway(tmp_path):
-    import os
-    import signal
     import subprocess
     import sys
     import urllib.request
 
-    from stream.services import free_port, wait_for_port
+    from stream.services import free_port, stop_process_group, wait_for_port
 
     port, dead = free_port(), free_port()
     log = tmp_path / "dashboard.log"
@@ -218,8 +216,7 @@ def test_cli_warns_clearly_when_redis_is_down_and_serves_anyway(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=10) as resp:
             assert resp.status == 200
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop_process_group(proc, timeout=20)
     text = log.read_text()
     assert f"Redis at redis://:***@127.0.0.1:{dead}/0 is not reachable" in text and "keeps retrying" in text
     assert ":pw@" not in text

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import pytest
 import redis
 
 from dashboard.sample import write_sample_ward
-from stream.services import free_port, wait_for_port
+from stream.services import free_port, stop_process_group, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 DASHBOARD_DB = 10
@@ -37,12 +36,7 @@ def served_dashboard(redis_url, tmp_path):
         wait_for_port(port, timeout=60, proc=proc)
         yield f"http://127.0.0.1:{port}", stays
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, timeout=10)
         log.close()
         r.flushdb()
         r.close()

@@ -62,7 +62,7 @@ def fitted():
 
     rng = np.random.default_rng(0)
     stays = [make_stay(i, rng, ecgs=i % 3) for i in range(16)]
-    cfg = ModelConfig.preset("small")
+    cfg = ModelConfig.from_preset("small")
     feat = Featurizer.fit(stays, cfg)
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec()).eval()
@@ -80,11 +80,11 @@ def test_presets_round_trip_and_reject_unknown():
     from model.config import ModelConfig
 
     for name in ModelConfig.preset_names():
-        cfg = ModelConfig.preset(name)
+        cfg = ModelConfig.from_preset(name)
         assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    assert ModelConfig.preset("paper").d_labs > ModelConfig.preset("small").d_labs
+    assert ModelConfig.from_preset("paper").d_labs > ModelConfig.from_preset("small").d_labs
     with pytest.raises(ValueError, match="unknown preset"):
-        ModelConfig.preset("huge")
+        ModelConfig.from_preset("huge")
 
 
 def test_forward_shapes_ranges_and_every_modality(fitted):

@@ -26,7 +26,7 @@ def checkpoint(tmp_path_factory):
 
     rng = np.random.default_rng(7)
     stays = [make_stay(100 + i, rng, ecgs=i % 2, n=50) for i in range(12)]
-    cfg = ModelConfig.preset("small")
+    cfg = ModelConfig.from_preset("small")
     feat = Featurizer.fit(stays, cfg)
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec()).eval()

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from medm2t.events import Measurement, Outcome, StaticFeatures, StayClosed, StayOpened, make_event_id  # noqa: E402
-from model.data import Cohort, evaluation_samples, fold_indices, split_indices, training_samples  # noqa: E402
+from model.data import Cohort, fold_indices, split_indices, training_samples  # noqa: E402
 from model.labels import targets_at  # noqa: E402
 from model.landmarks import evaluation_landmarks, training_landmarks  # noqa: E402
 
@@ -118,7 +118,7 @@ def _fit_featurizer(cohort, idx):
     from model.config import ModelConfig
     from model.features import Featurizer
 
-    return Featurizer.fit(cohort.stays.subset(idx), ModelConfig.preset("small"))
+    return Featurizer.fit(cohort.stays.subset(idx), ModelConfig.from_preset("small"))
 
 
 def test_compact_stays_round_trip_events():

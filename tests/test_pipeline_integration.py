@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import select
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from datetime import datetime

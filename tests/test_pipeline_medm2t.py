@@ -39,7 +39,7 @@ def checkpoint(synth_cohort, tmp_path_factory):
     from replay.sources import parse_spec
 
     stays = list(parse_spec(f"synth:{synth_cohort}").stays())
-    cfg = ModelConfig.preset("small")
+    cfg = ModelConfig.from_preset("small")
     feat = Featurizer.fit(stays, cfg)
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec())

@@ -144,7 +144,7 @@ def test_icd_sets():
 def test_real_demo(shared_data):
     reader = MimicReader(shared_data / "mimic-iv-demo-2.2")
     assert len(reader.stay_ids()) == 140
-    kinds, deaths, labs = Counter(), 0, 0
+    kinds, deaths = Counter(), 0
     for events in reader.stays():
         kinds.update(e.kind for e in events)
         deaths += bool(events[-1].hospital_death)

@@ -1,7 +1,6 @@
 """PhysioNet 2012 reader: real set-a (first records), hand-written records with bad lines, tar and folder."""
 from __future__ import annotations
 
-import io
 import itertools
 import tarfile
 from pathlib import Path

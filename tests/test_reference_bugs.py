@@ -22,7 +22,7 @@ def fitted():
 
     rng = np.random.default_rng(1)
     stays = [make_stay(i, rng, ecgs=i % 3, n=40) for i in range(10)]
-    cfg = ModelConfig.preset("small")
+    cfg = ModelConfig.from_preset("small")
     feat = Featurizer.fit(stays, cfg)
     torch.manual_seed(0)
     return stays, cfg, feat, MedM2T(cfg, feat.spec()).eval()
@@ -103,7 +103,7 @@ def test_b3_each_fold_fits_on_its_own_training_split_only():
         stays[i].insert(1, _ev(Measurement, stays[i][0].stay_id, f"m{k}", T0 + timedelta(hours=1),
                                item=marker[k], category="lab", value=1.0))
     cohort = Cohort.from_events("test:b3", stays, "b3m")
-    cfg = ModelConfig.preset("small")
+    cfg = ModelConfig.from_preset("small")
     for k, (tr, te) in enumerate(fold_indices(cohort, 3, seed=0)):
         assert not set(tr) & set(te)
         feat = Featurizer.fit(cohort.stays.subset(tr), cfg)

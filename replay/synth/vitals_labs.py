@@ -161,7 +161,6 @@ def labs(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> tu
     values = {k: np.clip(v, 0.01, None) for k, v in values.items()}
     ph = 7.41 - 0.045 * sev + 0.03 * z[13]
 
-    stat = sev > 1.0
     parts = []
     for k in range(n):
         items = []

@@ -131,20 +131,25 @@ class CrossAttention(nn.Module):
 
 class TaskHeads(nn.Module):
     """The three task outputs from one feature vector: mortality logit, remaining ICU LOS in days
-    (softplus, so never negative) and 4 CVD logits."""
+    (softplus, so never negative) and 4 CVD logits. With `d_wide`, a linear term of a second "wide"
+    input (tabular summaries) is added to every output before its link function (wide & deep)."""
 
-    def __init__(self, d_in: int, hidden: int, dropout: float, norm: str = "batch"):
+    def __init__(self, d_in: int, hidden: int, dropout: float, norm: str = "batch", d_wide: int = 0):
         super().__init__()
         self.body = mlp(d_in, [hidden], dropout, norm) if hidden else nn.Identity()
         d = hidden or d_in
         self.mortality = nn.Linear(d, 1)
         self.los = nn.Linear(d, 1)
         self.cvd = nn.Linear(d, 4)
+        self.wide = nn.Linear(d_wide, 6) if d_wide else None
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, wide: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         h = self.body(x)
+        raw = torch.cat([self.mortality(h), self.los(h), self.cvd(h)], dim=-1)
+        if self.wide is not None:
+            raw = raw + self.wide(wide)
         return {
-            "mortality": self.mortality(h).squeeze(-1),
-            "los_remaining": nn.functional.softplus(self.los(h).squeeze(-1)),
-            "cvd_90d": self.cvd(h),
+            "mortality": raw[:, 0],
+            "los_remaining": nn.functional.softplus(raw[:, 1]),
+            "cvd_90d": raw[:, 2:],
         }

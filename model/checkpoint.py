@@ -88,7 +88,13 @@ def model_card(meta: dict, featurizer) -> str:
         f"# MedM2T model card — {meta['model_version']}",
         "",
         f"Preset `{meta['preset']}`, {meta['n_parameters']:,} parameters, created {meta['created']}.",
+        f"Encoders: {', '.join(featurizer.cfg.modalities)}; wide head (linear on static inputs and per-item "
+        f"summaries): {'yes' if featurizer.cfg.wide_head else 'no'}.",
         "",
+        *(["The saved weights were refit on training + validation stays after model selection. The validation",
+           "metrics below come from the model before that refit, on the data that chose its epoch count and L2",
+           "strength, so they are somewhat optimistic; judge the model on data it never saw.", ""]
+          if "refit" in info else []),
         "## Training data",
         "",
         *(f"- {k}: {v}" for k, v in info.items()),

@@ -35,6 +35,8 @@ class ModelConfig:
     lstm_layers: int = 2
     sparse_dropout: float = 0.3
     last_item_dim: int = 16           # per-item embedding of the current value token (0 = off, the reference)
+    item_summary: bool = True         # per-item count and mean/min/max value rank so far (False = the reference)
+    wide_head: bool = True            # linear term of static + item summaries added to every head (wide & deep)
     # Static
     d_static: int = 32
     static_dropout: float = 0.3
@@ -90,7 +92,7 @@ class ModelConfig:
             return cls(preset="small")
         if name == "paper":
             return cls(
-                preset="paper", norm="batch", last_item_dim=0, labs_windows=5, vitals_tok_windows=24, d_labs=512, d_vitals_tok=256, static_dropout=0.1, fusion_dropout=0.1,
+                preset="paper", norm="batch", last_item_dim=0, item_summary=False, wide_head=False, labs_windows=5, vitals_tok_windows=24, d_labs=512, d_vitals_tok=256, static_dropout=0.1, fusion_dropout=0.1,
                 d_static=128, d_hf_attn=16, hf_heads=4, hf_dropout=0.3, hf1_channels=(16, 32), hf2_channels=(32, 64), d_hf1=128, d_hf2=256, lf_channels=(384, 192), d_vitals=256,
                 ecg_resnet=((64, 640), (128, 320), (196, 160), (256, 40), (320, 20)), d_ecg_sig=640,
                 d_ecg_meas=128, d_ecg_text=256, d_ecg_embed=768, ecg_macro_channels=(384,), d_ecg=256,

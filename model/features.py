@@ -245,7 +245,19 @@ class Featurizer:
         return {
             "n_items": dict(self._n_items), "n_values": dict(self._n_vals), "n_static": self.n_static,
             "n_statements": len(self.ecg_spec["statements"]) + 2, "windows": {k: len(v) + 1 for k, v in self.edges.items()},
+            "value_rank": {g: self.value_ranks(g) for g in SPARSE_GROUPS},
         }
+
+    def value_ranks(self, group: str) -> list[float]:
+        """Per value token of `group`: its bin's midpoint as a fraction of the item's bins (an approximate
+        quantile of the training values), -1 for padding, category and 'other' tokens."""
+        ranks = [-1.0] * self._n_vals[group]
+        for it in self.items.values():
+            if it.group == group and it.cuts is not None:
+                n_bins = len(it.cuts) + 1
+                for k in range(n_bins):
+                    ranks[it.offset + k] = (k + 0.5) / n_bins
+        return ranks
 
     @property
     def n_static(self) -> int:

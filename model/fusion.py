@@ -41,7 +41,7 @@ def pair_key(i: str, j: str) -> str:
 
 
 class Fusion(nn.Module):
-    def __init__(self, dims: dict[str, tuple[int, int]], cfg):
+    def __init__(self, dims: dict[str, tuple[int, int]], cfg, d_wide: int = 0):
         super().__init__()
         e = cfg.d_fusion
         self.names = list(dims)
@@ -55,9 +55,10 @@ class Fusion(nn.Module):
                                                                    cfg.ffn_mult)
                                   for i, j in self.pairs})
         self.heads = TaskHeads((len(self.names) + len(self.pairs)) * e + N_TFEAT, cfg.decoder_hidden, cfg.fusion_dropout,
-                               cfg.norm)
+                               cfg.norm, d_wide)
 
-    def forward(self, enc: dict[str, tuple], present: dict[str, torch.Tensor], tfeat: torch.Tensor):
+    def forward(self, enc: dict[str, tuple], present: dict[str, torch.Tensor], tfeat: torch.Tensor,
+                wide: torch.Tensor | None = None):
         z, toks, masks = {}, {}, {}
         for m in self.names:
             pooled, tok, mask = enc[m]
@@ -68,4 +69,4 @@ class Fusion(nn.Module):
             first[:, 0] = True
             toks[m], masks[m] = t, torch.where(p[:, None], mask, first)
         inter = [self.bma[pair_key(i, j)](toks[i], masks[i], toks[j], masks[j]) for i, j in self.pairs]
-        return self.heads(torch.cat([z[m] for m in self.names] + inter + [tfeat], dim=-1))
+        return self.heads(torch.cat([z[m] for m in self.names] + inter + [tfeat], dim=-1), wide)

@@ -2,8 +2,9 @@
 
 Per stay the state keeps
 * per sparse group: per-window (non-cumulative) sums and counts of the event embeddings, the last value
-  token per (window, item) and its clinical time: a new lab adds its embedding to one window; the
-  cumulative means, the BiLSTM over the W windows and the MLP are rerun at scoring time (W is small);
+  token per (window, item) and its clinical time, and the per-item summaries (count, rank sum, lowest and
+  highest value token): a new lab adds its embedding to one window and merges into its item's summary; the
+  cumulative means, the BiLSTM over the W windows and the MLPs are rerun at scoring time (W is small);
 * dense vitals: the observations inside the last `vitals_hours` plus the latest older one per channel
   (bounded: older ones can never matter again), from which the 6-minute grid is rebuilt at scoring time;
 * ECG: the cached micro-level embedding of each ECG (one ResNet pass per new ECG), most recent
@@ -13,6 +14,8 @@ Per stay the state keeps
 `score(states, ats)` runs the rest of the network for many stays in one batched pass and equals the
 full recompute from raw events (`model(collate([featurizer.encode(events, at)]))`) up to float rounding;
 tests/test_model_streaming.py checks that. The state is only valid for the model version that built it.
+The worker's MedM2T scorer (model/scorer.py) scores this way: it keeps one state per stay in an LRU cache
+and applies each micro-batch's new events to it.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class StayState:
     counts: dict[str, torch.Tensor]      # group -> (W,)
     last: dict[str, np.ndarray]          # group -> (W, I) int64
     last_time: dict[str, np.ndarray]     # group -> (W, I) float64 hours, -inf = none
+    summary: dict[str, torch.Tensor]     # group -> (I, 4) per-item summary accumulators (SparseEncoder)
     vit: np.ndarray                      # (n, 4): avail h, time h, channel, z
     ecg_avail: list[float] = field(default_factory=list)
     ecg_time: list[float] = field(default_factory=list)
@@ -55,15 +59,17 @@ class IncrementalEncoder:
     def new_state(self, opened: StayOpened | None = None) -> StayState:
         f, spec = self.featurizer, self.featurizer.spec()
         static, has_static = f._static_vector(opened)
-        sums, counts, last, last_time = {}, {}, {}, {}
+        sums, counts, last, last_time, summary = {}, {}, {}, {}, {}
         for g in SPARSE_GROUPS:
-            w, d = spec["windows"][g], self.model.encoders[g].d
+            enc = self.model.encoders[g]
+            w, d = spec["windows"][g], enc.d
+            summary[g] = enc.empty_summary(self.device) if enc.summary else None
             sums[g] = torch.zeros(w, d, device=self.device)
             counts[g] = torch.zeros(w, device=self.device)
             last[g] = np.zeros((w, spec["n_items"][g]), dtype=np.int64)
             last_time[g] = np.full((w, spec["n_items"][g]), -np.inf)
         return StayState(opened.time if opened else None, static, has_static, sums, counts, last, last_time,
-                         np.zeros((0, 4)))
+                         summary, np.zeros((0, 4)))
 
     @torch.inference_mode()
     def update(self, state: StayState, events: Iterable[_Event]) -> StayState:
@@ -112,6 +118,9 @@ class IncrementalEncoder:
         w_t = torch.from_numpy(win.astype(np.int64)).to(self.device)
         state.sums[g].index_add_(0, w_t, enc.event_embeddings(val, item))
         state.counts[g].index_add_(0, w_t, torch.ones_like(w_t, dtype=state.counts[g].dtype))
+        if enc.summary:
+            new = enc.summary_accumulate(val, item, torch.zeros_like(val), 1)[0]
+            state.summary[g] = enc.merge_summaries(state.summary[g], new)
         last, lt = state.last[g], state.last_time[g]
         for k in np.argsort(pg.time, kind="stable"):  # latest clinical time wins; ties -> later arrival
             i, w, t = pg.item[k], win[k], pg.time[k]
@@ -146,17 +155,21 @@ class IncrementalEncoder:
         at_h = np.asarray([max(0.0, hours(at, s.admit)) if s.admit else 0.0 for s, at in zip(states, ats)])
         tfeat = torch.from_numpy(time_features(at_h).astype(np.float32)).to(dev)
         b = len(states)
-        enc, present = {}, {}
+        enc, present, summary = {}, {}, {}
+        static = torch.from_numpy(np.stack([s.static for s in states])).to(dev)
         if "static" in m.encoders:
-            enc["static"] = m.encoders["static"](torch.from_numpy(np.stack([s.static for s in states])).to(dev), tfeat)
+            enc["static"] = m.encoders["static"](static, tfeat)
             present["static"] = torch.tensor([s.has_static for s in states], device=dev)
         for g in SPARSE_GROUPS:
             if g not in m.encoders:
                 continue
             frac = torch.from_numpy(np.stack([f.window_fractions(g, h) for h in at_h])).to(dev)
             last = torch.from_numpy(np.stack([s.last[g] for s in states])).to(dev)
+            if m.encoders[g].summary:  # off in the paper preset (item_summary=False): states hold None
+                summary[g] = (torch.stack([s.summary[g] for s in states]), last[:, -1])
             enc[g] = m.encoders[g].from_accumulators(torch.stack([s.sums[g] for s in states]),
-                                                     torch.stack([s.counts[g] for s in states]), last, frac, tfeat)
+                                                     torch.stack([s.counts[g] for s in states]), last, frac, tfeat,
+                                                     summary[g][0] if g in summary else None)
             present[g] = torch.tensor([bool(s.counts[g].sum() > 0) for s in states], device=dev)
         if "vitals" in m.encoders:
             grids = [vitals_grid(self.cfg, self.inputs_for_grid(s, h)) for s, h in zip(states, at_h)]
@@ -176,4 +189,4 @@ class IncrementalEncoder:
             enc["ecg"] = m.encoders["ecg"].from_embeddings(emb, lt(sample), lt(win), lt(slot),
                                                            max(max(len(s.ecg_emb) for s in states), 1), b, tfeat)
             present["ecg"] = torch.tensor([bool(s.ecg_emb) for s in states], device=dev)
-        return m.fusion(enc, present, tfeat)
+        return m.fusion(enc, present, tfeat, m.wide_inputs(static, summary))

@@ -18,7 +18,8 @@ from model.sparse import SparseEncoder
 from model.static import StaticEncoder
 from model.vitals import VitalsEncoder
 
-ARCH_VERSION = "medm2t-arch-2"  # 2: configurable normalisation (LayerNorm in small), per-item current value
+ARCH_VERSION = "medm2t-arch-3"  # 2: configurable normalisation (LayerNorm in small), per-item current value
+# 3: per-item summaries (count, mean/min/max value rank) and the wide head
 
 
 class MedM2T(nn.Module):
@@ -38,7 +39,12 @@ class MedM2T(nn.Module):
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; known: {sorted(builders)}")
         self.encoders = nn.ModuleDict({m: builders[m]() for m in self.modalities})
-        self.fusion = Fusion({m: (enc.d_out, enc.d_tok) for m, enc in self.encoders.items()}, cfg)
+        self.sparse_groups = [m for m in self.modalities if isinstance(self.encoders[m], SparseEncoder)]
+        if cfg.wide_head and not cfg.item_summary:
+            raise ValueError("wide_head needs item_summary")
+        d_wide = featurizer_spec["n_static"] + sum(self.encoders[g].d_wide for g in self.sparse_groups)
+        d_wide = d_wide if cfg.wide_head else 0
+        self.fusion = Fusion({m: (enc.d_out, enc.d_tok) for m, enc in self.encoders.items()}, cfg, d_wide)
         self.pretrain_heads = nn.ModuleDict({
             m: TaskHeads(enc.d_out, max(enc.d_out // 2, 16), 0.1, cfg.norm) for m, enc in self.encoders.items()})
 
@@ -46,7 +52,7 @@ class MedM2T(nn.Module):
         s = self.spec
         return SparseEncoder(s["n_values"][group], s["n_items"][group], s["windows"][group], d,
                              self.cfg.lstm_layers, self.cfg.sparse_dropout, self.cfg.norm,
-                             self.cfg.last_item_dim)
+                             self.cfg.last_item_dim, s["value_rank"][group] if self.cfg.item_summary else None)
 
     def encode(self, name: str, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(pooled (B, d), tokens (B, L, d_tok), token mask (B, L))"""
@@ -65,6 +71,23 @@ class MedM2T(nn.Module):
     def pretrain_forward(self, name: str, batch) -> dict[str, torch.Tensor]:
         return self.pretrain_heads[name](self.encoder_forward(name, batch))
 
+    def wide_inputs(self, static: torch.Tensor, sparse: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+        """The wide head's input: the static vector and, per sparse group, the per-item summaries and
+        current value ranks; `sparse[group]` = (summary accumulators (B, I, 4), current tokens (B, I))."""
+        if not self.cfg.wide_head:
+            return None
+        return torch.cat([static] + [self.encoders[g].wide_features(*sparse[g]) for g in self.sparse_groups], dim=-1)
+
+    def wide_features_of(self, batch) -> torch.Tensor | None:
+        if not self.cfg.wide_head:
+            return None
+        stats = {}
+        for g in self.sparse_groups:
+            sp, e = batch.sparse[g], self.encoders[g]
+            stats[g] = (e.summary_accumulate(sp["val"], sp["item"], sp["seg"] // e.n_windows, batch.size),
+                        sp["last"][:, -1])
+        return self.wide_inputs(batch.static, stats)
+
     def forward(self, batch) -> dict[str, torch.Tensor]:
         enc = {m: self.encode(m, batch) for m in self.modalities}
-        return self.fusion(enc, batch.present, batch.tfeat)
+        return self.fusion(enc, batch.present, batch.tfeat, self.wide_features_of(batch))

@@ -9,8 +9,14 @@ elapsed-time features (and, with `last_dim`, a small embedding of every item's c
 its own slot) go through an MLP. The per-window BiLSTM outputs are this modality's token sequence
 for the bi-modal attention.
 
+Per-item summaries (`item_summary`): per item, the count of its numeric events so far and the mean,
+lowest and highest value rank (rank = the value token's bin midpoint as a fraction of the item's training
+distribution, so every item is on the same 0..1 scale). They feed the MLP here and, with the current
+value's rank and two squares, the linear wide head (model/wide.py).
+
 `accumulate` (per-window, non-cumulative sums) and `from_accumulators` are split so that the streaming
-state (model/incremental.py) can keep the sums and add new events in O(new events).
+state (model/incremental.py) can keep the sums and add new events in O(new events); the summaries merge
+the same way (`summary_accumulate`, `merge_summaries`).
 """
 from __future__ import annotations
 
@@ -20,13 +26,19 @@ from torch import nn
 from model.blocks import mlp
 
 N_TFEAT = 2
+N_SUMMARY = 4  # per item: log count, mean, min and max value rank (see summary_features)
 
 
 class SparseEncoder(nn.Module):
     def __init__(self, n_values: int, n_items: int, n_windows: int, d: int, layers: int, dropout: float,
-                 norm: str = "batch", last_dim: int = 0):
+                 norm: str = "batch", last_dim: int = 0, value_rank: list[float] | None = None):
         super().__init__()
-        self.n_windows, self.d = n_windows, d
+        self.n_windows, self.d, self.n_items = n_windows, d, n_items
+        # per-item summary (count, mean/min/max value rank) of the whole history so far, each item in its own
+        # slot; value_rank[token] is the token's approximate quantile within its item, < 0 = not numeric
+        self.summary = value_rank is not None
+        if self.summary:
+            self.register_buffer("value_rank", torch.tensor(value_rank, dtype=torch.float32), persistent=False)
         self.val = nn.Embedding(n_values, d, padding_idx=0)
         self.item = nn.Embedding(n_items, d, padding_idx=0)
         nn.init.normal_(self.val.weight, 0.0, 1.0)
@@ -39,8 +51,9 @@ class SparseEncoder(nn.Module):
                             dropout=dropout if layers > 1 else 0.0)
         # current value of every item, each in its own slot (the window means blur items together)
         self.last_val = nn.Embedding(n_values, last_dim, padding_idx=0) if last_dim else None
-        self.out = mlp(d + N_TFEAT + n_items * last_dim, [d], dropout, norm)
+        self.out = mlp(d + N_TFEAT + n_items * (last_dim + N_SUMMARY * self.summary), [d], dropout, norm)
         self.d_out = self.d_tok = d
+        self.d_wide = (N_SUMMARY + 3) * n_items  # wide_features
 
     def event_embeddings(self, val: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         return self.val(val) * self.item(item)
@@ -54,7 +67,55 @@ class SparseEncoder(nn.Module):
             0, sp["seg"], torch.ones_like(sp["seg"], dtype=e.dtype))
         return sums.view(batch_size, w, d), counts.view(batch_size, w)
 
-    def from_accumulators(self, sums, counts, last, frac, tfeat):
+    def summary_accumulate(self, val: torch.Tensor, item: torch.Tensor, sample: torch.Tensor,
+                           batch_size: int) -> torch.Tensor:
+        """(B, I, 4) per (sample, item) over its numeric events: count, sum of value ranks, lowest and highest
+        value token (value tokens are ordered within an item). Merge two with `merge_summaries` (the
+        streaming state adds new events this way)."""
+        rank = self.value_rank[val]
+        ok = rank >= 0
+        key, rank, tok = (sample * self.n_items + item)[ok], rank[ok], val[ok].to(rank.dtype)
+        acc = torch.zeros(batch_size * self.n_items, 4, device=rank.device, dtype=rank.dtype)
+        acc[:, 2], acc[:, 3] = torch.inf, -torch.inf
+        acc[:, 0].index_add_(0, key, torch.ones_like(rank))
+        acc[:, 1].index_add_(0, key, rank)
+        acc[:, 2].scatter_reduce_(0, key, tok, "amin")
+        acc[:, 3].scatter_reduce_(0, key, tok, "amax")
+        return acc.view(batch_size, self.n_items, 4)
+
+    def empty_summary(self, device=None) -> torch.Tensor:
+        """(I, 4) accumulators of a stay without events."""
+        none = torch.zeros(0, dtype=torch.long, device=device)
+        return self.summary_accumulate(none, none, none, 1)[0]
+
+    @staticmethod
+    def merge_summaries(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.stack([a[..., 0] + b[..., 0], a[..., 1] + b[..., 1], torch.minimum(a[..., 2], b[..., 2]),
+                            torch.maximum(a[..., 3], b[..., 3])], dim=-1)
+
+    def _extreme_tokens(self, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        has = acc[..., 0] > 0
+        zero = torch.zeros_like(acc[..., 2])
+        return (torch.where(has, acc[..., 2], zero).long(), torch.where(has, acc[..., 3], zero).long())
+
+    def summary_features(self, acc: torch.Tensor) -> torch.Tensor:
+        """(B, I * 4): log count, then mean, lowest and highest value rank centred on the median (0 = no data)."""
+        count = acc[..., 0]
+        lo, hi = self._extreme_tokens(acc)
+        stats = torch.stack([acc[..., 1] / count.clamp(min=1.0), self.value_rank[lo], self.value_rank[hi]], dim=-1) - 0.5
+        stats = torch.where((count > 0).unsqueeze(-1), stats, torch.zeros_like(stats))
+        return torch.cat([torch.log1p(count).unsqueeze(-1) / 3.0, stats], dim=-1).flatten(1)
+
+    def wide_features(self, summary: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """(B, I * 7) for the wide head: summary_features, the current value's rank (0 = median or none),
+        and the squares of the current and mean rank (risk that rises at both ends of the range). Squares
+        of the lowest and highest rank too made set-b AUROC worse (0.8525 vs 0.8561)."""
+        rank = self.value_rank[last]
+        current = torch.where(rank >= 0, rank - 0.5, torch.zeros_like(rank))
+        feats = self.summary_features(summary).view(*current.shape, 4)
+        return torch.cat([feats.flatten(1), current, 4 * current ** 2, 4 * feats[..., 1] ** 2], dim=-1)
+
+    def from_accumulators(self, sums, counts, last, frac, tfeat, summary=None):
         csum, ccount = sums.cumsum(1), counts.cumsum(1)
         has = (ccount > 0).unsqueeze(-1)
         mean = torch.where(has, csum / ccount.clamp(min=1.0).unsqueeze(-1), self.empty)
@@ -64,10 +125,14 @@ class SparseEncoder(nn.Module):
         wfeat = torch.stack([frac, torch.log1p(ccount) / 5.0, has.squeeze(-1).to(sums.dtype)], dim=-1)
         out, (h, _) = self.lstm(torch.cat([mean, last_mean, wfeat], dim=-1))
         current = [self.last_val(last[:, -1]).flatten(1)] if self.last_val is not None else []
+        if self.summary:
+            current.append(self.summary_features(summary))
         pooled = self.out(torch.cat([h[-2], h[-1], tfeat, *current], dim=-1))
         mask = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
         return pooled, out, mask
 
     def forward(self, sp: dict[str, torch.Tensor], tfeat: torch.Tensor):
-        sums, counts = self.accumulate(sp, tfeat.shape[0])
-        return self.from_accumulators(sums, counts, sp["last"], sp["frac"], tfeat)
+        b = tfeat.shape[0]
+        sums, counts = self.accumulate(sp, b)
+        summary = self.summary_accumulate(sp["val"], sp["item"], sp["seg"] // self.n_windows, b) if self.summary else None
+        return self.from_accumulators(sums, counts, sp["last"], sp["frac"], tfeat, summary)

@@ -4,8 +4,12 @@ Stages (all on landmark prefixes, see model/landmarks.py):
 1. pre-train: for every modality, its encoder + its pre-training head on the multi-task loss, using
    only samples in which that modality is present (as the paper's unimodal stage, without B3/B4).
    Off by default in the small preset (see PRESET_DEFAULTS); `pretrain_epochs > 0` turns it on.
-2. fine-tune: the whole network end to end, early stopping on the validation loss with the best
-   epoch's weights restored.
+2. wide head (with `wide_head`, model/wide.py): a linear model on static inputs and per-item summaries,
+   fitted by L-BFGS with its L2 strength chosen on the validation loss; the deep heads then start at 0.
+3. fine-tune: the whole network end to end, early stopping on the validation loss with the best
+   epoch's weights restored ("epoch 0", the model before fine-tuning, competes too).
+4. refit (preset default: small on): a fresh model on training + validation stays, with the chosen L2
+   strength and number of epochs.
 
 Loss (per task, masked to samples that have the label; the tasks' losses are summed with weights):
 - mortality: binary cross-entropy on the logit;
@@ -24,6 +28,7 @@ OUT/train_state.pt; `resume=True` continues from there.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import time
@@ -32,6 +37,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from model.wide import fit_wide_head
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,8 @@ class TrainOptions:
     patience: int = 2
     n_random: int = 3                  # random landmarks per stay, besides end-of-data
     val_fraction: float = 0.15         # when no --val spec is given
-    refit: bool = False                # after early stopping, retrain on train+val for the best epoch count
+    refit: bool | None = None          # after early stopping, retrain on train+val for the best epoch count
+    modalities: tuple[str, ...] | None = None  # None: default_modalities(training cohort)
     device: str = "cpu"
     use_cache: bool = True
     progress: bool = True
@@ -64,9 +72,9 @@ class TrainOptions:
 # pre-training is off: its ~7 min are better spent on fine-tuning (`--pretrain-epochs N` turns it on).
 PRESET_DEFAULTS = {
     "small": {"epochs": 6, "pretrain_epochs": 0, "lr": 1e-3, "pretrain_lr": 2e-3, "weight_decay": 0.05,
-              "max_minutes": 20.0},
+              "max_minutes": 20.0, "refit": True},
     "paper": {"epochs": 20, "pretrain_epochs": 5, "lr": 5e-5, "pretrain_lr": 1e-3, "weight_decay": 1e-4,
-              "max_minutes": None},
+              "max_minutes": None, "refit": False},
 }
 
 
@@ -240,7 +248,7 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
     import torch
     from tqdm import tqdm
 
-    max_epochs = fixed_epochs or _opt(opts, "epochs")
+    max_epochs = _opt(opts, "epochs") if fixed_epochs is None else fixed_epochs
     optim = torch.optim.AdamW(model.parameters(), lr=_opt(opts, "lr"), weight_decay=_opt(opts, "weight_decay"))
     budget = _opt(opts, "max_minutes")
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(1, max_epochs))
@@ -248,9 +256,14 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
     if "optim" in ft:
         optim.load_state_dict(ft["optim"])
         sched.load_state_dict(ft["sched"])
-    started = time.monotonic()
+    if ft["epoch"] == 0 and val_samples and fixed_epochs is None:
+        # epoch 0 (the pre-trained / wide-fitted model) competes too: fine-tuning must earn its keep
+        ft["best_loss"] = mean_loss(model, val_samples, 256, opts.device)
+        ft["best_state"] = copy.deepcopy(model.state_dict())
+        ft["history"].append({"epoch": 0, "train_loss": None, "val_loss": ft["best_loss"]})
+        log.info("before fine-tuning: validation loss %.4f", ft["best_loss"])
     while ft["epoch"] < max_epochs:
-        epoch = ft["epoch"]
+        epoch, started = ft["epoch"], time.monotonic()
         rng = np.random.default_rng([opts.seed, 1000 + epoch])
         model.train()
         losses = []
@@ -272,7 +285,7 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
         sched.step()
         recalibrate_batchnorm(model, train_samples, max(opts.batch_size, 128), opts.device, opts.seed + epoch)
         train_loss = float(np.mean(losses)) if losses else math.inf
-        val_loss = mean_loss(model, val_samples, 256, opts.device) if (val_samples and not fixed_epochs) else None
+        val_loss = mean_loss(model, val_samples, 256, opts.device) if (val_samples and fixed_epochs is None) else None
         ft["epoch"] = epoch + 1
         ft["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
         log.info("fine-tune epoch %d: train loss %.4f, validation loss %s", epoch + 1, train_loss,
@@ -285,11 +298,12 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
         else:
             ft["bad"] += 1
         ft["optim"], ft["sched"] = optim.state_dict(), sched.state_dict()
+        ft["seconds"] = ft.get("seconds", 0.0) + time.monotonic() - started  # across resumed runs too
         save_state()
         if ft["bad"] >= opts.patience:
             log.info("early stopping after epoch %d (best %d)", epoch + 1, ft["best_epoch"])
             break
-        if budget and (time.monotonic() - started) / 60 * (ft["epoch"] + 1) / ft["epoch"] > budget:
+        if budget and ft["seconds"] / 60 * (ft["epoch"] + 1) / ft["epoch"] > budget:
             log.info("time budget of %.0f min would be exceeded by another epoch: stopping after epoch %d",
                      budget, epoch + 1)
             break
@@ -300,6 +314,22 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
 
 
 # ---- whole runs ---------------------------------------------------------------------------------
+
+
+def default_modalities(cohort, indices: Sequence[int]) -> tuple[str, ...]:
+    """Every modality the training stays have, except dense vitals for PhysioNet 2012: it charts vitals
+    about hourly, so a 6-minute grid would be mostly carried-forward values, the same vitals already
+    arrive as tokens, and the dense encoder would cost ~90 % of the training compute (the benchmark
+    protocol is the sparse encoders plus static inputs)."""
+    from model.config import MODALITIES
+
+    mods = list(MODALITIES)
+    if not any(cohort.compact[i].ecgs for i in indices):
+        mods.remove("ecg")
+    if cohort.spec.startswith("physionet2012:"):
+        mods.remove("vitals")
+    log.info("modalities: %s", ", ".join(mods))
+    return tuple(mods)
 
 
 def build_model(cfg, featurizer, seed: int):
@@ -321,6 +351,7 @@ def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_pa
     from model.features import Featurizer
 
     cfg = ModelConfig.from_preset(opts.preset)
+    cfg.modalities = tuple(opts.modalities or default_modalities(cohort, train_idx))
     state: dict = {}
     if resume and state_path is not None and state_path.exists():
         state = torch.load(state_path, weights_only=False)
@@ -350,10 +381,13 @@ def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_pa
 
     t0 = time.monotonic()
     pretrain(model, train_samples, opts, state, save_state)
+    if "wide" not in state:
+        state["wide"] = fit_wide_head(model, train_samples, val_samples, opts.device)
+        save_state()
     t1 = time.monotonic()
     ft = finetune(model, train_samples, val_samples, opts, state, save_state)
     info = {"pretrain_seconds": round(t1 - t0, 1), "finetune_seconds": round(time.monotonic() - t1, 1),
-            "train_samples": len(train_samples), "val_samples": len(val_samples), **ft}
+            "train_samples": len(train_samples), "val_samples": len(val_samples), "wide_head": state["wide"], **ft}
     return model, featurizer, cfg, info
 
 
@@ -397,9 +431,10 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
         vc = cohort
     model, featurizer, cfg, info = fit_one(cohort, train_idx, vc, val_idx, opts, out / "train_state.pt", resume)
     metrics["validation"] = evaluate_model(model, featurizer, vc, val_idx, opts.device, opts.use_cache, opts.progress)
-    if opts.refit and info["best_epoch"] > 0:
-        log.info("refitting on training + validation stays for %d epochs", info["best_epoch"])
-        model, featurizer, info_refit = refit(cohort, train_idx, vc, val_idx, cfg, opts, info["best_epoch"])
+    if _opt(opts, "refit") and val_idx:
+        log.info("refitting on training + validation stays: wide head, then %d fine-tuning epochs", info["best_epoch"])
+        model, featurizer, info_refit = refit(cohort, train_idx, vc, val_idx, cfg, opts, info["best_epoch"],
+                                              info["wide_head"].get("l2"))
         info["refit"] = info_refit
         metrics["validation"]["note"] = "measured before refitting on training + validation data"
     train_info.update(info)
@@ -410,19 +445,21 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
     return {"metrics": metrics, "train_info": train_info}
 
 
-def refit(cohort, train_idx, val_cohort, val_idx, cfg, opts: TrainOptions, epochs: int):
+def refit(cohort, train_idx, val_cohort, val_idx, cfg, opts: TrainOptions, epochs: int, wide_l2: float | None = None):
     """Train a fresh model (new featurizer) on training + validation stays for a fixed number of epochs."""
     from model.data import Cohort, training_samples
     from model.features import Featurizer
 
     compact = [cohort.compact[i] for i in train_idx] + [val_cohort.compact[i] for i in val_idx]
-    merged = Cohort(f"{cohort.spec}+{val_cohort.spec}", compact, [], f"{cohort.key}{val_cohort.key}")
+    key = hashlib.sha1(repr((cohort.key, list(train_idx), val_cohort.key, list(val_idx))).encode()).hexdigest()[:16]
+    merged = Cohort(f"{cohort.spec}+{val_cohort.spec}", compact, [], key)
     featurizer = Featurizer.fit(merged.stays, cfg)
     samples = training_samples(merged, list(range(len(compact))), featurizer, opts.n_random, opts.seed,
                                opts.use_cache, opts.progress)
     model = build_model(cfg, featurizer, opts.seed + 1).to(opts.device)
     state: dict = {}
     pretrain(model, samples, opts, state, lambda: None)
+    fit_wide_head(model, samples, [], opts.device, l2=wide_l2)
     ft = finetune(model, samples, [], opts, state, lambda: None, fixed_epochs=epochs)
     return model, featurizer, {"stays": len(compact), "epochs": epochs, "samples": len(samples), **ft}
 

@@ -111,7 +111,7 @@ def test_loss_falls_on_tiny_cohort():
 
     before = mean_loss(build_model(cfg, featurizer, 0), samples, 64, "cpu")
     assert after < 0.8 * before, (before, after, info["history"])
-    assert info["history"][-1]["train_loss"] < info["history"][0]["train_loss"]
+    assert info["history"][-1]["train_loss"] < info["history"][1]["train_loss"]  # [0]: before fine-tuning
 
 
 def _fit_featurizer(cohort, idx):
@@ -154,3 +154,58 @@ def test_train_then_evaluate_cli_round_trip(tmp_path, monkeypatch, capsys):
     (ck / "meta.json").write_text(json.dumps(meta))
     assert main(["evaluate", "--checkpoint", str(ck), "--data", spec, "--json"]) == 2
     assert "model version" in capsys.readouterr().err
+
+
+def test_wide_head_is_fitted_first_and_is_the_whole_model_before_fine_tuning():
+    from model.train import build_model, make_batch, mean_loss
+    from model.wide import L2_GRID, fit_wide_head
+
+    cohort = tiny_cohort(48)
+    tr, va = split_indices(cohort, 0.25, 0)
+    featurizer = _fit_featurizer(cohort, tr)
+    samples = training_samples(cohort, tr, featurizer, 2, 0, False, False)
+    val = training_samples(cohort, va, featurizer, 2, 1, False, False)
+    model = build_model(featurizer.cfg, featurizer, 0)
+    before = mean_loss(model, samples, 64, "cpu")
+    info = fit_wide_head(model, samples, val)
+    assert info["l2"] in L2_GRID and len(info["val_loss_by_l2"]) == len(L2_GRID)
+    assert mean_loss(model, samples, 64, "cpu") < 0.8 * before
+    batch, _ = make_batch(samples[:8], "cpu", featurizer.cfg)
+    with torch.no_grad():
+        out = model.eval()(batch)
+        wide = model.fusion.heads.wide(model.wide_features_of(batch))
+    assert torch.allclose(out["mortality"], wide[:, 0], atol=1e-5)  # deep heads start at zero
+
+
+def test_resume_continues_an_interrupted_run(tmp_path):
+    from model.train import TrainOptions, fit_one
+
+    cohort = tiny_cohort(32)
+    tr, va = split_indices(cohort, 0.25, 0)
+    state = tmp_path / "train_state.pt"
+    opts = dict(batch_size=16, patience=10, progress=False, use_cache=False, n_random=1)
+    _, _, _, first = fit_one(cohort, tr, cohort, va, TrainOptions(epochs=1, **opts), state, False)
+    assert state.exists() and [h["epoch"] for h in first["history"]] == [0, 1]
+    _, _, _, resumed = fit_one(cohort, tr, cohort, va, TrainOptions(epochs=3, **opts), state, True)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]
+    assert resumed["history"][1] == first["history"][1]  # epoch 1 was not trained again
+
+
+def test_folds_and_refit_cli(tmp_path, monkeypatch, capsys):
+    """--folds 2 reports out-of-fold metrics from fold models; --refit retrains on training + validation."""
+    from medm2t.cli import main
+
+    monkeypatch.setenv("MEDM2T_CACHE_DIR", str(tmp_path / "cache"))
+    data, ck = tmp_path / "synth", tmp_path / "ck"
+    assert main(["synth", "--stays", "30", "--seed", "4", "--out", str(data), "--no-progress"]) == 0
+    assert main(["train", "--data", f"synth:{data}", "--out", str(ck), "--folds", "2", "--refit", "--epochs", "1",
+                 "--landmarks", "1", "--batch-size", "16", "--modalities", "static,labs,vitals_tok", "--quiet"]) == 0
+    meta = json.loads((ck / "meta.json").read_text())
+    cv = meta["metrics"]["cross_validation"]
+    assert len(cv["per_fold"]) == 2 and cv["pooled_out_of_fold"]["mortality"]["n"] == 30
+    info = meta["train_info"]
+    assert info["refit"]["stays"] == 30 and "note" in meta["metrics"]["validation"]
+    assert json.loads((ck / "config.json").read_text())["modalities"] == ["static", "labs", "vitals_tok"]
+    assert not list(ck.glob("train_state*.pt"))
+    assert main(["train", "--data", f"synth:{data}", "--out", str(ck), "--modalities", "labs,bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err

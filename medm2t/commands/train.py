@@ -5,11 +5,16 @@ import argparse
 import json
 from pathlib import Path
 
+from model.config import MODALITIES
+
 EPILOG = """Data specs: physionet2012:ARCHIVE[:OUTCOMES]  mimic:DIR[,ecg=DIR]  synth:DIR  meds:PATH
 
-Stages: optional supervised pre-training of every modality encoder (on the stays that have it), then end-to-end
-fine-tuning with early stopping on the validation loss (--val, else a subject-grouped 15 % split of
---data). Every stay is sampled at random prediction times plus its end of data (landmark training).
+Stages: optional supervised pre-training of every modality encoder (on the stays that have it); the wide
+head (a regularised linear model on static inputs and per-item lab/vital summaries, its L2 strength
+chosen on validation data); then end-to-end fine-tuning from it with early stopping on the validation
+loss (--val, else a subject-grouped 15 % split of --data), where "0 epochs" (the wide head alone) also
+competes. The small preset then refits on training + validation stays (--no-refit to skip).
+Every stay is sampled at random prediction times plus its end of data (landmark training).
 With --folds K, K-fold cross-validation grouped by subject is reported first (pooled out-of-fold and
 mean +/- SD), then the saved model is trained on all of --data.
 
@@ -17,6 +22,9 @@ Example (PhysioNet 2012, under 30 min on 2 CPU cores including reading the archi
   medm2t train --preset small \\
     --data physionet2012:set-a.tar.gz:Outcomes-a.txt --val physionet2012:set-b.tar.gz:Outcomes-b.txt --out ck
 """
+
+
+
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (preset default: small 0.05, paper 1e-4)")
     p.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")
     p.add_argument("--landmarks", type=int, default=3, help="random prediction times per stay (plus end of data)")
-    p.add_argument("--refit", action="store_true",
-                   help="after early stopping, retrain on training + validation stays for the best epoch count")
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                   help="after early stopping, refit the wide head and retrain on training + validation stays for "
+                        "the best epoch count; the reported validation metrics are from before the refit "
+                        "(preset default: small on, paper off)")
+    p.add_argument("--modalities", metavar="M,M,...",
+                   help=f"encoders to use, from {','.join(MODALITIES)} (default: every modality the training "
+                        "data have; PhysioNet 2012 without dense vitals)")
     p.add_argument("--max-minutes", type=float,
                    help="fine-tuning wall-clock budget: no epoch is started that would overrun it "
                         "(preset default: small 20, paper none)")
@@ -53,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.folds < 1:
         raise UserError("--folds must be at least 1")
+    modalities = None
+    if args.modalities:
+        modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+        unknown = sorted(set(modalities) - set(MODALITIES))
+        if unknown or not modalities:
+            raise UserError(f"--modalities: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(MODALITIES)}")
     if args.resume and not any(args.out.glob("train_state*.pt")):
         raise UserError(f"--resume: no train_state.pt in {args.out}")
     import torch
@@ -68,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset, seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience, n_random=args.landmarks, refit=args.refit,
         device=device, use_cache=not args.no_cache, progress=not args.quiet, max_minutes=args.max_minutes,
+        modalities=modalities,
     )
     result = run_training(args.data, args.out, opts, val_spec=args.val, folds=args.folds, resume=args.resume)
     val = result["metrics"].get("validation", {}).get("mortality", {})

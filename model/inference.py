@@ -36,31 +36,50 @@ class Predictor:
         probabilities, plus elapsed hours, which modalities were present and how many items were unknown."""
         return self.predict_inputs([self.featurizer.encode(events, at) for events, at in items])
 
-    def predict_inputs(self, inputs: Sequence) -> list[dict]:
+    def autocast(self):
+        """The context every forward pass here runs in: inference mode, plus bfloat16 autocast on CUDA."""
+        import contextlib
+
         import torch
 
-        from model.config import CVD_CLASSES
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.startswith("cuda")))
+        return stack
+
+    def predict_inputs(self, inputs: Sequence) -> list[dict]:
         from model.features import collate
 
         if not inputs:
             return []
         batch = collate(inputs, self.cfg).to(self.device)
-        cuda = self.device.startswith("cuda")
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with self.autocast():
             out = self.model(batch)
-        mort = torch.sigmoid(out["mortality"].float()).cpu()
-        los = out["los_remaining"].float().cpu()
-        cvd = torch.softmax(out["cvd_90d"].float(), dim=-1).cpu()
-        results = []
-        for i, x in enumerate(inputs):
-            remaining = float(los[i])
-            results.append({
-                "mortality": float(mort[i]),
-                "los_remaining": remaining,
-                "los_total": x.elapsed_h / 24.0 + remaining,
-                "cvd_90d": {c: float(cvd[i, k]) for k, c in enumerate(CVD_CLASSES)},
-                "elapsed_h": x.elapsed_h,
-                "present": x.present,
-                "n_unknown": x.n_unknown,
-            })
-        return results
+        return results_from_outputs(out, [(x.elapsed_h, x.present, x.n_unknown) for x in inputs])
+
+
+def results_from_outputs(out: dict, rows: Sequence[tuple[float, dict[str, bool], int]]) -> list[dict]:
+    """Model outputs (the dict MedM2T.forward returns, batch of len(rows)) -> one result dict per row:
+    mortality probability, remaining and total ICU LOS (days), CVD class probabilities, plus the row's
+    (elapsed hours, modalities present, number of unknown items). Shared by the full-recompute path
+    (Predictor.predict_inputs) and the incremental one (model.scorer.MedM2TScorer)."""
+    import torch
+
+    from model.config import CVD_CLASSES
+
+    mort = torch.sigmoid(out["mortality"].float()).cpu()
+    los = out["los_remaining"].float().cpu()
+    cvd = torch.softmax(out["cvd_90d"].float(), dim=-1).cpu()
+    results = []
+    for i, (elapsed_h, present, n_unknown) in enumerate(rows):
+        remaining = float(los[i])
+        results.append({
+            "mortality": float(mort[i]),
+            "los_remaining": remaining,
+            "los_total": elapsed_h / 24.0 + remaining,
+            "cvd_90d": {c: float(cvd[i, k]) for k, c in enumerate(CVD_CLASSES)},
+            "elapsed_h": elapsed_h,
+            "present": present,
+            "n_unknown": n_unknown,
+        })
+    return results

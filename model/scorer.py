@@ -1,9 +1,22 @@
-"""MedM2T behind the worker's Scorer protocol (stream/scoring.py): one batched forward pass per
-micro-batch of StayViews, one RiskScore per stay, never NaN, never raising on sparse or odd data."""
+"""MedM2T behind the worker's Scorer protocol (stream/scoring.py): one RiskScore per stay, never NaN, never
+raising on sparse or odd data.
+
+Scoring is incremental: the scorer keeps a bounded LRU cache of per-stay encoder states
+(model/incremental.py, StayState). For each micro-batch it applies to every stay's state only the events it has
+not applied yet (a StayView carries the stay's whole stored history; already-applied event ids are skipped, so
+redelivery is a no-op), then runs the rest of the network for the whole batch in one pass. The result equals
+a full recompute from the stay's events (tests/test_model_streaming.py, tests/test_pipeline_medm2t.py).
+A stay whose state was evicted (or after a restart) is rebuilt from its StayView, i.e. from the bounded
+history kept in Redis. Fallbacks: a stay whose events cannot be applied is scored on static features only (its
+state is dropped); a stay asked for at a time earlier than an event already applied, or a batch whose
+incremental pass fails, is scored by a full recompute from its raw events (Predictor.predict_inputs)."""
 from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -16,38 +29,132 @@ MODALITY_LABELS = {"static": "stay_opened (static features)", "labs": "labs", "v
                    "vitals": "vital-sign grid (last 24 h)", "ecg": "ecg"}
 
 
+STATIC_ONLY_NOTE = "inputs could not be read ({}); scored on static features only"
+
+
+@dataclass
+class _Cached:
+    state: object               # model.incremental.StayState
+    latest: datetime | None     # latest available_time of the events applied to it
+
+
 class MedM2TScorer:
     name = "medm2t"
 
-    def __init__(self, predictor):
+    def __init__(self, predictor, max_states: int = 4096):
+        from model.incremental import IncrementalEncoder
+
         self.predictor = predictor
+        self.incremental = IncrementalEncoder(predictor.model, predictor.featurizer)
+        self.max_states = max(int(max_states), 1)
+        self._states: OrderedDict[int, _Cached] = OrderedDict()  # stay_id -> state, least recently used first
         self.version: str = predictor.version
         untrained = set(predictor.meta.get("train_info", {}).get("tasks_without_labels", ()))
         self._calibration = {t: ("untrained head: the training data had no labels for this task" if t in untrained
                                  else predictor.calibration) for t in ("mortality", "los_remaining", "cvd_90d")}
 
     @classmethod
-    def load(cls, checkpoint_dir: str | Path, device: str = "auto") -> MedM2TScorer:
+    def load(cls, checkpoint_dir: str | Path, device: str = "auto", max_states: int = 4096) -> MedM2TScorer:
         from model.inference import Predictor
 
-        return cls(Predictor(checkpoint_dir, device))
+        return cls(Predictor(checkpoint_dir, device), max_states)
 
     def score_batch(self, stays: Sequence[StayView]) -> list[RiskScore]:
         if not stays:
             return []
-        feat = self.predictor.featurizer
-        inputs, notes = [], []
-        for view in stays:
-            events = ([view.opened] if view.opened else []) + list(view.measurements) + list(view.ecgs)
+        preds: list[dict | None] = [None] * len(stays)
+        notes: list[str | None] = [None] * len(stays)
+        recompute: dict[int, object] = {}     # index -> StayInputs, scored by the full forward pass
+        applied: dict[int, _Cached] = {}
+        for i, view in enumerate(stays):
             try:
-                inputs.append(feat.encode(events, view.now))
-                notes.append(None)
+                applied[i] = self._apply(view)
             except Exception as exc:  # a scorer must not raise on odd data: score what is certainly usable
                 log.warning("stay %s: featurization failed (%s); scoring static features only", view.stay_id, exc)
-                inputs.append(feat.encode([view.opened] if view.opened else [], view.now))
-                notes.append(f"inputs could not be read ({type(exc).__name__}); scored on static features only")
-        preds = self.predictor.predict_inputs(inputs)
+                self._states.pop(view.stay_id, None)
+                recompute[i], notes[i] = self._static_only(view, exc)
+        incremental: dict[int, _Cached] = {}  # index -> state, scored in one incremental pass
+        for i, cached in applied.items():  # after all updates: a stay may appear twice in a batch
+            view = stays[i]
+            try:
+                # No StayOpened yet: the state holds the events back until the admission time is known, while
+                # the full recompute places them relative to the earliest event; keep that (today's) score.
+                # A state holding an event not yet available at view.now would not give the score at view.now
+                # (cannot happen in the worker, where now is the latest available_time seen): recompute.
+                full = cached.state.admit is None or (cached.latest is not None and cached.latest > view.now)
+                if not full:
+                    incremental[i] = cached
+                    continue
+                if cached.state.admit is not None:
+                    log.warning("stay %s: scored at %s, before an event already applied (%s); full recompute",
+                                view.stay_id, view.now, cached.latest)
+                recompute[i] = self.predictor.featurizer.encode(_events(view), view.now)
+            except Exception as exc:
+                log.warning("stay %s: featurization failed (%s); scoring static features only", view.stay_id, exc)
+                recompute[i], notes[i] = self._static_only(view, exc)
+        if incremental:
+            idx = list(incremental)
+            try:
+                for i, p in zip(idx, self._score_states([incremental[i].state for i in idx],
+                                                        [stays[i].now for i in idx]), strict=True):
+                    preds[i] = p
+            except Exception as exc:  # a fault of the incremental pass: drop those states, recompute the stays
+                log.warning("incremental MedM2T scoring failed (%s: %s); full recompute of %d stay(s)",
+                            type(exc).__name__, exc, len(idx))
+                for i in idx:
+                    self._states.pop(stays[i].stay_id, None)
+                    try:
+                        recompute[i] = self.predictor.featurizer.encode(_events(stays[i]), stays[i].now)
+                    except Exception as exc2:
+                        recompute[i], notes[i] = self._static_only(stays[i], exc2)
+        if recompute:
+            idx = sorted(recompute)
+            for i, p in zip(idx, self.predictor.predict_inputs([recompute[i] for i in idx])):
+                preds[i] = p
         return [self._risk_score(v, p, n) for v, p, n in zip(stays, preds, notes)]
+
+    def _apply(self, view: StayView) -> _Cached:
+        """Get (or create) the stay's cached state, mark it most recently used, apply the view's new events
+        (those whose event_id the state has not seen; a redelivered view changes nothing)."""
+        cached = self._states.get(view.stay_id)
+        if cached is None:
+            cached = _Cached(self.incremental.new_state(view.opened), None)
+            self._states[view.stay_id] = cached
+            while len(self._states) > self.max_states:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(view.stay_id)
+        seen, ids, new = cached.state.seen, set(), []
+        for e in _events(view):
+            if e.event_id not in seen and e.event_id not in ids:
+                ids.add(e.event_id)
+                new.append(e)
+        if not new:
+            return cached
+        with self.predictor.autocast():
+            self.incremental.update(cached.state, new)
+        latest = max(e.available_time for e in new)
+        cached.latest = latest if cached.latest is None else max(cached.latest, latest)
+        return cached
+
+    def _score_states(self, states: list, ats: list[datetime]) -> list[dict]:
+        from model.features import hours
+        from model.inference import results_from_outputs
+
+        with self.predictor.autocast():
+            out = self.incremental.score(states, ats)
+        rows = []
+        for s, at in zip(states, ats):
+            present = {"static": s.has_static,
+                       **{g: bool(c.sum() > 0) for g, c in s.counts.items()},
+                       "vitals": len(s.vit) > 0,
+                       "ecg": bool(s.ecg_emb)}
+            rows.append((max(0.0, hours(at, s.admit)) if s.admit else 0.0, present, s.n_unknown))
+        return results_from_outputs(out, rows)
+
+    def _static_only(self, view: StayView, exc: Exception):
+        inputs = self.predictor.featurizer.encode([view.opened] if view.opened else [], view.now)
+        return inputs, STATIC_ONLY_NOTE.format(type(exc).__name__)
 
     def card(self) -> dict:
         """The model card the worker publishes at models:medm2t (the dashboard's system page shows it)."""
@@ -94,6 +201,10 @@ class MedM2TScorer:
             scored_at=view.now, hours_since_admission=p["elapsed_h"] if view.opened else None, tasks=tasks,
             inputs_seen=len(view.measurements) + len(view.ecgs), missing=tuple(missing),
         )
+
+
+def _events(view: StayView) -> list:
+    return ([view.opened] if view.opened else []) + list(view.measurements) + list(view.ecgs)
 
 
 def _all_finite(task: TaskScore) -> bool:

@@ -137,4 +137,6 @@ def groupless_consumer(settings: Settings, topics: Iterable[str], from_beginning
         parts += [TopicPartition(topic, p) for p in sorted(ids)]
     consumer.assign(parts)
     (consumer.seek_to_beginning if from_beginning else consumer.seek_to_end)(*parts)
+    for tp in parts:  # resolve the (lazy) seek now, so "from the end" means the end at creation time
+        consumer.position(tp)
     return consumer

@@ -213,7 +213,12 @@ def test_alerts_follow_prints_new_alerts_as_they_arrive(pipeline_settings, repla
     follower = subprocess.Popen([MEDM2T, "alerts", "--follow", "--json"], env=service_env(pipeline_settings),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(4.0)  # let it find the end of every partition before the new alert is sent
+        line = ""  # it says "following ..." on stderr once it is positioned at the end of the topic
+        while "following" not in line:
+            ready, _, _ = select.select([follower.stderr], [], [], 60)
+            assert ready, "`medm2t alerts --follow` did not say it was following within 60 s"
+            line = follower.stderr.readline()
+            assert line, "`medm2t alerts --follow` exited early"
         alert = Alert(alert_id="follow-test", stay_id=1, subject_id=1, scorer="news2", model_version="test",
                       task="news2", level="urgent", state="raised", reason="test alert", value=5.0, at=START)
         producer = make_producer(pipeline_settings)

@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     floor = LEVELS.index(args.min_level)
     colour = sys.stdout.isatty() and not args.json
-    if args.follow and not args.json:
+    if args.follow:  # on stderr, so it never mixes with --json output; it means "positioned, ready"
         print(f"following {ALERTS} on {settings.kafka_url} (level >= {args.min_level}); Ctrl-C to stop", file=sys.stderr)
     try:
         for record in consumer:

@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_training(args.data, args.out, opts, val_spec=args.val, folds=args.folds, resume=args.resume)
     val = result["metrics"].get("validation", {}).get("mortality", {})
-    print(json.dumps({"checkpoint": str(args.out), "validation_mortality": val,
-                      "wall_seconds": result["train_info"]["wall_seconds"]}, indent=2))
+    summary = {"checkpoint": str(args.out), "validation_mortality": val,
+               "wall_seconds": result["train_info"]["wall_seconds"]}
+    if "refit" in result["train_info"]:
+        summary["note"] = ("validation metrics are from the model before it was refit on training + validation "
+                           "stays; evaluate the checkpoint on data it never saw")
+    print(json.dumps(summary, indent=2))
     return 0

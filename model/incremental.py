@@ -48,6 +48,12 @@ class StayState:
     pending: list[_Event] = field(default_factory=list)  # events before the StayOpened arrived
     n_unknown: int = 0
 
+    @property
+    def present(self) -> dict[str, bool]:
+        """Which modalities have data (as StayInputs.present)."""
+        return {"static": self.has_static, **{g: bool(c.sum() > 0) for g, c in self.counts.items()},
+                "vitals": len(self.vit) > 0, "ecg": bool(self.ecg_emb)}
+
 
 class IncrementalEncoder:
     """Owns no per-stay data: states are plain objects the caller keeps (e.g. per stay in the worker)."""
@@ -55,12 +61,14 @@ class IncrementalEncoder:
     def __init__(self, model, featurizer):
         self.model, self.featurizer, self.cfg = model.eval(), featurizer, featurizer.cfg
         self.device = next(model.parameters()).device
+        self.spec = featurizer.spec()
+        self.groups = [g for g in SPARSE_GROUPS if g in model.encoders]  # the sparse groups this model reads
 
     def new_state(self, opened: StayOpened | None = None) -> StayState:
-        f, spec = self.featurizer, self.featurizer.spec()
+        f, spec = self.featurizer, self.spec
         static, has_static = f._static_vector(opened)
         sums, counts, last, last_time, summary = {}, {}, {}, {}, {}
-        for g in SPARSE_GROUPS:
+        for g in self.groups:
             enc = self.model.encoders[g]
             w, d = spec["windows"][g], enc.d
             summary[g] = enc.empty_summary(self.device) if enc.summary else None
@@ -85,14 +93,13 @@ class IncrementalEncoder:
         new, state.pending = state.pending + new, []
         prep = self.featurizer.prepare([e for e in new if isinstance(e, (Measurement, Ecg))], admit=state.admit)
         state.n_unknown += prep.n_unknown
-        for g in SPARSE_GROUPS:
+        for g in self.groups:
             self._add_sparse(state, g, prep.groups[g])
         if len(prep.vit_c):
             rows = np.stack([prep.vit_avail, prep.vit_time, prep.vit_c.astype(np.float64), prep.vit_z], axis=1)
             state.vit = self._prune_vitals(np.concatenate([state.vit, rows]))
-        if len(prep.ecg_avail):
+        if len(prep.ecg_avail) and "ecg" in self.model.encoders:  # a model without ECG encoder ignores ECGs
             ecg = self.model.encoders["ecg"]
-            n = len(prep.ecg_avail)
             batch = {"sig": torch.from_numpy(prep.ecg_sig).to(self.device),
                      "meas": torch.from_numpy(prep.ecg_meas).to(self.device),
                      "stmt": torch.from_numpy(np.concatenate(prep.ecg_stmt).astype(np.int64)).to(self.device),
@@ -105,7 +112,6 @@ class IncrementalEncoder:
             state.ecg_avail = [state.ecg_avail[i] for i in order]
             state.ecg_time = [state.ecg_time[i] for i in order]
             state.ecg_emb = [state.ecg_emb[i] for i in order]
-            del n
         return state
 
     def _add_sparse(self, state: StayState, g: str, pg) -> None:
@@ -155,14 +161,12 @@ class IncrementalEncoder:
         at_h = np.asarray([max(0.0, hours(at, s.admit)) if s.admit else 0.0 for s, at in zip(states, ats)])
         tfeat = torch.from_numpy(time_features(at_h).astype(np.float32)).to(dev)
         b = len(states)
-        enc, present, summary = {}, {}, {}
+        enc, summary = {}, {}
+        present = {name: torch.tensor([s.present[name] for s in states], device=dev) for name in m.modalities}
         static = torch.from_numpy(np.stack([s.static for s in states])).to(dev)
         if "static" in m.encoders:
             enc["static"] = m.encoders["static"](static, tfeat)
-            present["static"] = torch.tensor([s.has_static for s in states], device=dev)
-        for g in SPARSE_GROUPS:
-            if g not in m.encoders:
-                continue
+        for g in self.groups:
             frac = torch.from_numpy(np.stack([f.window_fractions(g, h) for h in at_h])).to(dev)
             last = torch.from_numpy(np.stack([s.last[g] for s in states])).to(dev)
             if m.encoders[g].summary:  # off in the paper preset (item_summary=False): states hold None
@@ -170,11 +174,9 @@ class IncrementalEncoder:
             enc[g] = m.encoders[g].from_accumulators(torch.stack([s.sums[g] for s in states]),
                                                      torch.stack([s.counts[g] for s in states]), last, frac, tfeat,
                                                      summary[g][0] if g in summary else None)
-            present[g] = torch.tensor([bool(s.counts[g].sum() > 0) for s in states], device=dev)
         if "vitals" in m.encoders:
             grids = [vitals_grid(self.cfg, self.inputs_for_grid(s, h)) for s, h in zip(states, at_h)]
             enc["vitals"] = m.encoders["vitals"](torch.from_numpy(np.stack(grids)).to(dev), tfeat)
-            present["vitals"] = torch.tensor([bool(len(s.vit)) for s in states], device=dev)
         if "ecg" in m.encoders:
             edges = np.asarray(f.edges["ecg"])
             embs, sample, win, slot = [], [], [], []
@@ -188,5 +190,4 @@ class IncrementalEncoder:
             lt = lambda x: torch.tensor(x, dtype=torch.long, device=dev)  # noqa: E731
             enc["ecg"] = m.encoders["ecg"].from_embeddings(emb, lt(sample), lt(win), lt(slot),
                                                            max(max(len(s.ecg_emb) for s in states), 1), b, tfeat)
-            present["ecg"] = torch.tensor([bool(s.ecg_emb) for s in states], device=dev)
         return m.fusion(enc, present, tfeat, m.wide_inputs(static, summary))

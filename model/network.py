@@ -78,16 +78,18 @@ class MedM2T(nn.Module):
             return None
         return torch.cat([static] + [self.encoders[g].wide_features(*sparse[g]) for g in self.sparse_groups], dim=-1)
 
-    def wide_features_of(self, batch) -> torch.Tensor | None:
+    def _summaries(self, batch) -> dict[str, torch.Tensor | None]:
+        return {g: self.encoders[g].batch_summary(batch.sparse[g], batch.size) for g in self.sparse_groups}
+
+    def wide_features_of(self, batch, summaries: dict | None = None) -> torch.Tensor | None:
         if not self.cfg.wide_head:
             return None
-        stats = {}
-        for g in self.sparse_groups:
-            sp, e = batch.sparse[g], self.encoders[g]
-            stats[g] = (e.summary_accumulate(sp["val"], sp["item"], sp["seg"] // e.n_windows, batch.size),
-                        sp["last"][:, -1])
-        return self.wide_inputs(batch.static, stats)
+        summaries = summaries or self._summaries(batch)
+        return self.wide_inputs(batch.static, {g: (summaries[g], batch.sparse[g]["last"][:, -1])
+                                               for g in self.sparse_groups})
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
-        enc = {m: self.encode(m, batch) for m in self.modalities}
-        return self.fusion(enc, batch.present, batch.tfeat, self.wide_features_of(batch))
+        summaries = self._summaries(batch)  # shared by the sparse encoders and the wide head
+        enc = {m: self.encoders[m](batch.sparse[m], batch.tfeat, summaries[m]) if m in summaries
+               else self.encode(m, batch) for m in self.modalities}
+        return self.fusion(enc, batch.present, batch.tfeat, self.wide_features_of(batch, summaries))

@@ -143,13 +143,7 @@ class MedM2TScorer:
 
         with self.predictor.autocast():
             out = self.incremental.score(states, ats)
-        rows = []
-        for s, at in zip(states, ats):
-            present = {"static": s.has_static,
-                       **{g: bool(c.sum() > 0) for g, c in s.counts.items()},
-                       "vitals": len(s.vit) > 0,
-                       "ecg": bool(s.ecg_emb)}
-            rows.append((max(0.0, hours(at, s.admit)) if s.admit else 0.0, present, s.n_unknown))
+        rows = [(max(0.0, hours(at, s.admit)) if s.admit else 0.0, s.present, s.n_unknown) for s, at in zip(states, ats)]
         return results_from_outputs(out, rows)
 
     def _static_only(self, view: StayView, exc: Exception):

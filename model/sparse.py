@@ -131,8 +131,17 @@ class SparseEncoder(nn.Module):
         mask = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
         return pooled, out, mask
 
-    def forward(self, sp: dict[str, torch.Tensor], tfeat: torch.Tensor):
+    def batch_summary(self, sp: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor | None:
+        """summary_accumulate over a collated batch (None without item_summary)."""
+        if not self.summary:
+            return None
+        return self.summary_accumulate(sp["val"], sp["item"], sp["seg"] // self.n_windows, batch_size)
+
+    def forward(self, sp: dict[str, torch.Tensor], tfeat: torch.Tensor, summary: torch.Tensor | None = None):
+        """`summary`: batch_summary(sp, B) when the caller already has it (MedM2T.forward shares it with the
+        wide head); computed here otherwise."""
         b = tfeat.shape[0]
         sums, counts = self.accumulate(sp, b)
-        summary = self.summary_accumulate(sp["val"], sp["item"], sp["seg"] // self.n_windows, b) if self.summary else None
+        if summary is None:
+            summary = self.batch_summary(sp, b)
         return self.from_accumulators(sums, counts, sp["last"], sp["frac"], tfeat, summary)

@@ -78,6 +78,33 @@ def test_incremental_equals_recompute(checkpoint):
     assert all(len(st.vit) < sum(isinstance(e, Measurement) and e.concept is not None for e in ev) for st, ev in zip(states, streams))
 
 
+def test_incremental_with_fewer_encoders_ignores_the_other_modalities(checkpoint):
+    """A model without ECG or dense-vitals encoders (e.g. trained on PhysioNet 2012) scores stays that have
+    ECGs incrementally, equal to recompute, instead of failing on the missing encoder."""
+    from model.config import ModelConfig
+    from model.features import Featurizer
+    from model.incremental import IncrementalEncoder
+    from model.network import MedM2T
+
+    _, train = checkpoint
+    cfg = ModelConfig.from_preset("small")
+    cfg.modalities = ("static", "labs")
+    feat = Featurizer.fit(train, cfg)
+    torch.manual_seed(0)
+    model = MedM2T(cfg, feat.spec()).eval()
+    stay = [e for e in make_stay(300, np.random.default_rng(5), hours=30, n=60, ecgs=2)
+            if isinstance(e, (StayOpened, Measurement, Ecg))]
+    assert any(isinstance(e, Ecg) for e in stay)
+    inc = IncrementalEncoder(model, feat)
+    state = inc.new_state()
+    at = T0 + timedelta(hours=29)
+    inc.update(state, [e for e in stay if e.available_time <= at])
+    got, want = inc.score([state], [at]), _recompute(model, feat, cfg, [e for e in stay if e.available_time <= at], at)
+    for k in want:
+        assert torch.allclose(got[k][0], want[k][0], atol=1e-5), k
+    assert not state.ecg_emb and set(state.counts) == {"labs"}
+
+
 def test_incremental_cost_does_not_replay_history(checkpoint):
     """An update touches only the new events: old ECGs are never re-embedded."""
     from model.checkpoint import load_checkpoint

@@ -22,7 +22,7 @@ T = datetime(2150, 1, 1)
 
 
 def test_icu_codes_make_stays(tmp_path):
-    f = _meds(tmp_path / "data" / "0.parquet", [
+    _meds(tmp_path / "data" / "0.parquet", [
         (1, None, "GENDER//M", None),
         (1, datetime(2100, 1, 1), "MEDS_BIRTH", None),
         (1, T.replace(hour=1), "HOSPITAL_ADMISSION//URGENT//EMERGENCY ROOM", None),

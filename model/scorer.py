@@ -6,8 +6,9 @@ Scoring is incremental: the scorer keeps a bounded LRU cache of per-stay encoder
 not applied yet (a StayView carries the stay's whole stored history; already-applied event ids are skipped, so
 redelivery is a no-op), then runs the rest of the network for the whole batch in one pass. The result equals
 a full recompute from the stay's events (tests/test_model_streaming.py, tests/test_pipeline_medm2t.py).
-A stay whose state was evicted (or after a restart) is rebuilt from its StayView, i.e. from the bounded
-history kept in Redis. Fallbacks: a stay whose events cannot be applied is scored on static features only (its
+A stay whose state was evicted (or after a restart) is rebuilt from its StayView, unless the store has
+already trimmed events of that view the state never saw (`_missed_trimmed_events`): such a stay is scored
+by a full recompute of its bounded view, as before incremental scoring. Fallbacks: a stay whose events cannot be applied is scored on static features only (its
 state is dropped); a stay asked for at a time earlier than an event already applied, or a batch whose
 incremental pass fails, is scored by a full recompute from its raw events (Predictor.predict_inputs)."""
 from __future__ import annotations
@@ -41,12 +42,13 @@ class _Cached:
 class MedM2TScorer:
     name = "medm2t"
 
-    def __init__(self, predictor, max_states: int = 4096):
+    def __init__(self, predictor, max_states: int = 4096, history_max: int | None = None):
         from model.incremental import IncrementalEncoder
 
         self.predictor = predictor
         self.incremental = IncrementalEncoder(predictor.model, predictor.featurizer)
         self.max_states = max(int(max_states), 1)
+        self.history_max = history_max  # the store's bound on a view's measurements (None: unbounded)
         self._states: OrderedDict[int, _Cached] = OrderedDict()  # stay_id -> state, least recently used first
         self.version: str = predictor.version
         untrained = set(predictor.meta.get("train_info", {}).get("tasks_without_labels", ()))
@@ -54,10 +56,11 @@ class MedM2TScorer:
                                  else predictor.calibration) for t in ("mortality", "los_remaining", "cvd_90d")}
 
     @classmethod
-    def load(cls, checkpoint_dir: str | Path, device: str = "auto", max_states: int = 4096) -> MedM2TScorer:
+    def load(cls, checkpoint_dir: str | Path, device: str = "auto", max_states: int = 4096,
+             history_max: int | None = None) -> MedM2TScorer:
         from model.inference import Predictor
 
-        return cls(Predictor(checkpoint_dir, device), max_states)
+        return cls(Predictor(checkpoint_dir, device), max_states, history_max)
 
     def score_batch(self, stays: Sequence[StayView]) -> list[RiskScore]:
         if not stays:
@@ -68,6 +71,10 @@ class MedM2TScorer:
         applied: dict[int, _Cached] = {}
         for i, view in enumerate(stays):
             try:
+                if self._missed_trimmed_events(view):
+                    self._states.pop(view.stay_id, None)
+                    recompute[i] = self.predictor.featurizer.encode(_events(view), view.now)
+                    continue
                 applied[i] = self._apply(view)
             except Exception as exc:  # a scorer must not raise on odd data: score what is certainly usable
                 log.warning("stay %s: featurization failed (%s); scoring static features only", view.stay_id, exc)
@@ -112,6 +119,16 @@ class MedM2TScorer:
             for i, p in zip(idx, self.predictor.predict_inputs([recompute[i] for i in idx])):
                 preds[i] = p
         return [self._risk_score(v, p, n) for v, p, n in zip(stays, preds, notes)]
+
+    def _missed_trimmed_events(self, view: StayView) -> bool:
+        """True when the store has trimmed events of this view that the stay's state never saw: the view is
+        at its bound and its oldest measurement is new to the state (a worker catching up a backlog brings
+        more than history_max events in one micro-batch). A state built from there would hold an arbitrary
+        middle of the stay, so such a stay is scored by a full recompute of its bounded view instead."""
+        if not self.history_max or len(view.measurements) < self.history_max:
+            return False
+        cached = self._states.get(view.stay_id)
+        return cached is None or view.measurements[0].event_id not in cached.state.seen
 
     def _apply(self, view: StayView) -> _Cached:
         """Get (or create) the stay's cached state, mark it most recently used, apply the view's new events

@@ -119,12 +119,11 @@ def test_every_stay_is_scored_by_both_and_medm2t_matches_offline_inference(setti
     views = [offline_view(per_stay[sid], settings.history_max) for sid in expected]
     want_medm2t = dict(zip(expected, offline.score_batch(views)))
     # The worker scores incrementally: a stay's state holds every event of the views it was given, so for the
-    # two stays with > history_max (2000) measurements it can hold more than the bounded view, and its
-    # values are a recompute over the full stream. Not always: when a micro-batch brings more than
-    # history_max events at once (a worker catching up with a backlog, e.g. after test_pipeline_integration
-    # filled the topic), Redis has already trimmed the oldest ones and the state equals the bounded view.
-    # The extra event test_pipeline_integration sends for one stay is on the topic too. So each stay's
-    # values must equal one of these recomputes; the view-derived fields (inputs_seen, ...) must match.
+    # two stays with > history_max (2000) measurements its values are a recompute over the full stream. When
+    # the store trimmed events the state never saw (a worker catching up a backlog, e.g. after
+    # test_pipeline_integration filled the topic), the scorer recomputes the bounded view instead. The extra
+    # event test_pipeline_integration sends for one stay is on the topic too. So each stay's values must
+    # equal one of these recomputes; the view-derived fields (inputs_seen, ...) must match exactly.
     streams = [{sid: [e for e in per_stay[sid] if e.kind != "outcome"] for sid in expected},
                _valid_events_on_topic(settings, set(expected))]
     want_values = [{sid: {t: s.tasks[t].value for t in TASKS} for sid, s in want_medm2t.items()}]
@@ -283,3 +282,42 @@ def test_incremental_scorer_equals_a_full_recompute_over_growing_micro_batches(c
         assert len(scorer._states) <= max_states
     assert checked >= 16
     assert not caplog.records, "a stay fell back from the incremental path"
+
+
+def test_a_stay_whose_store_trimmed_unseen_events_is_scored_on_its_bounded_view(checkpoint, synth_cohort):
+    """A worker catching up a backlog: the first view of a stay is already trimmed to history_max, so the
+    events before it were never seen. The scorer recomputes the bounded view (no state holding an arbitrary
+    middle of the stay); a stay it has followed from the start keeps its full-stream incremental state."""
+    from dataclasses import replace
+
+    from model.scorer import MedM2TScorer
+    from replay.sources import parse_spec
+
+    stay = next(iter(parse_spec(f"synth:{synth_cohort}").stays()))
+    bound = 40
+    scorer = MedM2TScorer.load(checkpoint[0], "cpu", history_max=bound)
+    early, _ = _views_at(stay, stay[0].time + timedelta(hours=1))
+    late, seen = _views_at(stay, stay[0].time + timedelta(hours=30))
+    assert len(early.measurements) < bound < len(late.measurements)
+    trimmed = replace(late, measurements=late.measurements[-bound:])
+    opened = [late.opened] if late.opened else []
+    bounded = scorer.predictor.predict([(opened + trimmed.measurements + trimmed.ecgs, late.now)])[0]
+    full = scorer.predictor.predict([(seen, late.now)])[0]
+    assert abs(bounded["mortality"] - full["mortality"]) > 1e-6  # the two semantics differ on this stay
+
+    def bounded_view(minutes):
+        view, _ = _views_at(stay, stay[0].time + timedelta(minutes=minutes))
+        return replace(view, measurements=view.measurements[-bound:])
+
+    # backlog: the first view of the stay (at 20 h) is already trimmed; then the worker keeps up
+    for quarter in range(20 * 4, 30 * 4):
+        scorer.score_batch([bounded_view(15 * quarter)])
+    got = _values(scorer.score_batch([trimmed])[0])
+    assert got["mortality"] == pytest.approx(bounded["mortality"], abs=1e-5)
+    assert trimmed.stay_id not in scorer._states
+
+    followed = MedM2TScorer.load(checkpoint[0], "cpu", history_max=bound)
+    for quarter in range(4, 30 * 4):  # followed from the start in small batches, each view bounded like the store's
+        followed.score_batch([bounded_view(15 * quarter)])
+    got = _values(followed.score_batch([trimmed])[0])
+    assert got["mortality"] == pytest.approx(full["mortality"], abs=1e-5)

@@ -31,6 +31,12 @@ def _query_stay() -> int | None:
 
 
 def _unreachable(url: str, exc: Exception, refresh_s: float) -> None:
+    if isinstance(exc, redis.AuthenticationError):
+        from medm2t.connections import redis_error_message
+
+        st.error(f"{redis_error_message(get_settings().model_copy(update={'redis_url': url}), exc)}. "
+                 f"Retrying every {refresh_s:g} s.")
+        return
     st.error(f"Cannot reach Redis at {safe_url(url)} ({type(exc).__name__}: {exc}). Retrying every "
              f"{refresh_s:g} s. Start it locally with `medm2t stack up`, or point the dashboard at yours "
              "with `medm2t dashboard --redis URL`.")

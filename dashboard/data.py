@@ -10,11 +10,11 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from pydantic import BaseModel, ValidationError
 
+from medm2t.connections import redis_sync, safe_url  # noqa: F401 - safe_url is part of this module's API
 from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened
 from stream import keys
 
@@ -32,20 +32,16 @@ NEWS2_BAND_RANK = {"low": 0, "low-medium": 1, "medium": 2, "high": 3}
 LEVEL_RANK = {"info": 0, "urgent": 1, "emergency": 2}
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that fails fast (the page retries on its own refresh) instead of hanging the page."""
-    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1.5, socket_timeout=3,
-                                health_check_interval=30)
+def connect(url: str | None = None, settings=None) -> redis.Redis:
+    """A client for `url` (default: settings.redis_url) with the password medm2t.connections resolves, that
+    fails fast (the page retries on its own refresh) instead of hanging the page."""
+    if settings is None:
+        from medm2t.settings import get_settings
 
-
-def safe_url(url: str) -> str:
-    """The URL with any password masked, fit for showing on a page or in a log."""
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+        settings = get_settings()
+    if url is not None:
+        settings = settings.model_copy(update={"redis_url": url})
+    return redis_sync(settings, decode_responses=True, socket_connect_timeout=1.5, socket_timeout=3)
 
 
 def unreachable_reason(r: redis.Redis) -> str | None:

@@ -27,6 +27,13 @@ class UserError(Exception):
     """An error the user can fix: printed as one clear line, no traceback."""
 
 
+SETTINGS_MODELS = {"Settings": "MEDM2T_", "KafkaSettings": "MEDM2T_KAFKA_", "RedisSettings": "MEDM2T_REDIS_"}
+
+
+def _env_name(model: str, loc: tuple) -> str:
+    return (SETTINGS_MODELS[model] + "_".join(str(p) for p in loc)).upper()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medm2t", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -41,6 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    try:
+        return _main(argv)
+    except ValidationError as exc:
+        if exc.title not in SETTINGS_MODELS:  # a bug elsewhere: keep its traceback
+            raise
+        bad = "; ".join(f"{_env_name(exc.title, e['loc'])}: {e['msg']}" for e in exc.errors())
+        print(f"medm2t: error: invalid setting: {bad}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -50,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from medm2t.connections import ConnectionSettingsError
+
     try:
         return int(args.handler(args) or 0)
-    except UserError as exc:
+    except (UserError, ConnectionSettingsError) as exc:
         print(f"medm2t: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,25 +3,55 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = REPO_ROOT / "model" / "checkpoints" / "demo"
 
 
+class KafkaSettings(BaseSettings):
+    """How clients authenticate to Kafka (MEDM2T_KAFKA_*). The address is Settings.kafka_url; every client
+    is built from these through medm2t/connections.py."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDM2T_KAFKA_", env_file=".env", extra="ignore")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism; PLAIN when a SASL protocol is chosen without one.")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL / SASL_SSL (default: the system's).")
+
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, v):
+        return v.strip().upper() if isinstance(v, str) else v
+
+
+class RedisSettings(BaseSettings):
+    """How clients authenticate to and time out on Redis (MEDM2T_REDIS_*). The address is Settings.redis_url."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDM2T_REDIS_", env_file=".env", extra="ignore")
+
+    password: SecretStr | None = Field(
+        None, description="Used when the URL has none. Unset: the local stack's RUN_DIR/redis.password for a "
+                          "127.0.0.1/localhost URL. Set empty: never send one.")
+    connect_timeout_s: float = 5.0
+    socket_timeout_s: float = 10.0
+    health_check_interval_s: int = 30
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDM2T_", env_file=".env", extra="ignore")
 
-    # Services
+    # Services (clients are built from these in medm2t/connections.py only)
     kafka_url: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers (host:port[,host:port]).")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss:// for TLS).")
-    kafka_security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
-    kafka_sasl_mechanism: str | None = Field(None, description="e.g. PLAIN or SCRAM-SHA-256.")
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
-    kafka_ssl_cafile: Path | None = None
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Kafka security (MEDM2T_KAFKA_*).")
+    redis: RedisSettings = Field(default_factory=RedisSettings, description="Redis password and timeouts.")
     partitions: int = Field(6, description="Partition count for created topics.")
 
     # Local stack (medm2t stack up)
@@ -31,16 +61,52 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".medm2t/data"), description="Where the demo caches its synthetic cohort.")
 
     # Worker
-    batch_max: int = Field(64, description="Flush a scoring batch at this many changed stays ...")
-    batch_wait_ms: int = Field(250, description="... or after this many milliseconds.")
+    batch_max: int = Field(256, description="Most stays per scoring batch (batches are scored at once; they grow under load).")
+    point_idle_ms: int = Field(100, description="A caught-up partition quiet this long completes its stays' open points.")
+    medm2t_cadence_min: float = Field(60.0, description="MedM2T scores at most once per this many clinical minutes "
+                                                        "(and on a NEWS2 band change and at the stay's close); 0 = every point.")
     scorers: str = Field("auto", description="Comma list of news2,medm2t; 'auto' = news2 plus medm2t when a checkpoint exists.")
     checkpoint: Path = Field(DEMO_CHECKPOINT, description="MedM2T checkpoint folder.")
     device: str = Field("auto", description="auto, cpu or cuda.")
-    history_max: int = Field(2000, description="Raw events kept per stay (bounded history).")
+    metrics_port: int = Field(0, description="Port of the worker's Prometheus /metrics on 127.0.0.1 (0 = off).")
 
     # Dashboard
     dashboard_port: int = 8501
     dashboard_refresh_s: float = 2.0
+
+    # A password inside the Redis URL is masked wherever settings are shown, like the SecretStr fields.
+    def __repr_args__(self):
+        from medm2t.connections import safe_url
+
+        for name, value in super().__repr_args__():
+            yield name, safe_url(value) if name == "redis_url" else value
+
+    @field_serializer("redis_url")
+    def _mask_redis_url(self, url: str) -> str:
+        from medm2t.connections import safe_url
+
+        return safe_url(url)
+
+    # Read-only aliases of the old flat names, for code not yet on medm2t.connections (stream/worker.py).
+    @property
+    def kafka_security_protocol(self) -> str:
+        return self.kafka.security_protocol
+
+    @property
+    def kafka_sasl_mechanism(self) -> str | None:
+        return self.kafka.sasl_mechanism
+
+    @property
+    def kafka_sasl_username(self) -> str | None:
+        return self.kafka.sasl_username
+
+    @property
+    def kafka_sasl_password(self) -> str | None:
+        return self.kafka.sasl_password.get_secret_value() if self.kafka.sasl_password is not None else None
+
+    @property
+    def kafka_ssl_cafile(self) -> Path | None:
+        return self.kafka.ssl_cafile
 
 
 @lru_cache

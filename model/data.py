@@ -3,13 +3,16 @@
 Reading a source (e.g. untarring 4,000 PhysioNet records) and encoding landmark prefixes are the slow
 parts, so both are cached on disk under the cache folder (default `.medm2t/cache`, or
 MEDM2T_CACHE_DIR):
-- `stays-<key>.pkl`: the stays of a spec in a compact columnar form (`CompactStay`); the key hashes the
+- `stays-<key>.npz`: the stays of a spec in a compact columnar form (`CompactStay`); the key hashes the
   spec and the size and mtime of every file it names, so a changed file is re-read.
 
 Stays are held compactly and turned back into canonical events one stay at a time: 4,000 PhysioNet
 stays are 1.8 M Measurement objects, about 6 GB of pydantic objects if kept, ~150 MB as arrays.
-- `samples-<key>.pt`: encoded landmark samples; the key hashes the stays key, the fitted featurizer's
+- `samples-<key>.npz`: encoded landmark samples; the key hashes the stays key, the fitted featurizer's
   artifacts and the landmark settings, so a refitted featurizer never reuses stale inputs.
+
+Both are numpy archives of plain arrays plus JSON (model/cachefile.py), read with allow_pickle=False: a
+cache file never runs code, whoever put it there. A file that does not read back is rebuilt.
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,13 +27,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from pydantic import ConfigDict, TypeAdapter
 
-from medm2t.events import Ecg, Measurement, Outcome, StayOpened, _Event
+from medm2t.events import Ecg, Event, Measurement, Outcome, StayOpened, _Event
+from model import cachefile
 from model.labels import Targets, targets_at
 from model.landmarks import evaluation_landmarks, training_landmarks
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 _T0 = datetime(1900, 1, 1)
 _US = timedelta(microseconds=1)
 _T0_NP = np.datetime64(_T0, "us") - np.datetime64(0, "us")
@@ -190,14 +194,13 @@ def load_cohort(spec: str, use_cache: bool = True, progress: bool = True) -> Coh
     from medm2t.cli import UserError
 
     key = _spec_key(spec)
-    path = cache_dir() / f"stays-{key}.pkl"
+    path = cache_dir() / f"stays-{key}.npz"
     if use_cache and path.exists():
         try:
-            with path.open("rb") as fh:
-                compact, warnings = pickle.load(fh)
+            compact, warnings = read_stays(path)
             log.info("read %d stays of %s from cache %s", len(compact), spec, path)
             return Cohort(spec, compact, warnings, key)
-        except Exception as exc:  # a truncated cache file is re-read, never trusted
+        except Exception as exc:  # a truncated or foreign cache file is re-read, never trusted
             log.warning("ignoring unreadable cache %s (%s)", path, exc)
     try:
         reader = _reader(spec)
@@ -215,11 +218,7 @@ def load_cohort(spec: str, use_cache: bool = True, progress: bool = True) -> Coh
     if len(warnings) > 20:
         log.warning("... and %d more reader warnings", len(warnings) - 20)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump((compact, warnings), fh, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(path)
+        write_stays(path, compact, warnings)
     return Cohort(spec, compact, warnings, key)
 
 
@@ -243,21 +242,19 @@ def _encode_all(stays, featurizer, planner, desc, progress) -> list[Sample]:
 
 
 def _cached(key_parts: list[str], build, use_cache: bool):
-    import torch
-
-    key = hashlib.sha1("|".join(key_parts).encode()).hexdigest()[:16]
-    path = cache_dir() / f"samples-{key}.pt"
+    key = hashlib.sha1("|".join([f"format={CACHE_FORMAT}", *key_parts]).encode()).hexdigest()[:16]
+    path = cache_dir() / f"samples-{key}.npz"
     if use_cache and path.exists():
         try:
-            return torch.load(path, weights_only=False)
-        except Exception as exc:
+            return read_samples(path)
+        except Exception as exc:  # a truncated or foreign cache file is rebuilt, never trusted
             log.warning("ignoring unreadable cache %s (%s)", path, exc)
     samples = build()
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(samples, tmp)
-        tmp.replace(path)
+        try:
+            write_samples(path, samples)
+        except cachefile.CacheFormatError as exc:
+            log.warning("not caching samples in %s (%s)", path, exc)
     return samples
 
 
@@ -295,6 +292,130 @@ def evaluation_samples(
 
     idx_key = hashlib.sha1(np.asarray(list(indices), dtype=np.int64).tobytes()).hexdigest()[:12]
     return _cached(["eval", cohort.key, idx_key, featurizer_key(featurizer), str(landmarks)], build, use_cache)
+
+
+# ---------------------------------------------------------------- cache files (no pickle) ---------------
+
+# Events other than measurements go through pydantic's own JSON (waveform bytes as base64, NaN kept), so
+# reading them back validates them like any incoming event.
+_EVENTS_JSON = TypeAdapter(list[Event], config=ConfigDict(ser_json_inf_nan="constants"))
+_STAY_ARRAYS = ("eid", "time", "avail", "value", "codes")
+_INPUT_ARRAYS = ("static", "vit_age", "vit_c", "vit_z", "vit_in_grid", "ecg_sig", "ecg_meas", "ecg_win")
+_SPARSE_ARRAYS = ("val", "item", "win", "last", "frac")
+_TARGETS = ("mortality", "los_remaining", "cvd_90d", "elapsed_days")
+
+
+def _check_meta(meta, kind: str) -> None:
+    if not isinstance(meta, dict) or meta.get("kind") != kind or meta.get("format") != CACHE_FORMAT:
+        raise cachefile.CacheFormatError(f"not a format-{CACHE_FORMAT} {kind} cache")
+
+
+def write_stays(path: Path, compact: Sequence[CompactStay], warnings: Sequence[str]) -> None:
+    width = max([c.eid.dtype.itemsize for c in compact] + [1])
+    arrays = cachefile.pack([{"eid": c.eid.astype(f"S{width}"), **{f: getattr(c, f) for f in _STAY_ARRAYS[1:]}}
+                             for c in compact])
+    events = [e for c in compact for e in (*c.head, *c.ecgs, *c.tail)]
+    arrays["events_json"] = np.frombuffer(_EVENTS_JSON.dump_json(events), dtype=np.uint8)
+    meta = {"kind": "stays", "format": CACHE_FORMAT, "warnings": list(warnings),
+            "stays": [{"stay_id": c.stay_id, "subject_id": c.subject_id, "source": c.source, "strings": c.strings,
+                       "n_head": len(c.head), "n_ecgs": len(c.ecgs), "n_tail": len(c.tail)} for c in compact]}
+    cachefile.write(path, arrays, meta)
+
+
+def read_stays(path: Path) -> tuple[list[CompactStay], list[str]]:
+    arrays, meta = cachefile.read(path)
+    _check_meta(meta, "stays")
+    infos = meta["stays"]
+    records = cachefile.unpack(arrays, _STAY_ARRAYS, len(infos))
+    events = _EVENTS_JSON.validate_json(arrays["events_json"].tobytes())
+    compact, k = [], 0
+    for info, rec in zip(infos, records):
+        c = CompactStay.__new__(CompactStay)
+        c.stay_id, c.subject_id, c.source = int(info["stay_id"]), int(info["subject_id"]), str(info["source"])
+        n_head, n_ecgs, n_tail = int(info["n_head"]), int(info["n_ecgs"]), int(info["n_tail"])
+        c.head, c.ecgs = events[k:k + n_head], events[k + n_head:k + n_head + n_ecgs]
+        c.tail = events[k + n_head + n_ecgs:k + n_head + n_ecgs + n_tail]
+        k += n_head + n_ecgs + n_tail
+        if not (all(isinstance(e, StayOpened) for e in c.head) and all(isinstance(e, Ecg) for e in c.ecgs)
+                and not any(isinstance(e, (StayOpened, Measurement, Ecg)) for e in c.tail)):
+            raise cachefile.CacheFormatError(f"stay {c.stay_id}: events out of place")
+        c.strings = [None if v is None else str(v) for v in info["strings"]]
+        for f in _STAY_ARRAYS:
+            setattr(c, f, rec[f])
+        if len(c.codes) and int(c.codes.max()) >= len(c.strings):
+            raise cachefile.CacheFormatError(f"stay {c.stay_id}: string code out of range")
+        compact.append(c)
+    if k != len(events):
+        raise cachefile.CacheFormatError("event counts do not match the events")
+    return compact, [str(w) for w in meta["warnings"]]
+
+
+def write_samples(path: Path, samples: Sequence[Sample]) -> None:
+    groups = list(samples[0].inputs.sparse) if samples else []
+    records = []
+    for s in samples:
+        x = s.inputs
+        if list(x.sparse) != groups:
+            raise cachefile.CacheFormatError(f"sparse groups {list(x.sparse)} differ from {groups}")
+        rec = {f: getattr(x, f) for f in _INPUT_ARRAYS}
+        rec.update({f"sparse.{g}.{f}": getattr(x.sparse[g], f) for g in groups for f in _SPARSE_ARRAYS})
+        records.append(rec)
+    arrays = cachefile.pack(records)
+    stmts = [t for s in samples for t in s.inputs.ecg_stmt]
+    arrays.update(cachefile.pack([{"ecg_stmt": t} for t in stmts]) if stmts else
+                  {"ecg_stmt": np.zeros(0, dtype=np.int32), "ecg_stmt@len": np.zeros(0, dtype=np.int64)})
+    arrays["stay_id"] = np.asarray([s.stay_id for s in samples], dtype=np.int64)
+    arrays["subject_id"] = np.asarray([s.subject_id for s in samples], dtype=np.int64)
+    arrays["at_us"] = np.asarray([(s.at - _T0) // _US for s in samples], dtype=np.int64)
+    arrays["elapsed_h"] = np.asarray([s.inputs.elapsed_h for s in samples], dtype=np.float64)
+    arrays["has_static"] = np.asarray([s.inputs.has_static for s in samples], dtype=bool)
+    arrays["n_unknown"] = np.asarray([s.inputs.n_unknown for s in samples], dtype=np.int64)
+    for name in _TARGETS:
+        vals = [getattr(s.targets, name) for s in samples]
+        arrays[f"target.{name}"] = np.asarray([0 if v is None else v for v in vals], dtype=np.float64)
+        arrays[f"target.{name}.known"] = np.asarray([v is not None for v in vals], dtype=bool)
+    meta = {"kind": "samples", "format": CACHE_FORMAT, "n": len(samples), "groups": groups,
+            "landmarks": [s.landmark for s in samples]}
+    cachefile.write(path, arrays, meta)
+
+
+def read_samples(path: Path) -> list[Sample]:
+    from model.features import SparseInputs, StayInputs
+
+    arrays, meta = cachefile.read(path)
+    _check_meta(meta, "samples")
+    n, groups = int(meta["n"]), [str(g) for g in meta["groups"]]
+    if n == 0:
+        return []
+    names = [*_INPUT_ARRAYS, *(f"sparse.{g}.{f}" for g in groups for f in _SPARSE_ARRAYS)]
+    records = cachefile.unpack(arrays, names, n)
+    stmts = [r["ecg_stmt"] for r in cachefile.unpack(arrays, ["ecg_stmt"], len(arrays["ecg_stmt@len"]))]
+    at = (arrays["at_us"].astype("datetime64[us]") + _T0_NP).tolist()
+    stay_id, subject_id = arrays["stay_id"].tolist(), arrays["subject_id"].tolist()
+    elapsed_h, has_static, n_unknown = (arrays[k].tolist() for k in ("elapsed_h", "has_static", "n_unknown"))
+    targets = {name: [v if known else None for v, known in zip(arrays[f"target.{name}"].tolist(),
+                                                                  arrays[f"target.{name}.known"].tolist())]
+               for name in _TARGETS}
+    landmarks = [str(x) for x in meta["landmarks"]]
+    if not (len(at) == len(landmarks) == n):
+        raise cachefile.CacheFormatError("sample counts do not match")
+    samples, k = [], 0
+    for i, rec in enumerate(records):
+        n_ecg = len(rec["ecg_win"])
+        inputs = StayInputs(
+            elapsed_h=elapsed_h[i], static=rec["static"], has_static=has_static[i],
+            sparse={g: SparseInputs(**{f: rec[f"sparse.{g}.{f}"] for f in _SPARSE_ARRAYS}) for g in groups},
+            vit_age=rec["vit_age"], vit_c=rec["vit_c"], vit_z=rec["vit_z"], vit_in_grid=rec["vit_in_grid"],
+            ecg_sig=rec["ecg_sig"], ecg_meas=rec["ecg_meas"], ecg_stmt=stmts[k:k + n_ecg], ecg_win=rec["ecg_win"],
+            n_unknown=n_unknown[i])
+        k += n_ecg
+        cvd = targets["cvd_90d"][i]
+        target = Targets(targets["mortality"][i], targets["los_remaining"][i], None if cvd is None else int(cvd),
+                         targets["elapsed_days"][i])
+        samples.append(Sample(stay_id[i], subject_id[i], landmarks[i], at[i], inputs, target))
+    if k != len(stmts):
+        raise cachefile.CacheFormatError("ECG statement counts do not match")
+    return samples
 
 
 def target_tensors(samples: Sequence[Sample]) -> dict:

@@ -354,7 +354,7 @@ def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_pa
     cfg.modalities = tuple(opts.modalities or default_modalities(cohort, train_idx))
     state: dict = {}
     if resume and state_path is not None and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         log.info("resuming from %s (pre-trained: %s, fine-tune epoch %d)", state_path,
                  state.get("pretrained"), state.get("finetune", {}).get("epoch", 0))
     train_stays = cohort.stays.subset(train_idx)

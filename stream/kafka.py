@@ -1,5 +1,5 @@
-"""Kafka plumbing shared by the commands: connection options from settings, topic creation, broker checks,
-and a group-less consumer.
+"""Kafka plumbing shared by the commands: topic creation, broker checks, a durable producer and a group-less
+consumer, all connected through medm2t.connections.kafka_python_options.
 
 Verified against the tansu broker: CreateTopics works through kafka-python's KafkaAdminClient, but its
 `list_topics`/`describe_topics` fail decoding tansu's authorized-operations field, so topic metadata is read
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable
+from typing import Iterable
 
+from medm2t.connections import kafka_python_options
 from medm2t.settings import Settings
 from medm2t.topics import ALL_TOPICS
 
@@ -25,31 +26,20 @@ class BrokerUnreachable(RuntimeError):
     pass
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
-    """kafka-python connection options (bootstrap servers, SASL/SSL) from settings."""
-    opts: dict[str, Any] = {"bootstrap_servers": settings.kafka_url.split(","),
-                            "security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_sasl_mechanism:
-        opts.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
-                    sasl_plain_password=settings.kafka_sasl_password)
-    if settings.kafka_ssl_cafile:
-        opts["ssl_cafile"] = str(settings.kafka_ssl_cafile)
-    return opts
-
-
 def unreachable_message(settings: Settings, exc: BaseException | str) -> str:
     return (f"cannot reach the Kafka broker at {settings.kafka_url} ({exc}); start the local one with "
             f"`medm2t stack up`, or point at yours with --kafka HOST:PORT or MEDM2T_KAFKA_URL")
 
 
-def with_retries(what: str, fn, attempts: int = 5, first_delay: float = 0.5):
-    """Call fn(), retrying with exponential backoff on any exception; re-raise the last one."""
+def with_retries(what: str, fn, attempts: int = 5, first_delay: float = 0.5,
+                 fatal: tuple[type[BaseException], ...] = ()):
+    """Call fn(), retrying with exponential backoff on any exception but `fatal` ones; re-raise the last one."""
     delay = first_delay
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - connection errors come in many types
-            if attempt == attempts:
+            if attempt == attempts or isinstance(exc, fatal):
                 raise
             log.warning("%s failed (attempt %d/%d): %s; retrying in %.1f s", what, attempt, attempts, exc, delay)
             time.sleep(delay)
@@ -60,8 +50,10 @@ def topic_partitions(settings: Settings, topics: Iterable[str] = ALL_TOPICS, att
     """Partition count of each existing topic among `topics` (missing topics are left out)."""
     from kafka import KafkaConsumer
 
+    opts = kafka_python_options(settings)
+
     def read() -> dict[str, int]:
-        consumer = KafkaConsumer(**client_options(settings), request_timeout_ms=10000, api_version_auto_timeout_ms=5000)
+        consumer = KafkaConsumer(**opts, request_timeout_ms=10000, api_version_auto_timeout_ms=5000)
         try:
             existing = consumer.topics()
             return {t: len(consumer.partitions_for_topic(t) or ()) for t in topics if t in existing}
@@ -85,8 +77,9 @@ def ensure_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS) -> dic
     missing = [t for t in topics if t not in existing]
     if not missing:
         return result
+    opts = kafka_python_options(settings)
     try:
-        admin = with_retries("Kafka admin connect", lambda: KafkaAdminClient(**client_options(settings)))
+        admin = with_retries("Kafka admin connect", lambda: KafkaAdminClient(**opts))
     except Exception as exc:  # noqa: BLE001
         raise BrokerUnreachable(unreachable_message(settings, exc)) from None
     try:
@@ -108,7 +101,7 @@ def make_producer(settings: Settings, **overrides):
     """A durable kafka-python producer (acks=all, batching, retries with backoff); clear error if unreachable."""
     from kafka import KafkaProducer
 
-    opts = dict(client_options(settings), acks="all", linger_ms=20, batch_size=256 * 1024, retries=10,
+    opts = dict(kafka_python_options(settings), acks="all", linger_ms=20, batch_size=256 * 1024, retries=10,
                 retry_backoff_ms=200, max_request_size=4 * 1024 * 1024, request_timeout_ms=30000,
                 max_in_flight_requests_per_connection=1)  # 1 in flight keeps per-stay order through retries
     opts.update(overrides)
@@ -123,9 +116,9 @@ def groupless_consumer(settings: Settings, topics: Iterable[str], from_beginning
     no commits: each subscriber sees everything (and tansu's consumer groups do not work with kafka-python 3)."""
     from kafka import KafkaConsumer, TopicPartition
 
+    opts = dict(kafka_python_options(settings), group_id=None, enable_auto_commit=False, **overrides)
     try:
-        consumer = with_retries("Kafka connect", lambda: KafkaConsumer(**client_options(settings), group_id=None,
-                                                                       enable_auto_commit=False, **overrides))
+        consumer = with_retries("Kafka connect", lambda: KafkaConsumer(**opts))
     except Exception as exc:  # noqa: BLE001
         raise BrokerUnreachable(unreachable_message(settings, exc)) from None
     parts = []

@@ -5,11 +5,15 @@ and can be updated atomically in one MULTI/EXEC or Lua script.
 
 | key                              | type   | value                                                              |
 |----------------------------------|--------|--------------------------------------------------------------------|
-| {stay:ID}:meta                   | hash   | stay_id, subject_id, opened (StayOpened JSON), last_time (ISO,      |
-|                                  |        | clinical clock), last_wall (epoch s), closed ("0"/"1"), n_events    |
-| {stay:ID}:seen                   | set    | event_ids already applied (idempotency)                             |
-| {stay:ID}:events                 | zset   | Measurement JSON, score = available_time epoch s (bounded)          |
-| {stay:ID}:ecgs                   | zset   | Ecg JSON, score = available_time epoch s (bounded, latest few)      |
+| {stay:ID}:meta                   | hash   | stay_id, subject_id, partition, opened (StayOpened JSON), opened_at,|
+|                                  |        | closed ("0"/"1"), closed_at, clock (latest point, epoch s), scored   |
+|                                  |        | (last scored point), scored:SCORER, band, n_inputs, last_time (ISO   |
+|                                  |        | of the scored point), last_wall (epoch s of the last arrival),       |
+|                                  |        | n_events                                                             |
+| {stay:ID}:ids                    | hash   | event_id -> digest of the bytes first applied (idempotency, conflicts)|
+| {stay:ID}:events                 | zset   | Measurement JSON, score = effective point (epoch s), trimmed to the  |
+|                                  |        | scorers' lookback (all of the stay when a scorer reads all of it)     |
+| {stay:ID}:ecgs                   | zset   | Ecg JSON, score = effective point, the latest the scorers read        |
 | {stay:ID}:score:SCORER           | string | latest RiskScore JSON of that scorer                                |
 | {stay:ID}:history:SCORER         | zset   | RiskScore JSON, score = scored_at epoch s (bounded)                 |
 | {stay:ID}:alerts                 | list   | Alert JSON, newest first (bounded)                                  |
@@ -32,8 +36,8 @@ def meta(stay_id: int) -> str:
     return stay(stay_id, "meta")
 
 
-def seen(stay_id: int) -> str:
-    return stay(stay_id, "seen")
+def ids(stay_id: int) -> str:
+    return stay(stay_id, "ids")
 
 
 def events(stay_id: int) -> str:

@@ -7,11 +7,12 @@ lower bound whenever something is missing (detail `complete` says which).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Sequence
 
-from medm2t.events import Measurement, RiskScore, TaskScore
-from stream.scoring import StayView
+from medm2t.events import Measurement, RiskScore, StayOpened, TaskScore, _Event
+from stream.scoring import Needs, StayPoint, StayView, score_views
 
 NAME = "news2"
 VERSION = "RCP 2017 NEWS2 (SpO2 scale 1)"
@@ -93,7 +94,7 @@ def _latest(view: StayView) -> dict[str, Measurement]:
         if m.concept is None or m.value is None or not math.isfinite(m.value) or m.time < since or m.time > view.now:
             continue
         prev = latest.get(m.concept)
-        if prev is None or (m.time, m.available_time) >= (prev.time, prev.available_time):
+        if prev is None or _newer(m, prev):
             latest[m.concept] = m
     return latest
 
@@ -109,7 +110,7 @@ def _gcs_total(latest: dict[str, Measurement]) -> float | None:
     return max(candidates, key=lambda c: c[0])[1] if candidates else None
 
 
-def score_view(view: StayView) -> RiskScore:
+def score_view(view: StayView, inputs_seen: int | None = None) -> RiskScore:
     latest = _latest(view)
     values: dict[str, float | None] = {
         "rr": latest["rr"].value if "rr" in latest else None,
@@ -135,15 +136,59 @@ def score_view(view: StayView) -> RiskScore:
                      calibration=CALIBRATION, detail=detail)
     return RiskScore(stay_id=view.stay_id, subject_id=view.subject_id, scorer=NAME, model_version=VERSION,
                      scored_at=view.now, hours_since_admission=hours, tasks={NAME: task},
-                     inputs_seen=len(view.measurements) + len(view.ecgs), missing=missing)
+                     inputs_seen=len(view.measurements) + len(view.ecgs) if inputs_seen is None else inputs_seen,
+                     missing=missing)
+
+
+@dataclass
+class News2State:
+    """Per bedside concept, the measurements that can still be its latest value: the newest charted by the
+    last point, and any charted after it. Points only move forward, so nothing older can count again."""
+
+    latest: dict[str, list[Measurement]] = field(default_factory=dict)
+    opened: StayOpened | None = None
+
+
+def _newer(a: Measurement, b: Measurement) -> bool:
+    return (a.time, a.available_time, a.event_id) > (b.time, b.available_time, b.event_id)
 
 
 class News2Scorer:
     name = NAME
     version = VERSION
+    needs = Needs(lookback=LOOKBACK, ecgs=0, cadence=None)
+
+    def new_state(self) -> News2State:
+        return News2State()
+
+    def apply(self, state: News2State, events: Sequence[_Event]) -> None:
+        for e in events:
+            if isinstance(e, Measurement) and e.concept is not None and e.value is not None and math.isfinite(e.value):
+                state.latest.setdefault(e.concept, []).append(e)
+            elif isinstance(e, StayOpened):
+                state.opened = e
+
+    def score(self, items: Sequence[tuple[News2State, StayPoint]]) -> list[RiskScore]:
+        out = []
+        for state, point in items:
+            since = point.at - LOOKBACK
+            kept: list[Measurement] = []
+            for concept, ms in state.latest.items():
+                best = None
+                later = []
+                for m in ms:
+                    if m.time > point.at:
+                        later.append(m)
+                    elif best is None or _newer(m, best):
+                        best = m
+                ms[:] = ([best] if best is not None and best.time >= since else []) + later
+                kept += ms
+            view = StayView(point.stay_id, point.subject_id, point.at, point.opened or state.opened, kept)
+            out.append(score_view(view, point.inputs_seen))
+        return out
 
     def score_batch(self, stays: Sequence[StayView]) -> list[RiskScore]:
-        return [score_view(v) for v in stays]
+        return score_views(self, stays)
 
     def card(self) -> dict:
         return {"name": NAME, "version": VERSION, "calibration": CALIBRATION, "lookback_hours": LOOKBACK / timedelta(hours=1),

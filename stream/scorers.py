@@ -24,7 +24,10 @@ def _load_medm2t(settings: Settings) -> Scorer:
     except ImportError as exc:
         raise ScorerConfigError(f"the MedM2T scorer cannot be imported: {exc}") from exc
     try:
-        return MedM2TScorer.load(settings.checkpoint, settings.device, history_max=settings.history_max)
+        from datetime import timedelta
+
+        cadence = timedelta(minutes=settings.medm2t_cadence_min) if settings.medm2t_cadence_min > 0 else None
+        return MedM2TScorer.load(settings.checkpoint, settings.device, cadence=cadence)
     except ValueError as exc:  # CheckpointError (missing files, another model version) or an unavailable device
         raise ScorerConfigError(f"MedM2T checkpoint cannot be used: {exc}") from exc
 

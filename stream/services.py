@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -75,6 +75,8 @@ class Service:
     argv: list[str]
     log: Path
     pidfile: Path
+    dirs: tuple[Path, ...] = ()              # created before the start
+    stdin: bytes | None = field(default=None, repr=False)  # fed to the process at start (e.g. secret config)
 
     def start(self, timeout: float = 20.0) -> int:
         if port_in_use(self.port):
@@ -83,9 +85,19 @@ class Service:
                 f"port (e.g. MEDM2T_{self.name.upper()}_PORT={self.port + 1} or --{self.name}-port)"
             )
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        for d in self.dirs:
+            d.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL if self.stdin is None else subprocess.PIPE,
                                     start_new_session=True, cwd=self.log.parent)
+        if self.stdin is not None:
+            try:
+                proc.stdin.write(self.stdin)
+            except BrokenPipeError:
+                pass  # it exited at once: wait_for_port reports that
+            finally:
+                proc.stdin.close()
         self.pidfile.write_text(str(proc.pid))
         try:
             wait_for_port(self.port, timeout, proc=proc)
@@ -99,11 +111,7 @@ class Service:
             pid = int(self.pidfile.read_text())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return None
-        return pid
+        return pid if _alive(pid) else None
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the process recorded in our pid file (only what we started). True if something was stopped."""
@@ -151,9 +159,12 @@ def _alive(pid: int) -> bool:
         pass
     try:
         os.kill(pid, 0)
-        return True
     except OSError:
         return False
+    try:  # a zombie nobody reaped yet (e.g. under an init that reaps late) is dead too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def kafka_service(port: int, run_dir: Path) -> Service:
@@ -162,10 +173,26 @@ def kafka_service(port: int, run_dir: Path) -> Service:
     return Service("kafka", port, argv, run_dir / "kafka.log", run_dir / "kafka.pid")
 
 
-def redis_service(port: int, run_dir: Path) -> Service:
-    argv = [str(redis_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(run_dir.resolve())]
-    return Service("redis", port, argv, run_dir / "redis.log", run_dir / "redis.pid")
+def redis_service(port: int, run_dir: Path, password: str | None = None, persist: bool = True) -> Service:
+    """redis-server (or valkey-server) on 127.0.0.1:port. `persist`: an append-only file fsynced every second
+    in RUN_DIR/redis-data, reloaded at the next start (a kill -9 loses at most about the last second of
+    writes; no RDB snapshots); else memory only. With `password` it requires AUTH; the password goes in
+    through stdin (a config read from `-`), never argv, so `ps` does not show it."""
+    data = run_dir.resolve() / ("redis-data" if persist else "redis-scratch")
+    argv = [str(redis_binary())]
+    stdin = None
+    if password:
+        argv.append("-")  # read this config from stdin, then apply the options below
+        stdin = f"requirepass {_config_quote(password)}\n".encode()
+    argv += ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(data)]
+    argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--appendonly", "no"]
+    return Service("redis", port, argv, run_dir / "redis.log", run_dir / "redis.pid", dirs=(data,), stdin=stdin)
+
+
+def _config_quote(value: str) -> str:
+    """A redis.conf double-quoted string."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
 
 
 if __name__ == "__main__":  # manual check: python -m stream.services

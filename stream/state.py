@@ -1,192 +1,265 @@
-"""Per-stay state in Redis (layout: stream/keys.py), written only by the worker.
+"""Per-stay state in Redis (layout: stream/keys.py), written only by the worker, one stay per script call.
 
-Every input event is applied by one Lua script, atomically: SADD its event_id to {stay:ID}:seen and, only if
-it was new, apply it. A redelivered event therefore changes nothing but the `duplicates` counter.
+Two Lua scripts, each touching only one stay's hash-tagged keys (so they run unchanged on Redis Cluster):
+
+* APPLY, once per stay per ingested chunk: deduplicate each event by event_id (the same id with other bytes
+  is a conflict, never silently dropped), give it its effective scoring point (docs/scoring-contract.md) and
+  store it. Pending work is durable by construction: a stay's unscored points are the stored events after its
+  `scored` mark, written in the same atomic call that stored the events.
+* COMMIT, once per stay per scoring batch: latest scores, score history, alert state and alerts, the new
+  `scored` mark, and trimming to what the scorers need (`Needs`).
+
+Global keys (ward lists, counters) are written outside these scripts, by `note_chunk`.
 """
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
-from functools import lru_cache
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
 from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened, _Event
 from stream import keys
-from stream.alerts import RuleState, rules_for, step
-from stream.scoring import StayView
+from stream.scoring import Needs
 
-ECGS_KEPT = 4          # latest ECGs kept per stay (the model reads the most recent ones)
 SCORE_HISTORY = 2000   # score updates kept per stay and scorer
 STAY_ALERTS = 200      # alerts kept per stay
 ALERT_FEED = 1000      # alerts kept in the ward feed
 LATENCY_POINTS = 500
+_EPOCH = datetime(1970, 1, 1)
 
 _APPLY = """
--- KEYS: seen meta events ecgs ward_active ward_stays counters
--- ARGV: event_id kind json epoch history_max ecgs_max stay_id subject_id available_iso wall
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
-  redis.call('HINCRBY', KEYS[7], 'duplicates', 1)
-  return 0
+-- KEYS: meta ids events ecgs
+-- ARGV: stay_id subject_id partition last_wall n, then n x (event_id digest kind avail floor raw)
+local clock = tonumber(redis.call('HGET', KEYS[1], 'clock') or '-1e18')
+local out, new = {}, 0
+local n = tonumber(ARGV[5])
+for i = 0, n - 1 do
+  local b = 6 + i * 6
+  local id, digest, kind = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local seen = redis.call('HGET', KEYS[2], id)
+  if seen then
+    out[#out + 1] = (seen == digest) and '0' or '-1'
+  else
+    redis.call('HSET', KEYS[2], id, digest)
+    local eff = math.max(tonumber(ARGV[b + 3]), clock, tonumber(ARGV[b + 4]))
+    clock = eff
+    local at = string.format('%.6f', eff)
+    if kind == 'measurement' then redis.call('ZADD', KEYS[3], at, ARGV[b + 5])
+    elseif kind == 'ecg' then redis.call('ZADD', KEYS[4], at, ARGV[b + 5])
+    elseif kind == 'stay_opened' then redis.call('HSET', KEYS[1], 'opened', ARGV[b + 5], 'opened_at', at)
+    elseif kind == 'stay_closed' then redis.call('HSET', KEYS[1], 'closed', '1', 'closed_at', at)
+    end
+    new = new + 1
+    out[#out + 1] = at
+  end
 end
-local kind = ARGV[2]
-local sid = ARGV[7]
-if kind == 'measurement' then
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-  local extra = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1) end
-elseif kind == 'ecg' then
-  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
-  local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[6])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1) end
-elseif kind == 'stay_opened' then
-  redis.call('HSET', KEYS[2], 'opened', ARGV[3])
-elseif kind == 'stay_closed' then
-  redis.call('HSET', KEYS[2], 'closed', '1')
+redis.call('HSET', KEYS[1], 'stay_id', ARGV[1], 'subject_id', ARGV[2], 'partition', ARGV[3], 'last_wall', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'closed', '0')
+if new > 0 then
+  redis.call('HSET', KEYS[1], 'clock', string.format('%.6f', clock))
+  redis.call('HINCRBY', KEYS[1], 'n_events', new)
 end
-redis.call('HSET', KEYS[2], 'stay_id', sid, 'subject_id', ARGV[8], 'last_wall', ARGV[10])
-redis.call('HSETNX', KEYS[2], 'closed', '0')
-redis.call('HINCRBY', KEYS[2], 'n_events', 1)
-local last = redis.call('HGET', KEYS[2], 'last_time')
-if (not last) or ARGV[9] > last then redis.call('HSET', KEYS[2], 'last_time', ARGV[9]) end
-redis.call('SADD', KEYS[6], sid)
-if redis.call('HGET', KEYS[2], 'closed') == '1' then
-  redis.call('ZREM', KEYS[5], sid)
-else
-  redis.call('ZADD', KEYS[5], ARGV[10], sid)
-end
-redis.call('HINCRBY', KEYS[7], 'events_in', 1)
-return 1
+return out
 """
+
+_COMMIT = """
+-- KEYS: meta events ecgs alertstate alerts, then per scorer: latest history
+-- ARGV: scored scored_iso n_inputs lookback_s ecgs_keep band n_scorers,
+--       per scorer: name n_hist latest (n_hist x (epoch json)),
+--       n_state (n_state x (field json)), n_alerts (n_alerts x json)
+local scored = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'scored', ARGV[1], 'last_time', ARGV[2], 'n_inputs', ARGV[3], 'band', ARGV[6])
+local lookback = tonumber(ARGV[4])
+if lookback >= 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%.6f', scored - lookback)) end
+local keep = tonumber(ARGV[5])
+local old = redis.call('ZCOUNT', KEYS[3], '-inf', ARGV[1]) - keep
+if old > 0 then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, old - 1) end
+local a = 8
+for s = 0, tonumber(ARGV[7]) - 1 do
+  local name, n_hist, latest = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+  a = a + 3
+  local hist = KEYS[7 + 2 * s]
+  for h = 0, n_hist - 1 do
+    redis.call('ZADD', hist, ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  if n_hist > 0 then
+    redis.call('SET', KEYS[6 + 2 * s], latest)
+    redis.call('HSET', KEYS[1], 'scored:' .. name, ARGV[a - 2])
+    redis.call('ZREMRANGEBYRANK', hist, 0, -HISTORY - 1)
+  end
+end
+local n_state = tonumber(ARGV[a]); a = a + 1
+for i = 0, n_state - 1 do redis.call('HSET', KEYS[4], ARGV[a], ARGV[a + 1]); a = a + 2 end
+local n_alerts = tonumber(ARGV[a]); a = a + 1
+for i = 0, n_alerts - 1 do redis.call('LPUSH', KEYS[5], ARGV[a]); a = a + 1 end
+if n_alerts > 0 then redis.call('LTRIM', KEYS[5], 0, STAY_ALERTS - 1) end
+return 1
+""".replace("STAY_ALERTS", str(STAY_ALERTS)).replace("HISTORY", str(SCORE_HISTORY))
 
 
 def epoch(dt: datetime) -> float:
-    """Seconds since 1970 of a naive source-clock datetime (read as UTC, only used for ordering)."""
-    return dt.replace(tzinfo=timezone.utc).timestamp() if dt.tzinfo is None else dt.timestamp()
+    """Seconds since 1970 of a naive source-clock datetime (read as UTC; used for ordering and Redis scores)."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone().replace(tzinfo=None)
+    return (dt - _EPOCH).total_seconds()
+
+
+def from_epoch(raw: str | bytes | float) -> datetime:
+    """The exact datetime of an epoch written with 6 decimals (str) or a Redis score (float)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if isinstance(text, float):
+        text = f"{text:.6f}"
+    whole, _, frac = text.partition(".")
+    return _EPOCH + timedelta(seconds=int(whole), microseconds=int((frac + "000000")[:6]) if frac else 0)
+
+
+def stamp(dt: datetime) -> str:
+    return f"{epoch(dt):.6f}"
+
+
+@dataclass
+class Incoming:
+    """One validated event with the bytes it arrived as, and where its point may start (see the contract)."""
+
+    event: _Event
+    raw: bytes
+    digest: str
+    floor: float   # epoch: the event's point is never earlier than this
+
+
+@dataclass
+class StoredStay:
+    """What Redis holds of one stay, as the worker needs it to rebuild its in-memory state."""
+
+    stay_id: int
+    meta: dict[str, str]
+    events: list[tuple[datetime, _Event]]     # (effective point, event): the stored StayOpened, measurements, ECGs
+    alert_state: dict[str, str] = field(default_factory=dict)
+
+    def mark(self, name: str) -> datetime | None:
+        raw = self.meta.get(name)
+        return from_epoch(raw) if raw else None
 
 
 class StayStore:
-    """Async access to the per-stay state (redis.asyncio client)."""
+    """Async access to the per-stay state (a redis.asyncio client)."""
 
-    def __init__(self, redis, history_max: int):
+    def __init__(self, redis, needs: Sequence[Needs]):
         self.r = redis
-        self.history_max = history_max
+        lookbacks = [n.lookback for n in needs]
+        # The store keeps what the most demanding scorer reads: the whole stay if any reads it all.
+        self.lookback = None if not lookbacks or None in lookbacks else max(lookbacks)
+        self.ecgs_keep = max([n.ecgs for n in needs], default=0)
+        # Called by SHA inside pipelines (a registered Script would re-check SCRIPT EXISTS on every pipeline).
         self._apply = redis.register_script(_APPLY)
+        self._commit = redis.register_script(_COMMIT)
 
-    def _call(self, event: _Event) -> tuple[list[str], list]:
-        sid = event.stay_id
-        args = [event.event_id, event.kind, event.model_dump_json(), epoch(event.available_time), self.history_max,
-                ECGS_KEPT, sid, event.subject_id, event.available_time.isoformat(), f"{time.time():.3f}"]
-        ks = [keys.seen(sid), keys.meta(sid), keys.events(sid), keys.ecgs(sid), keys.WARD_ACTIVE, keys.WARD_STAYS,
-              keys.COUNTERS]
-        return ks, args
+    async def load_scripts(self) -> None:
+        """Load the scripts into Redis (again after a Redis restart emptied its script cache)."""
+        for script in (self._apply, self._commit):
+            await self.r.script_load(script.script)
 
-    async def apply(self, event: _Event) -> bool:
-        """Apply one event idempotently. True if it was new."""
-        ks, args = self._call(event)
-        return bool(await self._apply(keys=ks, args=args))
+    async def apply(self, pipe, stay_id: int, subject_id: int, partition: int | None,
+                    items: Sequence[Incoming]) -> None:
+        """Queue one stay's APPLY on a pipeline. Its reply: per item '-1' (conflict), '0' (duplicate) or
+        the effective point of a new event (epoch, 6 decimals)."""
+        args: list = [stay_id, subject_id, -1 if partition is None else partition, f"{time.time():.3f}", len(items)]
+        for it in items:
+            e = it.event
+            args += [e.event_id, it.digest, e.kind, stamp(e.available_time), f"{it.floor:.6f}", it.raw]
+        ks = [keys.meta(stay_id), keys.ids(stay_id), keys.events(stay_id), keys.ecgs(stay_id)]
+        pipe.evalsha(self._apply.sha, len(ks), *ks, *args)
 
-    async def queue_apply(self, pipe, event: _Event) -> None:
-        """Queue the same atomic apply on a pipeline (its reply is 1 if the event was new, else 0)."""
-        ks, args = self._call(event)
-        await self._apply(keys=ks, args=args, client=pipe)
+    async def commit(self, pipe, stay_id: int, scored: datetime, n_inputs: int, band: str | None,
+                     per_scorer: dict[str, list[RiskScore]], alert_state: dict[str, str], alerts: Sequence[Alert]) -> None:
+        """Queue one stay's COMMIT: the scores of its points up to `scored`, in point order, and their alerts."""
+        ks = [keys.meta(stay_id), keys.events(stay_id), keys.ecgs(stay_id), keys.alert_state(stay_id),
+              keys.stay_alerts(stay_id)]
+        lookback = -1 if self.lookback is None else self.lookback.total_seconds()
+        args: list = [stamp(scored), scored.isoformat(), n_inputs, lookback, self.ecgs_keep, band or "",
+                      len(per_scorer)]
+        for name, scores in per_scorer.items():
+            ks += [keys.latest_score(stay_id, name), keys.score_history(stay_id, name)]
+            raws = [s.model_dump_json() for s in scores]
+            args += [name, len(scores), raws[-1] if raws else ""]
+            for s, raw in zip(scores, raws):
+                args += [stamp(s.scored_at), raw]
+        args.append(len(alert_state))
+        for k, v in alert_state.items():
+            args += [k, v]
+        args.append(len(alerts))
+        args += [a.model_dump_json() for a in reversed(alerts)]  # LPUSH: the newest ends up first
+        pipe.evalsha(self._commit.sha, len(ks), *ks, *args)
 
-    async def views(self, stay_ids: Sequence[int]) -> list[StayView]:
+    async def load(self, stay_ids: Sequence[int]) -> list[StoredStay]:
         pipe = self.r.pipeline(transaction=False)
         for sid in stay_ids:
             pipe.hgetall(keys.meta(sid))
-            pipe.zrange(keys.events(sid), 0, -1)
-            pipe.zrange(keys.ecgs(sid), 0, -1)
+            pipe.zrange(keys.events(sid), 0, -1, withscores=True)
+            pipe.zrange(keys.ecgs(sid), 0, -1, withscores=True)
+            pipe.hgetall(keys.alert_state(sid))
         replies = await pipe.execute()
         out = []
         for i, sid in enumerate(stay_ids):
-            meta, evs, ecgs = replies[3 * i: 3 * i + 3]
-            out.append(view_from(sid, meta, evs, ecgs))
+            meta, evs, ecgs, alert_state = replies[4 * i: 4 * i + 4]
+            out.append(_stored(sid, meta, evs, ecgs, alert_state))
         return out
 
-    async def write(self, scores: Iterable[RiskScore], history_max: int = SCORE_HISTORY) -> list[Alert]:
-        """Store latest scores + bounded history, advance the alert engine; returns the alerts raised."""
-        scores = list(scores)
+    async def pending_stays(self) -> dict[int, int]:
+        """stay_id -> partition of every stay with events after its scored mark (read on start and rebalance)."""
+        metas = [k async for k in self.r.scan_iter(match="{stay:*}:meta", count=1000)]
+        out: dict[int, int] = {}
+        for start in range(0, len(metas), 500):
+            pipe = self.r.pipeline(transaction=False)
+            for k in metas[start:start + 500]:
+                pipe.hmget(k, "stay_id", "partition", "clock", "scored")
+            for sid, part, clock, scored in await pipe.execute():
+                if sid and clock and (not scored or float(clock) > float(scored)):
+                    out[int(sid)] = int(part) if part is not None else -1
+        return out
+
+    async def note_chunk(self, active: dict[int, bool], counts: dict[str, int]) -> None:
+        """Global, non-atomic bookkeeping for the dashboard: the ward lists and the counters."""
         pipe = self.r.pipeline(transaction=False)
-        for s in scores:
-            pipe.hgetall(keys.alert_state(s.stay_id))
-        states = await pipe.execute()
-        alerts: list[Alert] = []
-        pipe = self.r.pipeline(transaction=False)
-        for s, state in zip(scores, states):
-            state = {_s(k): v for k, v in state.items()}
-            raw = s.model_dump_json()
-            pipe.set(keys.latest_score(s.stay_id, s.scorer), raw)
-            hist = keys.score_history(s.stay_id, s.scorer)
-            pipe.zadd(hist, {raw: epoch(s.scored_at)})
-            pipe.zremrangebyrank(hist, 0, -history_max - 1)
-            for rule in rules_for(s):
-                field = f"{s.scorer}/{rule.key}"
-                new, alert = step(rule, RuleState.loads(state.get(field)), s)
-                pipe.hset(keys.alert_state(s.stay_id), field, new.dumps())
-                if alert is not None:
-                    a = alert.model_dump_json()
-                    pipe.lpush(keys.stay_alerts(s.stay_id), a)
-                    pipe.ltrim(keys.stay_alerts(s.stay_id), 0, STAY_ALERTS - 1)
-                    pipe.lpush(keys.ALERT_FEED, a)
-                    pipe.ltrim(keys.ALERT_FEED, 0, ALERT_FEED - 1)
-                    alerts.append(alert)
-        pipe.hincrby(keys.COUNTERS, "scores", len(scores))
-        if alerts:
-            pipe.hincrby(keys.COUNTERS, "alerts", len(alerts))
+        now = time.time()
+        for sid, closed in active.items():
+            pipe.sadd(keys.WARD_STAYS, sid)
+            if closed:
+                pipe.zrem(keys.WARD_ACTIVE, sid)
+            else:
+                pipe.zadd(keys.WARD_ACTIVE, {sid: now})
+        for name, n in counts.items():
+            if n:
+                pipe.hincrby(keys.COUNTERS, name, n)
         await pipe.execute()
-        return alerts
 
-    async def count(self, name: str, n: int = 1) -> None:
-        await self.r.hincrby(keys.COUNTERS, name, n)
-
-    async def batch_done(self, latency_ms: float) -> None:
+    async def note_batch(self, alerts: Iterable[Alert], counts: dict[str, int], latency_ms: float) -> None:
         pipe = self.r.pipeline(transaction=False)
-        pipe.hincrby(keys.COUNTERS, "batches", 1)
+        for a in alerts:
+            pipe.lpush(keys.ALERT_FEED, a.model_dump_json())
+        pipe.ltrim(keys.ALERT_FEED, 0, ALERT_FEED - 1)
+        for name, n in counts.items():
+            if n:
+                pipe.hincrby(keys.COUNTERS, name, n)
         pipe.lpush(keys.LATENCY, f"{latency_ms:.1f}")
         pipe.ltrim(keys.LATENCY, 0, LATENCY_POINTS - 1)
         await pipe.execute()
+
+    async def count(self, name: str, n: int = 1) -> None:
+        await self.r.hincrby(keys.COUNTERS, name, n)
 
 
 def _s(raw) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-@lru_cache(maxsize=50_000)
-def _measurement(raw: bytes | str) -> Measurement:
-    # Each batch re-reads a stay's whole bounded history; parsing only what is new keeps per-event cost flat.
-    return Measurement.model_validate_json(raw)
-
-
-@lru_cache(maxsize=256)
-def _ecg(raw: bytes | str) -> Ecg:
-    return Ecg.model_validate_json(raw)
-
-
-def view_from(stay_id: int, meta: dict, events: list, ecgs: list) -> StayView:
-    """A StayView from the raw Redis replies (bytes or str)."""
+def _stored(sid: int, meta: dict, evs: list, ecgs: list, alert_state: dict) -> StoredStay:
     meta = {_s(k): _s(v) for k, v in meta.items()}
-    opened = StayOpened.model_validate_json(meta["opened"]) if meta.get("opened") else None
-    ms = sorted((_measurement(r) for r in events), key=lambda m: (m.available_time, m.time, m.event_id))
-    es = sorted((_ecg(r) for r in ecgs), key=lambda e: (e.available_time, e.time, e.event_id))
-    now = datetime.fromisoformat(meta["last_time"]) if meta.get("last_time") else (opened.available_time if opened else datetime.min)
-    subject = int(meta.get("subject_id") or (opened.subject_id if opened else 0))
-    return StayView(stay_id=stay_id, subject_id=subject, now=now, opened=opened, measurements=ms, ecgs=es)
-
-
-def offline_view(events: Sequence[_Event], history_max: int) -> StayView:
-    """The StayView the worker builds for a stay once all of `events` are applied (for tests and checks)."""
-    inputs = [e for e in events if e.kind != "outcome"]
-    opened = next((e for e in inputs if isinstance(e, StayOpened)), None)
-    ms = sorted((e for e in inputs if isinstance(e, Measurement)), key=lambda m: (m.available_time, m.time, m.event_id))
-    ecgs = sorted((e for e in inputs if isinstance(e, Ecg)), key=lambda e: (e.available_time, e.time, e.event_id))
-    first = inputs[0]
-    return StayView(stay_id=first.stay_id, subject_id=first.subject_id, now=max(e.available_time for e in inputs),
-                    opened=opened, measurements=_keep_last(ms, history_max), ecgs=ecgs[-ECGS_KEPT:])
-
-
-def _keep_last(ms: list[Measurement], n: int) -> list[Measurement]:
-    # Redis trims the zset by rank: (epoch, member JSON) order, not (available_time, time, event_id).
-    ranked = sorted(ms, key=lambda m: (epoch(m.available_time), m.model_dump_json()))
-    kept = ranked[-n:] if n > 0 else []
-    return sorted(kept, key=lambda m: (m.available_time, m.time, m.event_id))
-
+    events: list[tuple[datetime, _Event]] = []
+    if meta.get("opened"):
+        events.append((from_epoch(meta["opened_at"]), StayOpened.model_validate_json(meta["opened"])))
+    events += [(from_epoch(score), Measurement.model_validate_json(raw)) for raw, score in evs]
+    events += [(from_epoch(score), Ecg.model_validate_json(raw)) for raw, score in ecgs]
+    return StoredStay(sid, meta, events, {_s(k): _s(v) for k, v in alert_state.items()})

@@ -37,12 +37,21 @@ def services_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def redis_url(services_dir):
+def redis_password() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="session")
+def redis_url(services_dir, redis_password):
+    """The session Redis, started like `medm2t stack up` starts it (AOF, a password): every client must AUTH,
+    so the URL carries the password."""
     from stream.services import free_port, redis_service
 
-    svc = redis_service(free_port(), services_dir)
+    svc = redis_service(free_port(), services_dir, password=redis_password)
     svc.start()
-    yield f"redis://127.0.0.1:{svc.port}/0"
+    yield f"redis://:{redis_password}@127.0.0.1:{svc.port}/0"
     svc.stop()
 
 

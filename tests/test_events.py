@@ -3,10 +3,8 @@ from datetime import datetime
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
-
 from medm2t.events import (
-    LEADS, Ecg, Measurement, StaticFeatures, StayOpened, Waveform, dump_event, export_schemas, make_event_id,
+    LEADS, Ecg, InvalidEvent, Measurement, StaticFeatures, StayOpened, Waveform, dump_event, export_schemas, make_event_id,
     parse_event,
 )
 
@@ -37,9 +35,11 @@ def test_ecg_waveform_round_trips_within_quantisation():
 
 
 def test_malformed_event_is_rejected_with_a_reason():
-    with pytest.raises(ValidationError, match="stay_id"):
+    with pytest.raises(InvalidEvent, match="stay_id"):
         parse_event(b'{"kind": "measurement", "event_id": "x"}')
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidEvent, match="kind"):
+        parse_event(b'{"kind": "nonsense"}')
+    with pytest.raises(ValueError):  # InvalidEvent is a ValueError: callers need catch only that
         parse_event(b'{"kind": "nonsense"}')
 
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
 from conftest import MEDM2T
+from medm2t.connections import safe_url
 from stream.services import free_port, port_in_use
 
 pytestmark = pytest.mark.integration
@@ -43,6 +46,51 @@ def test_up_status_down_on_chosen_ports(tmp_path):
     assert status.returncode == 1 and "DOWN" in status.stdout
 
 
+def test_redis_requires_its_password_and_keeps_data_through_kill_9(tmp_path):
+    """`up` generates the Redis password once (0600) where every command finds it; the AOF (fsync every
+    second) keeps what was written more than a second before a kill -9; `up --no-password` opts out."""
+    import redis
+
+    from medm2t.connections import redis_sync
+    from medm2t.settings import RedisSettings, Settings
+
+    kport, rport = free_port(), free_port()
+    ports = ("--kafka-port", str(kport), "--redis-port", str(rport))
+    settings = Settings(redis_url=f"redis://127.0.0.1:{rport}/0", run_dir=tmp_path, redis=RedisSettings(password=None))
+    password_file = tmp_path / "redis.password"
+    try:
+        up = _stack("up", tmp_path, *ports)
+        assert up.returncode == 0, up.stderr
+        assert f"password in {password_file}" in up.stdout
+        assert password_file.stat().st_mode & 0o777 == 0o600
+        password = password_file.read_text().strip()
+        assert password and password not in up.stdout + up.stderr
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=rport).ping()
+        client = redis_sync(settings)  # finds the password in RUN_DIR by itself
+        client.set("medm2t:test:kept", "yes")
+        client.close()
+        time.sleep(1.5)  # > one appendfsync everysec period
+        os.kill(int((tmp_path / "redis.pid").read_text()), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while port_in_use(rport) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+        again = _stack("up", tmp_path, *ports)
+        assert again.returncode == 0, again.stderr
+        assert "redis: started" in again.stdout and password_file.read_text().strip() == password  # kept, not new
+        assert redis_sync(settings).get("medm2t:test:kept") == b"yes"
+        status = _stack("status", tmp_path, *ports)
+        assert status.returncode == 0 and f"redis redis://127.0.0.1:{rport}/0: ok" in status.stdout
+
+        assert _stack("down", tmp_path, *ports).returncode == 0
+        open_up = _stack("up", tmp_path, *ports, "--no-password")
+        assert open_up.returncode == 0 and "no password" in open_up.stdout and not password_file.exists()
+        assert redis.Redis(port=rport).get("medm2t:test:kept") == b"yes"
+    finally:
+        _stack("down", tmp_path, *ports)
+
+
 def test_port_in_use_is_reported_with_how_to_choose_another(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,4 +114,5 @@ def test_external_services_only_get_topics(tmp_path, kafka_bootstrap, redis_url)
     assert "started" not in up.stdout and "topic icu.deadletter.v1:" in up.stdout
     assert not (tmp_path / "kafka.pid").exists()
     status = _stack("status", tmp_path, "--kafka", kafka_bootstrap, "--redis", redis_url)
-    assert status.returncode == 0 and "redis " + redis_url + ": ok" in status.stdout
+    assert status.returncode == 0 and "redis " + safe_url(redis_url) + ": ok" in status.stdout
+    assert redis_url.split("@")[0].split(":")[-1] not in status.stdout + up.stdout  # the password is never printed

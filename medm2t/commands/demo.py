@@ -63,10 +63,14 @@ class Children:
 def _reachable(settings) -> tuple[bool, bool]:
     import redis
 
+    from medm2t.cli import UserError
+    from medm2t.connections import redis_error_message, redis_sync
     from stream.kafka import BrokerUnreachable, topic_partitions
 
     try:
-        redis_ok = bool(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1).ping())
+        redis_ok = bool(redis_sync(settings, socket_connect_timeout=1).ping())
+    except redis.AuthenticationError as exc:  # a Redis answers, but not to us: starting another one cannot help
+        raise UserError(redis_error_message(settings, exc)) from None
     except redis.RedisError:
         redis_ok = False
     try:
@@ -79,6 +83,7 @@ def _reachable(settings) -> tuple[bool, bool]:
 
 def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
+    from medm2t.connections import stack_redis_password
     from medm2t.settings import get_settings
     from stream.kafka import BrokerUnreachable, ensure_topics
     from stream.services import ServiceError, kafka_service, redis_service
@@ -95,11 +100,14 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         kafka_ok, redis_ok = _reachable(settings)
-        for ok, svc in ((kafka_ok, kafka_service(settings.kafka_port, settings.run_dir)),
-                        (redis_ok, redis_service(settings.redis_port, settings.run_dir))):
+        for ok, name in ((kafka_ok, "kafka"), (redis_ok, "redis")):
             if ok:
-                print(f"{svc.name}: reusing the running service")
+                print(f"{name}: reusing the running service")
                 continue
+            # The demo's own Redis is memory only (each demo replays the same events afresh) and has the local
+            # stack's password, which the worker, replay and dashboard find in RUN_DIR/redis.password.
+            svc = (kafka_service(settings.kafka_port, settings.run_dir) if name == "kafka" else
+                   redis_service(settings.redis_port, settings.run_dir, stack_redis_password(settings), persist=False))
             try:
                 svc.start()
             except ServiceError as exc:

@@ -8,6 +8,11 @@ redis-server (or the bundled valkey-server), bound to 127.0.0.1. They run in the
 command, and log to RUN_DIR/{kafka,redis}.log with pid files beside them (RUN_DIR: MEDM2T_RUN_DIR,
 default .medm2t/run). `up` also creates the topics. `down` stops only what `up` started.
 
+Redis keeps its data in an append-only file (fsync every second) in RUN_DIR/redis-data, reloaded by the
+next `up`; delete that folder for an empty Redis. It requires a password: MEDM2T_REDIS_PASSWORD if set,
+else one generated at the first `up` into RUN_DIR/redis.password (mode 0600), where every other command
+finds it for a 127.0.0.1/localhost Redis URL. `up --no-password` starts it without one.
+
 With --kafka HOST:PORT / --redis URL (or MEDM2T_KAFKA_URL / MEDM2T_REDIS_URL set to a non-local service)
 nothing is started: `up` only creates the topics there and `status` checks them.
 
@@ -28,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--kafka", metavar="HOST:PORT", help="use this external broker instead of starting one")
     common.add_argument("--redis", metavar="URL", help="use this external Redis instead of starting one")
     ssub = p.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
-    ssub.add_parser("up", parents=[common], help="start the services (if not running) and create the topics").set_defaults(handler=_up)
+    up = ssub.add_parser("up", parents=[common], help="start the services (if not running) and create the topics")
+    up.add_argument("--no-password", action="store_true",
+                    help="start Redis without a password (and forget RUN_DIR/redis.password)")
+    up.set_defaults(handler=_up)
     ssub.add_parser("down", parents=[common], help="stop the services that `up` started").set_defaults(handler=_down)
     ssub.add_parser("status", parents=[common], help="health of broker, Redis and topics").set_defaults(handler=_status)
 
@@ -56,10 +64,12 @@ class Stack:
 
 def _up(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
+    from medm2t.connections import redis_password_file, safe_url, stack_redis_password
     from stream.kafka import BrokerUnreachable, ensure_topics
-    from stream.services import ServiceError
+    from stream.services import ServiceError, redis_service
 
     stack = Stack(args)
+    password_file = redis_password_file(stack.settings)
     for svc in (stack.kafka, stack.redis):
         if svc is None:
             continue
@@ -70,13 +80,27 @@ def _up(args: argparse.Namespace) -> int:
                 raise UserError(f"{svc.name} started by `stack up` is already running on port {port}, not {svc.port}; "
                                 f"run `medm2t stack down` first or use port {port}")
             print(f"{svc.name}: already running (pid {svc.pid()}, port {svc.port})")
+            if svc is stack.redis and args.no_password and password_file.exists():
+                print(f"redis: still requires the password in {password_file}; `medm2t stack down` first to "
+                      "restart it without one")
             continue
+        note = ""
+        if svc is stack.redis:
+            explicit = stack.settings.redis.password
+            if args.no_password and explicit is not None and explicit.get_secret_value():
+                raise UserError("--no-password, but MEDM2T_REDIS_PASSWORD is set (clients would send it); unset one")
+            if args.no_password:
+                password_file.unlink(missing_ok=True)
+            password = None if args.no_password else stack_redis_password(stack.settings)
+            svc = stack.redis = redis_service(stack.redis_port, stack.run_dir, password)
+            note = (", no password" if password is None else
+                    ", password from MEDM2T_REDIS_PASSWORD" if explicit is not None else f", password in {password_file}")
         try:
             pid = svc.start()
         except ServiceError as exc:
             raise UserError(str(exc)) from None
         portfile.write_text(str(svc.port))
-        print(f"{svc.name}: started on 127.0.0.1:{svc.port} (pid {pid}, log {svc.log})")
+        print(f"{svc.name}: started on 127.0.0.1:{svc.port} (pid {pid}, log {svc.log}{note})")
     try:
         created = ensure_topics(stack.settings)
     except BrokerUnreachable as exc:
@@ -87,7 +111,7 @@ def _up(args: argparse.Namespace) -> int:
 
     if (stack.settings.kafka_url, stack.settings.redis_url) != (get_settings().kafka_url, get_settings().redis_url):
         print("other commands need these settings:")
-        print(f"  export MEDM2T_KAFKA_URL={stack.settings.kafka_url} MEDM2T_REDIS_URL={stack.settings.redis_url}")
+        print(f"  export MEDM2T_KAFKA_URL={stack.settings.kafka_url} MEDM2T_REDIS_URL={safe_url(stack.settings.redis_url)}")
     return 0
 
 
@@ -110,6 +134,7 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import redis
 
+    from medm2t.connections import redis_error_message, redis_sync, safe_url
     from medm2t.topics import ALL_TOPICS
     from stream.kafka import BrokerUnreachable, topic_partitions
 
@@ -119,12 +144,13 @@ def _status(args: argparse.Namespace) -> int:
         if svc is not None:
             pid = svc.pid()
             print(f"{svc.name}: {'process pid ' + str(pid) if pid else 'no process started by `stack up`'} (port {svc.port})")
+    where = safe_url(stack.settings.redis_url)
     try:
-        info = redis.Redis.from_url(stack.settings.redis_url, socket_connect_timeout=2).info("server")
-        print(f"redis {stack.settings.redis_url}: ok (version {info.get('redis_version') or info.get('valkey_version')})")
+        info = redis_sync(stack.settings, socket_connect_timeout=2).info("server")
+        print(f"redis {where}: ok (version {info.get('redis_version') or info.get('valkey_version')})")
     except redis.RedisError as exc:
         healthy = False
-        print(f"redis {stack.settings.redis_url}: DOWN ({exc})")
+        print(f"redis {where}: DOWN ({redis_error_message(stack.settings, exc)})")
     try:
         parts = topic_partitions(stack.settings, attempts=1)
         print(f"kafka {stack.settings.kafka_url}: ok")

@@ -6,10 +6,13 @@ import logging
 
 HELP = """Run the scoring worker (a Faust app, consumer group 'medm2t-worker').
 
-It consumes icu.events.v1 and icu.ecg.v1, applies each event to the stay's state in Redis exactly once
-(deduplicated by event_id, so redelivery is harmless), and scores the stays that changed in micro-batches
-(at --batch-max stays or after --batch-wait-ms). Every score goes to Redis and risk.scores.v1, alert
-transitions to risk.alerts.v1, malformed messages with their reason to icu.deadletter.v1.
+It consumes icu.events.v1, stores each event in the stay's Redis state exactly once (deduplicated by
+event_id; the same id with other content is dead-lettered as a conflict) and scores each stay at its
+scoring points in clinical time: NEWS2 at every point, MedM2T at most once per --medm2t-cadence-min
+clinical minutes, on a NEWS2 band change and at the stay's close (docs/scoring-contract.md). The score
+stream is the same however fast the worker runs, however many workers split the partitions, and across
+kill -9 and restarts. Scores go to Redis and risk.scores.v1, alert transitions to risk.alerts.v1, bad
+messages with their reason (never their content) to icu.deadletter.v1.
 
 Scorers (MEDM2T_SCORERS / --scorers): 'auto' runs NEWS2 plus MedM2T when the checkpoint folder exists,
 side by side. Start more workers to split the partitions; stop with Ctrl-C.
@@ -25,8 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap servers (default: settings.kafka_url)")
     p.add_argument("--redis", metavar="URL", help="Redis URL (default: settings.redis_url)")
     p.add_argument("--scorers", help="auto, news2, medm2t or a comma list (default: settings.scorers)")
-    p.add_argument("--batch-max", type=int, help="flush a scoring batch at this many changed stays")
-    p.add_argument("--batch-wait-ms", type=int, help="... or this many ms after the first change")
+    p.add_argument("--batch-max", type=int, help="most stays per scoring batch (default: settings.batch_max)")
+    p.add_argument("--medm2t-cadence-min", type=float,
+                   help="MedM2T scores at most once per this many clinical minutes; 0 = every point")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT (0 = off)")
     p.set_defaults(handler=_run)
 
 
@@ -37,39 +42,40 @@ def settings_from(args: argparse.Namespace):
     overrides = {k: v for k, v in {
         "kafka_url": getattr(args, "kafka", None), "redis_url": getattr(args, "redis", None),
         "scorers": getattr(args, "scorers", None), "batch_max": getattr(args, "batch_max", None),
-        "batch_wait_ms": getattr(args, "batch_wait_ms", None),
+        "medm2t_cadence_min": getattr(args, "medm2t_cadence_min", None),
+        "metrics_port": getattr(args, "metrics_port", None),
     }.items() if v is not None}
     return get_settings().model_copy(update=overrides)
 
 
 def check_redis(settings, attempts: int = 5):
-    """A connected sync client, or UserError after retries with backoff."""
-    import redis
+    """A connected sync client, or UserError after retries with backoff (at once for a rejected password)."""
+    from redis.exceptions import AuthenticationError
 
     from medm2t.cli import UserError
+    from medm2t.connections import redis_error_message, redis_sync
     from stream.kafka import with_retries
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = redis_sync(settings, socket_connect_timeout=3)
     try:
-        with_retries("Redis ping", client.ping, attempts=attempts)
+        with_retries("Redis ping", client.ping, attempts=attempts, fatal=(AuthenticationError,))
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot reach Redis at {settings.redis_url} ({exc}); start the local one with `medm2t stack up`, "
-                        f"or point at yours with --redis URL or MEDM2T_REDIS_URL") from None
+        raise UserError(redis_error_message(settings, exc)) from None
     return client
 
 
 def _run(args: argparse.Namespace) -> int:
     import faust
-    import redis.asyncio as aioredis
 
     from medm2t.cli import UserError
+    from medm2t.connections import redis_async, safe_url
     from stream.kafka import BrokerUnreachable, ensure_topics
     from stream.scorers import ScorerConfigError, select_scorers
     from stream.worker import APP_ID, build_app
 
     settings = settings_from(args)
-    if settings.batch_max < 1 or settings.batch_wait_ms < 0:
-        raise UserError("--batch-max must be >= 1 and --batch-wait-ms >= 0")
+    if settings.batch_max < 1 or settings.medm2t_cadence_min < 0:
+        raise UserError("--batch-max must be >= 1 and --medm2t-cadence-min >= 0")
     check_redis(settings).close()
     try:
         ensure_topics(settings)
@@ -80,10 +86,14 @@ def _run(args: argparse.Namespace) -> int:
     except ScorerConfigError as exc:
         raise UserError(str(exc)) from None
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    app = build_app(settings, scorers, aioredis.Redis.from_url(settings.redis_url))
-    log.info("worker starting app=%s kafka=%s redis=%s scorers=%s batch_max=%d batch_wait_ms=%d", APP_ID,
-             settings.kafka_url, settings.redis_url, ",".join(f"{s.name}@{s.version}" for s in scorers),
-             settings.batch_max, settings.batch_wait_ms)
+    app = build_app(settings, scorers, redis_async(settings))
+    if settings.metrics_port:
+        from stream.metrics import serve
+
+        serve(settings.metrics_port)
+    log.info("worker starting app=%s kafka=%s redis=%s scorers=%s batch_max=%d cadence_min=%g", APP_ID,
+             settings.kafka_url, safe_url(settings.redis_url), ",".join(f"{s.name}@{s.version}" for s in scorers),
+             settings.batch_max, settings.medm2t_cadence_min)
     # Our own INFO lines (stats, dead letters) without Faust's verbose startup tables.
     quiet = {"level": "DEBUG" if args.verbose else "WARNING"}
     logging_config = {"merge": True, "loggers": {name: quiet for name in ("faust", "mode", "aiokafka", "kafka")}}

@@ -1,0 +1,42 @@
+"""The worker's Prometheus metrics, declared once (served on MEDM2T_METRICS_PORT by `medm2t worker`).
+
+No label carries a patient value or id: only counts, sizes and durations.
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+EVENTS = Counter("medm2t_events", "Input events applied (new)", ["outcome"])
+SCORES = Counter("medm2t_scores", "Scores published")
+ALERTS = Counter("medm2t_alerts", "Alert transitions published")
+POINTS_PENDING = Gauge("medm2t_points_pending", "Scoring points buffered and not yet scored")
+CONSUMER_LAG = Gauge("medm2t_consumer_lag", "Messages behind the end of the input partitions owned")
+BATCH_STAYS = Histogram("medm2t_batch_stays", "Stays per scoring batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+BATCH_SECONDS = Histogram("medm2t_batch_seconds", "Wall time of one scoring batch",
+                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+EVENT_TO_SCORE = Histogram("medm2t_event_to_score_seconds", "Kafka timestamp of a point's first event to its scores",
+                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30))
+
+_OUTCOMES = {"events": "applied", "duplicates": "duplicate", "deadletters": "dead_letter"}
+
+
+def count(name: str, n: int = 1) -> None:
+    if name in _OUTCOMES:
+        EVENTS.labels(_OUTCOMES[name]).inc(n)
+    elif name == "scores":
+        SCORES.inc(n)
+    elif name == "alerts":
+        ALERTS.inc(n)
+
+
+def observe_batch(stays: int, seconds: float) -> None:
+    BATCH_STAYS.observe(stays)
+    BATCH_SECONDS.observe(seconds)
+
+
+def observe_latency(seconds: float) -> None:
+    EVENT_TO_SCORE.observe(seconds)
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    start_http_server(port, addr=host)

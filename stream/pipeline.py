@@ -1,0 +1,404 @@
+"""The worker's transport-independent core: ingest validated events into per-stay state, find the scoring
+points that are complete, score them in batches and publish. docs/scoring-contract.md states the contract
+this code keeps; the names below follow it.
+
+* Ingest (one call per Kafka chunk): validate, dead-letter what is bad, APPLY each stay's events in Redis
+  (durable, idempotent), and buffer the new events in memory under their effective point.
+* Completion: a stay's point T is complete once its partition has delivered an event available after T,
+  the stay has closed at or after T, or the partition has been quiet and caught up for `idle_ms`.
+* Scoring (its own task): complete points in point order. Every-point scorers (NEWS2) score each point;
+  cadence scorers (MedM2T) score the points their cadence, a NEWS2 band change or the stay's close calls
+  for, many stays in one forward pass off the event loop. Outputs are published, then COMMITted to Redis,
+  so a crash in between only republishes the same scores under the same ids.
+
+Scorer state lives in this process for the stays of the partitions it owns; it is rebuilt from Redis on
+start-up, on rebalance and for a stay it has not seen.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Awaitable, Callable, Sequence
+
+from medm2t import topics
+from medm2t.events import Alert, DeadLetter, Ecg, Measurement, RiskScore, StayClosed, StayOpened, _Event, make_event_id
+from stream import metrics
+from stream.alerts import RuleState, rules_for, step
+from stream.scoring import Scorer, StayPoint, canonical_order
+from stream.state import Incoming, StayStore, StoredStay, epoch, from_epoch
+from stream.validation import InvalidMessage, validate_message
+
+log = logging.getLogger("medm2t.worker")
+LATE_STEP = timedelta(milliseconds=1)  # a point after one already complete
+NEVER = float("-inf")
+
+Send = Callable[[str, bytes | None, bytes], Awaitable[Any]]   # (topic, key, value) -> awaitable delivery
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: float | None = None
+
+
+@dataclass
+class StayRuntime:
+    stay_id: int
+    subject_id: int
+    partition: int
+    states: dict[str, Any]
+    opened: StayOpened | None = None
+    closed_at: datetime | None = None
+    scored: datetime | None = None                             # the last point scored
+    last_by: dict[str, datetime] = field(default_factory=dict)  # per cadence scorer: the last point it scored
+    band: str | None = None                                    # NEWS2 band at the last point
+    n_inputs: int = 0                                          # measurements and ECGs applied
+    buffer: dict[datetime, list[_Event]] = field(default_factory=lambda: defaultdict(list))  # unscored points
+    arrived_ms: dict[datetime, float] = field(default_factory=dict)  # Kafka time of each point's first event
+    alert_state: dict[str, str] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, store: StayStore, scorers: Sequence[Scorer], send: Send, batch_max: int = 256,
+                 idle_ms: int = 100, caught_up: Callable[[int], bool] = lambda p: True):
+        self.store, self.scorers, self.send = store, list(scorers), send
+        self.batch_max, self.idle_s, self.caught_up = batch_max, idle_ms / 1000.0, caught_up
+        self.stays: dict[int, StayRuntime] = {}
+        self.clock: dict[int, datetime] = {}        # partition -> latest available_time delivered on it
+        self.flushed: dict[int, datetime] = {}      # partition -> points up to here completed by quiet time
+        self.quiet_since: dict[int, float] = {}     # partition -> monotonic time of its last message
+        self.owned: set[int] | None = None          # partitions this worker owns (None: all)
+        self.stats: dict[str, int] = defaultdict(int)
+        self._wake = asyncio.Event()
+        self._state = asyncio.Lock()    # held while clocks, buffers or the set of stays change
+
+    # ---- ingest ----------------------------------------------------------------------------------------
+
+    async def ingest(self, messages: Sequence[Message]) -> None:
+        by_stay: dict[int, list[tuple[Message, Incoming]]] = defaultdict(list)
+        arrival: list[tuple[Message, Incoming]] = []
+        for msg in messages:
+            try:
+                event, raw = validate_message(msg.value, msg.key, msg.topic)
+            except InvalidMessage as exc:
+                await self._dead(msg, str(exc))
+                continue
+            item = (msg, Incoming(event, raw, hashlib.blake2b(raw, digest_size=12).hexdigest(), NEVER))
+            by_stay[event.stay_id].append(item)
+            arrival.append(item)
+        if not by_stay:
+            return
+        async with self._state:  # the scoring loop sees a chunk's clocks only together with its events
+            await self._ingest_valid(by_stay, arrival)
+        self._wake.set()
+
+    async def _ingest_valid(self, by_stay: dict[int, list[tuple[Message, Incoming]]],
+                            arrival: list[tuple[Message, Incoming]]) -> None:
+        await self._ensure_loaded([(sid, items[0][0].partition) for sid, items in by_stay.items()])
+        # Floors follow each partition's own order, message by message (not chunk by chunk).
+        for msg, item in arrival:
+            p = _part(msg)
+            rt = self.stays[item.event.stay_id]
+            floor = epoch(self.clock[p]) if p in self.clock else NEVER
+            done = max(filter(None, (rt.closed_at, self.flushed.get(p))), default=None)
+            if done is not None:
+                floor = max(floor, epoch(done + LATE_STEP))
+            item.floor = floor
+            self.clock[p] = max(self.clock.get(p, item.event.available_time), item.event.available_time)
+            self.quiet_since[p] = time.monotonic()
+        order = list(by_stay)
+
+        async def apply():
+            pipe = self.store.r.pipeline(transaction=False)
+            for sid in order:
+                items = by_stay[sid]
+                await self.store.apply(pipe, sid, items[0][1].event.subject_id, _part(items[0][0]), [i for _, i in items])
+            return await pipe.execute()
+
+        replies = await self._with_redis("ingest", apply)
+        active: dict[int, bool] = {}
+        for sid, reply in zip(order, replies):
+            rt = self.stays[sid]
+            for (msg, item), status in zip(by_stay[sid], reply):
+                status = status.decode() if isinstance(status, bytes) else status
+                if status == "-1":
+                    await self._dead(msg, f"conflict: event_id already applied with other content ({item.event.kind})")
+                    continue
+                if status == "0":
+                    self._count("duplicates")
+                    continue
+                self._buffer(rt, from_epoch(status), item.event, msg.timestamp_ms)
+                self._count("events")
+            active[sid] = rt.closed_at is not None
+        counts = {"events_in": self.stats.pop("_events", 0), "duplicates": self.stats.pop("_duplicates", 0)}
+        await self._with_redis("ward bookkeeping", lambda: self.store.note_chunk(active, counts))
+
+    async def _with_redis(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `call` until Redis answers: a Redis restart or outage pauses the worker, it never kills it.
+        Every call here is idempotent, so a retry after a lost reply changes nothing."""
+        from redis.exceptions import ConnectionError as RedisDown, NoScriptError, TimeoutError as RedisSlow
+
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except NoScriptError:  # a restarted Redis has an empty script cache
+                await self._with_redis("script load", self.store.load_scripts)
+            except (RedisDown, RedisSlow, OSError) as exc:
+                self.stats["redis_retries"] += 1
+                log.warning("Redis unavailable during %s (%s); retrying in %.1f s", what, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _buffer(self, rt: StayRuntime, at: datetime, event: _Event, ts_ms: float | None) -> None:
+        rt.buffer[at].append(event)
+        if ts_ms is not None:
+            rt.arrived_ms.setdefault(at, ts_ms)
+        if isinstance(event, StayOpened):
+            rt.opened = event
+        elif isinstance(event, StayClosed):
+            rt.closed_at = at
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.stats[name] += n
+        self.stats["_" + name] += n
+        metrics.count(name, n)
+
+    async def _dead(self, msg: Message, reason: str) -> None:
+        letter = DeadLetter(topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500],
+                            at=datetime.utcnow())
+        log.warning("dead letter topic=%s partition=%s offset=%s reason=%s", msg.topic, msg.partition, msg.offset,
+                    reason[:200])
+        await (await self.send(topics.DEADLETTER, None, letter.model_dump_json().encode()))
+        self.stats["deadletters"] += 1
+        metrics.count("deadletters")
+        await self._with_redis("count", lambda: self.store.count("deadletters"))
+
+    # ---- state from Redis ------------------------------------------------------------------------------
+
+    async def _ensure_loaded(self, stays: Sequence[tuple[int, int | None]]) -> None:
+        missing = [(sid, p) for sid, p in stays if sid not in self.stays]
+        if not missing:
+            return
+        stored = await self._with_redis("state load", lambda: self.store.load([sid for sid, _ in missing]))
+        for (sid, p), st in zip(missing, stored):
+            self.stays[sid] = self._rebuild(st, -1 if p is None else p)
+
+    def _rebuild(self, st: StoredStay, partition: int) -> StayRuntime:
+        meta = st.meta
+        rt = StayRuntime(st.stay_id, int(meta.get("subject_id") or 0), partition,
+                         {s.name: s.new_state() for s in self.scorers})
+        rt.scored = st.mark("scored")
+        rt.closed_at = st.mark("closed_at")
+        rt.band = meta.get("band") or None
+        rt.n_inputs = int(meta.get("n_inputs") or 0)
+        rt.alert_state = dict(st.alert_state)
+        rt.last_by = {s.name: t for s in self.scorers if (t := st.mark(f"scored:{s.name}")) is not None}
+        done = []
+        for at, e in sorted(st.events, key=lambda x: (x[0], x[1].available_time, x[1].time, x[1].event_id)):
+            if isinstance(e, StayOpened):
+                rt.opened = e
+            if rt.scored is not None and at <= rt.scored:
+                done.append(e)
+            else:
+                rt.buffer[at].append(e)
+        if rt.closed_at is not None and (rt.scored is None or rt.closed_at > rt.scored):
+            rt.buffer.setdefault(rt.closed_at, [])  # the close is a point of its own
+        for s in self.scorers:
+            s.apply(rt.states[s.name], done)
+        return rt
+
+    async def assign(self, partitions: set[int]) -> None:
+        """A rebalance gave this worker `partitions`: forget the others' stays, rebuild our pending ones."""
+        async with self._state:
+            await self._assign(partitions)
+        self._wake.set()
+
+    async def _assign(self, partitions: set[int]) -> None:
+        self.owned = set(partitions)
+        for sid in [sid for sid, rt in self.stays.items() if rt.partition not in self.owned]:
+            del self.stays[sid]
+        for p in list(self.clock):
+            if p not in self.owned:
+                self.clock.pop(p, None)
+                self.flushed.pop(p, None)
+        pending = await self._with_redis("pending scan", self.store.pending_stays)
+        await self._ensure_loaded([(sid, p) for sid, p in pending.items() if p in self.owned])
+        log.info("assigned partitions %s: %d stays with pending points", sorted(self.owned),
+                 sum(1 for p in pending.values() if p in self.owned))
+
+    # ---- completion and scoring ------------------------------------------------------------------------
+
+    def _complete(self, rt: StayRuntime, at: datetime) -> bool:
+        clock = self.clock.get(rt.partition)
+        if clock is not None and at < clock:
+            return True
+        if rt.closed_at is not None and at <= rt.closed_at:
+            return True
+        flushed = self.flushed.get(rt.partition)
+        return flushed is not None and at <= flushed
+
+    def flush_quiet(self) -> None:
+        """Complete every point of a partition that has been quiet for idle_ms and is caught up."""
+        now = time.monotonic()
+        for p, since in self.quiet_since.items():
+            if now - since >= self.idle_s and p in self.clock and self.caught_up(p):
+                if self.flushed.get(p) != self.clock[p]:
+                    self.flushed[p] = self.clock[p]
+                    self._wake.set()
+
+    def ready(self) -> list[StayRuntime]:
+        out = []
+        for rt in self.stays.values():
+            if rt.buffer and self._complete(rt, min(rt.buffer)):
+                out.append(rt)
+                if len(out) >= self.batch_max:
+                    break
+        return out
+
+    def pending_points(self) -> int:
+        return sum(len(rt.buffer) for rt in self.stays.values())
+
+    async def run(self, tick_s: float = 0.02) -> None:
+        """The scoring loop: score whatever is complete, at once; wait when nothing is."""
+        while True:
+            if not await self.score_ready():
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=tick_s)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def score_ready(self) -> int:
+        """Score one batch of stays with complete points. Returns how many stays it scored."""
+        start = time.perf_counter()
+        async with self._state:
+            self.flush_quiet()
+            batch = self.ready()
+            if not batch:
+                return 0
+            taken = self._take(batch)
+        alerts, n_scores = await self._score_taken(batch, *taken)
+        seconds = time.perf_counter() - start
+        metrics.observe_batch(len(batch), seconds)
+        metrics.POINTS_PENDING.set(self.pending_points())
+        counts = {"scores": n_scores, "alerts": len(alerts), "batches": 1}
+        await self._with_redis("batch bookkeeping", lambda: self.store.note_batch(alerts, counts, seconds * 1000.0))
+        return len(batch)
+
+    def _take(self, batch: list[StayRuntime]):
+        """Apply each stay's complete points in order and score the every-point scorers; stop a stay at a
+        point a cadence scorer is due at. Synchronous: it runs under the state lock."""
+        every = [s for s in self.scorers if s.needs.cadence is None]
+        cadenced = [s for s in self.scorers if s.needs.cadence is not None]
+        per_stay: dict[int, dict[str, list[RiskScore]]] = {}
+        due: dict[str, list[tuple[StayRuntime, StayPoint]]] = defaultdict(list)
+        arrived: list[float] = []
+        last_point: dict[int, datetime] = {}
+        for rt in batch:
+            out = per_stay[rt.stay_id] = {s.name: [] for s in self.scorers}
+            for at in sorted(rt.buffer):
+                if not self._complete(rt, at):
+                    break
+                events = canonical_order(rt.buffer.pop(at))
+                if at in rt.arrived_ms:
+                    arrived.append(rt.arrived_ms.pop(at))
+                rt.n_inputs += sum(isinstance(e, (Measurement, Ecg)) for e in events)
+                for s in self.scorers:
+                    s.apply(rt.states[s.name], events)
+                point = StayPoint(rt.stay_id, rt.subject_id, at, rt.opened, rt.n_inputs)
+                band_changed = False
+                for s in every:
+                    score, = s.score([(rt.states[s.name], point)])
+                    out[s.name].append(score)
+                    band = score.tasks[s.name].band if s.name in score.tasks else None
+                    if s.name == "news2":
+                        band_changed, rt.band = band != rt.band and rt.scored is not None, band
+                last_point[rt.stay_id] = rt.scored = at
+                stop = False
+                for s in cadenced:
+                    if self._due(rt, s, at, band_changed):
+                        due[s.name].append((rt, point))
+                        rt.last_by[s.name] = at
+                        stop = True
+                if stop:  # a cadence scorer reads the state as of this point: score it before moving on
+                    break
+        return per_stay, due, last_point, arrived
+
+    async def _score_taken(self, batch, per_stay, due, last_point, arrived) -> tuple[list[Alert], int]:
+        cadenced = [s for s in self.scorers if s.needs.cadence is not None]
+        loop = asyncio.get_running_loop()
+        for s in cadenced:
+            items = due.get(s.name)
+            if not items:
+                continue
+            scores = await loop.run_in_executor(None, s.score, [(rt.states[s.name], p) for rt, p in items])
+            for (rt, _), score in zip(items, scores):
+                per_stay[rt.stay_id][s.name].append(score)
+        return await self._publish_and_commit(batch, per_stay, last_point, arrived)
+
+    def _due(self, rt: StayRuntime, scorer: Scorer, at: datetime, band_changed: bool) -> bool:
+        last = rt.last_by.get(scorer.name)
+        if last is None or band_changed or (rt.closed_at is not None and at >= rt.closed_at):
+            return True
+        step_s = scorer.needs.cadence.total_seconds()
+        return epoch(at) // step_s > epoch(last) // step_s
+
+    async def _publish_and_commit(self, batch, per_stay, last_point, arrived) -> tuple[list[Alert], int]:
+        deliveries, all_alerts, commits = [], [], []
+        n_scores = 0
+        for rt in batch:
+            alerts: list[Alert] = []
+            changed: dict[str, str] = {}
+            for name, scores in per_stay[rt.stay_id].items():
+                for score in scores:
+                    score.score_id = make_event_id("score", score.stay_id, score.scorer, score.model_version,
+                                                   score.scored_at.isoformat())
+                    deliveries.append(await self.send(topics.SCORES, str(rt.stay_id).encode(),
+                                                      score.model_dump_json().encode()))
+                    n_scores += 1
+                    for rule in rules_for(score):
+                        key = f"{score.scorer}/{rule.key}"
+                        new, alert = step(rule, RuleState.loads(rt.alert_state.get(key)), score)
+                        changed[key] = rt.alert_state[key] = new.dumps()
+                        if alert is not None:
+                            alerts.append(alert)
+            for a in alerts:
+                deliveries.append(await self.send(topics.ALERTS, str(rt.stay_id).encode(), a.model_dump_json().encode()))
+            all_alerts += alerts
+            commits.append((rt, changed, alerts))
+        await asyncio.gather(*deliveries)   # published before committed: a crash here only republishes
+        now_ms = time.time() * 1000.0
+        for t in arrived:
+            metrics.observe_latency(max(0.0, now_ms - t) / 1000.0)
+        async def commit():
+            pipe = self.store.r.pipeline(transaction=False)
+            for rt, changed, alerts in commits:
+                await self.store.commit(pipe, rt.stay_id, last_point[rt.stay_id], rt.n_inputs, rt.band,
+                                        per_stay[rt.stay_id], changed, alerts)
+            return await pipe.execute()
+
+        await self._with_redis("commit", commit)
+        async with self._state:
+            for rt, _, _ in commits:  # a closed stay with nothing left to score leaves memory
+                if rt.closed_at is not None and not rt.buffer and rt.scored is not None and rt.scored >= rt.closed_at:
+                    self.stays.pop(rt.stay_id, None)
+        self.stats["scores"] += n_scores
+        self.stats["alerts"] += len(all_alerts)
+        self.stats["batches"] += 1
+        metrics.count("scores", n_scores)
+        metrics.count("alerts", len(all_alerts))
+        return all_alerts, n_scores
+
+
+def _part(msg: Message) -> int:
+    return -1 if msg.partition is None else msg.partition

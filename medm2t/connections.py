@@ -223,7 +223,7 @@ def redis_error_message(settings: Settings, exc: BaseException) -> str:
                     f"(redis://:PASSWORD@host:port/db) or in MEDM2T_REDIS_PASSWORD. `medm2t stack up` keeps the "
                     f"local one's in {redis_password_file(settings)}")
         return f"Redis at {where} rejected the password from {source} ({text}); check it"
-    return (f"cannot reach Redis at {where} ({type(exc).__name__}: {text}); start the local one with "
+    return (f"Redis at {where} is not reachable ({type(exc).__name__}: {text}); start the local one with "
             f"`medm2t stack up`, or point at yours with --redis URL or MEDM2T_REDIS_URL")
 
 

@@ -141,10 +141,6 @@ def _ingest(info: ValidationInfo) -> bool:
     return bool(info.context) and info.context.get("medm2t_ingest", False)
 
 
-def _finite(v: float) -> bool:
-    return math.isfinite(v)
-
-
 def _id(v: int, info: ValidationInfo) -> int:
     if _ingest(info) and not 1 <= v <= MAX_ID:
         raise _Rule("must be an integer in [1, 2**53 - 1]")

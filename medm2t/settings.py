@@ -87,27 +87,6 @@ class Settings(BaseSettings):
 
         return safe_url(url)
 
-    # Read-only aliases of the old flat names, for code not yet on medm2t.connections (stream/worker.py).
-    @property
-    def kafka_security_protocol(self) -> str:
-        return self.kafka.security_protocol
-
-    @property
-    def kafka_sasl_mechanism(self) -> str | None:
-        return self.kafka.sasl_mechanism
-
-    @property
-    def kafka_sasl_username(self) -> str | None:
-        return self.kafka.sasl_username
-
-    @property
-    def kafka_sasl_password(self) -> str | None:
-        return self.kafka.sasl_password.get_secret_value() if self.kafka.sasl_password is not None else None
-
-    @property
-    def kafka_ssl_cafile(self) -> Path | None:
-        return self.kafka.ssl_cafile
-
 
 @lru_cache
 def get_settings() -> Settings:

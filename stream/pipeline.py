@@ -65,6 +65,7 @@ class StayRuntime:
     buffer: dict[datetime, list[_Event]] = field(default_factory=lambda: defaultdict(list))  # unscored points
     arrived_ms: dict[datetime, float] = field(default_factory=dict)  # Kafka time of each point's first event
     alert_state: dict[str, str] = field(default_factory=dict)
+    held: dict[str, list[_Event]] = field(default_factory=lambda: defaultdict(list))  # cadence scorer -> not applied
 
 
 class Pipeline:
@@ -313,8 +314,10 @@ class Pipeline:
                 if at in rt.arrived_ms:
                     arrived.append(rt.arrived_ms.pop(at))
                 rt.n_inputs += sum(isinstance(e, (Measurement, Ecg)) for e in events)
-                for s in self.scorers:
+                for s in every:
                     s.apply(rt.states[s.name], events)
+                for s in cadenced:  # applied in one go when the scorer is next due (off the event loop)
+                    rt.held[s.name] += events
                 point = StayPoint(rt.stay_id, rt.subject_id, at, rt.opened, rt.n_inputs)
                 band_changed = False
                 for s in every:
@@ -341,7 +344,8 @@ class Pipeline:
             items = due.get(s.name)
             if not items:
                 continue
-            scores = await loop.run_in_executor(None, s.score, [(rt.states[s.name], p) for rt, p in items])
+            work = [(rt.states[s.name], rt.held.pop(s.name, []), p) for rt, p in items]
+            scores = await loop.run_in_executor(None, _apply_and_score, s, work)
             for (rt, _), score in zip(items, scores):
                 per_stay[rt.stay_id][s.name].append(score)
         return await self._publish_and_commit(batch, per_stay, last_point, arrived)
@@ -398,6 +402,13 @@ class Pipeline:
         metrics.count("scores", n_scores)
         metrics.count("alerts", len(all_alerts))
         return all_alerts, n_scores
+
+
+def _apply_and_score(scorer: Scorer, work: list[tuple[Any, list[_Event], StayPoint]]) -> list[RiskScore]:
+    for state, events, _ in work:
+        if events:
+            scorer.apply(state, events)
+    return scorer.score([(state, point) for state, _, point in work])
 
 
 def _part(msg: Message) -> int:

@@ -338,7 +338,8 @@ def _oversize(rng: random.Random, d: dict, raw: bytes) -> Out:
     if pad <= 10:
         return raw + b" " * max(1, MAX_MESSAGE_BYTES + 1 - len(raw)), "larger than", None
     if rng.random() < 0.5:
-        return raw[:-1] + b',"padding":"' + b"A" * (pad - 14) + b'"}', "larger than", None
+        head = raw[:-1] + b',"padding":"'
+        return head + b"A" * (size - len(head) - 2) + b'"}', "larger than", None
     return b" " * pad + raw, "larger than", None          # whitespace is valid JSON: only the cap rejects it
 
 
@@ -474,7 +475,7 @@ def _ecg_data(rng: random.Random, d: dict) -> Out:
         rule = None
     elif choice == "gzip":
         import gzip
-        wf["data"] = base64.b64encode(gzip.compress(raw, 1)).decode()
+        wf["data"] = base64.b64encode(gzip.compress(raw, 1, mtime=0)).decode()
         rule = "not a valid zlib stream"
     else:
         wf["data"] = base64.b64encode(raw).decode()   # uncompressed samples
@@ -561,22 +562,32 @@ def _apply(base: bytes, parsed: dict, mutation: Callable, rng: random.Random) ->
     return mutation(rng, copy.deepcopy(parsed), base)
 
 
-def bad_message_cases(n: int, seed: int, good: Sequence[bytes] | None = None) -> list[Case]:
-    """n bad messages with their expected reason fragment, planted value and mutation name."""
-    base = list(good) if good is not None else list(example_messages())
-    if not base:
-        raise ValueError("bad_message_cases needs at least one good message")
-    parsed = [json.loads(b) for b in base]
+def _usable(parsed: list[dict]) -> list[tuple[str, Callable, float, list[int]]]:
+    """(name, mutation, weight, indices of the base events it applies to) for every mutation that applies to some.
+    Each mutation draws its base among the events it applies to, so rare kinds (ECGs) are still covered."""
     by_kind: dict[str, list[int]] = {}
     for i, d in enumerate(parsed):
         by_kind.setdefault(d.get("kind"), []).append(i)
-    # Each mutation draws its base among the events it applies to, so rare kinds (ECGs) are still covered.
     usable = []
     for name, fn, weight in MUTATIONS:
         kinds = getattr(fn, "kinds", None)
-        pool = list(range(len(base))) if kinds is None else [i for k in kinds for i in by_kind.get(k, [])]
+        pool = list(range(len(parsed))) if kinds is None else [i for k in kinds for i in by_kind.get(k, [])]
         if pool:
             usable.append((name, fn, weight, pool))
+    return usable
+
+
+def _parsed_base(good: Sequence[bytes] | None) -> tuple[list[bytes], list[dict]]:
+    base = list(good) if good is not None else list(example_messages())
+    if not base:
+        raise ValueError("bad messages need at least one good message to start from")
+    return base, [json.loads(b) for b in base]
+
+
+def bad_message_cases(n: int, seed: int, good: Sequence[bytes] | None = None) -> list[Case]:
+    """n bad messages with their expected reason fragment, planted value and mutation name."""
+    base, parsed = _parsed_base(good)
+    usable = _usable(parsed)
     rng = random.Random(seed)
     weights = [u[2] for u in usable]
     out: list[Case] = []
@@ -598,21 +609,22 @@ def bad_messages(n: int, seed: int, good: Sequence[bytes] | None = None) -> list
 
 
 def bad_message(good: Sequence[bytes] | None = None) -> st.SearchStrategy[Case]:
-    base = list(good) if good is not None else list(example_messages())
-    parsed = [json.loads(b) for b in base]
+    """One bad message: a mutation (uniformly), a base event it applies to and the mutation's random choices."""
+    base, parsed = _parsed_base(good)
+    usable = _usable(parsed)
 
     @st.composite
-    def draw(data) -> Case:
-        i = data.draw(st.integers(0, len(base) - 1), label="base")
-        rng = data.draw(st.randoms(use_true_random=False), label="rng")
-        start = data.draw(st.integers(0, len(MUTATIONS) - 1), label="mutation")
-        for k in [*range(start, len(MUTATIONS)), *range(start)]:  # the first that applies to this event
-            result = _apply(base[i], parsed[i], MUTATIONS[k][1], rng)
-            if result is not None:
-                return Case(result[0], result[1], result[2], MUTATIONS[k][0])
-        raise AssertionError("no mutation applies")  # the generic JSON mutations always apply
+    def case(draw) -> Case:
+        name, fn, _, pool = draw(st.sampled_from(usable))
+        i = draw(st.sampled_from(pool))
+        rng = draw(st.randoms(use_true_random=False))
+        result = _apply(base[i], parsed[i], fn, rng)
+        if result is None:          # e.g. 'double' whose first mutation did not apply
+            result = _apply(base[i], parsed[i], _truncate, rng)
+            name = "truncate"
+        return Case(result[0], result[1], result[2], name)
 
-    return draw()
+    return case()
 
 
 def good_message(good: Sequence[bytes] | None = None) -> st.SearchStrategy[bytes]:
@@ -632,16 +644,16 @@ def absurd_measurement(good: Sequence[bytes] | None = None) -> st.SearchStrategy
     base = _measurement_base(good)
 
     @st.composite
-    def draw(data):
-        concept = data.draw(st.sampled_from(sorted(CONCEPT_RANGES)))
+    def case(draw):
+        concept = draw(st.sampled_from(sorted(CONCEPT_RANGES)))
         r = CONCEPT_RANGES[concept]
-        value = data.draw(st.floats(allow_nan=False, allow_infinity=False).filter(lambda v: v not in r))
+        value = draw(st.floats(allow_nan=False, allow_infinity=False).filter(lambda v: v not in r))
         d = copy.deepcopy(base)
         _as_concept(d, concept)
         d["value"] = value
         return _dump(d), concept
 
-    return draw()
+    return case()
 
 
 def possible_measurement(good: Sequence[bytes] | None = None) -> st.SearchStrategy[tuple[bytes, str]]:
@@ -649,15 +661,15 @@ def possible_measurement(good: Sequence[bytes] | None = None) -> st.SearchStrate
     base = _measurement_base(good)
 
     @st.composite
-    def draw(data):
-        concept = data.draw(st.sampled_from(sorted(CONCEPT_RANGES)))
+    def case(draw):
+        concept = draw(st.sampled_from(sorted(CONCEPT_RANGES)))
         r = CONCEPT_RANGES[concept]
-        lo, hi = data.draw(st.sampled_from(r.parts))
-        value = data.draw(st.floats(lo, hi, exclude_min=r.lo_open and (lo, hi) == r.parts[0]))
+        lo, hi = draw(st.sampled_from(r.parts))
+        value = draw(st.floats(lo, hi, exclude_min=r.lo_open and (lo, hi) == r.parts[0]))
         d = copy.deepcopy(base)
         _as_concept(d, concept)
         d["value"] = value
         return _dump(d), concept
 
-    return draw()
+    return case()
 

@@ -72,7 +72,7 @@ def pipeline_settings(kafka_bootstrap, redis_url, tmp_path_factory):
     from stream.kafka import ensure_topics
 
     settings = Settings(kafka_url=kafka_bootstrap, redis_url=redis_url, run_dir=tmp_path_factory.mktemp("run"),
-                        scorers="news2", batch_wait_ms=100)
+                        scorers="news2")
     ensure_topics(settings)
     return settings
 
@@ -92,7 +92,7 @@ def service_env(settings) -> dict:
 
     return {**os.environ, "MEDM2T_KAFKA_URL": settings.kafka_url, "MEDM2T_REDIS_URL": settings.redis_url,
             "MEDM2T_RUN_DIR": str(settings.run_dir), "MEDM2T_SCORERS": settings.scorers,
-            "MEDM2T_BATCH_WAIT_MS": str(settings.batch_wait_ms), "MEDM2T_CHECKPOINT": str(settings.checkpoint),
+            "MEDM2T_CHECKPOINT": str(settings.checkpoint),
             "MEDM2T_DEVICE": settings.device}
 
 

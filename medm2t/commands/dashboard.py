@@ -39,16 +39,22 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a valid TCP port")
     import dashboard
-    from dashboard.data import connect, safe_url, unreachable_reason
+    from dashboard.data import connect, safe_url
 
     app = Path(dashboard.__file__).resolve().parent / "app.py"
     if not app.exists():
         raise UserError(f"dashboard app not found at {app}; reinstall the package (pip install -e .)")
 
-    reason = unreachable_reason(connect(url))
-    if reason:
-        print(f"medm2t: warning: Redis at {safe_url(url)} is not reachable ({reason}). The dashboard starts anyway, "
-              "shows this on the page and keeps retrying; `medm2t stack up` starts a local Redis.", file=sys.stderr)
+    from redis import RedisError
+
+    from medm2t.connections import redis_error_message
+
+    try:
+        connect(url).ping()
+    except RedisError as exc:  # says where a rejected password came from, or how to start Redis
+        problem = redis_error_message(get_settings().model_copy(update={"redis_url": url}), exc)
+        print(f"medm2t: warning: {problem}. The dashboard starts anyway, shows this on the page and keeps "
+              "retrying.", file=sys.stderr)
     print(f"medm2t: dashboard on http://{args.host}:{args.port} (Redis {safe_url(url)}); Ctrl-C stops it.", file=sys.stderr)
     env = {**os.environ, "MEDM2T_REDIS_URL": url}
     argv = [sys.executable, "-m", "streamlit", "run", str(app),

@@ -1,4 +1,4 @@
-"""Publish released events to Kafka: outcomes on icu.outcomes.v1, ECGs on icu.ecg.v1, the rest on
+"""Publish released events to Kafka: outcomes on icu.outcomes.v1, everything else (ECGs included) on
 icu.events.v1, each keyed by stay_id so one stay's events stay in order on one partition."""
 from __future__ import annotations
 

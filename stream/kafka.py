@@ -14,7 +14,7 @@ from typing import Iterable
 
 from medm2t.connections import kafka_python_options
 from medm2t.settings import Settings
-from medm2t.topics import ALL_TOPICS
+from medm2t.topics import ALL_TOPICS, EVENTS
 
 log = logging.getLogger(__name__)
 # kafka-python logs every connection attempt (INFO) and refusal (ERROR); the commands report broker problems
@@ -92,7 +92,7 @@ def ensure_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS) -> dic
     finally:
         admin.close()
     for topic, n in existing.items():
-        if n != settings.partitions and topic in ("icu.events.v1", "icu.ecg.v1"):
+        if n != settings.partitions and topic == EVENTS:
             log.warning("topic %s has %d partitions, settings.partitions is %d", topic, n, settings.partitions)
     return result
 

@@ -36,6 +36,7 @@ from stream.validation import InvalidMessage, validate_message
 log = logging.getLogger("medm2t.worker")
 LATE_STEP = timedelta(milliseconds=1)  # a point after one already complete
 NEVER = float("-inf")
+RESTORE_GRACE_S = 5.0
 
 Send = Callable[[str, bytes | None, bytes], Awaitable[Any]]   # (topic, key, value) -> awaitable delivery
 
@@ -76,6 +77,7 @@ class Pipeline:
         self.stays: dict[int, StayRuntime] = {}
         self.clock: dict[int, datetime] = {}        # partition -> latest available_time delivered on it
         self.flushed: dict[int, datetime] = {}      # partition -> points up to here completed by quiet time
+        self.frontier: dict[int, datetime] = {}     # partition -> latest effective point buffered on it
         self.quiet_since: dict[int, float] = {}     # partition -> monotonic time of its last message
         self.owned: set[int] | None = None          # partitions this worker owns (None: all)
         self.stats: dict[str, int] = defaultdict(int)
@@ -109,6 +111,7 @@ class Pipeline:
         for msg, item in arrival:
             p = _part(msg)
             rt = self.stays[item.event.stay_id]
+            rt.subject_id = rt.subject_id or item.event.subject_id  # a stay new to Redis has no meta yet
             floor = epoch(self.clock[p]) if p in self.clock else NEVER
             done = max(filter(None, (rt.closed_at, self.flushed.get(p))), default=None)
             if done is not None:
@@ -162,6 +165,9 @@ class Pipeline:
 
     def _buffer(self, rt: StayRuntime, at: datetime, event: _Event, ts_ms: float | None) -> None:
         rt.buffer[at].append(event)
+        # A late event (after a close or a quiet flush) lands past the partition clock: only this tells
+        # the quiet flush that there is a point left to complete.
+        self.frontier[rt.partition] = max(self.frontier.get(rt.partition, at), at)
         if ts_ms is not None:
             rt.arrived_ms.setdefault(at, ts_ms)
         if isinstance(event, StayOpened):
@@ -228,12 +234,19 @@ class Pipeline:
         self.owned = set(partitions)
         for sid in [sid for sid, rt in self.stays.items() if rt.partition not in self.owned]:
             del self.stays[sid]
-        for p in list(self.clock):
-            if p not in self.owned:
-                self.clock.pop(p, None)
-                self.flushed.pop(p, None)
+        for p in {*self.clock, *self.frontier, *self.quiet_since} - self.owned:
+            for by_partition in (self.clock, self.flushed, self.frontier, self.quiet_since):
+                by_partition.pop(p, None)
         pending = await self._with_redis("pending scan", self.store.pending_stays)
         await self._ensure_loaded([(sid, p) for sid, p in pending.items() if p in self.owned])
+        # Pending points restored from Redis on a partition that may never deliver again (the crash came
+        # after its last message) complete by quiet time too, after a grace that lets the consumer learn
+        # its backlog first (caught_up is only meaningful once it has fetched).
+        restart = time.monotonic() + RESTORE_GRACE_S - self.idle_s
+        for rt in self.stays.values():
+            if rt.buffer and rt.partition not in self.clock:
+                self.frontier[rt.partition] = max(self.frontier.get(rt.partition, max(rt.buffer)), max(rt.buffer))
+                self.quiet_since.setdefault(rt.partition, restart)
         log.info("assigned partitions %s: %d stays with pending points", sorted(self.owned),
                  sum(1 for p in pending.values() if p in self.owned))
 
@@ -252,9 +265,10 @@ class Pipeline:
         """Complete every point of a partition that has been quiet for idle_ms and is caught up."""
         now = time.monotonic()
         for p, since in self.quiet_since.items():
-            if now - since >= self.idle_s and p in self.clock and self.caught_up(p):
-                if self.flushed.get(p) != self.clock[p]:
-                    self.flushed[p] = self.clock[p]
+            if now - since >= self.idle_s and self.caught_up(p):
+                upto = max(filter(None, (self.clock.get(p), self.frontier.get(p))), default=None)
+                if upto is not None and self.flushed.get(p) != upto:
+                    self.flushed[p] = upto
                     self._wake.set()
 
     def ready(self) -> list[StayRuntime]:

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -60,6 +60,7 @@ def _wait(predicate, timeout, what, log=None):
             return
         time.sleep(0.3)
     tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+    what = what() if callable(what) else what
     pytest.fail(f"timed out after {timeout} s waiting for {what}\nworker log tail:\n{tail}")
 
 
@@ -154,74 +155,48 @@ def test_the_score_stream_is_the_contracts(pipeline_settings, undisturbed, cohor
     assert undisturbed["alerts"], "30 synthetic stays should raise at least one NEWS2 alert"
 
 
-def test_kill_9_mid_replay_then_restart_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
-                                                                         cohort_expectation, undisturbed):
-    _, n_inputs, want = cohort_expectation
-    undisturbed["proc"].send_signal(signal.SIGSTOP)  # keep the shared worker out of this run's consumer group
-    try:
-        _fresh(pipeline_settings)
-        r = _redis(pipeline_settings)
-        log = pipeline_settings.run_dir / "worker-killed.log"
-        replay = _replay(pipeline_settings, synth_cohort)
-        with running_worker(pipeline_settings, log) as first:
-            _wait(lambda: _counter(r, "events_in") >= n_inputs // 2, 180, "half of the events applied", log)
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(timeout=10)
-        assert replay.wait(timeout=180) == 0
-        assert not _idle(r, n_inputs), "the kill came too late to test anything"
-        with running_worker(pipeline_settings, log):
-            _wait(lambda: _idle(r, n_inputs), 240, "every point scored after the restart", log)
-            scores, _ = score_stream(_read(pipeline_settings, topics.SCORES))
-            alerts = {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
-        assert compare(scores, want) == []
-        assert alerts == undisturbed["alerts"]
-    finally:
-        undisturbed["proc"].send_signal(signal.SIGCONT)
-
-
 def test_bad_messages_go_to_the_dead_letter_topic_and_scoring_goes_on(pipeline_settings, synth_cohort,
-                                                                      cohort_expectation):
+                                                                      cohort_expectation, undisturbed):
     from stream.kafka import make_producer
 
     per_stay, n_inputs, _ = cohort_expectation
-    _fresh(pipeline_settings)
-    log = pipeline_settings.run_dir / "worker-poison.log"
+    proc, log = undisturbed["proc"], undisturbed["log"]
     r = _redis(pipeline_settings)
-    with running_worker(pipeline_settings, log) as proc:
-        _replayed(pipeline_settings, synth_cohort)
-        _wait(lambda: _idle(r, n_inputs), 180, "every point scored", log)
-        sid = next(iter(per_stay))
-        last = per_stay[sid][-1]
-        fresh = Measurement(event_id=make_event_id("test", "late-hr", sid), stay_id=sid, subject_id=last.subject_id,
-                            time=last.available_time, available_time=last.available_time, source="test",
-                            item="220045", category="vital", concept="hr", value=150.0)
-        conflict = per_stay[sid][3].model_copy(update={"source": "forged"})
-        producer = make_producer(pipeline_settings)
-        producer.send(topics.EVENTS, key=str(sid).encode(), value=b"\x00not json at all")
-        producer.send(topics.EVENTS, key=str(sid).encode(), value=dump_event(fresh).replace(b'"category":"vital",', b""))
-        producer.send(topics.EVENTS, key=b"12345", value=dump_event(fresh))          # key is not the stay
-        producer.send(topics.EVENTS, key=str(sid).encode(), value=dump_event(conflict))  # same id, other content
-        producer.send(topics.EVENTS, key=str(sid).encode(), value=dump_event(fresh))
-        producer.close()
+    sid = next(iter(per_stay))
+    last = per_stay[sid][-1]
+    # after everything replayed (in partition order: an earlier time would be placed at the partition's clock)
+    at = max(e.available_time for events in per_stay.values() for e in events) + timedelta(minutes=1)
+    fresh = Measurement(event_id=make_event_id("test", "late-hr", sid), stay_id=sid, subject_id=last.subject_id,
+                        time=at, available_time=at, source="test",
+                        item="220045", category="vital", concept="hr", value=150.0)
+    conflict = per_stay[sid][3].model_copy(update={"source": "forged"})
+    producer = make_producer(pipeline_settings)
+    producer.send(topics.EVENTS, key=str(sid).encode(), value=b"\x00not json at all")
+    producer.send(topics.EVENTS, key=str(sid).encode(), value=dump_event(fresh).replace(b'"category":"vital",', b""))
+    producer.send(topics.EVENTS, key=b"12345", value=dump_event(fresh))          # key is not the stay
+    producer.send(topics.EVENTS, key=str(sid).encode(), value=dump_event(conflict))  # same id, other content
+    producer.send(topics.EVENTS, key=str(sid).encode(), value=dump_event(fresh))
+    producer.close()
 
-        def rescored():
-            s = RiskScore.model_validate_json(r.get(keys.latest_score(sid, "news2")))
-            return s.tasks["news2"].detail["hr_points"] == 3
+    def rescored():
+        s = RiskScore.model_validate_json(r.get(keys.latest_score(sid, "news2")))
+        return s.tasks["news2"].detail["hr_points"] == 3
 
-        _wait(rescored, 60, "the valid event after the bad ones to be scored", log)
-        _wait(lambda: _counter(r, "deadletters") >= 4, 30, "four dead letters", log)
-        letters = [DeadLetter.model_validate_json(v) for v in _read(pipeline_settings, topics.DEADLETTER)]
-        reasons = " | ".join(d.reason for d in letters)
-        assert len(letters) == 4, reasons
-        assert "json" in reasons.lower() and "category" in reasons and "key" in reasons and "conflict" in reasons
-        assert all(d.topic == topics.EVENTS and d.offset is not None for d in letters)
-        assert b"150" not in b"".join(_read(pipeline_settings, topics.DEADLETTER)), "dead letters carry no values"
-        assert proc.poll() is None, "the worker must keep running after bad input"
-        # The same replay again: every event is a duplicate and no state changes.
-        before = _counter(r, "duplicates")
-        _replayed(pipeline_settings, synth_cohort)
-        _wait(lambda: _counter(r, "duplicates") >= before + n_inputs, 120, "every event recognised as a duplicate", log)
-        assert _counter(r, "events_in") == n_inputs + 1
+    _wait(rescored, 60, lambda: f"the valid event after the bad ones to be scored; latest "
+          f"{r.get(keys.latest_score(sid, 'news2'))} meta {r.hgetall(keys.meta(sid))}", log)
+    _wait(lambda: _counter(r, "deadletters") >= 4, 30, "four dead letters", log)
+    letters = [DeadLetter.model_validate_json(v) for v in _read(pipeline_settings, topics.DEADLETTER)]
+    reasons = " | ".join(d.reason for d in letters)
+    assert len(letters) == 4, reasons
+    assert "json" in reasons.lower() and "category" in reasons and "key" in reasons and "conflict" in reasons
+    assert all(d.topic == topics.EVENTS and d.offset is not None for d in letters)
+    assert b"150" not in b"".join(_read(pipeline_settings, topics.DEADLETTER)), "dead letters carry no values"
+    assert proc.poll() is None, "the worker must keep running after bad input"
+    # The same replay again: every event is a duplicate and no state changes.
+    before = _counter(r, "duplicates")
+    _replayed(pipeline_settings, synth_cohort)
+    _wait(lambda: _counter(r, "duplicates") >= before + n_inputs, 120, "every event recognised as a duplicate", log)
+    assert _counter(r, "events_in") == n_inputs + 1
 
 
 def test_alerts_command_prints_what_the_worker_raised(pipeline_settings, undisturbed):
@@ -261,3 +236,28 @@ def test_alerts_follow_prints_new_alerts_as_they_arrive(pipeline_settings):
     finally:
         follower.terminate()
         follower.wait(timeout=10)
+
+
+def test_kill_9_mid_replay_then_restart_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
+                                                                         cohort_expectation, undisturbed):
+    _, n_inputs, want = cohort_expectation
+    from stream.services import stop_process_group
+
+    stop_process_group(undisturbed["proc"], timeout=20)  # this run's workers own the consumer group alone
+    _fresh(pipeline_settings)
+    r = _redis(pipeline_settings)
+    log = pipeline_settings.run_dir / "worker-killed.log"
+    replay = _replay(pipeline_settings, synth_cohort)
+    with running_worker(pipeline_settings, log) as first:
+        _wait(lambda: _counter(r, "events_in") >= n_inputs // 2, 180, "half of the events applied", log)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    assert replay.wait(timeout=180) == 0
+    assert not _idle(r, n_inputs), "the kill came too late to test anything"
+    with running_worker(pipeline_settings, log):
+        _wait(lambda: _idle(r, n_inputs), 240, "every point scored after the restart", log)
+        scores, _ = score_stream(_read(pipeline_settings, topics.SCORES))
+        alerts = {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
+    assert compare(scores, want) == []
+    assert alerts == undisturbed["alerts"]
+

@@ -1,0 +1,192 @@
+"""`medm2t bench pipeline`: the worker's core (validate, APPLY to Redis, complete points, score, COMMIT) on a
+backlog, in one process on a real Redis that it starts itself. Kafka is left out, so the figures are
+the ceiling the core allows; the broker and Faust come on top (docs/benchmarks.md has end-to-end runs)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+PARTITIONS = 6
+CHUNK = 2000  # the worker's ingest chunk (stream/worker.py)
+
+
+def register_bench(bsub: argparse._SubParsersAction) -> None:
+    p = bsub.add_parser("pipeline", help="throughput of the worker core on a backlog, and cost per event vs history",
+                        description="Replay a synthetic cohort as a backlog through the worker's pipeline on a "
+                                    "fresh local Redis (no Kafka) and print events/s, scores, batch sizes and "
+                                    "batch times per scorer set; then the cost of one new event at short and "
+                                    "long stay histories.")
+    p.add_argument("--stays", type=int, default=100, help="synthetic stays in the backlog (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scorers", default="news2;news2,medm2t",
+                   help="scorer sets to run, ';'-separated (default 'news2;news2,medm2t')")
+    p.add_argument("--checkpoint", type=Path, default=None, help="MedM2T checkpoint (default: the settings')")
+    p.add_argument("--histories", default="20,2000", help="history lengths for the per-event cost (default 20,2000)")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from medm2t.cli import UserError
+    from medm2t.settings import Settings
+    from stream.services import free_port, redis_service
+
+    if args.stays < 1:
+        raise UserError("--stays must be at least 1")
+    settings = Settings()
+    checkpoint = args.checkpoint or settings.checkpoint
+    with tempfile.TemporaryDirectory(prefix="medm2t-bench-pipeline-") as tmp:
+        redis = redis_service(free_port(), Path(tmp), persist=False)
+        redis.start()
+        try:
+            url = f"redis://127.0.0.1:{redis.port}/0"
+            messages = _backlog(args.stays, args.seed, Path(tmp) / "cohort")
+            print(f"pipeline: {args.stays} synthetic stays, {len(messages):,} events, {PARTITIONS} partitions, "
+                  f"chunks of {CHUNK}, Redis at {url} (no Kafka)")
+            for names in args.scorers.split(";"):
+                scorers = _scorers(names.split(","), checkpoint)
+                figures = asyncio.run(_backlog_run(url, scorers, messages))
+                print(_format(names, figures))
+            for h in (int(x) for x in args.histories.split(",")):
+                us = asyncio.run(_per_event_cost(url, h))
+                print(f"  per new event, NEWS2, 64 stays with {h:,} events of history each: {us:,.0f} µs")
+        finally:
+            redis.stop()
+    return 0
+
+
+def _scorers(names: list[str], checkpoint: Path):
+    from medm2t.cli import UserError
+    from stream.news2 import News2Scorer
+
+    out = []
+    for name in names:
+        if name == "news2":
+            out.append(News2Scorer())
+        elif name == "medm2t":
+            from model.scorer import MedM2TScorer
+
+            if not (checkpoint / "meta.json").exists():
+                raise UserError(f"no MedM2T checkpoint at {checkpoint} (run `make demo` once, or pass --checkpoint)")
+            out.append(MedM2TScorer.load(checkpoint, "auto"))
+        else:
+            raise UserError(f"unknown scorer {name!r} in --scorers (news2, medm2t)")
+    return out
+
+
+def _backlog(stays: int, seed: int, out: Path) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of a ward replay of a fresh synthetic cohort, in release order."""
+    from medm2t.events import dump_event
+    from replay.engine import merge_ward
+    from replay.sources import parse_spec
+    from replay.synth import generate
+
+    generate(stays, seed, out, progress=False)
+    released = merge_ward(parse_spec(f"synth:{out}").stays(), 24, datetime(2031, 3, 1, 8), seed=seed)
+    return [(e.stay_id % PARTITIONS, str(e.stay_id).encode(), dump_event(e))
+            for e in (r.event for r in released) if e.kind != "outcome"]
+
+
+class _Outputs:
+    def __init__(self):
+        self.n = defaultdict(int)
+
+    async def send(self, topic, key, value):
+        self.n[topic] += 1
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def _pipeline(url: str, scorers, idle_ms: int):
+    from medm2t.connections import redis_async
+    from medm2t.settings import Settings
+    from stream.pipeline import Pipeline
+    from stream.state import StayStore
+
+    redis = redis_async(Settings(redis_url=url, redis_password=None))
+    await redis.flushdb()
+    outputs = _Outputs()
+    pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, outputs.send, idle_ms=idle_ms)
+    await pipeline.assign(set(range(PARTITIONS)))
+    return pipeline, outputs, redis
+
+
+async def _drain(pipeline, sizes: list[int], times: list[float]) -> None:
+    while True:
+        start = time.perf_counter()
+        n = await pipeline.score_ready()
+        if not n:
+            return
+        sizes.append(n)
+        times.append(time.perf_counter() - start)
+
+
+async def _backlog_run(url: str, scorers, messages) -> dict:
+    from stream.pipeline import Message
+
+    pipeline, outputs, redis = await _pipeline(url, scorers, idle_ms=10**9)
+    sizes: list[int] = []
+    times: list[float] = []
+    start = time.perf_counter()
+    try:
+        for i in range(0, len(messages), CHUNK):
+            await pipeline.ingest([Message("icu.events.v1", p, i + j, k, v)
+                                   for j, (p, k, v) in enumerate(messages[i:i + CHUNK])])
+            await _drain(pipeline, sizes, times)
+        pipeline.idle_s = 0.0  # the backlog is read: every partition is quiet and caught up
+        await _drain(pipeline, sizes, times)
+        seconds = time.perf_counter() - start
+    finally:
+        await redis.aclose()
+    return {"events": len(messages), "seconds": seconds, "scores": outputs.n["risk.scores.v1"],
+            "alerts": outputs.n["risk.alerts.v1"], "sizes": sizes, "times": times}
+
+
+async def _per_event_cost(url: str, history: int, n_stays: int = 64, rounds: int = 10) -> float:
+    """µs per new event (ingest + score + commit) for stays that already hold `history` measurements."""
+    from medm2t.events import Measurement, dump_event, make_event_id
+    from stream.news2 import News2Scorer
+    from stream.pipeline import Message
+
+    t0 = datetime(2031, 3, 1, 8)
+
+    def hr(sid: int, k: int) -> bytes:
+        at = t0 + timedelta(seconds=30 * k)
+        return dump_event(Measurement(event_id=make_event_id("bench", sid, k), stay_id=sid, subject_id=sid,
+                                      time=at, available_time=at, source="bench", item="220045", category="vital",
+                                      concept="hr", value=70.0 + k % 40))
+
+    pipeline, _, redis = await _pipeline(url, [News2Scorer()], idle_ms=0)
+    try:
+        offset = 0
+        for k in range(0, history, 500):  # fill the histories, untimed
+            msgs = [Message("icu.events.v1", 0, offset + j, str(sid).encode(), hr(sid, kk))
+                    for j, (sid, kk) in enumerate((s, kk) for kk in range(k, min(k + 500, history))
+                                                  for s in range(1, n_stays + 1))]
+            offset += len(msgs)
+            await pipeline.ingest(msgs)
+            await _drain(pipeline, [], [])
+        start = time.perf_counter()
+        for k in range(history, history + rounds):
+            await pipeline.ingest([Message("icu.events.v1", 0, offset + s, str(s).encode(), hr(s, k))
+                                   for s in range(1, n_stays + 1)])
+            offset += n_stays
+            await _drain(pipeline, [], [])
+        return (time.perf_counter() - start) / (rounds * n_stays) * 1e6
+    finally:
+        await redis.aclose()
+
+
+def _format(names: str, f: dict) -> str:
+    sizes, times = f["sizes"], sorted(f["times"])
+    p = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1000 if times else 0.0
+    return (f"  {names:<14} {f['events'] / f['seconds']:>8,.0f} events/s ({f['seconds']:.1f} s), "
+            f"{f['scores']:,} scores, {f['alerts']:,} alerts, {len(sizes)} batches of "
+            f"{statistics.mean(sizes) if sizes else 0:.0f} stays on average (max {max(sizes, default=0)}), "
+            f"batch time p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms")

@@ -1,0 +1,132 @@
+"""10,000 bad messages interleaved with a good replay, through the worker's pipeline on a real Redis: every
+bad one is dead-lettered with a reason, nothing raises, and the scores and stored state are exactly those
+of the good replay alone (and the contract's). Kafka is left out (a list stands in for the producer) so
+that the 10,000 run in seconds; tests/test_pipeline_integration.py sends bad messages through the real
+broker and worker."""
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from datetime import datetime
+
+import pytest
+
+from bad_messages import bad_message_cases
+from contract import compare, expected_scores, score_stream
+from medm2t import topics
+from medm2t.events import DeadLetter, dump_event
+from stream import keys
+
+pytestmark = pytest.mark.integration
+N_BAD = 10_000
+N_STAYS = 8
+
+
+@pytest.fixture(scope="module")
+def good_stream(synth_cohort):
+    """The replay's input events of N_STAYS stays, in release order (one partition)."""
+    import argparse
+
+    from replay.engine import merge_ward
+    from replay.sources import open_source
+
+    ns = argparse.Namespace(mimic=synth_cohort / "mimic-iv", ecg=synth_cohort / "mimic-iv-ecg", meds=None,
+                            physionet2012=None, outcomes=None)
+    events, stays = [], set()
+    for released in merge_ward(open_source(ns).stays(), 24, datetime(2031, 3, 1, 8), seed=5):
+        e = released.event
+        if e.kind == "outcome":
+            continue
+        if e.stay_id not in stays and len(stays) < N_STAYS:
+            stays.add(e.stay_id)
+        if e.stay_id in stays:
+            events.append(e)
+    return events
+
+
+def _run(settings, db: int, messages: list[tuple[bytes, bytes]]) -> tuple[dict, dict, dict]:
+    """Feed (key, value) messages in chunks through a NEWS2 pipeline on Redis `db`, then let every point
+    complete. Returns (messages sent per topic, stored events per stay, counters)."""
+    from medm2t.connections import redis_async, redis_sync
+    from stream.news2 import News2Scorer
+    from stream.pipeline import Message, Pipeline
+    from stream.state import StayStore
+
+    db_settings = settings.model_copy(update={"redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{db}"})
+    redis_sync(db_settings).flushdb()
+    sent: dict[str, list[bytes]] = defaultdict(list)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        async def send(topic, key, value):
+            sent[topic].append(value)
+            done = loop.create_future()
+            done.set_result(None)
+            return done
+
+        redis = redis_async(db_settings)
+        try:
+            scorer = News2Scorer()
+            pipeline = Pipeline(StayStore(redis, [scorer.needs]), [scorer], send, idle_ms=10**9)
+            await pipeline.assign({0})
+            for start in range(0, len(messages), 500):
+                chunk = [Message(topics.EVENTS, 0, start + i, key, value)
+                         for i, (key, value) in enumerate(messages[start:start + 500])]
+                await pipeline.ingest(chunk)
+                while await pipeline.score_ready():
+                    pass
+            pipeline.idle_s = 0.0  # the end of the stream: the partition is quiet and caught up
+            while await pipeline.score_ready():
+                pass
+            assert pipeline.pending_points() == 0
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
+    r = redis_sync(db_settings)
+    stays = {int(k.split(b":")[1].strip(b"}")) for k in r.scan_iter(match="{stay:*}:meta")}
+    stored = {sid: r.zrange(keys.events(sid), 0, -1, withscores=True) for sid in stays}
+    return sent, stored, {k.decode(): int(v) for k, v in r.hgetall(keys.COUNTERS).items()}
+
+
+def test_ten_thousand_bad_messages_change_nothing_but_the_dead_letter_topic(pipeline_settings, good_stream):
+    from stream.news2 import News2Scorer
+
+    good = [(str(e.stay_id).encode(), dump_event(e)) for e in good_stream]
+    cases = bad_message_cases(N_BAD, seed=11, good=[v for _, v in good[:400]])
+    rng = random.Random(3)
+    mixed = [(None, k, v) for k, v in good] + [(c, str(good_stream[0].stay_id).encode(), c.data) for c in cases]
+    rng.shuffle(mixed)
+    # the good events keep their own order (a partition's order); the bad ones fall in between
+    good_iter = iter(good)
+    mixed = [(c, k, v) if c is not None else (None, *next(good_iter)) for c, k, v in mixed]
+
+    clean, clean_state, clean_counts = _run(pipeline_settings, 2, good)
+    fuzzed, fuzzed_state, fuzzed_counts = _run(pipeline_settings, 3, [(k, v) for _, k, v in mixed])
+
+    letters = [DeadLetter.model_validate_json(v) for v in fuzzed[topics.DEADLETTER]]
+    assert len(letters) == N_BAD and fuzzed_counts["deadletters"] == N_BAD
+    bad_offsets = {i: c for i, (c, _, _) in enumerate(mixed) if c is not None}
+    assert {d.offset for d in letters} == set(bad_offsets)
+    for d in letters:
+        case = bad_offsets[d.offset]
+        assert d.reason.strip() and d.topic == topics.EVENTS
+        if case.fragment:
+            assert case.fragment in d.reason, (case.mutation, d.reason)
+        if case.planted and len(case.planted) >= 4:
+            assert case.planted not in d.reason, (case.mutation, d.reason)
+    assert not clean[topics.DEADLETTER]
+
+    # Batches are cut elsewhere, so the topic order may differ; the set of messages may not.
+    assert sorted(fuzzed[topics.SCORES]) == sorted(clean[topics.SCORES]), "the bad messages changed the scores"
+    assert sorted(fuzzed[topics.ALERTS]) == sorted(clean[topics.ALERTS])
+    assert fuzzed_state == clean_state
+    assert {k: v for k, v in fuzzed_counts.items() if k != "deadletters" and not k.startswith("batch")} == \
+        {k: v for k, v in clean_counts.items() if not k.startswith("batch")}
+    per_stay = defaultdict(list)
+    for e in good_stream:
+        per_stay[e.stay_id].append(e)
+    scores, _ = score_stream(clean[topics.SCORES])
+    assert compare(scores, expected_scores(per_stay, [News2Scorer()])) == []

@@ -149,7 +149,8 @@ class MedM2TScorer:
         # A NaN/inf output is a model fault, never a number to act on: leave the task out and say so.
         bad = [t for t, ts in tasks.items() if not _all_finite(ts)]
         if bad:
-            log.warning("non-finite MedM2T output for %s; task(s) left out of the score", ", ".join(bad))
+            log.warning("non-finite MedM2T output for stay %s at %s (%s); task(s) left out of the score",
+                        point.stay_id, point.at.isoformat(), ", ".join(bad))
             missing += [f"{t} (non-finite model output)" for t in bad]
             tasks = {t: ts for t, ts in tasks.items() if t not in bad}
         return RiskScore(

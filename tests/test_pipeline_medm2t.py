@@ -129,7 +129,7 @@ def test_state_rebuilt_from_redis_scores_like_the_live_state(settings, checkpoin
 
     scorer = MedM2TScorer.load(checkpoint[0], "cpu")
     ecgs = {sid: sum(e.kind == "ecg" for e in evs) for sid, evs in replayed["per_stay"].items()}
-    assert max(ecgs.values()) > scorer.needs.ecgs, "the cohort should have a stay with more ECGs than the model reads"
+    assert max(ecgs.values()) >= 2, "the cohort should have a stay with several ECGs, so that ECG state is rebuilt"
 
     async def rebuilt():
         from medm2t.connections import redis_async

@@ -105,11 +105,11 @@ class _Outputs:
 
 async def _pipeline(url: str, scorers, idle_ms: int):
     from medm2t.connections import redis_async
-    from medm2t.settings import Settings
+    from medm2t.settings import RedisSettings, Settings
     from stream.pipeline import Pipeline
     from stream.state import StayStore
 
-    redis = redis_async(Settings(redis_url=url, redis_password=None))
+    redis = redis_async(Settings(redis_url=url, redis=RedisSettings(password="")))
     await redis.flushdb()
     outputs = _Outputs()
     pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, outputs.send, idle_ms=idle_ms)

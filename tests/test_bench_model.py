@@ -64,3 +64,25 @@ def test_benchmark_uses_a_given_checkpoint(tmp_path):
     assert r["env"]["checkpoint"] == str(ck) and r["env"]["model_version"].startswith("medm2t-arch-")
     assert r["env"]["parameters"] == sum(p.numel() for p in model.parameters())
     assert r["batched"][0]["stays_per_s"] > 0 and r["latency"]["full_recompute"]["p50_ms"] > 0
+
+
+@pytest.mark.integration
+def test_pipeline_benchmark_scores_every_point_of_a_small_backlog_on_a_real_redis():
+    """`medm2t bench pipeline` end to end (it starts its own Redis): the figures it prints are positive and
+    the NEWS2 run scored the backlog (a core that lost points would print far fewer scores than events)."""
+    import re
+
+    out = subprocess.run([str(MEDM2T), "bench", "pipeline", "--stays", "4", "--scorers", "news2",
+                          "--histories", "20"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    events = int(re.search(r"([\d,]+) events, 6 partitions", out.stdout).group(1).replace(",", ""))
+    run = re.search(r"news2\s+([\d,]+) events/s .*?, ([\d,]+) scores", out.stdout)
+    assert run and int(run.group(1).replace(",", "")) > 0, out.stdout
+    assert events // 3 < int(run.group(2).replace(",", "")) <= events, out.stdout
+    assert re.search(r"20 events of history each: [\d,]+ µs", out.stdout), out.stdout
+
+
+def test_pipeline_benchmark_rejects_an_unknown_scorer():
+    out = subprocess.run([str(MEDM2T), "bench", "pipeline", "--stays", "1", "--scorers", "news3"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "unknown scorer 'news3'" in out.stderr

@@ -262,3 +262,71 @@ def test_incremental_scorer_equals_a_full_recompute_over_growing_micro_batches(c
         assert [_values(a) for a in again] == [_values(s) for s in scores]
     assert checked >= 16
     assert not caplog.records, "a stay fell back from the incremental path"
+
+
+@pytest.mark.integration
+def test_a_stay_with_more_ecgs_than_the_model_reads_scores_the_same_live_and_rebuilt(pipeline_settings, checkpoint,
+                                                                                     synth_cohort):
+    """The store keeps the ECGs the scorers declare (MedM2T: its latest `needs.ecgs`). A stay with more ECGs
+    than that scores the same from its live state, from the contract's replay and from a state rebuilt
+    from Redis after a restart, so a restart can never change what the model sees."""
+    from medm2t.connections import redis_async, redis_sync
+    from medm2t.events import Ecg, dump_event, make_event_id
+    from model.scorer import MedM2TScorer
+    from replay.sources import parse_spec
+    from stream.news2 import News2Scorer
+    from stream.pipeline import Message, Pipeline
+    from stream.scoring import StayPoint
+    from stream.state import StayStore
+
+    stay = next(s for s in parse_spec(f"synth:{synth_cohort}").stays() if any(isinstance(e, Ecg) for e in s))
+    ecg = next(e for e in stay if isinstance(e, Ecg))
+    scorer = MedM2TScorer.load(checkpoint[0], "cpu")
+    extra = scorer.needs.ecgs + 2
+    copies = [ecg.model_copy(update={"event_id": make_event_id("ecg-copy", ecg.stay_id, k),
+                                     "study_id": ecg.study_id * 100 + k,
+                                     "time": ecg.time + timedelta(minutes=20 * k),
+                                     "available_time": ecg.available_time + timedelta(minutes=20 * k)})
+              for k in range(1, extra + 1)]
+    events = sorted([e for e in stay if e.kind != "outcome"] + copies, key=lambda e: (e.available_time, e.event_id))
+    assert sum(isinstance(e, Ecg) for e in events) > scorer.needs.ecgs
+    db = pipeline_settings.model_copy(update={"redis_url": pipeline_settings.redis_url.rsplit("/", 1)[0] + "/4"})
+    redis_sync(db).flushdb()
+    sent: list[bytes] = []
+
+    async def send(topic, key, value):
+        if topic == topics.SCORES:
+            sent.append(value)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def live_then_rebuilt():
+        redis = redis_async(db)
+        try:
+            store = StayStore(redis, [News2Scorer().needs, scorer.needs])
+            pipeline = Pipeline(store, [News2Scorer(), scorer], send, idle_ms=10**9)
+            await pipeline.assign({0})
+            await pipeline.ingest([Message(topics.EVENTS, 0, i, str(e.stay_id).encode(), dump_event(e))
+                                   for i, e in enumerate(events)])
+            pipeline.idle_s = 0.0
+            while await pipeline.score_ready():
+                pass
+            restarted = Pipeline(store, [MedM2TScorer.load(checkpoint[0], "cpu")], send=None)
+            stored, = await store.load([stay[0].stay_id])
+            assert sum(isinstance(e, Ecg) for _, e in stored.events) == scorer.needs.ecgs  # what the model reads
+            return restarted._rebuild(stored, 0)
+        finally:
+            await redis.aclose()
+
+    rt = asyncio.run(live_then_rebuilt())
+    got, _ = score_stream(sent)
+    want = expected_scores({stay[0].stay_id: events}, [News2Scorer(), MedM2TScorer.load(checkpoint[0], "cpu")])
+    assert compare(got, want, tol=2e-4) == []
+    last = max((s for s in got.values() if s.scorer == "medm2t"), key=lambda s: s.scored_at)
+    assert rt.scored == last.scored_at
+    rebuilt, = scorer.score([(rt.states["medm2t"], StayPoint(rt.stay_id, rt.subject_id, rt.scored, rt.opened,
+                                                               rt.n_inputs))])
+    assert rebuilt.inputs_seen == last.inputs_seen
+    for t in TASKS:
+        assert rebuilt.tasks[t].value == pytest.approx(last.tasks[t].value, abs=2e-4), t

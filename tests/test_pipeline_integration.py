@@ -70,19 +70,30 @@ def _redis(settings):
     return redis_sync(settings, decode_responses=True)
 
 
+def _answers(r) -> bool:
+    import redis
+
+    try:
+        return bool(r.ping())
+    except redis.ConnectionError:  # includes BusyLoadingError while the AOF is read back
+        return False
+
+
 def _counter(r, name) -> int:
     return int(r.hget(keys.COUNTERS, name) or 0)
 
 
 def _idle(r, n_inputs) -> bool:
-    """Every input applied and no stay with a point after its scored mark."""
-    if _counter(r, "events_in") < n_inputs:
-        return False
+    """Every input applied and no stay with a point after its scored mark. Applied events are counted by
+    the stays' own n_events, which APPLY writes atomically with them (the global events_in counter is
+    bookkeeping written after it, so a kill -9 in between leaves it short)."""
+    applied = 0
     for k in r.scan_iter(match="{stay:*}:meta", count=1000):
-        clock, scored = r.hmget(k, "clock", "scored")
+        clock, scored, n_events = r.hmget(k, "clock", "scored", "n_events")
         if clock and (not scored or float(clock) > float(scored)):
             return False
-    return True
+        applied += int(n_events or 0)
+    return applied >= n_inputs
 
 
 def _read(settings, topic) -> list[bytes]:
@@ -261,3 +272,68 @@ def test_kill_9_mid_replay_then_restart_gives_the_same_scores_and_alerts(pipelin
     assert compare(scores, want) == []
     assert alerts == undisturbed["alerts"]
 
+
+
+def test_a_redis_restart_mid_replay_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
+                                                                      cohort_expectation, undisturbed,
+                                                                      tmp_path_factory, redis_password):
+    """Redis (AOF on, as `medm2t stack up` runs it) is stopped mid-replay and started again 3 s later: the
+    worker retries instead of crashing, and ends with the undisturbed run's scores and alerts."""
+    from stream.services import free_port, redis_service, stop_process_group
+
+    _, n_inputs, want = cohort_expectation
+    stop_process_group(undisturbed["proc"], timeout=20)
+    svc = redis_service(free_port(), tmp_path_factory.mktemp("redis-restart"), password=redis_password)
+    svc.start()
+    try:
+        settings = pipeline_settings.model_copy(
+            update={"redis_url": f"redis://:{redis_password}@127.0.0.1:{svc.port}/0"})
+        _fresh(settings)
+        r = _redis(settings)
+        log = settings.run_dir / "worker-redis-restart.log"
+        replay = _replay(settings, synth_cohort)
+        with running_worker(settings, log) as proc:
+            _wait(lambda: _counter(r, "events_in") >= n_inputs // 3, 180, "a third of the events applied", log)
+            svc.stop()
+            time.sleep(3)
+            assert proc.poll() is None, "the worker died when Redis went away"
+            svc.start()
+            assert replay.wait(timeout=180) == 0
+            r = _redis(settings)
+            _wait(lambda: _answers(r), 60, "Redis to finish loading its AOF", log)
+            _wait(lambda: _idle(r, n_inputs), 240, "every point scored after the Redis restart", log)
+            assert proc.poll() is None
+            scores, _ = score_stream(_read(settings, topics.SCORES))
+            alerts = {Alert.model_validate_json(v).alert_id for v in _read(settings, topics.ALERTS)}
+        assert compare(scores, want) == []
+        assert alerts == undisturbed["alerts"]
+    finally:
+        svc.stop()
+
+
+def test_a_broker_pause_mid_replay_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
+                                                                     cohort_expectation, undisturbed, services_dir):
+    """The broker is frozen (SIGSTOP) for 10 s mid-replay, then resumed: the same scores and alerts."""
+    from stream.services import stop_process_group
+
+    _, n_inputs, want = cohort_expectation
+    stop_process_group(undisturbed["proc"], timeout=20)
+    broker = int((services_dir / "kafka.pid").read_text())
+    _fresh(pipeline_settings)
+    r = _redis(pipeline_settings)
+    log = pipeline_settings.run_dir / "worker-broker-pause.log"
+    replay = _replay(pipeline_settings, synth_cohort)
+    with running_worker(pipeline_settings, log) as proc:
+        _wait(lambda: _counter(r, "events_in") >= n_inputs // 3, 180, "a third of the events applied", log)
+        os.kill(broker, signal.SIGSTOP)
+        try:
+            time.sleep(10)
+        finally:
+            os.kill(broker, signal.SIGCONT)
+        assert replay.wait(timeout=180) == 0
+        _wait(lambda: _idle(r, n_inputs), 240, "every point scored after the broker pause", log)
+        assert proc.poll() is None
+        scores, _ = score_stream(_read(pipeline_settings, topics.SCORES))
+        alerts = {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
+    assert compare(scores, want) == []
+    assert alerts == undisturbed["alerts"]

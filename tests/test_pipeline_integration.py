@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import select
 import signal
 import subprocess
@@ -335,5 +336,31 @@ def test_a_broker_pause_mid_replay_gives_the_same_scores_and_alerts(pipeline_set
         assert proc.poll() is None
         scores, _ = score_stream(_read(pipeline_settings, topics.SCORES))
         alerts = {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
+    assert compare(scores, want) == []
+    assert alerts == undisturbed["alerts"]
+
+
+def test_a_second_worker_joining_mid_replay_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
+                                                                              cohort_expectation, undisturbed):
+    """A second worker joins the consumer group mid-replay: the partitions are split (a rebalance), each
+    worker rebuilds the stays it gains from Redis, and together they publish the undisturbed stream."""
+    from stream.services import stop_process_group
+
+    _, n_inputs, want = cohort_expectation
+    stop_process_group(undisturbed["proc"], timeout=20)
+    _fresh(pipeline_settings)
+    r = _redis(pipeline_settings)
+    logs = [pipeline_settings.run_dir / f"worker-rebalance-{i}.log" for i in (1, 2)]
+    replay = _replay(pipeline_settings, synth_cohort)
+    with running_worker(pipeline_settings, logs[0]) as first:
+        _wait(lambda: _counter(r, "events_in") >= n_inputs // 3, 180, "a third of the events applied", logs[0])
+        with running_worker(pipeline_settings, logs[1]) as second:
+            assert replay.wait(timeout=180) == 0
+            _wait(lambda: re.search(r"assigned partitions \[\d", logs[1].read_text()), 60,
+                  "partitions assigned to the second worker", logs[1])
+            _wait(lambda: _idle(r, n_inputs), 240, "every point scored by the two workers", logs[1])
+            assert first.poll() is None and second.poll() is None
+            scores, _ = score_stream(_read(pipeline_settings, topics.SCORES))
+            alerts = {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
     assert compare(scores, want) == []
     assert alerts == undisturbed["alerts"]

@@ -10,7 +10,7 @@ and can be updated atomically in one MULTI/EXEC or Lua script.
 |                                  |        | (last scored point), scored:SCORER, band, n_inputs, last_time (ISO   |
 |                                  |        | of the scored point), last_wall (epoch s of the last arrival),       |
 |                                  |        | n_events                                                             |
-| {stay:ID}:ids                    | hash   | event_id -> digest of the bytes first applied (idempotency, conflicts)|
+| {stay:ID}:ids                    | hash   | event_id -> digest@point of the bytes first applied (idempotency)    |
 | {stay:ID}:events                 | zset   | Measurement JSON, score = effective point (epoch s), trimmed to the  |
 |                                  |        | scorers' lookback (all of the stay when a scorer reads all of it)     |
 | {stay:ID}:ecgs                   | zset   | Ecg JSON, score = effective point, the latest the scorers read        |

@@ -137,18 +137,31 @@ class Pipeline:
                 if status == "-1":
                     await self._dead(msg, f"conflict: event_id already applied with other content ({item.event.kind})")
                     continue
-                if status == "0":
-                    self._count("duplicates")
-                    continue
+                if status == "0" or status.startswith("="):
+                    at = from_epoch(status[1:]) if status != "0" else None
+                    if at is None or not self._lost_reply(rt, at, item.event):
+                        self._count("duplicates")
+                        continue
+                    status = status[1:]
                 self._buffer(rt, from_epoch(status), item.event, msg.timestamp_ms)
                 self._count("events")
             active[sid] = rt.closed_at is not None
         counts = {"events_in": self.stats.pop("_events", 0), "duplicates": self.stats.pop("_duplicates", 0)}
         await self._with_redis("ward bookkeeping", lambda: self.store.note_chunk(active, counts))
 
+    @staticmethod
+    def _lost_reply(rt: StayRuntime, at: datetime, event: _Event) -> bool:
+        """A duplicate that this worker never buffered although its point is still unscored: an APPLY whose
+        reply was lost (Redis went away after running it, and the call was retried). It is ours to score.
+        A real redelivery is already in the buffer, or at or before the scored mark."""
+        if rt.scored is not None and at <= rt.scored:
+            return False
+        return not any(e.event_id == event.event_id for e in rt.buffer.get(at, ()))
+
     async def _with_redis(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run `call` until Redis answers: a Redis restart or outage pauses the worker, it never kills it.
-        Every call here is idempotent, so a retry after a lost reply changes nothing."""
+        A retry after a lost reply changes nothing in Redis; APPLY's reply says where each duplicate was
+        first applied, so the events of a lost reply are still buffered (see _lost_reply)."""
         from redis.exceptions import ConnectionError as RedisDown, NoScriptError, TimeoutError as RedisSlow
 
         delay = 0.2

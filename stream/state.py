@@ -39,12 +39,15 @@ for i = 0, n - 1 do
   local id, digest, kind = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local seen = redis.call('HGET', KEYS[2], id)
   if seen then
-    out[#out + 1] = (seen == digest) and '0' or '-1'
+    local first, first_at = string.match(seen, '^([^@]*)@?(.*)$')
+    if first ~= digest then out[#out + 1] = '-1'
+    elseif first_at ~= '' then out[#out + 1] = '=' .. first_at
+    else out[#out + 1] = '0' end
   else
-    redis.call('HSET', KEYS[2], id, digest)
     local eff = math.max(tonumber(ARGV[b + 3]), clock, tonumber(ARGV[b + 4]))
     clock = eff
     local at = string.format('%.6f', eff)
+    redis.call('HSET', KEYS[2], id, digest .. '@' .. at)
     if kind == 'measurement' then redis.call('ZADD', KEYS[3], at, ARGV[b + 5])
     elseif kind == 'ecg' then redis.call('ZADD', KEYS[4], at, ARGV[b + 5])
     elseif kind == 'stay_opened' then redis.call('HSET', KEYS[1], 'opened', ARGV[b + 5], 'opened_at', at)
@@ -163,8 +166,9 @@ class StayStore:
 
     async def apply(self, pipe, stay_id: int, subject_id: int, partition: int | None,
                     items: Sequence[Incoming]) -> None:
-        """Queue one stay's APPLY on a pipeline. Its reply: per item '-1' (conflict), '0' (duplicate) or
-        the effective point of a new event (epoch, 6 decimals)."""
+        """Queue one stay's APPLY on a pipeline. Its reply: per item '-1' (conflict), the effective point of
+        a new event (epoch, 6 decimals), or '=' and the point it was first applied at for a duplicate
+        ('0' for one stored before points were recorded with ids)."""
         args: list = [stay_id, subject_id, -1 if partition is None else partition, f"{time.time():.3f}", len(items)]
         for it in items:
             e = it.event

@@ -130,3 +130,69 @@ def test_ten_thousand_bad_messages_change_nothing_but_the_dead_letter_topic(pipe
         per_stay[e.stay_id].append(e)
     scores, _ = score_stream(clean[topics.SCORES])
     assert compare(scores, expected_scores(per_stay, [News2Scorer()])) == []
+
+
+def test_events_whose_apply_reply_was_lost_are_still_scored(pipeline_settings, good_stream):
+    """Redis ran a chunk's APPLY but the worker never got the reply (Redis went away; the call is retried):
+    the retry sees only duplicates, yet those events were never buffered. They must still be scored, and
+    the stream must equal the one without the lost reply."""
+    from medm2t.connections import redis_async, redis_sync
+    from stream.news2 import News2Scorer
+    from stream.pipeline import Message, Pipeline
+    from stream.state import StayStore
+
+    good = [(str(e.stay_id).encode(), dump_event(e)) for e in good_stream]
+    clean, _, _ = _run(pipeline_settings, 2, good)
+    db = pipeline_settings.model_copy(update={"redis_url": pipeline_settings.redis_url.rsplit("/", 1)[0] + "/3"})
+    redis_sync(db).flushdb()
+    sent: dict[str, list[bytes]] = defaultdict(list)
+
+    async def main():
+        async def send(topic, key, value):
+            sent[topic].append(value)
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+        redis = redis_async(db)
+        try:
+            scorer = News2Scorer()
+            pipeline = Pipeline(StayStore(redis, [scorer.needs]), [scorer], send, idle_ms=10**9)
+            await pipeline.assign({0})
+            chunks = [[Message(topics.EVENTS, 0, start + i, k, v) for i, (k, v) in enumerate(good[start:start + 500])]
+                      for start in range(0, len(good), 500)]
+            real_pipeline = redis.pipeline
+
+            for n, chunk in enumerate(chunks):
+                if n == len(chunks) // 2:  # this chunk's APPLY runs, then its reply is lost once
+                    lost = {"done": False}
+
+                    def losing_pipeline(*args, **kwargs):
+                        pipe = real_pipeline(*args, **kwargs)
+                        execute = pipe.execute
+
+                        async def execute_then_lose(*a, **kw):
+                            replies = await execute(*a, **kw)
+                            if not lost["done"]:
+                                lost["done"] = True
+                                import redis.exceptions
+
+                                raise redis.exceptions.ConnectionError("reply lost (test)")
+                            return replies
+                        pipe.execute = execute_then_lose
+                        return pipe
+
+                    redis.pipeline = losing_pipeline
+                await pipeline.ingest(chunk)
+                redis.pipeline = real_pipeline
+                while await pipeline.score_ready():
+                    pass
+            pipeline.idle_s = 0.0
+            while await pipeline.score_ready():
+                pass
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
+    assert sorted(sent[topics.SCORES]) == sorted(clean[topics.SCORES])
+    assert sorted(sent[topics.ALERTS]) == sorted(clean[topics.ALERTS])

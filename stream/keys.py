@@ -23,6 +23,7 @@ and can be updated atomically in one MULTI/EXEC or Lua script.
 | alerts:feed                      | list   | Alert JSON, newest first (capped)                                   |
 | metrics:counters                 | hash   | events_in, duplicates, deadletters, batches, scores, alerts, ...    |
 | metrics:latency                  | list   | recent batch latencies in ms (capped)                               |
+| input:offsets                    | hash   | partition -> last input offset delivered to a worker                |
 | models:SCORER                    | string | model card / version JSON of each active scorer                     |
 """
 from __future__ import annotations
@@ -72,4 +73,5 @@ WARD_ACTIVE = "ward:active"
 WARD_STAYS = "ward:stays"
 ALERT_FEED = "alerts:feed"
 COUNTERS = "metrics:counters"
+OFFSETS = "input:offsets"
 LATENCY = "metrics:latency"

@@ -37,6 +37,7 @@ log = logging.getLogger("medm2t.worker")
 LATE_STEP = timedelta(milliseconds=1)  # a point after one already complete
 NEVER = float("-inf")
 RESTORE_GRACE_S = 5.0
+INGEST_CHUNK = 2000  # messages per ingest call: one Redis round trip, one Lua call per stay
 
 Send = Callable[[str, bytes | None, bytes], Awaitable[Any]]   # (topic, key, value) -> awaitable delivery
 
@@ -79,6 +80,7 @@ class Pipeline:
         self.flushed: dict[int, datetime] = {}      # partition -> points up to here completed by quiet time
         self.frontier: dict[int, datetime] = {}     # partition -> latest effective point buffered on it
         self.quiet_since: dict[int, float] = {}     # partition -> monotonic time of its last message
+        self.consumed: dict[int, int] = {}          # partition -> last offset delivered (bad messages too)
         self.owned: set[int] | None = None          # partitions this worker owns (None: all)
         self.stats: dict[str, int] = defaultdict(int)
         self._wake = asyncio.Event()
@@ -89,6 +91,9 @@ class Pipeline:
     async def ingest(self, messages: Sequence[Message]) -> None:
         by_stay: dict[int, list[tuple[Message, Incoming]]] = defaultdict(list)
         arrival: list[tuple[Message, Incoming]] = []
+        for msg in messages:  # before any await: caught_up() may be asked in between
+            if msg.offset is not None:
+                self.consumed[_part(msg)] = max(self.consumed.get(_part(msg), -1), msg.offset)
         for msg in messages:
             try:
                 event, raw = validate_message(msg.value, msg.key, msg.topic)
@@ -147,7 +152,8 @@ class Pipeline:
                 self._count("events")
             active[sid] = rt.closed_at is not None
         counts = {"events_in": self.stats.pop("_events", 0), "duplicates": self.stats.pop("_duplicates", 0)}
-        await self._with_redis("ward bookkeeping", lambda: self.store.note_chunk(active, counts))
+        offsets = {p: self.consumed[p] for p in {_part(m) for m, _ in arrival} if p in self.consumed}
+        await self._with_redis("ward bookkeeping", lambda: self.store.note_chunk(active, counts, offsets))
 
     @staticmethod
     def _lost_reply(rt: StayRuntime, at: datetime, event: _Event) -> bool:
@@ -247,9 +253,13 @@ class Pipeline:
         self.owned = set(partitions)
         for sid in [sid for sid, rt in self.stays.items() if rt.partition not in self.owned]:
             del self.stays[sid]
-        for p in {*self.clock, *self.frontier, *self.quiet_since} - self.owned:
-            for by_partition in (self.clock, self.flushed, self.frontier, self.quiet_since):
+        for p in {*self.clock, *self.frontier, *self.quiet_since, *self.consumed} - self.owned:
+            for by_partition in (self.clock, self.flushed, self.frontier, self.quiet_since, self.consumed):
                 by_partition.pop(p, None)
+        stored = await self._with_redis("input offsets", self.store.input_offsets)
+        for p in self.owned:  # what another worker delivered before we gained the partition
+            if p in stored:
+                self.consumed[p] = max(self.consumed.get(p, -1), stored[p])
         pending = await self._with_redis("pending scan", self.store.pending_stays)
         await self._ensure_loaded([(sid, p) for sid, p in pending.items() if p in self.owned])
         # Pending points restored from Redis on a partition that may never deliver again (the crash came

@@ -211,6 +211,9 @@ class StayStore:
             out.append(_stored(sid, meta, evs, ecgs, alert_state))
         return out
 
+    async def input_offsets(self) -> dict[int, int]:
+        return {int(p): int(o) for p, o in (await self.r.hgetall(keys.OFFSETS)).items()}
+
     async def pending_stays(self) -> dict[int, int]:
         """stay_id -> partition of every stay with events after its scored mark (read on start and rebalance)."""
         metas = [k async for k in self.r.scan_iter(match="{stay:*}:meta", count=1000)]
@@ -224,10 +227,13 @@ class StayStore:
                     out[int(sid)] = int(part) if part is not None else -1
         return out
 
-    async def note_chunk(self, active: dict[int, bool], counts: dict[str, int]) -> None:
-        """Global, non-atomic bookkeeping for the dashboard: the ward lists and the counters."""
+    async def note_chunk(self, active: dict[int, bool], counts: dict[str, int], offsets: dict[int, int]) -> None:
+        """Global, non-atomic bookkeeping: the ward lists and counters (dashboard), and the last input offset
+        delivered per partition (a worker gaining a partition judges from it whether it is caught up)."""
         pipe = self.r.pipeline(transaction=False)
         now = time.time()
+        if offsets:
+            pipe.hset(keys.OFFSETS, mapping=offsets)
         for sid, closed in active.items():
             pipe.sadd(keys.WARD_STAYS, sid)
             if closed:

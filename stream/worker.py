@@ -10,19 +10,19 @@ app id split the partitions; the Faust web server is off, so they never clash on
 from __future__ import annotations
 
 import logging
+import time
 from typing import Sequence
 
 from medm2t import topics
 from medm2t.connections import faust_options
 from medm2t.settings import Settings
 from stream import keys, metrics
-from stream.pipeline import Message, Pipeline
+from stream.pipeline import INGEST_CHUNK, Message, Pipeline
 from stream.scoring import Scorer
 from stream.state import StayStore
 
 log = logging.getLogger("medm2t.worker")
 APP_ID = "medm2t-worker"
-INGEST_CHUNK = 2000         # messages per chunk: one Redis round trip, one Lua call per stay
 INGEST_WAIT_S = 0.005       # ... or what arrived within this long (a small chunk at once when idle)
 STATS_EVERY_S = 10.0
 
@@ -50,20 +50,25 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
     inputs = app.topic(*topics.INPUT_TOPICS, key_serializer="raw", value_serializer="raw")
     outputs = {t: app.topic(t, key_serializer="raw", value_serializer="raw")
                for t in (topics.SCORES, topics.ALERTS, topics.DEADLETTER)}
-    last_offset: dict[int, int] = {}
+    delivered_at: dict[int, float] = {}  # partition -> wall time of its last chunk handed to us
 
     async def send(topic: str, key: bytes | None, value: bytes):
         return await outputs[topic].send(key=key, value=value)  # a future that resolves once delivered
 
     def caught_up(partition: int) -> bool:
+        """The broker answered a fetch after our last delivery on the partition and had nothing beyond it.
+        A stale high watermark (no fetch since, as during a rebalance while producers go on) is not enough."""
         from faust.types import TP
 
+        tp = TP(topics.EVENTS, partition)
         try:
-            high = app.consumer.highwater(TP(topics.EVENTS, partition))
-        except Exception:  # noqa: BLE001 - not known yet: the quiet time alone decides
-            return True
-        lag = max(0, high - last_offset.get(partition, -1) - 1) if high is not None else 0
-        return lag == 0
+            consumer = app.consumer._thread._ensure_consumer()  # Faust keeps aiokafka's consumer in a thread
+            high, polled_ms = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+        except Exception:  # noqa: BLE001 - not started or not assigned yet: not known to be caught up
+            return False
+        if high is None or not polled_ms or polled_ms / 1000.0 <= delivered_at.get(partition, 0.0):
+            return False
+        return high <= pipeline.consumed.get(partition, -1) + 1
 
     store = StayStore(redis, [s.needs for s in scorers])
     pipeline = Pipeline(store, scorers, send, settings.batch_max, settings.point_idle_ms, caught_up)
@@ -73,8 +78,9 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
         async for chunk in stream.take_events(INGEST_CHUNK, within=INGEST_WAIT_S):
             msgs = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
                             e.message.timestamp * 1000.0 if e.message.timestamp else None) for e in chunk]
+            now = time.time()
             for m in msgs:
-                last_offset[m.partition] = max(last_offset.get(m.partition, -1), m.offset)
+                delivered_at[m.partition] = now
             await pipeline.ingest(msgs)
 
     @app.on_partitions_assigned.connect
@@ -88,11 +94,11 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
     @app.timer(interval=STATS_EVERY_S)
     async def report():
         lag = 0
-        for p in list(last_offset):
+        for p in list(pipeline.consumed):
             try:
                 from faust.types import TP
 
-                lag += max(0, (app.consumer.highwater(TP(topics.EVENTS, p)) or 0) - last_offset[p] - 1)
+                lag += max(0, (app.consumer.highwater(TP(topics.EVENTS, p)) or 0) - pipeline.consumed[p] - 1)
             except Exception:  # noqa: BLE001
                 pass
         metrics.CONSUMER_LAG.set(lag)

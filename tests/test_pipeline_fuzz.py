@@ -6,6 +6,7 @@ broker and worker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import defaultdict
 from datetime import datetime
@@ -45,41 +46,28 @@ def good_stream(synth_cohort):
     return events
 
 
-def _run(settings, db: int, messages: list[tuple[bytes, bytes]]) -> tuple[dict, dict, dict]:
-    """Feed (key, value) messages in chunks through a NEWS2 pipeline on Redis `db`, then let every point
-    complete. Returns (messages sent per topic, stored events per stay, counters)."""
+def _run(settings, db: int, messages: list[tuple[bytes, bytes]], around_chunk=None) -> tuple[dict, dict, dict]:
+    """Feed (key, value) messages through a NEWS2 pipeline on Redis `db` as one partition, then let every
+    point complete. `around_chunk(redis)` may return stream.offline.feed's hook. Returns (messages sent per
+    topic, stored events per stay, counters)."""
     from medm2t.connections import redis_async, redis_sync
     from stream.news2 import News2Scorer
-    from stream.pipeline import Message, Pipeline
+    from stream.offline import MemorySink, feed
+    from stream.pipeline import Pipeline
     from stream.state import StayStore
 
     db_settings = settings.model_copy(update={"redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{db}"})
     redis_sync(db_settings).flushdb()
-    sent: dict[str, list[bytes]] = defaultdict(list)
+    sink = MemorySink()
 
     async def main():
-        loop = asyncio.get_running_loop()
-
-        async def send(topic, key, value):
-            sent[topic].append(value)
-            done = loop.create_future()
-            done.set_result(None)
-            return done
-
         redis = redis_async(db_settings)
         try:
             scorer = News2Scorer()
-            pipeline = Pipeline(StayStore(redis, [scorer.needs]), [scorer], send, idle_ms=10**9)
+            pipeline = Pipeline(StayStore(redis, [scorer.needs]), [scorer], sink.send, idle_ms=10**9)
             await pipeline.assign({0})
-            for start in range(0, len(messages), 500):
-                chunk = [Message(topics.EVENTS, 0, start + i, key, value)
-                         for i, (key, value) in enumerate(messages[start:start + 500])]
-                await pipeline.ingest(chunk)
-                while await pipeline.score_ready():
-                    pass
-            pipeline.idle_s = 0.0  # the end of the stream: the partition is quiet and caught up
-            while await pipeline.score_ready():
-                pass
+            await feed(pipeline, [(0, k, v) for k, v in messages], chunk=500,
+                       around_chunk=around_chunk(redis) if around_chunk else None)
             assert pipeline.pending_points() == 0
         finally:
             await redis.aclose()
@@ -88,7 +76,7 @@ def _run(settings, db: int, messages: list[tuple[bytes, bytes]]) -> tuple[dict, 
     r = redis_sync(db_settings)
     stays = {int(k.split(b":")[1].strip(b"}")) for k in r.scan_iter(match="{stay:*}:meta")}
     stored = {sid: r.zrange(keys.events(sid), 0, -1, withscores=True) for sid in stays}
-    return sent, stored, {k.decode(): int(v) for k, v in r.hgetall(keys.COUNTERS).items()}
+    return sink.sent, stored, {k.decode(): int(v) for k, v in r.hgetall(keys.COUNTERS).items()}
 
 
 def test_ten_thousand_bad_messages_change_nothing_but_the_dead_letter_topic(pipeline_settings, good_stream):
@@ -136,63 +124,38 @@ def test_events_whose_apply_reply_was_lost_are_still_scored(pipeline_settings, g
     """Redis ran a chunk's APPLY but the worker never got the reply (Redis went away; the call is retried):
     the retry sees only duplicates, yet those events were never buffered. They must still be scored, and
     the stream must equal the one without the lost reply."""
-    from medm2t.connections import redis_async, redis_sync
-    from stream.news2 import News2Scorer
-    from stream.pipeline import Message, Pipeline
-    from stream.state import StayStore
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
+    def lose_one_reply_mid_stream(client):
+        real_pipeline = client.pipeline
+
+        def losing_pipeline(*args, **kwargs):  # the first execute() runs, then its reply is lost
+            pipe = real_pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def execute_then_lose(*a, **kw):
+                replies = await execute(*a, **kw)
+                if not lost:
+                    lost.append(True)
+                    raise RedisConnectionError("reply lost (test)")
+                return replies
+            pipe.execute = execute_then_lose
+            return pipe
+
+        @contextlib.contextmanager
+        def around(n, n_chunks):
+            if n == n_chunks // 2:
+                client.pipeline = losing_pipeline
+            try:
+                yield
+            finally:
+                client.pipeline = real_pipeline
+        return around
+
+    lost: list[bool] = []
     good = [(str(e.stay_id).encode(), dump_event(e)) for e in good_stream]
     clean, _, _ = _run(pipeline_settings, 2, good)
-    db = pipeline_settings.model_copy(update={"redis_url": pipeline_settings.redis_url.rsplit("/", 1)[0] + "/3"})
-    redis_sync(db).flushdb()
-    sent: dict[str, list[bytes]] = defaultdict(list)
-
-    async def main():
-        async def send(topic, key, value):
-            sent[topic].append(value)
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
-
-        redis = redis_async(db)
-        try:
-            scorer = News2Scorer()
-            pipeline = Pipeline(StayStore(redis, [scorer.needs]), [scorer], send, idle_ms=10**9)
-            await pipeline.assign({0})
-            chunks = [[Message(topics.EVENTS, 0, start + i, k, v) for i, (k, v) in enumerate(good[start:start + 500])]
-                      for start in range(0, len(good), 500)]
-            real_pipeline = redis.pipeline
-
-            for n, chunk in enumerate(chunks):
-                if n == len(chunks) // 2:  # this chunk's APPLY runs, then its reply is lost once
-                    lost = {"done": False}
-
-                    def losing_pipeline(*args, **kwargs):
-                        pipe = real_pipeline(*args, **kwargs)
-                        execute = pipe.execute
-
-                        async def execute_then_lose(*a, **kw):
-                            replies = await execute(*a, **kw)
-                            if not lost["done"]:
-                                lost["done"] = True
-                                import redis.exceptions
-
-                                raise redis.exceptions.ConnectionError("reply lost (test)")
-                            return replies
-                        pipe.execute = execute_then_lose
-                        return pipe
-
-                    redis.pipeline = losing_pipeline
-                await pipeline.ingest(chunk)
-                redis.pipeline = real_pipeline
-                while await pipeline.score_ready():
-                    pass
-            pipeline.idle_s = 0.0
-            while await pipeline.score_ready():
-                pass
-        finally:
-            await redis.aclose()
-
-    asyncio.run(main())
-    assert sorted(sent[topics.SCORES]) == sorted(clean[topics.SCORES])
-    assert sorted(sent[topics.ALERTS]) == sorted(clean[topics.ALERTS])
+    lossy, _, _ = _run(pipeline_settings, 3, good, around_chunk=lose_one_reply_mid_stream)
+    assert lost, "no reply was lost: the test tested nothing"
+    assert sorted(lossy[topics.SCORES]) == sorted(clean[topics.SCORES])
+    assert sorted(lossy[topics.ALERTS]) == sorted(clean[topics.ALERTS])

@@ -127,6 +127,23 @@ def _fresh(settings):
     ensure_topics(settings)
 
 
+def _disturbed_run(settings, cohort, undisturbed):
+    """Start a run to disturb: the undisturbed run's worker stops (this run's workers own the consumer group
+    alone), Redis and the output topics are emptied, and the replay starts. Returns (redis, replay)."""
+    from stream.services import stop_process_group
+
+    stop_process_group(undisturbed["proc"], timeout=20)
+    _fresh(settings)
+    return _redis(settings), _replay(settings, cohort)
+
+
+def _assert_same_as_undisturbed(settings, want, undisturbed) -> None:
+    """The published scores are the contract's and the alert ids the undisturbed run's."""
+    scores, _ = score_stream(_read(settings, topics.SCORES))
+    assert compare(scores, want) == []
+    assert {Alert.model_validate_json(v).alert_id for v in _read(settings, topics.ALERTS)} == undisturbed["alerts"]
+
+
 @pytest.fixture(scope="module")
 def cohort_expectation(synth_cohort):
     from stream.news2 import News2Scorer
@@ -253,13 +270,8 @@ def test_alerts_follow_prints_new_alerts_as_they_arrive(pipeline_settings):
 def test_kill_9_mid_replay_then_restart_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
                                                                          cohort_expectation, undisturbed):
     _, n_inputs, want = cohort_expectation
-    from stream.services import stop_process_group
-
-    stop_process_group(undisturbed["proc"], timeout=20)  # this run's workers own the consumer group alone
-    _fresh(pipeline_settings)
-    r = _redis(pipeline_settings)
+    r, replay = _disturbed_run(pipeline_settings, synth_cohort, undisturbed)
     log = pipeline_settings.run_dir / "worker-killed.log"
-    replay = _replay(pipeline_settings, synth_cohort)
     with running_worker(pipeline_settings, log) as first:
         _wait(lambda: _counter(r, "events_in") >= n_inputs // 2, 180, "half of the events applied", log)
         os.killpg(first.pid, signal.SIGKILL)
@@ -268,11 +280,7 @@ def test_kill_9_mid_replay_then_restart_gives_the_same_scores_and_alerts(pipelin
     assert not _idle(r, n_inputs), "the kill came too late to test anything"
     with running_worker(pipeline_settings, log):
         _wait(lambda: _idle(r, n_inputs), 240, "every point scored after the restart", log)
-        scores, _ = score_stream(_read(pipeline_settings, topics.SCORES))
-        alerts = {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
-    assert compare(scores, want) == []
-    assert alerts == undisturbed["alerts"]
-
+        _assert_same_as_undisturbed(pipeline_settings, want, undisturbed)
 
 
 def test_a_redis_restart_mid_replay_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
@@ -280,19 +288,16 @@ def test_a_redis_restart_mid_replay_gives_the_same_scores_and_alerts(pipeline_se
                                                                       tmp_path_factory, redis_password):
     """Redis (AOF on, as `medm2t stack up` runs it) is stopped mid-replay and started again 3 s later: the
     worker retries instead of crashing, and ends with the undisturbed run's scores and alerts."""
-    from stream.services import free_port, redis_service, stop_process_group
+    from stream.services import free_port, redis_service
 
     _, n_inputs, want = cohort_expectation
-    stop_process_group(undisturbed["proc"], timeout=20)
     svc = redis_service(free_port(), tmp_path_factory.mktemp("redis-restart"), password=redis_password)
     svc.start()
     try:
         settings = pipeline_settings.model_copy(
             update={"redis_url": f"redis://:{redis_password}@127.0.0.1:{svc.port}/0"})
-        _fresh(settings)
-        r = _redis(settings)
+        r, replay = _disturbed_run(settings, synth_cohort, undisturbed)
         log = settings.run_dir / "worker-redis-restart.log"
-        replay = _replay(settings, synth_cohort)
         with running_worker(settings, log) as proc:
             _wait(lambda: _counter(r, "events_in") >= n_inputs // 3, 180, "a third of the events applied", log)
             svc.stop()
@@ -304,10 +309,7 @@ def test_a_redis_restart_mid_replay_gives_the_same_scores_and_alerts(pipeline_se
             _wait(lambda: _answers(r), 60, "Redis to finish loading its AOF", log)
             _wait(lambda: _idle(r, n_inputs), 240, "every point scored after the Redis restart", log)
             assert proc.poll() is None
-            scores, _ = score_stream(_read(settings, topics.SCORES))
-            alerts = {Alert.model_validate_json(v).alert_id for v in _read(settings, topics.ALERTS)}
-        assert compare(scores, want) == []
-        assert alerts == undisturbed["alerts"]
+            _assert_same_as_undisturbed(settings, want, undisturbed)
     finally:
         svc.stop()
 
@@ -315,15 +317,10 @@ def test_a_redis_restart_mid_replay_gives_the_same_scores_and_alerts(pipeline_se
 def test_a_broker_pause_mid_replay_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
                                                                      cohort_expectation, undisturbed, services_dir):
     """The broker is frozen (SIGSTOP) for 10 s mid-replay, then resumed: the same scores and alerts."""
-    from stream.services import stop_process_group
-
     _, n_inputs, want = cohort_expectation
-    stop_process_group(undisturbed["proc"], timeout=20)
     broker = int((services_dir / "kafka.pid").read_text())
-    _fresh(pipeline_settings)
-    r = _redis(pipeline_settings)
+    r, replay = _disturbed_run(pipeline_settings, synth_cohort, undisturbed)
     log = pipeline_settings.run_dir / "worker-broker-pause.log"
-    replay = _replay(pipeline_settings, synth_cohort)
     with running_worker(pipeline_settings, log) as proc:
         _wait(lambda: _counter(r, "events_in") >= n_inputs // 3, 180, "a third of the events applied", log)
         os.kill(broker, signal.SIGSTOP)
@@ -334,24 +331,16 @@ def test_a_broker_pause_mid_replay_gives_the_same_scores_and_alerts(pipeline_set
         assert replay.wait(timeout=180) == 0
         _wait(lambda: _idle(r, n_inputs), 240, "every point scored after the broker pause", log)
         assert proc.poll() is None
-        scores, _ = score_stream(_read(pipeline_settings, topics.SCORES))
-        alerts = {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
-    assert compare(scores, want) == []
-    assert alerts == undisturbed["alerts"]
+        _assert_same_as_undisturbed(pipeline_settings, want, undisturbed)
 
 
 def test_a_second_worker_joining_mid_replay_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
                                                                               cohort_expectation, undisturbed):
     """A second worker joins the consumer group mid-replay: the partitions are split (a rebalance), each
     worker rebuilds the stays it gains from Redis, and together they publish the undisturbed stream."""
-    from stream.services import stop_process_group
-
     _, n_inputs, want = cohort_expectation
-    stop_process_group(undisturbed["proc"], timeout=20)
-    _fresh(pipeline_settings)
-    r = _redis(pipeline_settings)
+    r, replay = _disturbed_run(pipeline_settings, synth_cohort, undisturbed)
     logs = [pipeline_settings.run_dir / f"worker-rebalance-{i}.log" for i in (1, 2)]
-    replay = _replay(pipeline_settings, synth_cohort)
     with running_worker(pipeline_settings, logs[0]) as first:
         _wait(lambda: _counter(r, "events_in") >= n_inputs // 3, 180, "a third of the events applied", logs[0])
         with running_worker(pipeline_settings, logs[1]) as second:
@@ -360,7 +349,4 @@ def test_a_second_worker_joining_mid_replay_gives_the_same_scores_and_alerts(pip
                   "partitions assigned to the second worker", logs[1])
             _wait(lambda: _idle(r, n_inputs), 240, "every point scored by the two workers", logs[1])
             assert first.poll() is None and second.poll() is None
-            scores, _ = score_stream(_read(pipeline_settings, topics.SCORES))
-            alerts = {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
-    assert compare(scores, want) == []
-    assert alerts == undisturbed["alerts"]
+            _assert_same_as_undisturbed(pipeline_settings, want, undisturbed)

@@ -8,12 +8,12 @@ import asyncio
 import statistics
 import tempfile
 import time
-from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from medm2t import topics
+
 PARTITIONS = 6
-CHUNK = 2000  # the worker's ingest chunk (stream/worker.py)
 
 
 def register_bench(bsub: argparse._SubParsersAction) -> None:
@@ -34,12 +34,15 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
     from medm2t.settings import Settings
+    from stream.pipeline import INGEST_CHUNK
     from stream.services import free_port, redis_service
 
     if args.stays < 1:
         raise UserError("--stays must be at least 1")
     settings = Settings()
     checkpoint = args.checkpoint or settings.checkpoint
+    scorer_sets = [(names, _scorers(names.split(","), checkpoint)) for names in args.scorers.split(";")]
+    histories = _histories(args.histories)
     with tempfile.TemporaryDirectory(prefix="medm2t-bench-pipeline-") as tmp:
         redis = redis_service(free_port(), Path(tmp), persist=False)
         redis.start()
@@ -47,17 +50,28 @@ def _run(args: argparse.Namespace) -> int:
             url = f"redis://127.0.0.1:{redis.port}/0"
             messages = _backlog(args.stays, args.seed, Path(tmp) / "cohort")
             print(f"pipeline: {args.stays} synthetic stays, {len(messages):,} events, {PARTITIONS} partitions, "
-                  f"chunks of {CHUNK}, Redis at {url} (no Kafka)")
-            for names in args.scorers.split(";"):
-                scorers = _scorers(names.split(","), checkpoint)
+                  f"chunks of {INGEST_CHUNK}, Redis at {url} (no Kafka)")
+            for names, scorers in scorer_sets:
                 figures = asyncio.run(_backlog_run(url, scorers, messages))
                 print(_format(names, figures))
-            for h in (int(x) for x in args.histories.split(",")):
+            for h in histories:
                 us = asyncio.run(_per_event_cost(url, h))
                 print(f"  per new event, NEWS2, 64 stays with {h:,} events of history each: {us:,.0f} µs")
         finally:
             redis.stop()
     return 0
+
+
+def _histories(text: str) -> list[int]:
+    from medm2t.cli import UserError
+
+    try:
+        out = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"--histories must be comma-separated whole numbers, not {text!r}") from None
+    if any(h < 1 for h in out):
+        raise UserError("--histories must all be at least 1")
+    return out
 
 
 def _scorers(names: list[str], checkpoint: Path):
@@ -92,66 +106,41 @@ def _backlog(stays: int, seed: int, out: Path) -> list[tuple[int, bytes, bytes]]
             for e in (r.event for r in released) if e.kind != "outcome"]
 
 
-class _Outputs:
-    def __init__(self):
-        self.n = defaultdict(int)
-
-    async def send(self, topic, key, value):
-        self.n[topic] += 1
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-
 async def _pipeline(url: str, scorers, idle_ms: int):
     from medm2t.connections import redis_async
     from medm2t.settings import RedisSettings, Settings
+    from stream.offline import MemorySink
     from stream.pipeline import Pipeline
     from stream.state import StayStore
 
     redis = redis_async(Settings(redis_url=url, redis=RedisSettings(password="")))
     await redis.flushdb()
-    outputs = _Outputs()
-    pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, outputs.send, idle_ms=idle_ms)
+    sink = MemorySink()
+    pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, sink.send, idle_ms=idle_ms)
     await pipeline.assign(set(range(PARTITIONS)))
-    return pipeline, outputs, redis
-
-
-async def _drain(pipeline, sizes: list[int], times: list[float]) -> None:
-    while True:
-        start = time.perf_counter()
-        n = await pipeline.score_ready()
-        if not n:
-            return
-        sizes.append(n)
-        times.append(time.perf_counter() - start)
+    return pipeline, sink, redis
 
 
 async def _backlog_run(url: str, scorers, messages) -> dict:
-    from stream.pipeline import Message
+    from stream.offline import Batches, feed
 
-    pipeline, outputs, redis = await _pipeline(url, scorers, idle_ms=10**9)
-    sizes: list[int] = []
-    times: list[float] = []
+    pipeline, sink, redis = await _pipeline(url, scorers, idle_ms=10**9)
+    batches = Batches()
     start = time.perf_counter()
     try:
-        for i in range(0, len(messages), CHUNK):
-            await pipeline.ingest([Message("icu.events.v1", p, i + j, k, v)
-                                   for j, (p, k, v) in enumerate(messages[i:i + CHUNK])])
-            await _drain(pipeline, sizes, times)
-        pipeline.idle_s = 0.0  # the backlog is read: every partition is quiet and caught up
-        await _drain(pipeline, sizes, times)
+        await feed(pipeline, messages, batches=batches)
         seconds = time.perf_counter() - start
     finally:
         await redis.aclose()
-    return {"events": len(messages), "seconds": seconds, "scores": outputs.n["risk.scores.v1"],
-            "alerts": outputs.n["risk.alerts.v1"], "sizes": sizes, "times": times}
+    return {"events": len(messages), "seconds": seconds, "scores": len(sink.sent[topics.SCORES]),
+            "alerts": len(sink.sent[topics.ALERTS]), "sizes": batches.sizes, "times": batches.seconds}
 
 
 async def _per_event_cost(url: str, history: int, n_stays: int = 64, rounds: int = 10) -> float:
     """µs per new event (ingest + score + commit) for stays that already hold `history` measurements."""
     from medm2t.events import Measurement, dump_event, make_event_id
     from stream.news2 import News2Scorer
+    from stream.offline import score_all_ready
     from stream.pipeline import Message
 
     t0 = datetime(2031, 3, 1, 8)
@@ -166,18 +155,18 @@ async def _per_event_cost(url: str, history: int, n_stays: int = 64, rounds: int
     try:
         offset = 0
         for k in range(0, history, 500):  # fill the histories, untimed
-            msgs = [Message("icu.events.v1", 0, offset + j, str(sid).encode(), hr(sid, kk))
+            msgs = [Message(topics.EVENTS, 0, offset + j, str(sid).encode(), hr(sid, kk))
                     for j, (sid, kk) in enumerate((s, kk) for kk in range(k, min(k + 500, history))
                                                   for s in range(1, n_stays + 1))]
             offset += len(msgs)
             await pipeline.ingest(msgs)
-            await _drain(pipeline, [], [])
+            await score_all_ready(pipeline)
         start = time.perf_counter()
         for k in range(history, history + rounds):
-            await pipeline.ingest([Message("icu.events.v1", 0, offset + s, str(s).encode(), hr(s, k))
+            await pipeline.ingest([Message(topics.EVENTS, 0, offset + s, str(s).encode(), hr(s, k))
                                    for s in range(1, n_stays + 1)])
             offset += n_stays
-            await _drain(pipeline, [], [])
+            await score_all_ready(pipeline)
         return (time.perf_counter() - start) / (rounds * n_stays) * 1e6
     finally:
         await redis.aclose()

@@ -1,0 +1,63 @@
+"""Driving the worker's pipeline without Kafka: an in-memory sink for its outputs and a loop that feeds it a
+backlog the way the worker does (chunk by chunk, scoring what is ready after each). `medm2t bench pipeline`
+and the fuzz tests use it; the worker itself uses stream/worker.py."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Sequence
+
+from medm2t import topics
+from stream.pipeline import INGEST_CHUNK, Message, Pipeline
+
+
+class MemorySink:
+    """Pipeline `send` that keeps each topic's values in order and delivers at once."""
+
+    def __init__(self):
+        self.sent: dict[str, list[bytes]] = defaultdict(list)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes):
+        self.sent[topic].append(value)
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+
+@dataclass
+class Batches:
+    """Stays and seconds of each scoring batch."""
+    sizes: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+async def score_all_ready(pipeline: Pipeline, batches: Batches | None = None) -> None:
+    while True:
+        start = time.perf_counter()
+        n = await pipeline.score_ready()
+        if not n:
+            return
+        if batches is not None:
+            batches.sizes.append(n)
+            batches.seconds.append(time.perf_counter() - start)
+
+
+async def feed(pipeline: Pipeline, messages: Sequence[tuple[int, bytes | None, bytes]], chunk: int = INGEST_CHUNK,
+               batches: Batches | None = None,
+               around_chunk: Callable[[int, int], ContextManager] | None = None) -> None:
+    """Ingest (partition, key, value) messages in chunks, offsets counted from 0, scoring what is ready after
+    each chunk, then end the stream (every partition quiet and caught up) so that every point completes.
+    `around_chunk(n, n_chunks)`, if given, wraps the ingest of chunk n (tests use it to inject faults)."""
+    starts = range(0, len(messages), chunk)
+    for n, start in enumerate(starts):
+        batch = [Message(topics.EVENTS, p, start + i, k, v) for i, (p, k, v) in enumerate(messages[start:start + chunk])]
+        if around_chunk is None:
+            await pipeline.ingest(batch)
+        else:
+            with around_chunk(n, len(starts)):
+                await pipeline.ingest(batch)
+        await score_all_ready(pipeline, batches)
+    pipeline.idle_s = 0.0
+    await score_all_ready(pipeline, batches)

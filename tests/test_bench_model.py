@@ -86,3 +86,21 @@ def test_pipeline_benchmark_rejects_an_unknown_scorer():
     out = subprocess.run([str(MEDM2T), "bench", "pipeline", "--stays", "1", "--scorers", "news3"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "unknown scorer 'news3'" in out.stderr
+
+
+@pytest.mark.integration
+def test_stream_benchmark_runs_bare_faust_the_worker_and_a_paced_replay_over_a_real_broker():
+    """`medm2t bench stream` end to end (it starts its own tansu and Redis): every phase prints positive
+    figures, and the paced run matched scores to input points (a wrong join would match none)."""
+    import re
+
+    out = subprocess.run([str(MEDM2T), "bench", "stream", "--stays", "3", "--paced-rate", "400",
+                          "--timeout", "240"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rates = [float(x.replace(",", "")) for x in re.findall(r"([\d,]+) events/s \(", out.stdout)]
+    assert len(rates) == 2 and all(r > 0 for r in rates), out.stdout
+    assert re.search(r"[\d.]+x bare Faust", out.stdout), out.stdout
+    paced = re.search(r"latency p50 (\d+) ms, p99 (\d+) ms, max (\d+) ms over ([\d,]+) scores", out.stdout)
+    assert paced, out.stdout
+    p50, p99, top, matched = (int(g.replace(",", "")) for g in paced.groups())
+    assert 0 <= p50 <= p99 <= top and matched > 0, out.stdout

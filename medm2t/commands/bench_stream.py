@@ -1,0 +1,285 @@
+"""`medm2t bench stream`: the live path end to end, over a real broker (tansu) and Redis that it starts
+itself, side by side with a bare Faust agent on the same backlog.
+
+1. A synthetic ward replay is published at --speed max: a backlog on the events topic.
+2. A bare faust-streaming agent that only counts reads the backlog: the ceiling Faust allows here.
+3. `medm2t worker` reads the same backlog: events/s from its first applied event until every point is
+   scored (Redis's per-stay n_events and scored marks, as the fault tests check idleness).
+4. Paced: a fresh worker is started, and the replay plays at --paced-rate events/s on average.
+   Event→score latency is read off the broker: a score's Kafka timestamp minus that of the first input
+   event of its stay at its clinical point (points that a late event moved are left out, and counted)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+BARE_FAUST = '''
+import sys, time, faust
+n, out, url, topic = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+sys.argv[1:5] = []  # the rest is Faust's own command line
+app = faust.App("bench-bare-faust", broker="kafka://" + url, store="memory://", web_enabled=False,
+                key_serializer="raw", value_serializer="raw", consumer_auto_offset_reset="earliest",
+                broker_session_timeout=6.0, broker_heartbeat_interval=1.0, broker_rebalance_timeout=6.0,
+                broker_max_poll_records=2000)
+events = app.topic(topic, key_serializer="raw", value_serializer="raw")
+seen = {"n": 0, "first": None}
+
+@app.agent(events)
+async def count(stream):
+    async for _ in stream:
+        seen["n"] += 1
+        if seen["first"] is None:
+            seen["first"] = time.time()
+        if seen["n"] == n:
+            open(out, "w").write(f"{seen['first']} {time.time()}")
+
+app.main()
+'''
+
+
+def register_bench(bsub: argparse._SubParsersAction) -> None:
+    p = bsub.add_parser("stream", help="end-to-end events/s over Kafka vs a bare Faust agent, and paced latency",
+                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stays", type=int, default=100, help="synthetic stays in the replay (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scorers", default="news2", help="the worker's scorers (default news2)")
+    p.add_argument("--paced-rate", type=float, default=1000.0,
+                   help="mean input events/s of the latency run (its replay speed is set from the cohort's "
+                        "clinical span); 0 skips it (default 1000)")
+    p.add_argument("--timeout", type=float, default=900.0, help="give up on a phase after this many s (default 900)")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from medm2t.cli import UserError
+    from stream.services import ServiceError, free_port, kafka_service, redis_service
+
+    if args.stays < 1:
+        raise UserError("--stays must be at least 1")
+    tmp = Path(tempfile.mkdtemp(prefix="medm2t-bench-stream-"))  # kept, with its logs, when a phase fails
+    kafka, redis = kafka_service(free_port(), tmp / "run"), redis_service(free_port(), tmp / "run", persist=False)
+    try:
+        kafka.start()
+        redis.start()
+    except ServiceError as exc:
+        kafka.stop()
+        raise UserError(str(exc)) from None
+    try:
+        env = {**os.environ, "MEDM2T_KAFKA_URL": f"127.0.0.1:{kafka.port}",
+               "MEDM2T_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "MEDM2T_REDIS_PASSWORD": "",
+               "MEDM2T_RUN_DIR": str(tmp / "run"), "MEDM2T_SCORERS": args.scorers}
+        bench = _Bench(env, tmp, args.timeout)
+        cohort = bench.cohort(args.stays, args.seed)
+        bench.reset()
+        n = bench.replay(cohort, "max")
+        print(f"stream: {args.stays} synthetic stays, {n:,} events at --speed max into tansu "
+              f"127.0.0.1:{kafka.port}, Redis 127.0.0.1:{redis.port}, worker scorers {args.scorers}")
+        faust_s = bench.bare_faust(n)
+        print(f"  bare Faust agent (count only) {n / faust_s:>8,.0f} events/s ({faust_s:.1f} s)")
+        worker_s = bench.worker_backlog(n)
+        print(f"  medm2t worker                 {n / worker_s:>8,.0f} events/s ({worker_s:.1f} s), "
+              f"{n / worker_s / (n / faust_s):.2f}x bare Faust")
+        if args.paced_rate > 0:
+            speed = bench.span_s() * args.paced_rate / n
+            bench.reset()
+            print(_latency_line(speed, *bench.paced(cohort, speed)))
+    finally:
+        redis.stop()
+        kafka.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+class _Bench:
+    def __init__(self, env: dict[str, str], tmp: Path, timeout: float):
+        self.env, self.tmp, self.timeout = env, tmp, timeout
+
+    def settings(self):
+        from medm2t.settings import RedisSettings, Settings
+
+        return Settings(kafka_url=self.env["MEDM2T_KAFKA_URL"], redis_url=self.env["MEDM2T_REDIS_URL"],
+                        redis=RedisSettings(password=""), run_dir=Path(self.env["MEDM2T_RUN_DIR"]))
+
+    def medm2t(self, *argv: str, log: str, wait: bool = True) -> subprocess.Popen | None:
+        out = open(self.tmp / "run" / f"{log}.log", "ab")
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "medm2t"), *argv], env=self.env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        if not wait:
+            return proc
+        if proc.wait(timeout=self.timeout) != 0:
+            _fail(f"`medm2t {' '.join(argv)}` failed; see {out.name}")
+        return None
+
+    def cohort(self, stays: int, seed: int) -> Path:
+        out = self.tmp / "cohort"
+        self.medm2t("synth", "--stays", str(stays), "--seed", str(seed), "--out", str(out), log="synth")
+        return out
+
+    def reset(self) -> None:
+        """Empty Redis and recreate the topics."""
+        from kafka.admin import KafkaAdminClient
+
+        from medm2t import topics
+        from medm2t.connections import kafka_python_options, redis_sync
+        from stream.kafka import ensure_topics
+
+        settings = self.settings()
+        redis_sync(settings).flushdb()
+        admin = KafkaAdminClient(**kafka_python_options(settings))
+        try:
+            admin.delete_topics(list(topics.ALL_TOPICS))
+        except Exception:  # noqa: BLE001 - the first time there are none
+            pass
+        finally:
+            admin.close()
+        time.sleep(0.5)
+        ensure_topics(settings)
+
+    def replay(self, cohort: Path, speed: str, wait: bool = True):
+        argv = ("replay", "--mimic", str(cohort / "mimic-iv"), "--ecg", str(cohort / "mimic-iv-ecg"),
+                "--mode", "ward", "--speed", speed, "--no-progress")
+        if not wait:
+            return self.medm2t(*argv, log="replay", wait=False)
+        self.medm2t(*argv, log="replay")
+        return self.input_count()
+
+    def input_count(self) -> int:
+        """Stay events the last replay published (its summary line; outcomes go to their own topic)."""
+        summary = (self.tmp / "run" / "replay.log").read_text().strip().splitlines()[-1]
+        found = re.search(r"replayed \d+ stays, (\d+) events \((.*?)\)", summary)
+        if not found:
+            _fail(f"no replay summary in {self.tmp / 'run' / 'replay.log'}: {summary!r}")
+        kinds = dict((k, int(v)) for k, v in (part.split() for part in found.group(2).split(", ")))
+        return int(found.group(1)) - kinds.get("outcome", 0)
+
+    def span_s(self) -> float:
+        """Clinical seconds from the first to the last input event on the events topic."""
+        from medm2t import topics
+
+        times = [datetime.fromisoformat(json.loads(m.value)["available_time"]) for m in self.read(topics.EVENTS)]
+        return max(1.0, (max(times) - min(times)).total_seconds())
+
+    def read(self, topic: str) -> list:
+        from stream.kafka import groupless_consumer
+
+        consumer = groupless_consumer(self.settings(), [topic], True, consumer_timeout_ms=3000)
+        try:
+            return list(consumer)
+        finally:
+            consumer.close()
+
+    def bare_faust(self, n: int) -> float:
+        from medm2t import topics
+
+        script, done = self.tmp / "bare_faust.py", self.tmp / "bare_faust.done"
+        script.write_text(BARE_FAUST)
+        with open(self.tmp / "run" / "bare-faust.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, str(script), str(n), str(done), self.env["MEDM2T_KAFKA_URL"],
+                                     topics.EVENTS, "worker", "-l", "warn", "--without-web"],
+                                    cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait(done.exists, "the bare Faust agent to count every event", proc)
+            first, last = map(float, done.read_text().split())
+            return last - first
+        finally:
+            _stop(proc)
+
+    def worker_backlog(self, n: int) -> float:
+        worker = self.medm2t("worker", log="worker-backlog", wait=False)
+        try:
+            r = self._redis()
+            self._wait(lambda: _applied(r)[0] > 0, "the worker's first event", worker, poll=0.05)
+            first = time.monotonic()
+            self._wait(lambda: _applied(r) == (n, True), "the worker to score every point", worker, poll=0.1)
+            return time.monotonic() - first
+        finally:
+            _stop(worker)
+
+    def paced(self, cohort: Path, speed: float) -> tuple[list[float], int, int, float]:
+        """(latencies in ms, scores matched, scores left out, input events/s) of a paced replay."""
+        from medm2t import topics
+
+        worker = self.medm2t("worker", log="worker-paced", wait=False)
+        try:
+            log = self.tmp / "run" / "worker-paced.log"
+            self._wait(lambda: "assigned partitions" in log.read_text(), "the worker to join its group", worker)
+            start = time.monotonic()
+            replay = self.replay(cohort, f"{speed:g}", wait=False)
+            self._wait(lambda: replay.poll() is not None, "the paced replay", worker)
+            seconds = time.monotonic() - start
+            n = self.input_count()
+            r = self._redis()
+            self._wait(lambda: _applied(r) == (n, True), "the worker to score every point", worker, poll=0.1)
+        finally:
+            _stop(worker)
+        first_at: dict[tuple[int, str], int] = {}
+        for m in self.read(topics.EVENTS):
+            e = json.loads(m.value)
+            key = (e["stay_id"], e["available_time"])
+            first_at[key] = min(first_at.get(key, m.timestamp), m.timestamp)
+        latencies, missed = [], 0
+        for m in self.read(topics.SCORES):
+            s = json.loads(m.value)
+            t = first_at.get((s["stay_id"], s["scored_at"]))
+            if t is None:
+                missed += 1
+            else:
+                latencies.append(m.timestamp - t)
+        return latencies, len(latencies), missed, n / seconds
+
+    def _redis(self):
+        from medm2t.connections import redis_sync
+
+        return redis_sync(self.settings())
+
+    def _wait(self, predicate, what: str, proc: subprocess.Popen, poll: float = 0.5) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not predicate():
+            if proc.poll() is not None:
+                _fail(f"gave up waiting for {what}: the process exited ({proc.returncode}); "
+                                   f"logs in {self.tmp / 'run'}")
+            if time.monotonic() > deadline:
+                _fail(f"gave up waiting for {what} after {self.timeout:.0f} s")
+            time.sleep(poll)
+
+
+def _fail(message: str):
+    from medm2t.cli import UserError
+
+    raise UserError(message)
+
+
+def _applied(r) -> tuple[int, bool]:
+    """(events applied, every stay scored up to its clock) from the stays' meta hashes."""
+    applied, idle = 0, True
+    for k in r.scan_iter(match="{stay:*}:meta", count=1000):
+        clock, scored, n_events = r.hmget(k, "clock", "scored", "n_events")
+        if clock and (not scored or float(clock) > float(scored)):
+            idle = False
+        applied += int(n_events or 0)
+    return applied, idle
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    from stream.services import stop_process_group
+
+    stop_process_group(proc, timeout=20)
+
+
+def _latency_line(speed: float, latencies: list[float], matched: int, missed: int, rate: float) -> str:
+    if not latencies:
+        return f"  paced x{speed:g}: no score matched an input point"
+    ms = sorted(latencies)
+    q = lambda p: ms[min(len(ms) - 1, int(p * len(ms)))]
+    return (f"  paced x{speed:g} ({rate:,.0f} input events/s): event→score latency p50 {q(0.5):.0f} ms, "
+            f"p99 {q(0.99):.0f} ms, max {ms[-1]:.0f} ms over {matched:,} scores "
+            f"({missed:,} at points a late event moved, left out)")

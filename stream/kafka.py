@@ -97,6 +97,22 @@ def ensure_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS) -> dic
     return result
 
 
+def recreate_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS) -> None:
+    """Delete `topics` (those that exist) and create them empty: a fresh run for tests and benchmarks."""
+    from kafka.admin import KafkaAdminClient
+
+    topics = list(topics)
+    admin = KafkaAdminClient(**kafka_python_options(settings))
+    try:
+        admin.delete_topics(topics)
+    except Exception:  # noqa: BLE001 - the broker may not know some of them yet
+        pass
+    finally:
+        admin.close()
+    time.sleep(0.5)
+    ensure_topics(settings, topics)
+
+
 def make_producer(settings: Settings, **overrides):
     """A durable kafka-python producer (acks=all, batching, retries with backoff); clear error if unreachable."""
     from kafka import KafkaProducer

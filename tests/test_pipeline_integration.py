@@ -108,23 +108,11 @@ def _read(settings, topic) -> list[bytes]:
 
 
 def _fresh(settings):
-    """An empty Redis and empty output topics (recreated) for one run."""
-    from stream.kafka import ensure_topics
+    """An empty Redis and empty topics (recreated) for one run."""
+    from stream.kafka import recreate_topics
 
     _redis(settings).flushdb()
-    from kafka.admin import KafkaAdminClient
-
-    from medm2t.connections import kafka_python_options
-
-    admin = KafkaAdminClient(**kafka_python_options(settings))
-    try:
-        admin.delete_topics(list(topics.ALL_TOPICS))
-    except Exception:  # noqa: BLE001 - tansu may not know some of them yet
-        pass
-    finally:
-        admin.close()
-    time.sleep(0.5)
-    ensure_topics(settings)
+    recreate_topics(settings)
 
 
 def _disturbed_run(settings, cohort, undisturbed):

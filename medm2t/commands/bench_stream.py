@@ -126,23 +126,11 @@ class _Bench:
 
     def reset(self) -> None:
         """Empty Redis and recreate the topics."""
-        from kafka.admin import KafkaAdminClient
+        from medm2t.connections import redis_sync
+        from stream.kafka import recreate_topics
 
-        from medm2t import topics
-        from medm2t.connections import kafka_python_options, redis_sync
-        from stream.kafka import ensure_topics
-
-        settings = self.settings()
-        redis_sync(settings).flushdb()
-        admin = KafkaAdminClient(**kafka_python_options(settings))
-        try:
-            admin.delete_topics(list(topics.ALL_TOPICS))
-        except Exception:  # noqa: BLE001 - the first time there are none
-            pass
-        finally:
-            admin.close()
-        time.sleep(0.5)
-        ensure_topics(settings)
+        redis_sync(self.settings()).flushdb()
+        recreate_topics(self.settings())
 
     def replay(self, cohort: Path, speed: str, wait: bool = True):
         argv = ("replay", "--mimic", str(cohort / "mimic-iv"), "--ecg", str(cohort / "mimic-iv-ecg"),

@@ -111,6 +111,24 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     return {"broker": broker, "broker_credentials": credentials}
 
 
+def set_fetch_max_wait(app, wait_ms: int) -> None:
+    """Give a faust.App's consumer aiokafka's `fetch_max_wait_ms`, which faust-streaming hard-codes to 1,500
+    (faust PR #281 to make it a setting was never merged). Call it before the app starts."""
+    from faust.transport.drivers import aiokafka as driver
+
+    class Thread(driver.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport):
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts and builds its fetcher
+            return consumer
+
+    class Consumer(driver.Consumer):
+        def _new_consumer_thread(self):
+            return Thread(self, loop=self.loop, beacon=self.beacon)
+
+    app.transport.Consumer = Consumer
+
+
 # ---------------------------------------------------------------- Redis ------------------------------------
 
 

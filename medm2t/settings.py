@@ -62,6 +62,9 @@ class Settings(BaseSettings):
 
     # Worker
     batch_max: int = Field(256, description="Most stays per scoring batch (batches are scored at once; they grow under load).")
+    fetch_max_wait_ms: int = Field(20, description="Longest a fetch of input events waits at the broker for data. "
+                                   "Brokers that answer a waiting fetch only when it times out (tansu) add up to "
+                                   "this much event->score latency; Faust's own 1,500 ms is too long there.")
     point_idle_ms: int = Field(100, description="A caught-up partition quiet this long completes its stays' open points.")
     medm2t_cadence_min: float = Field(60.0, description="MedM2T scores at most once per this many clinical minutes "
                                                         "(and on a NEWS2 band change and at the stay's close); 0 = every point.")

@@ -14,8 +14,15 @@ CONSUMER_LAG = Gauge("medm2t_consumer_lag", "Messages behind the end of the inpu
 BATCH_STAYS = Histogram("medm2t_batch_stays", "Stays per scoring batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 BATCH_SECONDS = Histogram("medm2t_batch_seconds", "Wall time of one scoring batch",
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-EVENT_TO_SCORE = Histogram("medm2t_event_to_score_seconds", "Kafka timestamp of a point's first event to its scores",
-                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30))
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+EVENT_TO_SCORE = Histogram("medm2t_event_to_score_seconds", "Kafka timestamp of a point's first event to its scores "
+                           "delivered", buckets=_LATENCY_BUCKETS)
+# The same span in stages, each from the end of the one before (their means add up to the total's).
+STAGES = ("delivered", "applied", "completed", "published")
+POINT_STAGE = Histogram("medm2t_point_stage_seconds", "One stage of a point's event->score latency: delivered "
+                        "(Kafka timestamp to the consumer handing it over), applied (APPLY in Redis, buffered), "
+                        "completed (waiting for the point to complete and a batch to take it), published "
+                        "(scored, sent and delivered)", ["stage"], buckets=_LATENCY_BUCKETS)
 
 _OUTCOMES = {"events": "applied", "duplicates": "duplicate", "deadletters": "dead_letter"}
 
@@ -34,8 +41,11 @@ def observe_batch(stays: int, seconds: float) -> None:
     BATCH_SECONDS.observe(seconds)
 
 
-def observe_latency(seconds: float) -> None:
-    EVENT_TO_SCORE.observe(seconds)
+def observe_point(times: list[float]) -> None:
+    """`times`: wall times (s) of a point's first event when sent, then at the end of each of STAGES."""
+    EVENT_TO_SCORE.observe(max(0.0, times[-1] - times[0]))
+    for stage, start, end in zip(STAGES, times, times[1:]):
+        POINT_STAGE.labels(stage).observe(max(0.0, end - start))
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:

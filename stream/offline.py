@@ -52,7 +52,9 @@ async def feed(pipeline: Pipeline, messages: Sequence[tuple[int, bytes | None, b
     `around_chunk(n, n_chunks)`, if given, wraps the ingest of chunk n (tests use it to inject faults)."""
     starts = range(0, len(messages), chunk)
     for n, start in enumerate(starts):
-        batch = [Message(topics.EVENTS, p, start + i, k, v) for i, (p, k, v) in enumerate(messages[start:start + chunk])]
+        now = time.time()  # as if each chunk had been produced and delivered just now
+        batch = [Message(topics.EVENTS, p, start + i, k, v, now * 1000.0, now)
+                 for i, (p, k, v) in enumerate(messages[start:start + chunk])]
         if around_chunk is None:
             await pipeline.ingest(batch)
         else:

@@ -49,7 +49,8 @@ class Message:
     offset: int | None
     key: bytes | None
     value: bytes | None
-    timestamp_ms: float | None = None
+    timestamp_ms: float | None = None    # Kafka timestamp (the producer's send time)
+    received_s: float | None = None      # wall time the consumer handed it to us
 
 
 @dataclass
@@ -65,7 +66,7 @@ class StayRuntime:
     band: str | None = None                                    # NEWS2 band at the last point
     n_inputs: int = 0                                          # measurements and ECGs applied
     buffer: dict[datetime, list[_Event]] = field(default_factory=lambda: defaultdict(list))  # unscored points
-    arrived_ms: dict[datetime, float] = field(default_factory=dict)  # Kafka time of each point's first event
+    timeline: dict[datetime, list[float]] = field(default_factory=dict)  # point -> its first event's stage times
     alert_state: dict[str, str] = field(default_factory=dict)
     held: dict[str, list[_Event]] = field(default_factory=lambda: defaultdict(list))  # cadence scorer -> not applied
 
@@ -148,7 +149,7 @@ class Pipeline:
                         self._count("duplicates")
                         continue
                     status = status[1:]
-                self._buffer(rt, from_epoch(status), item.event, msg.timestamp_ms)
+                self._buffer(rt, from_epoch(status), item.event, msg)
                 self._count("events")
             active[sid] = rt.closed_at is not None
         counts = {"events_in": self.stats.pop("_events", 0), "duplicates": self.stats.pop("_duplicates", 0)}
@@ -182,13 +183,14 @@ class Pipeline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _buffer(self, rt: StayRuntime, at: datetime, event: _Event, ts_ms: float | None) -> None:
+    def _buffer(self, rt: StayRuntime, at: datetime, event: _Event, msg: Message) -> None:
         rt.buffer[at].append(event)
         # A late event (after a close or a quiet flush) lands past the partition clock: only this tells
         # the quiet flush that there is a point left to complete.
         self.frontier[rt.partition] = max(self.frontier.get(rt.partition, at), at)
-        if ts_ms is not None:
-            rt.arrived_ms.setdefault(at, ts_ms)
+        if msg.timestamp_ms is not None and at not in rt.timeline:
+            sent = msg.timestamp_ms / 1000.0
+            rt.timeline[at] = [sent, msg.received_s or sent, time.time()]
         if isinstance(event, StayOpened):
             rt.opened = event
         elif isinstance(event, StayClosed):
@@ -340,7 +342,7 @@ class Pipeline:
         cadenced = [s for s in self.scorers if s.needs.cadence is not None]
         per_stay: dict[int, dict[str, list[RiskScore]]] = {}
         due: dict[str, list[tuple[StayRuntime, StayPoint]]] = defaultdict(list)
-        arrived: list[float] = []
+        timelines: list[list[float]] = []
         last_point: dict[int, datetime] = {}
         for rt in batch:
             out = per_stay[rt.stay_id] = {s.name: [] for s in self.scorers}
@@ -348,8 +350,8 @@ class Pipeline:
                 if not self._complete(rt, at):
                     break
                 events = canonical_order(rt.buffer.pop(at))
-                if at in rt.arrived_ms:
-                    arrived.append(rt.arrived_ms.pop(at))
+                if at in rt.timeline:
+                    timelines.append(rt.timeline.pop(at) + [time.time()])
                 rt.n_inputs += sum(isinstance(e, (Measurement, Ecg)) for e in events)
                 for s in every:
                     s.apply(rt.states[s.name], events)
@@ -372,9 +374,9 @@ class Pipeline:
                         stop = True
                 if stop:  # a cadence scorer reads the state as of this point: score it before moving on
                     break
-        return per_stay, due, last_point, arrived
+        return per_stay, due, last_point, timelines
 
-    async def _score_taken(self, batch, per_stay, due, last_point, arrived) -> tuple[list[Alert], int]:
+    async def _score_taken(self, batch, per_stay, due, last_point, timelines) -> tuple[list[Alert], int]:
         cadenced = [s for s in self.scorers if s.needs.cadence is not None]
         loop = asyncio.get_running_loop()
         for s in cadenced:
@@ -385,7 +387,7 @@ class Pipeline:
             scores = await loop.run_in_executor(None, _apply_and_score, s, work)
             for (rt, _), score in zip(items, scores):
                 per_stay[rt.stay_id][s.name].append(score)
-        return await self._publish_and_commit(batch, per_stay, last_point, arrived)
+        return await self._publish_and_commit(batch, per_stay, last_point, timelines)
 
     def _due(self, rt: StayRuntime, scorer: Scorer, at: datetime, band_changed: bool) -> bool:
         last = rt.last_by.get(scorer.name)
@@ -394,7 +396,7 @@ class Pipeline:
         step_s = scorer.needs.cadence.total_seconds()
         return epoch(at) // step_s > epoch(last) // step_s
 
-    async def _publish_and_commit(self, batch, per_stay, last_point, arrived) -> tuple[list[Alert], int]:
+    async def _publish_and_commit(self, batch, per_stay, last_point, timelines) -> tuple[list[Alert], int]:
         deliveries, all_alerts, commits = [], [], []
         n_scores = 0
         for rt in batch:
@@ -418,9 +420,9 @@ class Pipeline:
             all_alerts += alerts
             commits.append((rt, changed, alerts))
         await asyncio.gather(*deliveries)   # published before committed: a crash here only republishes
-        now_ms = time.time() * 1000.0
-        for t in arrived:
-            metrics.observe_latency(max(0.0, now_ms - t) / 1000.0)
+        published = time.time()
+        for timeline in timelines:
+            metrics.observe_point(timeline + [published])
         async def commit():
             pipe = self.store.r.pipeline(transaction=False)
             for rt, changed, alerts in commits:

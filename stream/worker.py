@@ -14,7 +14,7 @@ import time
 from typing import Sequence
 
 from medm2t import topics
-from medm2t.connections import faust_options
+from medm2t.connections import faust_options, set_fetch_max_wait
 from medm2t.settings import Settings
 from stream import keys, metrics
 from stream.pipeline import INGEST_CHUNK, Message, Pipeline
@@ -50,6 +50,7 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
         # request, and socket writes took most of the worker's time (py-spy, `medm2t bench stream`).
         producer_linger=0.005,
     )
+    set_fetch_max_wait(app, settings.fetch_max_wait_ms)
     inputs = app.topic(*topics.INPUT_TOPICS, key_serializer="raw", value_serializer="raw")
     outputs = {t: app.topic(t, key_serializer="raw", value_serializer="raw")
                for t in (topics.SCORES, topics.ALERTS, topics.DEADLETTER)}
@@ -79,9 +80,9 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
     @app.agent(inputs, name="ingest")
     async def ingest(stream):
         async for chunk in stream.take_events(INGEST_CHUNK, within=INGEST_WAIT_S):
-            msgs = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
-                            e.message.timestamp * 1000.0 if e.message.timestamp else None) for e in chunk]
             now = time.time()
+            msgs = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
+                            e.message.timestamp * 1000.0 if e.message.timestamp else None, now) for e in chunk]
             for m in msgs:
                 delivered_at[m.partition] = now
             await pipeline.ingest(msgs)

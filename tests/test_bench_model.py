@@ -104,3 +104,8 @@ def test_stream_benchmark_runs_bare_faust_the_worker_and_a_paced_replay_over_a_r
     assert paced, out.stdout
     p50, p99, top, matched = (int(g.replace(",", "")) for g in paced.groups())
     assert 0 <= p50 <= p99 <= top and matched > 0, out.stdout
+    from stream.metrics import STAGES
+
+    for stage in STAGES:  # the worker's own split of the latency, read off its /metrics
+        assert re.search(rf"{stage} \d+ / ≤[\d.]+", out.stdout), out.stdout
+    assert len(re.findall(r"CPU \w+ \d+%", out.stdout)) == 2, out.stdout

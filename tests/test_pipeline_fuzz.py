@@ -159,3 +159,28 @@ def test_events_whose_apply_reply_was_lost_are_still_scored(pipeline_settings, g
     assert lost, "no reply was lost: the test tested nothing"
     assert sorted(lossy[topics.SCORES]) == sorted(clean[topics.SCORES])
     assert sorted(lossy[topics.ALERTS]) == sorted(clean[topics.ALERTS])
+
+
+def test_every_scored_point_is_timed_once_per_stage_and_the_stages_add_up(pipeline_settings, good_stream):
+    """The worker's latency split (medm2t_point_stage_seconds): one observation per stage for each point
+    scored, and the stages' sums add up to the event->score total."""
+    from prometheus_client import REGISTRY
+
+    from stream.metrics import STAGES
+
+    def totals():
+        stage = {s: (REGISTRY.get_sample_value("medm2t_point_stage_seconds_count", {"stage": s}) or 0,
+                     REGISTRY.get_sample_value("medm2t_point_stage_seconds_sum", {"stage": s}) or 0) for s in STAGES}
+        return stage, (REGISTRY.get_sample_value("medm2t_event_to_score_seconds_count") or 0,
+                       REGISTRY.get_sample_value("medm2t_event_to_score_seconds_sum") or 0)
+
+    before, total_before = totals()
+    sent, _, _ = _run(pipeline_settings, 4, [(str(e.stay_id).encode(), dump_event(e)) for e in good_stream])
+    after, total_after = totals()
+    points = len(sent[topics.SCORES])  # NEWS2 alone: one score per point
+    assert points > 0
+    for s in STAGES:
+        assert after[s][0] - before[s][0] == points, s
+    assert total_after[0] - total_before[0] == points
+    stage_sum = sum(after[s][1] - before[s][1] for s in STAGES)
+    assert stage_sum == pytest.approx(total_after[1] - total_before[1], rel=1e-6, abs=1e-6)

@@ -24,12 +24,14 @@ from pathlib import Path
 
 BARE_FAUST = '''
 import sys, time, faust
-n, out, url, topic = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-sys.argv[1:5] = []  # the rest is Faust's own command line
+from medm2t.connections import set_fetch_max_wait
+n, out, url, topic, fetch_wait_ms = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+sys.argv[1:6] = []  # the rest is Faust's own command line
 app = faust.App("bench-bare-faust", broker="kafka://" + url, store="memory://", web_enabled=False,
                 key_serializer="raw", value_serializer="raw", consumer_auto_offset_reset="earliest",
                 broker_session_timeout=6.0, broker_heartbeat_interval=1.0, broker_rebalance_timeout=6.0,
                 broker_max_poll_records=2000)
+set_fetch_max_wait(app, fetch_wait_ms)  # as the worker's consumer
 events = app.topic(topic, key_serializer="raw", value_serializer="raw")
 seen = {"n": 0, "first": None}
 
@@ -77,21 +79,23 @@ def _run(args: argparse.Namespace) -> int:
         env = {**os.environ, "MEDM2T_KAFKA_URL": f"127.0.0.1:{kafka.port}",
                "MEDM2T_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "MEDM2T_REDIS_PASSWORD": "",
                "MEDM2T_RUN_DIR": str(tmp / "run"), "MEDM2T_SCORERS": args.scorers}
-        bench = _Bench(env, tmp, args.timeout)
+        bench = _Bench(env, tmp, args.timeout, {"Redis": redis.pid(), "tansu": kafka.pid()})
         cohort = bench.cohort(args.stays, args.seed)
         bench.reset()
         n = bench.replay(cohort, "max")
         print(f"stream: {args.stays} synthetic stays, {n:,} events at --speed max into tansu "
               f"127.0.0.1:{kafka.port}, Redis 127.0.0.1:{redis.port}, worker scorers {args.scorers}")
-        faust_s = bench.bare_faust(n)
-        print(f"  bare Faust agent (count only) {n / faust_s:>8,.0f} events/s ({faust_s:.1f} s)")
-        worker_s = bench.worker_backlog(n)
+        faust_s, cpu = bench.bare_faust(n)
+        print(f"  bare Faust agent (count only) {n / faust_s:>8,.0f} events/s ({faust_s:.1f} s; CPU {cpu})")
+        worker_s, cpu = bench.worker_backlog(n)
         print(f"  medm2t worker                 {n / worker_s:>8,.0f} events/s ({worker_s:.1f} s), "
-              f"{n / worker_s / (n / faust_s):.2f}x bare Faust")
+              f"{n / worker_s / (n / faust_s):.2f}x bare Faust; CPU {cpu}")
         if args.paced_rate > 0:
             speed = bench.span_s() * args.paced_rate / n
             bench.reset()
-            print(_latency_line(speed, *bench.paced(cohort, speed)))
+            *result, stages = bench.paced(cohort, speed)
+            print(_latency_line(speed, *result))
+            print(f"    worker-side stages (mean / p99 bucket bound, ms): {stages}")
     finally:
         redis.stop()
         kafka.stop()
@@ -100,8 +104,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 class _Bench:
-    def __init__(self, env: dict[str, str], tmp: Path, timeout: float):
-        self.env, self.tmp, self.timeout = env, tmp, timeout
+    def __init__(self, env: dict[str, str], tmp: Path, timeout: float, services: dict[str, int | None]):
+        self.env, self.tmp, self.timeout, self.services = env, tmp, timeout, services
 
     def settings(self):
         from medm2t.settings import RedisSettings, Settings
@@ -172,12 +176,13 @@ class _Bench:
         script.write_text(BARE_FAUST)
         with open(self.tmp / "run" / "bare-faust.log", "ab") as log:
             proc = subprocess.Popen([sys.executable, str(script), str(n), str(done), self.env["MEDM2T_KAFKA_URL"],
-                                     topics.EVENTS, "worker", "-l", "warn", "--without-web"],
+                                     topics.EVENTS, str(self.settings().fetch_max_wait_ms), "worker", "-l", "warn", "--without-web"],
                                     cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            self._wait(done.exists, "the bare Faust agent to count every event", proc)
+            cpu = _CpuMeter({"agent": proc.pid, **self.services})
+            self._wait(done.exists, "the bare Faust agent to count every event", proc, poll=0.05)
             first, last = map(float, done.read_text().split())
-            return last - first
+            return last - first, cpu.shares()
         finally:
             _stop(proc)
 
@@ -186,17 +191,20 @@ class _Bench:
         try:
             r = self._redis()
             self._wait(lambda: _applied(r)[0] > 0, "the worker's first event", worker, poll=0.05)
-            first = time.monotonic()
+            first, cpu = time.monotonic(), _CpuMeter({"worker": worker.pid, **self.services})
             self._wait(lambda: _applied(r) == (n, True), "the worker to score every point", worker, poll=0.1)
-            return time.monotonic() - first
+            return time.monotonic() - first, cpu.shares()
         finally:
             _stop(worker)
 
-    def paced(self, cohort: Path, speed: float) -> tuple[list[float], int, int, float]:
-        """(latencies in ms, scores matched, scores left out, input events/s) of a paced replay."""
+    def paced(self, cohort: Path, speed: float) -> tuple[list[float], int, int, float, str]:
+        """(latencies in ms, scores matched, scores left out, input events/s, the worker's stage split) of a
+        paced replay."""
         from medm2t import topics
+        from stream.services import free_port
 
-        worker = self.medm2t("worker", log="worker-paced", wait=False)
+        metrics_port = free_port()
+        worker = self.medm2t("worker", "--metrics-port", str(metrics_port), log="worker-paced", wait=False)
         try:
             log = self.tmp / "run" / "worker-paced.log"
             self._wait(lambda: "assigned partitions" in log.read_text(), "the worker to join its group", worker)
@@ -207,6 +215,7 @@ class _Bench:
             n = self.input_count()
             r = self._redis()
             self._wait(lambda: _applied(r) == (n, True), "the worker to score every point", worker, poll=0.1)
+            stages = _stage_split(metrics_port)
         finally:
             _stop(worker)
         first_at: dict[tuple[int, str], int] = {}
@@ -222,7 +231,7 @@ class _Bench:
                 missed += 1
             else:
                 latencies.append(m.timestamp - t)
-        return latencies, len(latencies), missed, n / seconds
+        return latencies, len(latencies), missed, n / seconds, stages
 
     def _redis(self):
         from medm2t.connections import redis_sync
@@ -255,6 +264,56 @@ def _applied(r) -> tuple[int, bool]:
             idle = False
         applied += int(n_events or 0)
     return applied, idle
+
+
+class _CpuMeter:
+    """CPU time of some processes (their threads included) from now on, as shares of one core."""
+
+    def __init__(self, pids: dict[str, int | None]):
+        import psutil
+
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        self.start, self.used = time.monotonic(), {name: self._cpu(p) for name, p in self.procs.items()}
+
+    @staticmethod
+    def _cpu(proc) -> float:
+        t = proc.cpu_times()
+        return t.user + t.system
+
+    def shares(self) -> str:
+        wall = max(1e-9, time.monotonic() - self.start)
+        return ", ".join(f"{name} {(self._cpu(p) - self.used[name]) / wall:.0%}" for name, p in self.procs.items())
+
+
+def _stage_split(metrics_port: int) -> str:
+    """Mean and p99 (as the upper bound of its histogram bucket) of each stage the worker measures."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stream.metrics import STAGES
+
+    text = urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "medm2t_point_stage_seconds":
+            continue
+        for sample in family.samples:
+            stage = sample.labels.get("stage")
+            if sample.name.endswith("_bucket"):
+                buckets.setdefault(stage, []).append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                sums[stage] = sample.value
+    parts = []
+    for stage in STAGES:
+        cumulative = sorted(buckets.get(stage, []))
+        total = cumulative[-1][1] if cumulative else 0
+        if not total:
+            continue
+        p99 = next(le for le, n in cumulative if n >= 0.99 * total)
+        parts.append(f"{stage} {1000 * sums[stage] / total:.0f} / ≤{1000 * p99:g}")
+    return ", ".join(parts) or "none measured"
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 from medm2t import topics
-from medm2t.events import Alert, DeadLetter, Ecg, Measurement, RiskScore, StayClosed, StayOpened, _Event, make_event_id
+from medm2t.events import DeadLetter, Ecg, Measurement, RiskScore, StayClosed, StayOpened, _Event, make_event_id
 from stream import metrics
 from stream.alerts import RuleState, rules_for, step
 from stream.scoring import Scorer, StayPoint, canonical_order
@@ -136,6 +136,7 @@ class Pipeline:
 
         replies = await self._with_redis("ingest", apply)
         active: dict[int, bool] = {}
+        counts = {"events": 0, "duplicates": 0}
         for sid, reply in zip(order, replies):
             rt = self.stays[sid]
             for (msg, item), status in zip(by_stay[sid], reply):
@@ -146,13 +147,16 @@ class Pipeline:
                 if status == "0" or status.startswith("="):
                     at = from_epoch(status[1:]) if status != "0" else None
                     if at is None or not self._lost_reply(rt, at, item.event):
-                        self._count("duplicates")
+                        counts["duplicates"] += 1
                         continue
                     status = status[1:]
                 self._buffer(rt, from_epoch(status), item.event, msg)
-                self._count("events")
+                counts["events"] += 1
             active[sid] = rt.closed_at is not None
-        counts = {"events_in": self.stats.pop("_events", 0), "duplicates": self.stats.pop("_duplicates", 0)}
+        for name, n in counts.items():
+            self.stats[name] += n
+            metrics.count(name, n)
+        counts["events_in"] = counts.pop("events")  # the name the dashboard's counters use
         offsets = {p: self.consumed[p] for p in {_part(m) for m, _ in arrival} if p in self.consumed}
         await self._with_redis("ward bookkeeping", lambda: self.store.note_chunk(active, counts, offsets))
 
@@ -195,11 +199,6 @@ class Pipeline:
             rt.opened = event
         elif isinstance(event, StayClosed):
             rt.closed_at = at
-
-    def _count(self, name: str, n: int = 1) -> None:
-        self.stats[name] += n
-        self.stats["_" + name] += n
-        metrics.count(name, n)
 
     async def _dead(self, msg: Message, reason: str) -> None:
         letter = DeadLetter(topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500],
@@ -327,12 +326,8 @@ class Pipeline:
             if not batch:
                 return 0
             taken = self._take(batch)
-        alerts, n_scores = await self._score_taken(batch, *taken)
-        seconds = time.perf_counter() - start
-        metrics.observe_batch(len(batch), seconds)
+        await self._score_taken(batch, start, *taken)
         metrics.POINTS_PENDING.set(self.pending_points())
-        counts = {"scores": n_scores, "alerts": len(alerts), "batches": 1}
-        await self._with_redis("batch bookkeeping", lambda: self.store.note_batch(alerts, counts, seconds * 1000.0))
         return len(batch)
 
     def _take(self, batch: list[StayRuntime]):
@@ -376,7 +371,7 @@ class Pipeline:
                     break
         return per_stay, due, last_point, timelines
 
-    async def _score_taken(self, batch, per_stay, due, last_point, timelines) -> tuple[list[Alert], int]:
+    async def _score_taken(self, batch, start, per_stay, due, last_point, timelines) -> None:
         cadenced = [s for s in self.scorers if s.needs.cadence is not None]
         loop = asyncio.get_running_loop()
         for s in cadenced:
@@ -387,7 +382,7 @@ class Pipeline:
             scores = await loop.run_in_executor(None, _apply_and_score, s, work)
             for (rt, _), score in zip(items, scores):
                 per_stay[rt.stay_id][s.name].append(score)
-        return await self._publish_and_commit(batch, per_stay, last_point, timelines)
+        await self._publish_and_commit(batch, start, per_stay, last_point, timelines)
 
     def _due(self, rt: StayRuntime, scorer: Scorer, at: datetime, band_changed: bool) -> bool:
         last = rt.last_by.get(scorer.name)
@@ -396,51 +391,61 @@ class Pipeline:
         step_s = scorer.needs.cadence.total_seconds()
         return epoch(at) // step_s > epoch(last) // step_s
 
-    async def _publish_and_commit(self, batch, per_stay, last_point, timelines) -> tuple[list[Alert], int]:
-        deliveries, all_alerts, commits = [], [], []
-        n_scores = 0
+    async def _publish_and_commit(self, batch, start, per_stay, last_point, timelines) -> None:
+        """Publish the batch's scores and alerts, wait until they are delivered, then COMMIT each stay and the
+        batch's bookkeeping in one Redis round trip."""
+        deliveries, feed, commits = [], [], []
+        n_scores = n_alerts = 0
         for rt in batch:
-            alerts: list[Alert] = []
+            alerts: list[str] = []
             changed: dict[str, str] = {}
+            scores_by: dict[str, list[tuple[datetime, str]]] = {}
+            key = str(rt.stay_id).encode()
             for name, scores in per_stay[rt.stay_id].items():
+                raws = scores_by[name] = []
                 for score in scores:
                     score.score_id = make_event_id("score", score.stay_id, score.scorer, score.model_version,
                                                    score.scored_at.isoformat())
-                    deliveries.append(await self.send(topics.SCORES, str(rt.stay_id).encode(),
-                                                      score.model_dump_json().encode()))
-                    n_scores += 1
+                    raw = score.model_dump_json()
+                    raws.append((score.scored_at, raw))
+                    deliveries.append(await self.send(topics.SCORES, key, raw.encode()))
                     for rule in rules_for(score):
-                        key = f"{score.scorer}/{rule.key}"
-                        new, alert = step(rule, RuleState.loads(rt.alert_state.get(key)), score)
-                        changed[key] = rt.alert_state[key] = new.dumps()
+                        rule_key = f"{score.scorer}/{rule.key}"
+                        new, alert = step(rule, RuleState.loads(rt.alert_state.get(rule_key)), score)
+                        changed[rule_key] = rt.alert_state[rule_key] = new.dumps()
                         if alert is not None:
-                            alerts.append(alert)
+                            alerts.append(alert.model_dump_json())
+                n_scores += len(scores)
             for a in alerts:
-                deliveries.append(await self.send(topics.ALERTS, str(rt.stay_id).encode(), a.model_dump_json().encode()))
-            all_alerts += alerts
-            commits.append((rt, changed, alerts))
+                deliveries.append(await self.send(topics.ALERTS, key, a.encode()))
+            n_alerts += len(alerts)
+            feed += alerts
+            commits.append((rt, scores_by, changed, alerts))
         await asyncio.gather(*deliveries)   # published before committed: a crash here only republishes
         published = time.time()
         for timeline in timelines:
             metrics.observe_point(timeline + [published])
+        seconds = time.perf_counter() - start
+        counts = {"scores": n_scores, "alerts": n_alerts, "batches": 1}
+
         async def commit():
             pipe = self.store.r.pipeline(transaction=False)
-            for rt, changed, alerts in commits:
+            for rt, scores_by, changed, alerts in commits:
                 await self.store.commit(pipe, rt.stay_id, last_point[rt.stay_id], rt.n_inputs, rt.band,
-                                        per_stay[rt.stay_id], changed, alerts)
+                                        scores_by, changed, alerts)
+            self.store.note_batch(pipe, feed, counts, seconds * 1000.0)
             return await pipe.execute()
 
         await self._with_redis("commit", commit)
         async with self._state:
-            for rt, _, _ in commits:  # a closed stay with nothing left to score leaves memory
+            for rt, *_ in commits:  # a closed stay with nothing left to score leaves memory
                 if rt.closed_at is not None and not rt.buffer and rt.scored is not None and rt.scored >= rt.closed_at:
                     self.stays.pop(rt.stay_id, None)
-        self.stats["scores"] += n_scores
-        self.stats["alerts"] += len(all_alerts)
-        self.stats["batches"] += 1
+        for name, n in counts.items():
+            self.stats[name] += n
         metrics.count("scores", n_scores)
-        metrics.count("alerts", len(all_alerts))
-        return all_alerts, n_scores
+        metrics.count("alerts", n_alerts)
+        metrics.observe_batch(len(batch), seconds)
 
 
 def _apply_and_score(scorer: Scorer, work: list[tuple[Any, list[_Event], StayPoint]]) -> list[RiskScore]:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened, _Event
+from medm2t.events import Ecg, Measurement, StayOpened, _Event
 from stream import keys
 from stream.scoring import Needs
 
@@ -177,8 +177,10 @@ class StayStore:
         pipe.evalsha(self._apply.sha, len(ks), *ks, *args)
 
     async def commit(self, pipe, stay_id: int, scored: datetime, n_inputs: int, band: str | None,
-                     per_scorer: dict[str, list[RiskScore]], alert_state: dict[str, str], alerts: Sequence[Alert]) -> None:
-        """Queue one stay's COMMIT: the scores of its points up to `scored`, in point order, and their alerts."""
+                     per_scorer: dict[str, list[tuple[datetime, str]]], alert_state: dict[str, str],
+                     alerts: Sequence[str]) -> None:
+        """Queue one stay's COMMIT: the scores of its points up to `scored` ((scored_at, JSON) per scorer, in
+        point order) and its alerts (JSON)."""
         ks = [keys.meta(stay_id), keys.events(stay_id), keys.ecgs(stay_id), keys.alert_state(stay_id),
               keys.stay_alerts(stay_id)]
         lookback = -1 if self.lookback is None else self.lookback.total_seconds()
@@ -186,15 +188,14 @@ class StayStore:
                       len(per_scorer)]
         for name, scores in per_scorer.items():
             ks += [keys.latest_score(stay_id, name), keys.score_history(stay_id, name)]
-            raws = [s.model_dump_json() for s in scores]
-            args += [name, len(scores), raws[-1] if raws else ""]
-            for s, raw in zip(scores, raws):
-                args += [stamp(s.scored_at), raw]
+            args += [name, len(scores), scores[-1][1] if scores else ""]
+            for scored_at, raw in scores:
+                args += [stamp(scored_at), raw]
         args.append(len(alert_state))
         for k, v in alert_state.items():
             args += [k, v]
         args.append(len(alerts))
-        args += [a.model_dump_json() for a in reversed(alerts)]  # LPUSH: the newest ends up first
+        args += reversed(alerts)  # LPUSH: the newest ends up first
         pipe.evalsha(self._commit.sha, len(ks), *ks, *args)
 
     async def load(self, stay_ids: Sequence[int]) -> list[StoredStay]:
@@ -245,17 +246,16 @@ class StayStore:
                 pipe.hincrby(keys.COUNTERS, name, n)
         await pipe.execute()
 
-    async def note_batch(self, alerts: Iterable[Alert], counts: dict[str, int], latency_ms: float) -> None:
-        pipe = self.r.pipeline(transaction=False)
+    def note_batch(self, pipe, alerts: Sequence[str], counts: dict[str, int], latency_ms: float) -> None:
+        """Queue a scoring batch's global bookkeeping: the ward's alert feed (JSON), counters, batch time."""
         for a in alerts:
-            pipe.lpush(keys.ALERT_FEED, a.model_dump_json())
+            pipe.lpush(keys.ALERT_FEED, a)
         pipe.ltrim(keys.ALERT_FEED, 0, ALERT_FEED - 1)
         for name, n in counts.items():
             if n:
                 pipe.hincrby(keys.COUNTERS, name, n)
         pipe.lpush(keys.LATENCY, f"{latency_ms:.1f}")
         pipe.ltrim(keys.LATENCY, 0, LATENCY_POINTS - 1)
-        await pipe.execute()
 
     async def count(self, name: str, n: int = 1) -> None:
         await self.r.hincrby(keys.COUNTERS, name, n)

@@ -52,12 +52,13 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
     )
     set_fetch_max_wait(app, settings.fetch_max_wait_ms)
     inputs = app.topic(*topics.INPUT_TOPICS, key_serializer="raw", value_serializer="raw")
-    outputs = {t: app.topic(t, key_serializer="raw", value_serializer="raw")
-               for t in (topics.SCORES, topics.ALERTS, topics.DEADLETTER)}
     delivered_at: dict[int, float] = {}  # partition -> wall time of its last chunk handed to us
 
     async def send(topic: str, key: bytes | None, value: bytes):
-        return await outputs[topic].send(key=key, value=value)  # a future that resolves once delivered
+        """Straight to Faust's producer: a Topic.send adds sensors and callbacks per message, and the scoring
+        loop sends about one message per input event. Returns a future that resolves once delivered."""
+        producer = await app.maybe_start_producer()
+        return await producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
     def caught_up(partition: int) -> bool:
         """The broker answered a fetch after our last delivery on the partition and had nothing beyond it.
@@ -106,8 +107,7 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
             except Exception:  # noqa: BLE001
                 pass
         metrics.CONSUMER_LAG.set(lag)
-        stats = {k: v for k, v in pipeline.stats.items() if not k.startswith("_")}
-        log.info("worker stats %s pending_points=%d lag=%d", " ".join(f"{k}={v}" for k, v in stats.items()),
+        log.info("worker stats %s pending_points=%d lag=%d", " ".join(f"{k}={v}" for k, v in pipeline.stats.items()),
                  pipeline.pending_points(), lag)
 
     @app.task

@@ -5,9 +5,9 @@ these functions, so bootstrap parsing, SASL/SSL, the Redis password and the Redi
 once:
 
 - `kafka_python_options(settings)`: keyword arguments for kafka-python's KafkaProducer/Consumer/AdminClient.
-- `faust_options(settings)`: `broker` and `broker_credentials` for `faust.App`.
+- `faust_options(settings)`: `broker` and `broker_credentials` for `faust.App`; `set_fetch_max_wait`.
 - `redis_sync(settings, **overrides)` / `redis_async(settings, **overrides)`: redis.Redis /
-  redis.asyncio.Redis clients.
+  redis.asyncio.Redis clients, or their RedisCluster counterparts when MEDM2T_REDIS_CLUSTER is set.
 
 The Redis password a client sends is, in this order: the one in the URL (`redis://:PASSWORD@host`),
 MEDM2T_REDIS_PASSWORD (set empty: none), else, for a 127.0.0.1/localhost URL, the password that
@@ -192,8 +192,10 @@ def redis_sync(settings: Settings, **overrides):
     """A redis.Redis for settings.redis_url with the resolved password and the common timeouts; `overrides`
     (e.g. decode_responses=True, a shorter socket_connect_timeout) win."""
     import redis
+    from redis.cluster import RedisCluster
 
-    return redis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings, overrides))
+    client = RedisCluster if settings.redis.cluster else redis.Redis
+    return client.from_url(settings.redis_url, **_redis_kwargs(settings, overrides))
 
 
 def redis_async(settings: Settings, **overrides):
@@ -201,12 +203,14 @@ def redis_async(settings: Settings, **overrides):
     timeout (exponential backoff capped at 5 s, 10 tries, about 13 s in all: a Redis restart). A rejected
     password is not retried: it fails at once."""
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError, TimeoutError
 
     defaults = {"retry": _retry_except_auth()(ExponentialBackoff(cap=5), 10),
                 "retry_on_error": [ConnectionError, TimeoutError]}
-    return Redis.from_url(settings.redis_url, **_redis_kwargs(settings, {**defaults, **overrides}))
+    client = RedisCluster if settings.redis.cluster else Redis
+    return client.from_url(settings.redis_url, **_redis_kwargs(settings, {**defaults, **overrides}))
 
 
 @lru_cache(maxsize=1)

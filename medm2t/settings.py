@@ -39,6 +39,8 @@ class RedisSettings(BaseSettings):
     password: SecretStr | None = Field(
         None, description="Used when the URL has none. Unset: the local stack's RUN_DIR/redis.password for a "
                           "127.0.0.1/localhost URL. Set empty: never send one.")
+    cluster: bool = Field(False, description="The URL is one node of a Redis Cluster: clients find the others and "
+                                             "route each stay's keys by their {stay:N} hash tag.")
     connect_timeout_s: float = 5.0
     socket_timeout_s: float = 10.0
     health_check_interval_s: int = 30

@@ -173,7 +173,8 @@ def kafka_service(port: int, run_dir: Path) -> Service:
     return Service("kafka", port, argv, run_dir / "kafka.log", run_dir / "kafka.pid")
 
 
-def redis_service(port: int, run_dir: Path, password: str | None = None, persist: bool = True) -> Service:
+def redis_service(port: int, run_dir: Path, password: str | None = None, persist: bool = True,
+                  cluster: bool = False) -> Service:
     """redis-server (or valkey-server) on 127.0.0.1:port. `persist`: an append-only file fsynced every second
     in RUN_DIR/redis-data, reloaded at the next start (a kill -9 loses at most about the last second of
     writes; no RDB snapshots); else memory only. With `password` it requires AUTH; the password goes in
@@ -186,7 +187,36 @@ def redis_service(port: int, run_dir: Path, password: str | None = None, persist
         stdin = f"requirepass {_config_quote(password)}\n".encode()
     argv += ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(data)]
     argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--appendonly", "no"]
+    if cluster:  # its own bus port: the default, port + 10000, does not exist for ports above 55535
+        argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port())]
     return Service("redis", port, argv, run_dir / "redis.log", run_dir / "redis.pid", dirs=(data,), stdin=stdin)
+
+
+def redis_cluster(ports: list[int], run_dir: Path, timeout: float = 30.0) -> list[Service]:
+    """Start a local Redis Cluster of one primary per port (no replicas, memory only, no password), as
+    `redis-cli --cluster create` builds one, and wait until every node reports it healthy. For tests and
+    trials of MEDM2T_REDIS_CLUSTER; stop the returned services to take it down."""
+    nodes = [redis_service(port, run_dir / f"redis-node-{port}", persist=False, cluster=True) for port in ports]
+    try:
+        for node in nodes:
+            node.start()
+        cli = redis_binary().with_name(redis_binary().name.replace("server", "cli"))
+        create = subprocess.run([str(cli), "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                                 "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
+                                timeout=timeout)
+        if create.returncode != 0:
+            raise ServiceError(f"redis-cli --cluster create failed: {(create.stderr or create.stdout)[-500:]}")
+        deadline = time.monotonic() + timeout
+        while not all("cluster_state:ok" in subprocess.run([str(cli), "-p", str(p), "cluster", "info"],
+                                                           capture_output=True, text=True).stdout for p in ports):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the Redis Cluster on ports {ports} did not become healthy in {timeout:.0f} s")
+            time.sleep(0.2)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
 
 
 def _config_quote(value: str) -> str:

@@ -22,6 +22,10 @@ from medm2t.events import Ecg, Measurement, StayOpened, _Event
 from stream import keys
 from stream.scoring import Needs
 
+# Queued as a raw command: redis-py's cluster pipeline refuses its evalsha() method, yet routes an EVALSHA
+# whose keys share one slot (each call here touches one stay's {stay:N} keys) like any other command.
+EVALSHA = "EVALSHA"
+
 SCORE_HISTORY = 2000   # score updates kept per stay and scorer
 STAY_ALERTS = 200      # alerts kept per stay
 ALERT_FEED = 1000      # alerts kept in the ward feed
@@ -174,7 +178,7 @@ class StayStore:
             e = it.event
             args += [e.event_id, it.digest, e.kind, stamp(e.available_time), f"{it.floor:.6f}", it.raw]
         ks = [keys.meta(stay_id), keys.ids(stay_id), keys.events(stay_id), keys.ecgs(stay_id)]
-        pipe.evalsha(self._apply.sha, len(ks), *ks, *args)
+        pipe.execute_command(EVALSHA, self._apply.sha, len(ks), *ks, *args)
 
     async def commit(self, pipe, stay_id: int, scored: datetime, n_inputs: int, band: str | None,
                      per_scorer: dict[str, list[tuple[datetime, str]]], alert_state: dict[str, str],
@@ -196,7 +200,7 @@ class StayStore:
             args += [k, v]
         args.append(len(alerts))
         args += reversed(alerts)  # LPUSH: the newest ends up first
-        pipe.evalsha(self._commit.sha, len(ks), *ks, *args)
+        pipe.execute_command(EVALSHA, self._commit.sha, len(ks), *ks, *args)
 
     async def load(self, stay_ids: Sequence[int]) -> list[StoredStay]:
         pipe = self.r.pipeline(transaction=False)

@@ -340,3 +340,32 @@ def test_a_second_worker_joining_mid_replay_gives_the_same_scores_and_alerts(pip
             _wait(lambda: _idle(r, n_inputs), 240, "every point scored by the two workers", logs[1])
             assert first.poll() is None and second.poll() is None
             _assert_same_as_undisturbed(pipeline_settings, want, undisturbed)
+
+
+def test_the_worker_on_a_3_node_redis_cluster_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
+                                                                                cohort_expectation, undisturbed,
+                                                                                tmp_path_factory):
+    """Scale-out of the state: a local 3-primary Redis Cluster (redis-cli --cluster create) instead of one
+    Redis. Each stay's keys share one hash slot, so its APPLY and COMMIT scripts run on one node; the stays
+    spread over all three, and the score stream and alerts are the undisturbed run's."""
+    from medm2t.settings import RedisSettings
+    from stream.services import free_port, redis_cluster
+
+    _, n_inputs, want = cohort_expectation
+    nodes = redis_cluster([free_port() for _ in range(3)], tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        settings = pipeline_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{nodes[0].port}/0",
+                                                        "redis": RedisSettings(password="", cluster=True)})
+        r, replay = _disturbed_run(settings, synth_cohort, undisturbed)
+        log = settings.run_dir / "worker-redis-cluster.log"
+        with running_worker(settings, log, MEDM2T_REDIS_CLUSTER="1", MEDM2T_REDIS_PASSWORD="") as proc:
+            assert replay.wait(timeout=180) == 0
+            _wait(lambda: _idle(r, n_inputs), 240, "every point scored on the cluster", log)
+            assert proc.poll() is None
+            _assert_same_as_undisturbed(settings, want, undisturbed)
+        stays_per_node = [sum(1 for _ in r.get_redis_connection(node).scan_iter(match="{stay:*}:meta"))
+                          for node in r.get_primaries()]
+        assert len(stays_per_node) == 3 and all(stays_per_node), stays_per_node
+    finally:
+        for node in nodes:
+            node.stop()

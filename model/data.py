@@ -35,6 +35,10 @@ from model.labels import Targets, targets_at
 from model.landmarks import evaluation_landmarks, training_landmarks
 
 log = logging.getLogger(__name__)
+
+
+class DataSpecError(ValueError):
+    """A data spec that names nothing readable, or data with no stays (the CLI shows it as one line)."""
 CACHE_FORMAT = 3
 _T0 = datetime(1900, 1, 1)
 _US = timedelta(microseconds=1)
@@ -190,9 +194,7 @@ def _reader(spec: str):
 
 
 def load_cohort(spec: str, use_cache: bool = True, progress: bool = True) -> Cohort:
-    """Read every stay of `spec` once (cached). Raises medm2t.cli.UserError for a bad spec."""
-    from medm2t.cli import UserError
-
+    """Read every stay of `spec` once (cached). Raises DataSpecError for a bad spec."""
     key = _spec_key(spec)
     path = cache_dir() / f"stays-{key}.npz"
     if use_cache and path.exists():
@@ -205,14 +207,14 @@ def load_cohort(spec: str, use_cache: bool = True, progress: bool = True) -> Coh
     try:
         reader = _reader(spec)
     except (ValueError, FileNotFoundError) as exc:
-        raise UserError(f"bad data spec {spec!r}: {exc}") from exc
+        raise DataSpecError(f"bad data spec {spec!r}: {exc}") from exc
     from tqdm import tqdm
 
     compact = [CompactStay(s) for s in tqdm(reader.stays(), desc=f"reading {spec[:60]}", unit="stay",
                                              disable=not progress) if s]
     warnings = list(getattr(reader, "warnings", []))
     if not compact:
-        raise UserError(f"data spec {spec!r} yielded no stays")
+        raise DataSpecError(f"data spec {spec!r} yielded no stays")
     for w in warnings[:20]:
         log.warning("%s", w)
     if len(warnings) > 20:

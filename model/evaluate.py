@@ -19,7 +19,7 @@ def predict_cohort(model, featurizer, cohort, indices: Sequence[int] | None, dev
                    use_cache: bool = True, progress: bool = True, landmarks: bool = True) -> dict:
     """Predictions and labels for every evaluation sample, as flat arrays (concatenable across folds)."""
     from model.data import evaluation_samples
-    from model.train import predict
+    from model.batches import predict
 
     samples = evaluation_samples(cohort, indices, featurizer, use_cache, progress, landmarks)
     pred = predict(model, samples, device=device)

@@ -58,18 +58,25 @@ class Predictor:
         return results_from_outputs(out, [(x.elapsed_h, x.present, x.n_unknown) for x in inputs])
 
 
+def output_arrays(out: dict) -> dict:
+    """Model outputs (logits) -> numpy arrays: mortality probability (N,), los_remaining days (N,) and cvd_90d
+    class probabilities (N, 4). The one place where the heads' sigmoid and softmax are applied."""
+    import torch
+
+    return {"mortality": torch.sigmoid(out["mortality"].float()).cpu().numpy(),
+            "los_remaining": out["los_remaining"].float().cpu().numpy(),
+            "cvd_90d": torch.softmax(out["cvd_90d"].float(), dim=-1).cpu().numpy()}
+
+
 def results_from_outputs(out: dict, rows: Sequence[tuple[float, dict[str, bool], int]]) -> list[dict]:
     """Model outputs (the dict MedM2T.forward returns, batch of len(rows)) -> one result dict per row:
     mortality probability, remaining and total ICU LOS (days), CVD class probabilities, plus the row's
     (elapsed hours, modalities present, number of unknown items). Shared by the full-recompute path
     (Predictor.predict_inputs) and the incremental one (model.scorer.MedM2TScorer)."""
-    import torch
-
     from model.config import CVD_CLASSES
 
-    mort = torch.sigmoid(out["mortality"].float()).cpu()
-    los = out["los_remaining"].float().cpu()
-    cvd = torch.softmax(out["cvd_90d"].float(), dim=-1).cpu()
+    arrays = output_arrays(out)
+    mort, los, cvd = arrays["mortality"], arrays["los_remaining"], arrays["cvd_90d"]
     results = []
     for i, (elapsed_h, present, n_unknown) in enumerate(rows):
         remaining = float(los[i])

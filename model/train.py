@@ -11,11 +11,7 @@ Stages (all on landmark prefixes, see model/landmarks.py):
 4. refit (preset default: small on): a fresh model on training + validation stays, with the chosen L2
    strength and number of epochs.
 
-Loss (per task, masked to samples that have the label; the tasks' losses are summed with weights):
-- mortality: binary cross-entropy on the logit;
-- los_remaining: Huber (delta 1) on log1p(days). LOS is heavily right-skewed; MSE on raw days (the
-  paper's choice) is dominated by a few very long stays;
-- cvd_90d: cross-entropy over the 4 classes.
+Loss: the multi-task loss of model/batches.py.
 
 Folds: `folds > 1` runs GroupKFold by subject; every fold builds its own featurizer, pre-trains its
 own encoders and fine-tunes on its own training split, so no fold ever sees its test stays (B3 fix).
@@ -38,11 +34,11 @@ from typing import Sequence
 
 import numpy as np
 
+from model.batches import iterate, make_batch, mean_loss, multitask_loss
+from model.evaluate import evaluate_model, metrics_from_predictions
 from model.wide import fit_wide_head
 
 log = logging.getLogger(__name__)
-
-TASK_WEIGHTS = {"mortality": 1.0, "los_remaining": 0.5, "cvd_90d": 1.0}
 
 
 @dataclass
@@ -83,65 +79,7 @@ def _opt(opts: TrainOptions, name: str):
     return PRESET_DEFAULTS.get(opts.preset, PRESET_DEFAULTS["small"])[name] if value is None else value
 
 
-# ---- batches, loss, predictions -----------------------------------------------------------------
-
-
-def make_batch(samples, device, cfg):
-    """Collate inputs and targets of `samples` and move them to `device`."""
-    from model.data import target_tensors
-    from model.features import collate
-
-    batch = collate([s.inputs for s in samples], cfg)
-    if device != "cpu" and hasattr(batch, "to"):
-        batch = batch.to(device)
-    targets = {k: v.to(device) for k, v in target_tensors(samples).items()} if device != "cpu" else target_tensors(samples)
-    return batch, targets
-
-
-def iterate(samples: Sequence, batch_size: int, rng: np.random.Generator | None):
-    order = np.arange(len(samples)) if rng is None else rng.permutation(len(samples))
-    for start in range(0, len(samples), batch_size):
-        yield [samples[i] for i in order[start:start + batch_size]]
-
-
-def multitask_loss(out: dict, targets: dict, weights: dict = TASK_WEIGHTS):
-    """Sum of the weighted per-task losses over the samples that have each label; (loss, {task: value})."""
-    import torch
-    import torch.nn.functional as F
-
-    parts = {}
-    m = targets["mask_mortality"]
-    if m.any() and "mortality" in out:
-        parts["mortality"] = F.binary_cross_entropy_with_logits(out["mortality"][m].float(), targets["mortality"][m])
-    m = targets["mask_los_remaining"]
-    if m.any() and "los_remaining" in out:
-        pred = torch.log1p(out["los_remaining"][m].float().clamp_min(0))
-        parts["los_remaining"] = F.huber_loss(pred, torch.log1p(targets["los_remaining"][m]), delta=1.0)
-    m = targets["mask_cvd_90d"]
-    if m.any() and "cvd_90d" in out:
-        parts["cvd_90d"] = F.cross_entropy(out["cvd_90d"][m].float(), targets["cvd_90d"][m])
-    if not parts:
-        return None, {}
-    total = sum(weights[k] * v for k, v in parts.items())
-    return total, {k: float(v.detach()) for k, v in parts.items()}
-
-
-def predict(model, samples: Sequence, batch_size: int = 256, device: str = "cpu") -> dict:
-    """Eval-mode predictions: mortality probability, los_remaining days, cvd_90d class probabilities."""
-    import torch
-
-    model.eval()
-    mort, los, cvd = [], [], []
-    with torch.inference_mode():
-        for chunk in iterate(samples, batch_size, None):
-            batch, _ = make_batch(chunk, device, model.cfg)
-            out = model(batch)
-            mort.append(torch.sigmoid(out["mortality"].float()).cpu().numpy())
-            los.append(out["los_remaining"].float().cpu().numpy())
-            cvd.append(torch.softmax(out["cvd_90d"].float(), -1).cpu().numpy())
-    if not samples:
-        return {"mortality": np.zeros(0), "los_remaining": np.zeros(0), "cvd_90d": np.zeros((0, 4))}
-    return {"mortality": np.concatenate(mort), "los_remaining": np.concatenate(los), "cvd_90d": np.concatenate(cvd)}
+# ---- batch-norm statistics ----------------------------------------------------------------------
 
 
 def recalibrate_batchnorm(model, samples, batch_size: int, device: str, seed: int, max_samples: int = 2048) -> None:
@@ -168,21 +106,6 @@ def recalibrate_batchnorm(model, samples, batch_size: int, device: str, seed: in
     for m, mom in zip(bns, saved):
         m.momentum = mom
     model.eval()
-
-
-def mean_loss(model, samples, batch_size: int, device: str) -> float:
-    import torch
-
-    model.eval()
-    total, weight = 0.0, 0
-    with torch.inference_mode():
-        for chunk in iterate(samples, batch_size, None):
-            batch, targets = make_batch(chunk, device, model.cfg)
-            loss, _ = multitask_loss(model(batch), targets)
-            if loss is not None:
-                total += float(loss) * len(chunk)
-                weight += len(chunk)
-    return total / weight if weight else math.inf
 
 
 # ---- stages -------------------------------------------------------------------------------------
@@ -398,7 +321,6 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
 
     from model.checkpoint import save_checkpoint
     from model.data import Cohort, describe, fold_indices, load_cohort, split_indices
-    from model.evaluate import evaluate_model
 
     t_start = time.monotonic()
     torch.manual_seed(opts.seed)
@@ -465,7 +387,6 @@ def refit(cohort, train_idx, val_cohort, val_idx, cfg, opts: TrainOptions, epoch
 
 
 def _summarise_folds(per_fold: list[dict], pooled: list[dict]) -> dict:
-    from model.evaluate import metrics_from_predictions
 
     merged = {k: np.concatenate([p[k] for p in pooled]) for k in pooled[0]} if pooled else {}
     out = {"pooled_out_of_fold": metrics_from_predictions(merged) if merged else {}, "per_fold": per_fold}

@@ -14,6 +14,8 @@ from typing import Sequence
 
 import torch
 
+from model.batches import iterate, make_batch, multitask_loss
+
 log = logging.getLogger(__name__)
 
 L2_GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
@@ -23,8 +25,6 @@ DEFAULT_L2 = 1e-3
 @torch.no_grad()
 def wide_matrix(model, samples: Sequence, device: str = "cpu", batch_size: int = 512):
     """(wide inputs (N, D), targets) of `samples`, as tensors on `device`."""
-    from model.train import iterate, make_batch
-
     xs, ts = [], []
     for chunk in iterate(samples, batch_size, None):
         batch, targets = make_batch(chunk, device, model.cfg)
@@ -38,7 +38,6 @@ def _outputs(raw: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _fit(x: torch.Tensor, targets: dict, l2: float, max_iter: int = 200) -> torch.nn.Linear:
-    from model.train import multitask_loss
 
     lin = torch.nn.Linear(x.shape[1], 6).to(x.device)
     torch.nn.init.zeros_(lin.weight)
@@ -62,7 +61,6 @@ def fit_wide_head(model, train_samples: Sequence, val_samples: Sequence, device:
                   l2: float | None = None) -> dict:
     """Fit `model`'s wide head in place (L2 strength `l2`, else chosen on `val_samples`, else DEFAULT_L2)
     and zero the deep heads' output layers; returns the L2 strength and the validation losses."""
-    from model.train import multitask_loss
 
     head = model.fusion.heads.wide
     if head is None or not train_samples:

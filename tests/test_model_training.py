@@ -98,7 +98,8 @@ def test_splits_group_subjects_and_folds_partition():
 
 
 def test_loss_falls_on_tiny_cohort():
-    from model.train import TrainOptions, fit_one, mean_loss
+    from model.batches import mean_loss
+    from model.train import TrainOptions, fit_one
 
     cohort = tiny_cohort(48)
     tr, va = split_indices(cohort, 0.25, 0)
@@ -157,7 +158,8 @@ def test_train_then_evaluate_cli_round_trip(tmp_path, monkeypatch, capsys):
 
 
 def test_wide_head_is_fitted_first_and_is_the_whole_model_before_fine_tuning():
-    from model.train import build_model, make_batch, mean_loss
+    from model.batches import make_batch, mean_loss
+    from model.train import build_model
     from model.wide import L2_GRID, fit_wide_head
 
     cohort = tiny_cohort(48)
@@ -209,3 +211,19 @@ def test_folds_and_refit_cli(tmp_path, monkeypatch, capsys):
     assert not list(ck.glob("train_state*.pt"))
     assert main(["train", "--data", f"synth:{data}", "--out", str(ck), "--modalities", "labs,bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_bad_data_spec_is_one_clear_line(command, tmp_path):
+    """model/data.py raises its own DataSpecError (library code does not know the CLI); the commands
+    show it as one line and exit 2."""
+    import subprocess
+
+    from conftest import MEDM2T
+    from medm2t.settings import DEMO_CHECKPOINT
+
+    argv = ["--data", str(tmp_path / "nowhere")]
+    argv += ["--out", str(tmp_path / "out"), "--quiet"] if command == "train" else ["--checkpoint", str(DEMO_CHECKPOINT)]
+    out = subprocess.run([MEDM2T, command, *argv], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "medm2t: error: bad data spec" in out.stderr and "Traceback" not in out.stderr, out.stderr

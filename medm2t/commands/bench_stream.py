@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
@@ -54,6 +55,9 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--stays", type=int, default=100, help="synthetic stays in the replay (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scorers", default="news2", help="the worker's scorers (default news2)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes that share the backlog in one consumer group (default 1; the paced run "
+                        "uses one)")
     p.add_argument("--paced-rate", type=float, default=1000.0,
                    help="mean input events/s of the latency run (its replay speed is set from the cohort's "
                         "clinical span); 0 skips it (default 1000)")
@@ -67,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.stays < 1:
         raise UserError("--stays must be at least 1")
+    if args.workers < 1:
+        raise UserError("--workers must be at least 1")
     tmp = Path(tempfile.mkdtemp(prefix="medm2t-bench-stream-"))  # kept, with its logs, when a phase fails
     kafka, redis = kafka_service(free_port(), tmp / "run"), redis_service(free_port(), tmp / "run", persist=False)
     try:
@@ -87,8 +93,9 @@ def _run(args: argparse.Namespace) -> int:
               f"127.0.0.1:{kafka.port}, Redis 127.0.0.1:{redis.port}, worker scorers {args.scorers}")
         faust_s, cpu = bench.bare_faust(n)
         print(f"  bare Faust agent (count only) {n / faust_s:>8,.0f} events/s ({faust_s:.1f} s; CPU {cpu})")
-        worker_s, cpu = bench.worker_backlog(n)
-        print(f"  medm2t worker                 {n / worker_s:>8,.0f} events/s ({worker_s:.1f} s), "
+        worker_s, cpu = bench.worker_backlog(n, args.workers)
+        label = "medm2t worker" if args.workers == 1 else f"{args.workers} medm2t workers"
+        print(f"  {label:<29} {n / worker_s:>8,.0f} events/s ({worker_s:.1f} s), "
               f"{n / worker_s / (n / faust_s):.2f}x bare Faust; CPU {cpu}")
         if args.paced_rate > 0:
             speed = bench.span_s() * args.paced_rate / n
@@ -186,20 +193,24 @@ class _Bench:
         finally:
             _stop(proc)
 
-    def worker_backlog(self, n: int) -> float:
-        worker = self.medm2t("worker", log="worker-backlog", wait=False)
+    def worker_backlog(self, n: int, n_workers: int = 1) -> tuple[float, str]:
+        """Seconds from the first event applied until every point is scored, and the CPU shares meanwhile."""
+        workers = [self.medm2t("worker", log=f"worker-backlog-{i}", wait=False) for i in range(n_workers)]
         try:
             r = self._redis()
-            self._wait(lambda: _applied(r)[0] > 0, "the worker's first event", worker, poll=0.05)
-            first, cpu = time.monotonic(), _CpuMeter({"worker": worker.pid, **self.services})
-            self._wait(lambda: _applied(r) == (n, True), "the worker to score every point", worker, poll=0.1)
+            self._wait(lambda: _applied(r)[0] > 0, "the worker's first event", workers, poll=0.05)
+            names = {"worker": workers[0].pid} if n_workers == 1 else {f"worker{i + 1}": w.pid for i, w in enumerate(workers)}
+            first, cpu = time.monotonic(), _CpuMeter({**names, **self.services})
+            self._wait(lambda: _applied(r) == (n, True), "the workers to score every point", workers, poll=0.1)
             return time.monotonic() - first, cpu.shares()
         finally:
-            _stop(worker)
+            for worker in workers:
+                _stop(worker)
 
-    def paced(self, cohort: Path, speed: float) -> tuple[list[float], int, int, float, str]:
-        """(latencies in ms, scores matched, scores left out, input events/s, the worker's stage split) of a
-        paced replay."""
+    def paced(self, cohort: Path, speed: float) -> tuple[list[float], int, int, float, float, str]:
+        """(latencies in ms, scores matched, scores left out, mean and busiest-5-s input events/s, the
+        worker's stage split) of a paced replay. A ward replay's rate follows its census: busier in the
+        middle, when most stays are open."""
         from medm2t import topics
         from stream.services import free_port
 
@@ -219,10 +230,12 @@ class _Bench:
         finally:
             _stop(worker)
         first_at: dict[tuple[int, str], int] = {}
+        per_window: dict[int, int] = defaultdict(int)  # input events per 5 s of Kafka time
         for m in self.read(topics.EVENTS):
             e = json.loads(m.value)
             key = (e["stay_id"], e["available_time"])
             first_at[key] = min(first_at.get(key, m.timestamp), m.timestamp)
+            per_window[m.timestamp // 5000] += 1
         latencies, missed = [], 0
         for m in self.read(topics.SCORES):
             s = json.loads(m.value)
@@ -231,19 +244,21 @@ class _Bench:
                 missed += 1
             else:
                 latencies.append(m.timestamp - t)
-        return latencies, len(latencies), missed, n / seconds, stages
+        return latencies, len(latencies), missed, n / seconds, max(per_window.values(), default=0) / 5, stages
 
     def _redis(self):
         from medm2t.connections import redis_sync
 
         return redis_sync(self.settings())
 
-    def _wait(self, predicate, what: str, proc: subprocess.Popen, poll: float = 0.5) -> None:
+    def _wait(self, predicate, what: str, procs, poll: float = 0.5) -> None:
+        """Poll `predicate` until true; fail when one of `procs` (a process or a list) exits or on timeout."""
         deadline = time.monotonic() + self.timeout
         while not predicate():
-            if proc.poll() is not None:
-                _fail(f"gave up waiting for {what}: the process exited ({proc.returncode}); "
-                                   f"logs in {self.tmp / 'run'}")
+            for proc in procs if isinstance(procs, list) else [procs]:
+                if proc.poll() is not None:
+                    _fail(f"gave up waiting for {what}: a process exited ({proc.returncode}); "
+                          f"logs in {self.tmp / 'run'}")
             if time.monotonic() > deadline:
                 _fail(f"gave up waiting for {what} after {self.timeout:.0f} s")
             time.sleep(poll)
@@ -322,11 +337,12 @@ def _stop(proc: subprocess.Popen) -> None:
     stop_process_group(proc, timeout=20)
 
 
-def _latency_line(speed: float, latencies: list[float], matched: int, missed: int, rate: float) -> str:
+def _latency_line(speed: float, latencies: list[float], matched: int, missed: int, rate: float, peak: float) -> str:
     if not latencies:
         return f"  paced x{speed:g}: no score matched an input point"
     ms = sorted(latencies)
     q = lambda p: ms[min(len(ms) - 1, int(p * len(ms)))]
-    return (f"  paced x{speed:g} ({rate:,.0f} input events/s): event→score latency p50 {q(0.5):.0f} ms, "
+    return (f"  paced x{speed:g} ({rate:,.0f} input events/s, {peak:,.0f} in the busiest 5 s): "
+            f"event→score latency p50 {q(0.5):.0f} ms, "
             f"p99 {q(0.99):.0f} ms, max {ms[-1]:.0f} ms over {matched:,} scores "
             f"({missed:,} at points a late event moved, left out)")

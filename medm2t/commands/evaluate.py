@@ -33,11 +33,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint.is_dir():
         raise UserError(f"checkpoint folder {args.checkpoint} does not exist")
     from model.checkpoint import CheckpointError
+    from model.data import DataSpecError
     from model.evaluate import evaluate_checkpoint
 
     try:
         result = evaluate_checkpoint(args.checkpoint, args.data, args.device, not args.no_cache, progress=not args.json)
-    except CheckpointError as exc:
+    except (CheckpointError, DataSpecError) as exc:
         raise UserError(str(exc)) from exc
     if args.json:
         print(json.dumps(result, default=str))

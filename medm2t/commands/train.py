@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--resume: no train_state.pt in {args.out}")
     import torch
 
+    from model.data import DataSpecError
     from model.train import TrainOptions, run_training
 
     device = args.device
@@ -89,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
         device=device, use_cache=not args.no_cache, progress=not args.quiet, max_minutes=args.max_minutes,
         modalities=modalities,
     )
-    result = run_training(args.data, args.out, opts, val_spec=args.val, folds=args.folds, resume=args.resume)
+    try:
+        result = run_training(args.data, args.out, opts, val_spec=args.val, folds=args.folds, resume=args.resume)
+    except DataSpecError as exc:
+        raise UserError(str(exc)) from exc
     val = result["metrics"].get("validation", {}).get("mortality", {})
     summary = {"checkpoint": str(args.out), "validation_mortality": val,
                "wall_seconds": result["train_info"]["wall_seconds"]}

@@ -84,6 +84,8 @@ class Pipeline:
         self.consumed: dict[int, int] = {}          # partition -> last offset delivered (bad messages too)
         self.owned: set[int] | None = None          # partitions this worker owns (None: all)
         self.stats: dict[str, int] = defaultdict(int)
+        self._uncounted: dict[str, int] = defaultdict(int)  # Redis counters not yet written: they ride along
+                                                             # with the next round trip (or the next idle tick)
         self._wake = asyncio.Event()
         self._state = asyncio.Lock()    # held while clocks, buffers or the set of stays change
 
@@ -126,16 +128,21 @@ class Pipeline:
             self.clock[p] = max(self.clock.get(p, item.event.available_time), item.event.available_time)
             self.quiet_since[p] = time.monotonic()
         order = list(by_stay)
+        # A close that is a duplicate or a conflict was applied before, so the stay is closed either way.
+        active = {sid: self.stays[sid].closed_at is not None or any(isinstance(i.event, StayClosed) for _, i in items)
+                  for sid, items in by_stay.items()}
+        offsets = {p: self.consumed[p] for p in {_part(m) for m, _ in arrival} if p in self.consumed}
+        uncounted = self._take_uncounted()
 
         async def apply():
             pipe = self.store.r.pipeline(transaction=False)
             for sid in order:
                 items = by_stay[sid]
                 await self.store.apply(pipe, sid, items[0][1].event.subject_id, _part(items[0][0]), [i for _, i in items])
-            return await pipe.execute()
+            self.store.note_chunk(pipe, active, uncounted, offsets)
+            return (await pipe.execute())[:len(order)]
 
         replies = await self._with_redis("ingest", apply)
-        active: dict[int, bool] = {}
         counts = {"events": 0, "duplicates": 0}
         for sid, reply in zip(order, replies):
             rt = self.stays[sid]
@@ -152,13 +159,25 @@ class Pipeline:
                     status = status[1:]
                 self._buffer(rt, from_epoch(status), item.event, msg)
                 counts["events"] += 1
-            active[sid] = rt.closed_at is not None
         for name, n in counts.items():
             self.stats[name] += n
             metrics.count(name, n)
-        counts["events_in"] = counts.pop("events")  # the name the dashboard's counters use
-        offsets = {p: self.consumed[p] for p in {_part(m) for m, _ in arrival} if p in self.consumed}
-        await self._with_redis("ward bookkeeping", lambda: self.store.note_chunk(active, counts, offsets))
+        self._uncounted["events_in"] += counts["events"]  # the name the dashboard's counters use
+        self._uncounted["duplicates"] += counts["duplicates"]
+
+    def _take_uncounted(self) -> dict[str, int]:
+        counts, self._uncounted = dict(self._uncounted), defaultdict(int)
+        return counts
+
+    async def _write_uncounted(self) -> None:
+        counts = self._take_uncounted()
+
+        async def write():
+            pipe = self.store.r.pipeline(transaction=False)
+            self.store.note_counts(pipe, counts)
+            return await pipe.execute()
+
+        await self._with_redis("counters", write)
 
     @staticmethod
     def _lost_reply(rt: StayRuntime, at: datetime, event: _Event) -> bool:
@@ -207,8 +226,8 @@ class Pipeline:
                     reason[:200])
         await (await self.send(topics.DEADLETTER, None, letter.model_dump_json().encode()))
         self.stats["deadletters"] += 1
+        self._uncounted["deadletters"] += 1
         metrics.count("deadletters")
-        await self._with_redis("count", lambda: self.store.count("deadletters"))
 
     # ---- state from Redis ------------------------------------------------------------------------------
 
@@ -323,9 +342,12 @@ class Pipeline:
         async with self._state:
             self.flush_quiet()
             batch = self.ready()
-            if not batch:
-                return 0
-            taken = self._take(batch)
+            if batch:
+                taken = self._take(batch)
+        if not batch:
+            if self._uncounted:
+                await self._write_uncounted()
+            return 0
         await self._score_taken(batch, start, *taken)
         metrics.POINTS_PENDING.set(self.pending_points())
         return len(batch)
@@ -427,13 +449,16 @@ class Pipeline:
             metrics.observe_point(timeline + [published])
         seconds = time.perf_counter() - start
         counts = {"scores": n_scores, "alerts": n_alerts, "batches": 1}
+        bookkeeping = dict(counts)
+        for name, n in self._take_uncounted().items():
+            bookkeeping[name] = bookkeeping.get(name, 0) + n
 
         async def commit():
             pipe = self.store.r.pipeline(transaction=False)
             for rt, scores_by, changed, alerts in commits:
                 await self.store.commit(pipe, rt.stay_id, last_point[rt.stay_id], rt.n_inputs, rt.band,
                                         scores_by, changed, alerts)
-            self.store.note_batch(pipe, feed, counts, seconds * 1000.0)
+            self.store.note_batch(pipe, feed, bookkeeping, seconds * 1000.0)
             return await pipe.execute()
 
         await self._with_redis("commit", commit)

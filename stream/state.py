@@ -9,7 +9,8 @@ Two Lua scripts, each touching only one stay's hash-tagged keys (so they run unc
 * COMMIT, once per stay per scoring batch: latest scores, score history, alert state and alerts, the new
   `scored` mark, and trimming to what the scorers need (`Needs`).
 
-Global keys (ward lists, counters) are written outside these scripts, by `note_chunk`.
+Global keys (ward lists, counters, input offsets, the alert feed) are written outside these scripts, by
+`note_chunk` and `note_batch`, queued on the same pipelines as APPLY and COMMIT (one round trip each).
 """
 from __future__ import annotations
 
@@ -232,10 +233,10 @@ class StayStore:
                     out[int(sid)] = int(part) if part is not None else -1
         return out
 
-    async def note_chunk(self, active: dict[int, bool], counts: dict[str, int], offsets: dict[int, int]) -> None:
-        """Global, non-atomic bookkeeping: the ward lists and counters (dashboard), and the last input offset
-        delivered per partition (a worker gaining a partition judges from it whether it is caught up)."""
-        pipe = self.r.pipeline(transaction=False)
+    def note_chunk(self, pipe, active: dict[int, bool], counts: dict[str, int], offsets: dict[int, int]) -> None:
+        """Queue a chunk's global, non-atomic bookkeeping: the ward lists and counters (dashboard), and the last
+        input offset delivered per partition (a worker gaining a partition judges from it whether it is
+        caught up)."""
         now = time.time()
         if offsets:
             pipe.hset(keys.OFFSETS, mapping=offsets)
@@ -245,25 +246,22 @@ class StayStore:
                 pipe.zrem(keys.WARD_ACTIVE, sid)
             else:
                 pipe.zadd(keys.WARD_ACTIVE, {sid: now})
+        self.note_counts(pipe, counts)
+
+    @staticmethod
+    def note_counts(pipe, counts: dict[str, int]) -> None:
         for name, n in counts.items():
             if n:
                 pipe.hincrby(keys.COUNTERS, name, n)
-        await pipe.execute()
 
     def note_batch(self, pipe, alerts: Sequence[str], counts: dict[str, int], latency_ms: float) -> None:
         """Queue a scoring batch's global bookkeeping: the ward's alert feed (JSON), counters, batch time."""
         for a in alerts:
             pipe.lpush(keys.ALERT_FEED, a)
         pipe.ltrim(keys.ALERT_FEED, 0, ALERT_FEED - 1)
-        for name, n in counts.items():
-            if n:
-                pipe.hincrby(keys.COUNTERS, name, n)
+        self.note_counts(pipe, counts)
         pipe.lpush(keys.LATENCY, f"{latency_ms:.1f}")
         pipe.ltrim(keys.LATENCY, 0, LATENCY_POINTS - 1)
-
-    async def count(self, name: str, n: int = 1) -> None:
-        await self.r.hincrby(keys.COUNTERS, name, n)
-
 
 def _s(raw) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw

@@ -98,8 +98,9 @@ def test_stream_benchmark_runs_bare_faust_the_worker_and_a_paced_replay_over_a_r
                           "--timeout", "240"], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     rates = [float(x.replace(",", "")) for x in re.findall(r"([\d,]+) events/s \(", out.stdout)]
-    assert len(rates) == 2 and all(r > 0 for r in rates), out.stdout
-    assert re.search(r"[\d.]+x bare Faust", out.stdout), out.stdout
+    assert len(rates) == 3 and all(r > 0 for r in rates), out.stdout  # bare Faust, news2, news2+medm2t
+    assert re.search(r"worker, news2 .*[\d.]+x bare Faust", out.stdout), out.stdout
+    assert re.search(r"worker, news2,medm2t .*[\d.]+x bare Faust", out.stdout), out.stdout
     paced = re.search(r"latency p50 (\d+) ms, p99 (\d+) ms, max (\d+) ms over ([\d,]+) scores", out.stdout)
     assert paced, out.stdout
     p50, p99, top, matched = (int(g.replace(",", "")) for g in paced.groups())
@@ -108,4 +109,4 @@ def test_stream_benchmark_runs_bare_faust_the_worker_and_a_paced_replay_over_a_r
 
     for stage in STAGES:  # the worker's own split of the latency, read off its /metrics
         assert re.search(rf"{stage} \d+ / ≤[\d.]+", out.stdout), out.stdout
-    assert len(re.findall(r"CPU \w+ \d+%", out.stdout)) == 2, out.stdout
+    assert len(re.findall(r"CPU \w+ \d+%", out.stdout)) == 3, out.stdout

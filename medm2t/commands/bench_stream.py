@@ -54,7 +54,9 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stays", type=int, default=100, help="synthetic stays in the replay (default 100)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scorers", default="news2", help="the worker's scorers (default news2)")
+    p.add_argument("--scorers", nargs="+", default=["news2", "news2,medm2t"], metavar="SET",
+                   help="one backlog run of the worker per scorer set (a comma list); the paced run uses the first "
+                        "(default: news2 news2,medm2t)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes that share the backlog in one consumer group (default 1; the paced run "
                         "uses one)")
@@ -84,19 +86,23 @@ def _run(args: argparse.Namespace) -> int:
     try:
         env = {**os.environ, "MEDM2T_KAFKA_URL": f"127.0.0.1:{kafka.port}",
                "MEDM2T_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "MEDM2T_REDIS_PASSWORD": "",
-               "MEDM2T_RUN_DIR": str(tmp / "run"), "MEDM2T_SCORERS": args.scorers}
+               "MEDM2T_RUN_DIR": str(tmp / "run"), "MEDM2T_SCORERS": args.scorers[0]}
         bench = _Bench(env, tmp, args.timeout, {"Redis": redis.pid(), "tansu": kafka.pid()})
         cohort = bench.cohort(args.stays, args.seed)
         bench.reset()
         n = bench.replay(cohort, "max")
         print(f"stream: {args.stays} synthetic stays, {n:,} events at --speed max into tansu "
-              f"127.0.0.1:{kafka.port}, Redis 127.0.0.1:{redis.port}, worker scorers {args.scorers}")
+              f"127.0.0.1:{kafka.port}, Redis 127.0.0.1:{redis.port}")
         faust_s, cpu = bench.bare_faust(n)
         print(f"  bare Faust agent (count only) {n / faust_s:>8,.0f} events/s ({faust_s:.1f} s; CPU {cpu})")
-        worker_s, cpu = bench.worker_backlog(n, args.workers)
-        label = "medm2t worker" if args.workers == 1 else f"{args.workers} medm2t workers"
-        print(f"  {label:<29} {n / worker_s:>8,.0f} events/s ({worker_s:.1f} s), "
-              f"{n / worker_s / (n / faust_s):.2f}x bare Faust; CPU {cpu}")
+        for i, scorers in enumerate(args.scorers):
+            if i:  # the worker's consumer group has read the backlog: publish it afresh
+                bench.reset()
+                bench.replay(cohort, "max")
+            worker_s, cpu = bench.worker_backlog(n, args.workers, scorers)
+            label = ("worker" if args.workers == 1 else f"{args.workers} workers") + f", {scorers}"
+            print(f"  {label:<29} {n / worker_s:>8,.0f} events/s ({worker_s:.1f} s), "
+                  f"{n / worker_s / (n / faust_s):.2f}x bare Faust; CPU {cpu}")
         if args.paced_rate > 0:
             speed = bench.span_s() * args.paced_rate / n
             bench.reset()
@@ -193,9 +199,10 @@ class _Bench:
         finally:
             _stop(proc)
 
-    def worker_backlog(self, n: int, n_workers: int = 1) -> tuple[float, str]:
+    def worker_backlog(self, n: int, n_workers: int, scorers: str) -> tuple[float, str]:
         """Seconds from the first event applied until every point is scored, and the CPU shares meanwhile."""
-        workers = [self.medm2t("worker", log=f"worker-backlog-{i}", wait=False) for i in range(n_workers)]
+        workers = [self.medm2t("worker", "--scorers", scorers, log=f"worker-backlog-{i}", wait=False)
+                   for i in range(n_workers)]
         try:
             r = self._redis()
             self._wait(lambda: _applied(r)[0] > 0, "the worker's first event", workers, poll=0.05)

@@ -17,7 +17,11 @@ messages with their reason (never their content) to icu.deadletter.v1.
 Scorers (MEDM2T_SCORERS / --scorers): 'auto' runs NEWS2 plus MedM2T when the checkpoint folder exists,
 side by side. Start more workers to split the partitions; stop with Ctrl-C.
 
-Services come from MEDM2T_KAFKA_URL / MEDM2T_REDIS_URL or --kafka / --redis.
+Services come from MEDM2T_KAFKA_URL / MEDM2T_REDIS_URL or --kafka / --redis; MEDM2T_REDIS_CLUSTER=1 when
+the URL is a node of a Redis Cluster (docs/deployment.md: how it scales). MEDM2T_FETCH_MAX_WAIT_MS (default
+20) bounds how long a fetch waits at the broker: tansu answers a waiting fetch only when that wait runs out.
+--metrics-port serves Prometheus metrics, among them event->score latency split by stage
+(medm2t_point_stage_seconds).
 """
 log = logging.getLogger("medm2t.worker")
 

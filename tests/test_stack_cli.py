@@ -116,3 +116,31 @@ def test_external_services_only_get_topics(tmp_path, kafka_bootstrap, redis_url)
     status = _stack("status", tmp_path, "--kafka", kafka_bootstrap, "--redis", redis_url)
     assert status.returncode == 0 and "redis " + safe_url(redis_url) + ": ok" in status.stdout
     assert redis_url.split("@")[0].split(":")[-1] not in status.stdout + up.stdout  # the password is never printed
+
+
+def test_help_shows_the_default_values_with_passwords_masked():
+    """--help names the value a flag defaults to (from the settings and environment), not a code path, and
+    never shows a Redis password."""
+    env = {**os.environ, "MEDM2T_KAFKA_URL": "10.1.2.3:9093", "MEDM2T_REDIS_URL": "redis://:s3cret-pw@10.1.2.3:6380/0"}
+    for command in ("worker", "replay", "alerts"):
+        out = subprocess.run([MEDM2T, command, "--help"], capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        flat = " ".join(out.stdout.split())
+        assert "settings." not in flat and "10.1.2.3:9093" in flat, (command, flat)
+    worker = " ".join(subprocess.run([MEDM2T, "worker", "--help"], capture_output=True, text=True, env=env,
+                                     timeout=60).stdout.split())
+    assert "redis://:***@10.1.2.3:6380/0" in worker and "s3cret-pw" not in worker
+    train = " ".join(subprocess.run([MEDM2T, "train", "--help"], capture_output=True, text=True, timeout=60).stdout.split())
+    assert "self-contained checkpoint folder" in train
+    assert "seed of the weights" in train and "per training step" in train
+
+
+def test_dashboard_on_a_busy_port_fails_before_announcing_itself():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([MEDM2T, "dashboard", "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "already in use" in out.stderr and "--port" in out.stderr, out.stderr
+    assert "dashboard on http" not in out.stderr, out.stderr

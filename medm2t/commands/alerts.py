@@ -20,13 +20,16 @@ _COLOUR = {"info": "\033[36m", "urgent": "\033[33m", "emergency": "\033[31;1m"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from medm2t.settings import get_settings
+
+    s = get_settings()
     p = sub.add_parser("alerts", help="print alerts as they arrive", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--follow", "-f", action="store_true", help="wait for new alerts (start at the end of the topic)")
     p.add_argument("--from-beginning", action="store_true", help="with --follow: print the alerts already on the topic first")
     p.add_argument("--min-level", choices=LEVELS, default="info", help="hide alerts below this level (default info)")
     p.add_argument("--json", action="store_true", help="one Alert JSON object per line")
-    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap servers (default: settings.kafka_url)")
+    p.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url}, MEDM2T_KAFKA_URL)")
     p.set_defaults(handler=_run)
 
 

@@ -38,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--redis {url!r} is not a Redis URL (expected redis://host:port/db or rediss://...)")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a valid TCP port")
+    from stream.services import port_in_use
+
+    if port_in_use(args.port, args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"):
+        raise UserError(f"port {args.port} on {args.host} is already in use (another dashboard?); stop it or "
+                        f"choose another with --port or MEDM2T_DASHBOARD_PORT")
     import dashboard
     from dashboard.data import connect, safe_url
 

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stays", type=int, default=200, help="synthetic stays (default 200)")
     p.add_argument("--beds", type=int, default=24, help="ward beds (default 24)")
     p.add_argument("--speed", default="120", help="replay speed, N x real time or max (default 120)")
-    p.add_argument("--port", type=int, help="dashboard port (default: settings.dashboard_port, 8501)")
+    p.add_argument("--port", type=int, help="dashboard port (default: MEDM2T_DASHBOARD_PORT, else 8501)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     p.set_defaults(handler=_run)
 

@@ -46,6 +46,9 @@ def _ids(text: str) -> set[int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from medm2t.settings import get_settings
+
+    s = get_settings()
     from replay.sources import add_source_args
 
     p = sub.add_parser("replay", help="publish a data source to Kafka as a time-ordered stream", description=HELP,
@@ -59,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=_speed, default=_speed("60"), metavar="N|max", help="N x real time, or max (default 60)")
     p.add_argument("--start", type=datetime.fromisoformat, metavar="ISO",
                    help="ward mode: the simulated clock's start (default: now, to the minute); fixes times for reruns")
-    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap servers (default: settings.kafka_url)")
+    p.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url}, MEDM2T_KAFKA_URL)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_run)
 

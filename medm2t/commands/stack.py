@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stack", help="start/stop/check the local broker and Redis", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--kafka-port", type=int, help="local broker port (default: settings.kafka_port, 9092)")
-    common.add_argument("--redis-port", type=int, help="local Redis port (default: settings.redis_port, 6379)")
+    common.add_argument("--kafka-port", type=int, help="local broker port (default: MEDM2T_KAFKA_PORT, else 9092)")
+    common.add_argument("--redis-port", type=int, help="local Redis port (default: MEDM2T_REDIS_PORT, else 6379)")
     common.add_argument("--kafka", metavar="HOST:PORT", help="use this external broker instead of starting one")
     common.add_argument("--redis", metavar="URL", help="use this external Redis instead of starting one")
     ssub = p.add_subparsers(dest="stack_command", metavar="ACTION", required=True)

@@ -29,17 +29,21 @@ Example (PhysioNet 2012, under 30 min on 2 CPU cores including reading the archi
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train MedM2T and write a checkpoint folder", epilog=EPILOG,
+                       description="Train MedM2T on a data source (the mortality, ICU length-of-stay and 90-day\n"
+                                   "CVD heads together) and write a self-contained checkpoint folder: weights,\n"
+                                   "featurizer, config and a model card with the validation metrics.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, metavar="SPEC", help="training data source spec")
     p.add_argument("--val", metavar="SPEC", help="validation data for early stopping (default: split of --data)")
     p.add_argument("--out", required=True, type=Path, metavar="CKPT_DIR", help="checkpoint folder to write")
     p.add_argument("--preset", choices=("paper", "small"), default="small", help="model size (default small)")
     p.add_argument("--folds", type=int, default=1, help="K-fold cross-validation by subject before the final fit")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, the data splits and the landmark sampling (default 0)")
     p.add_argument("--epochs", type=int, help="max fine-tuning epochs (preset default: small 6, paper 20)")
     p.add_argument("--pretrain-epochs", type=int,
                    help="pre-training epochs per modality encoder (preset default: small 0 = off, paper 5)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="stays (landmark prefixes) per training step (default 128)")
     p.add_argument("--lr", type=float, help="fine-tuning learning rate (preset default: small 1e-3, paper 5e-5)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (preset default: small 0.05, paper 1e-4)")
     p.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")

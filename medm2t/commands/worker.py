@@ -27,12 +27,16 @@ log = logging.getLogger("medm2t.worker")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from medm2t.connections import safe_url
+    from medm2t.settings import get_settings
+
+    s = get_settings()
     p = sub.add_parser("worker", help="score stays as events arrive (Faust consumer)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap servers (default: settings.kafka_url)")
-    p.add_argument("--redis", metavar="URL", help="Redis URL (default: settings.redis_url)")
-    p.add_argument("--scorers", help="auto, news2, medm2t or a comma list (default: settings.scorers)")
-    p.add_argument("--batch-max", type=int, help="most stays per scoring batch (default: settings.batch_max)")
+    p.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url}, MEDM2T_KAFKA_URL)")
+    p.add_argument("--redis", metavar="URL", help=f"Redis URL (default {safe_url(s.redis_url)}, MEDM2T_REDIS_URL)")
+    p.add_argument("--scorers", help=f"auto, news2, medm2t or a comma list (default {s.scorers}, MEDM2T_SCORERS)")
+    p.add_argument("--batch-max", type=int, help=f"most stays per scoring batch (default {s.batch_max}, MEDM2T_BATCH_MAX)")
     p.add_argument("--medm2t-cadence-min", type=float,
                    help="MedM2T scores at most once per this many clinical minutes; 0 = every point")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT (0 = off)")

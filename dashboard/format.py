@@ -40,9 +40,10 @@ def points(v: float | None) -> str:
 
 
 def task_value(task: str, value: float) -> str:
-    """A value of a known task (as alerts carry it, without its TaskScore kind)."""
-    if task == "news2":
-        return f"{points(value)} points"
+    """A value of a known task (as alerts carry it, without its TaskScore kind). NEWS2 alerts carry points,
+    the aggregate ("news2") or the highest single parameter ("news2:single-parameter", 0-3)."""
+    if task == "news2" or task.startswith("news2:"):
+        return f"{points(value)} point" + ("" if points(value) == "1" else "s")
     if task.startswith("los"):
         return days(value)
     return probability(value) if 0 <= value <= 1 else f"{value:.2g}"

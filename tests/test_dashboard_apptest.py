@@ -182,6 +182,10 @@ def test_numbers_are_not_shown_with_false_precision():
     assert fmt.probability(0.23456) == "23%"
     assert fmt.probability(0.004) == "<1%" and fmt.probability(0.996) == ">99%"
     assert fmt.days(3.27) == "≈3.5 d"
+    # NEWS2 single-parameter alerts carry 0-3 points, never a probability ("<1%", ">99%")
+    assert fmt.task_value("news2:single-parameter", 1.0) == "1 point"
+    assert fmt.task_value("news2:single-parameter", 3.0) == "3 points"
+    assert fmt.task_value("mortality", 1.0) == ">99%"
 
 
 def test_cli_rejects_a_url_that_is_not_redis(capsys):

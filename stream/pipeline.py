@@ -138,7 +138,7 @@ class Pipeline:
             pipe = self.store.r.pipeline(transaction=False)
             for sid in order:
                 items = by_stay[sid]
-                await self.store.apply(pipe, sid, items[0][1].event.subject_id, _part(items[0][0]), [i for _, i in items])
+                self.store.apply(pipe, sid, items[0][1].event.subject_id, _part(items[0][0]), [i for _, i in items])
             self.store.note_chunk(pipe, active, uncounted, offsets)
             return (await pipe.execute())[:len(order)]
 
@@ -456,7 +456,7 @@ class Pipeline:
         async def commit():
             pipe = self.store.r.pipeline(transaction=False)
             for rt, scores_by, changed, alerts in commits:
-                await self.store.commit(pipe, rt.stay_id, last_point[rt.stay_id], rt.n_inputs, rt.band,
+                self.store.commit(pipe, rt.stay_id, last_point[rt.stay_id], rt.n_inputs, rt.band,
                                         scores_by, changed, alerts)
             self.store.note_batch(pipe, feed, bookkeeping, seconds * 1000.0)
             return await pipe.execute()

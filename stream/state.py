@@ -169,7 +169,7 @@ class StayStore:
         for script in (self._apply, self._commit):
             await self.r.script_load(script.script)
 
-    async def apply(self, pipe, stay_id: int, subject_id: int, partition: int | None,
+    def apply(self, pipe, stay_id: int, subject_id: int, partition: int | None,
                     items: Sequence[Incoming]) -> None:
         """Queue one stay's APPLY on a pipeline. Its reply: per item '-1' (conflict), the effective point of
         a new event (epoch, 6 decimals), or '=' and the point it was first applied at for a duplicate
@@ -181,7 +181,7 @@ class StayStore:
         ks = [keys.meta(stay_id), keys.ids(stay_id), keys.events(stay_id), keys.ecgs(stay_id)]
         pipe.execute_command(EVALSHA, self._apply.sha, len(ks), *ks, *args)
 
-    async def commit(self, pipe, stay_id: int, scored: datetime, n_inputs: int, band: str | None,
+    def commit(self, pipe, stay_id: int, scored: datetime, n_inputs: int, band: str | None,
                      per_scorer: dict[str, list[tuple[datetime, str]]], alert_state: dict[str, str],
                      alerts: Sequence[str]) -> None:
         """Queue one stay's COMMIT: the scores of its points up to `scored` ((scored_at, JSON) per scorer, in

@@ -30,6 +30,7 @@ STATS_EVERY_S = 10.0
 def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
     """The Faust app. `redis` is a redis.asyncio client."""
     import faust
+    from faust.types import TP
 
     app = faust.App(
         APP_ID,
@@ -54,17 +55,19 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
     inputs = app.topic(*topics.INPUT_TOPICS, key_serializer="raw", value_serializer="raw")
     delivered_at: dict[int, float] = {}  # partition -> wall time of its last chunk handed to us
 
+    producer = None
+
     async def send(topic: str, key: bytes | None, value: bytes):
         """Straight to Faust's producer: a Topic.send adds sensors and callbacks per message, and the scoring
         loop sends about one message per input event. Returns a future that resolves once delivered."""
-        producer = await app.maybe_start_producer()
+        nonlocal producer
+        if producer is None:
+            producer = await app.maybe_start_producer()
         return await producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
     def caught_up(partition: int) -> bool:
         """The broker answered a fetch after our last delivery on the partition and had nothing beyond it.
         A stale high watermark (no fetch since, as during a rebalance while producers go on) is not enough."""
-        from faust.types import TP
-
         tp = TP(topics.EVENTS, partition)
         try:
             consumer = app.consumer._thread._ensure_consumer()  # Faust keeps aiokafka's consumer in a thread
@@ -101,8 +104,6 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
         lag = 0
         for p in list(pipeline.consumed):
             try:
-                from faust.types import TP
-
                 lag += max(0, (app.consumer.highwater(TP(topics.EVENTS, p)) or 0) - pipeline.consumed[p] - 1)
             except Exception:  # noqa: BLE001
                 pass

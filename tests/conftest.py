@@ -88,12 +88,18 @@ def synth_cohort(tmp_path_factory) -> Path:
 
 
 def service_env(settings) -> dict:
+    """The environment that gives a medm2t subprocess these settings (services, Redis password and cluster mode)."""
     import os
 
-    return {**os.environ, "MEDM2T_KAFKA_URL": settings.kafka_url, "MEDM2T_REDIS_URL": settings.redis_url,
-            "MEDM2T_RUN_DIR": str(settings.run_dir), "MEDM2T_SCORERS": settings.scorers,
-            "MEDM2T_CHECKPOINT": str(settings.checkpoint),
-            "MEDM2T_DEVICE": settings.device}
+    env = {**os.environ, "MEDM2T_KAFKA_URL": settings.kafka_url, "MEDM2T_REDIS_URL": settings.redis_url,
+           "MEDM2T_RUN_DIR": str(settings.run_dir), "MEDM2T_SCORERS": settings.scorers,
+           "MEDM2T_CHECKPOINT": str(settings.checkpoint),
+           "MEDM2T_DEVICE": settings.device}
+    if settings.redis.password is not None:
+        env["MEDM2T_REDIS_PASSWORD"] = settings.redis.password.get_secret_value()
+    if settings.redis.cluster:
+        env["MEDM2T_REDIS_CLUSTER"] = "1"
+    return env
 
 
 @contextmanager

@@ -358,7 +358,7 @@ def test_the_worker_on_a_3_node_redis_cluster_gives_the_same_scores_and_alerts(p
                                                         "redis": RedisSettings(password="", cluster=True)})
         r, replay = _disturbed_run(settings, synth_cohort, undisturbed)
         log = settings.run_dir / "worker-redis-cluster.log"
-        with running_worker(settings, log, MEDM2T_REDIS_CLUSTER="1", MEDM2T_REDIS_PASSWORD="") as proc:
+        with running_worker(settings, log) as proc:
             assert replay.wait(timeout=180) == 0
             _wait(lambda: _idle(r, n_inputs), 240, "every point scored on the cluster", log)
             assert proc.poll() is None

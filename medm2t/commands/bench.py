@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+from typing import Sequence
 
 from medm2t import commands
+
+
+def nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) of already sorted values by nearest rank (a value that occurred); 0 if empty."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from medm2t import topics
+from medm2t.commands.bench import nearest_rank
 
 PARTITIONS = 6
 
@@ -174,7 +175,7 @@ async def _per_event_cost(url: str, history: int, n_stays: int = 64, rounds: int
 
 def _format(names: str, f: dict) -> str:
     sizes, times = f["sizes"], sorted(f["times"])
-    p = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1000 if times else 0.0
+    p = lambda q: nearest_rank(times, q) * 1000
     return (f"  {names:<14} {f['events'] / f['seconds']:>8,.0f} events/s ({f['seconds']:.1f} s), "
             f"{f['scores']:,} scores, {f['alerts']:,} alerts, {len(sizes)} batches of "
             f"{statistics.mean(sizes) if sizes else 0:.0f} stays on average (max {max(sizes, default=0)}), "

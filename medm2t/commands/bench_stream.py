@@ -88,23 +88,27 @@ def _run(args: argparse.Namespace) -> int:
                "MEDM2T_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "MEDM2T_REDIS_PASSWORD": "",
                "MEDM2T_RUN_DIR": str(tmp / "run"), "MEDM2T_SCORERS": args.scorers[0]}
         bench = _Bench(env, tmp, args.timeout, {"Redis": redis.pid(), "tansu": kafka.pid()})
+        _progress(f"generating {args.stays} synthetic stays and publishing them at --speed max")
         cohort = bench.cohort(args.stays, args.seed)
         bench.reset()
         n = bench.replay(cohort, "max")
         print(f"stream: {args.stays} synthetic stays, {n:,} events at --speed max into tansu "
               f"127.0.0.1:{kafka.port}, Redis 127.0.0.1:{redis.port}")
+        _progress(f"bare Faust agent reading the {n:,}-event backlog")
         faust_s, cpu = bench.bare_faust(n)
         print(f"  bare Faust agent (count only) {n / faust_s:>8,.0f} events/s ({faust_s:.1f} s; CPU {cpu})")
         for i, scorers in enumerate(args.scorers):
             if i:  # the worker's consumer group has read the backlog: publish it afresh
                 bench.reset()
                 bench.replay(cohort, "max")
+            _progress(f"worker ({scorers}) scoring the backlog")
             worker_s, cpu = bench.worker_backlog(n, args.workers, scorers)
             label = ("worker" if args.workers == 1 else f"{args.workers} workers") + f", {scorers}"
             print(f"  {label:<29} {n / worker_s:>8,.0f} events/s ({worker_s:.1f} s), "
                   f"{n / worker_s / (n / faust_s):.2f}x bare Faust; CPU {cpu}")
         if args.paced_rate > 0:
             speed = bench.span_s() * args.paced_rate / n
+            _progress(f"paced replay at about {args.paced_rate:,.0f} events/s (about {n / args.paced_rate:.0f} s)")
             bench.reset()
             *result, stages = bench.paced(cohort, speed)
             print(_latency_line(speed, *result))
@@ -271,6 +275,11 @@ class _Bench:
             time.sleep(poll)
 
 
+def _progress(message: str) -> None:
+    """What the benchmark is doing now (stderr; the figures go to stdout): its phases take minutes."""
+    print(f"bench stream: {message} ...", file=sys.stderr, flush=True)
+
+
 def _fail(message: str):
     from medm2t.cli import UserError
 
@@ -347,8 +356,10 @@ def _stop(proc: subprocess.Popen) -> None:
 def _latency_line(speed: float, latencies: list[float], matched: int, missed: int, rate: float, peak: float) -> str:
     if not latencies:
         return f"  paced x{speed:g}: no score matched an input point"
+    from medm2t.commands.bench import nearest_rank
+
     ms = sorted(latencies)
-    q = lambda p: ms[min(len(ms) - 1, int(p * len(ms)))]
+    q = lambda p: nearest_rank(ms, p)
     return (f"  paced x{speed:g} ({rate:,.0f} input events/s, {peak:,.0f} in the busiest 5 s): "
             f"event→score latency p50 {q(0.5):.0f} ms, "
             f"p99 {q(0.99):.0f} ms, max {ms[-1]:.0f} ms over {matched:,} scores "

@@ -57,8 +57,9 @@ def multitask_loss(out: dict, targets: dict, weights: dict = TASK_WEIGHTS):
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def predict(model, samples: Sequence, batch_size: int = 256, device: str = "cpu") -> dict:
-    """Eval-mode predictions: mortality probability, los_remaining days, cvd_90d class probabilities."""
+def predict(model, samples: Sequence, batch_size: int = 256, device: str = "cpu", calibration=None) -> dict:
+    """Eval-mode predictions: mortality probability, los_remaining days, cvd_90d class probabilities
+    (calibrated when a model.calibration.Calibration is given)."""
     import torch
 
     from model.inference import output_arrays
@@ -69,7 +70,7 @@ def predict(model, samples: Sequence, batch_size: int = 256, device: str = "cpu"
     parts = []
     with torch.inference_mode():
         for chunk in iterate(samples, batch_size, None):
-            parts.append(output_arrays(model(make_batch(chunk, device, model.cfg)[0])))
+            parts.append(output_arrays(model(make_batch(chunk, device, model.cfg)[0]), calibration))
     return {task: np.concatenate([p[task] for p in parts]) for task in parts[0]}
 
 

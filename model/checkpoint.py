@@ -4,7 +4,8 @@ metrics, training info, a version stamp and a model card. Loading needs nothing 
     weights.pt        state_dict (float32)
     config.json       ModelConfig
     featurizer.json   value cut-points, vocabularies, window edges, scalers, ECG statement vocabulary
-    meta.json         format + architecture version, model_version, metrics, train_info, created
+    meta.json         format + architecture version, model_version, metrics, train_info, created,
+                      calibration (model/calibration.py; absent: outputs are uncalibrated)
     model_card.md     data, metrics, intended use, limitations
 """
 from __future__ import annotations
@@ -21,12 +22,13 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete or made by another model version."""
 
 
-def _model_version(weights: Path, arch: str) -> str:
+def _model_version(weights: Path, arch: str, calibration=None) -> str:
+    """arch+<weights digest>, plus -cal<digest> when calibrated: a new calibration changes every output."""
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:10]
-    return f"{arch}+{digest}"
+    return f"{arch}+{digest}" + (f"-cal{calibration.digest()}" if calibration else "")
 
 
-def save_checkpoint(directory, model, featurizer, cfg, metrics: dict, train_info: dict) -> Path:
+def save_checkpoint(directory, model, featurizer, cfg, metrics: dict, train_info: dict, calibration=None) -> Path:
     import torch
 
     from model.network import ARCH_VERSION
@@ -40,16 +42,34 @@ def save_checkpoint(directory, model, featurizer, cfg, metrics: dict, train_info
     meta = {
         "format": CHECKPOINT_FORMAT,
         "architecture": ARCH_VERSION,
-        "model_version": _model_version(weights, ARCH_VERSION),
+        "model_version": _model_version(weights, ARCH_VERSION, calibration),
         "preset": cfg.preset,
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
         "metrics": metrics,
         "train_info": train_info,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if calibration is not None:
+        meta["calibration"] = calibration.to_dict()
+    _write_meta(out, meta, featurizer)
+    return out
+
+
+def set_calibration(directory, calibration) -> dict:
+    """Store `calibration` in an existing checkpoint (new model_version, model card rewritten); -> meta."""
+    from model.features import Featurizer
+
+    d = Path(directory)
+    meta = json.loads((d / "meta.json").read_text())
+    meta["calibration"] = calibration.to_dict()
+    meta["model_version"] = _model_version(d / "weights.pt", meta["architecture"], calibration)
+    _write_meta(d, meta, Featurizer.from_dict(json.loads((d / "featurizer.json").read_text())))
+    return meta
+
+
+def _write_meta(out: Path, meta: dict, featurizer) -> None:
     (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
     (out / "model_card.md").write_text(model_card(meta, featurizer))
-    return out
 
 
 def load_checkpoint(directory, device: str = "cpu"):
@@ -91,9 +111,10 @@ def model_card(meta: dict, featurizer) -> str:
         f"Encoders: {', '.join(featurizer.cfg.modalities)}; wide head (linear on static inputs and per-item "
         f"summaries): {'yes' if featurizer.cfg.wide_head else 'no'}.",
         "",
-        *(["The saved weights were refit on training + validation stays after model selection. The validation",
-           "metrics below come from the model before that refit, on the data that chose its epoch count and L2",
-           "strength, so they are somewhat optimistic; judge the model on data it never saw.", ""]
+        *(["The saved weights were refit on training + half of the validation stays after model selection. The",
+           "`validation` metrics below come from the model before that refit, on the data that chose its epoch",
+           "count and L2 strength, so they are somewhat optimistic; `calibration_holdout` is the refit model on the",
+           "other half (unseen in training, in-sample for the temperatures). Judge the model on data it never saw.", ""]
           if "refit" in info else []),
         "## Training data",
         "",
@@ -101,6 +122,7 @@ def model_card(meta: dict, featurizer) -> str:
         f"- items seen in training: {n_items['labs']} lab, {n_items['vitals_tok']} vital; "
         f"{len(featurizer.ecg_spec['statements'])} ECG statements",
         "",
+        *_calibration_lines(meta),
         "## Metrics",
         "",
         "```json",
@@ -114,7 +136,7 @@ def model_card(meta: dict, featurizer) -> str:
         "",
         "## Limitations",
         "",
-        "- Outputs are uncalibrated model outputs unless a calibration is named in meta.json.",
+        "- Calibration (above) was fitted on one data set; it shifts with the population like everything else.",
         "- Trained on the data named above only; other hospitals, populations and item codes shift performance.",
         "  Items never seen in training are ignored (counted in the featurizer's unknown_items).",
         "- Tasks whose labels were absent from the training data (see metrics) have untrained heads.",
@@ -122,3 +144,31 @@ def model_card(meta: dict, featurizer) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _calibration_lines(meta: dict) -> list[str]:
+    from model.calibration import Calibration
+
+    cal = Calibration.from_dict(meta.get("calibration"))
+    if cal is None:
+        return ["## Calibration", "", "None: probabilities are uncalibrated model outputs.", ""]
+    lines = ["## Calibration", "",
+             f"Temperature scaling per task, fitted on {cal.data} at the evaluation landmarks (6/12/24/48 h and end of "
+             "data), stored in meta.json and applied to every output. ECE is over 10 equal-width bins, on that "
+             "same data (in-sample for the temperature).", "",
+             "A fitted temperature is applied only if it improves the log-likelihood significantly (likelihood-ratio "
+             "test per stay, 5 %); otherwise the applied temperature is 1.", "",
+             "| task | method | fitted | p | applied | samples | ECE before | ECE after |", "|---|---|---|---|---|---|---|---|"]
+    for task, t in cal.tasks.items():
+        lines.append(f"| {task} | {t.method} | {t.fitted_temperature:.3f} | {t.p_value:.3f} | {t.temperature:.3f} | "
+                     f"{t.n:,} | {_num(t.ece_before)} | {_num(t.ece_after)} |")
+    if cal.los_mae_days is not None:
+        lines += ["", f"los_remaining is a point estimate in days (no interval); validation MAE {cal.los_mae_days:.2f} days."]
+    if "refit" in meta.get("train_info", {}):
+        lines += ["", "The model was refit on the training stays plus half of the validation subjects; the other "
+                  "half, which the refit model never trained on, fitted the temperatures."]
+    return lines + [""]
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.3f}"

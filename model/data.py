@@ -436,14 +436,16 @@ def target_tensors(samples: Sequence[Sample]) -> dict:
     return out
 
 
-def split_indices(cohort: Cohort, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Subject-grouped random split of the stays into (train, validation)."""
+def split_indices(cohort: Cohort, val_fraction: float, seed: int,
+                  among: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
+    """Subject-grouped random split of the stays (or of the stays `among`) into (train, validation)."""
     subjects = np.array(cohort.subject_ids())
-    uniq = np.unique(subjects)
+    idx = list(range(len(subjects))) if among is None else list(among)
+    uniq = np.unique(subjects[idx])
     rng = np.random.default_rng(seed)
     val_subjects = set(rng.choice(uniq, size=max(1, int(round(len(uniq) * val_fraction))), replace=False).tolist())
-    train = [i for i, s in enumerate(subjects) if s not in val_subjects]
-    val = [i for i, s in enumerate(subjects) if s in val_subjects]
+    train = [i for i in idx if subjects[i] not in val_subjects]
+    val = [i for i in idx if subjects[i] in val_subjects]
     return train, val
 
 

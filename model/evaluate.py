@@ -3,7 +3,10 @@ metrics at the 6/12/24/48 h landmarks the stays reach.
 
 Top-level task entries are judged at "end" (the last available data, e.g. 48 h for PhysioNet 2012, as
 the benchmark protocol does). `los_total` = elapsed + predicted remaining days against the true total.
-A task without any labels in the data is reported with n = 0 and null metrics.
+A task without any labels in the data is reported with n = 0 and null metrics. Mortality also gets its
+reliability table (10 equal-width bins of predicted probability: count, mean predicted, observed rate).
+
+Predictions are calibrated with the checkpoint's calibration (model/calibration.py) unless asked not to.
 """
 from __future__ import annotations
 
@@ -12,17 +15,17 @@ from typing import Sequence
 import numpy as np
 
 from model.labels import CVD_CLASSES
-from model.metrics import binary_metrics, multiclass_metrics, regression_metrics
+from model.metrics import binary_metrics, multiclass_metrics, regression_metrics, reliability
 
 
 def predict_cohort(model, featurizer, cohort, indices: Sequence[int] | None, device: str = "cpu",
-                   use_cache: bool = True, progress: bool = True, landmarks: bool = True) -> dict:
+                   use_cache: bool = True, progress: bool = True, landmarks: bool = True, calibration=None) -> dict:
     """Predictions and labels for every evaluation sample, as flat arrays (concatenable across folds)."""
     from model.data import evaluation_samples
     from model.batches import predict
 
     samples = evaluation_samples(cohort, indices, featurizer, use_cache, progress, landmarks)
-    pred = predict(model, samples, device=device)
+    pred = predict(model, samples, device=device, calibration=calibration)
     t = [s.targets for s in samples]
     return {
         "landmark": np.array([s.landmark for s in samples], dtype=object),
@@ -37,6 +40,7 @@ def predict_cohort(model, featurizer, cohort, indices: Sequence[int] | None, dev
 
 def _task_metrics(p: dict, sel: np.ndarray) -> dict:
     out = {"mortality": binary_metrics(p["y_mortality"][sel], p["mortality"][sel])}
+    out["mortality"]["reliability"] = reliability(p["y_mortality"][sel], p["mortality"][sel])
     out["los_remaining"] = regression_metrics(p["y_los_remaining"][sel], p["los_remaining"][sel])
     el = p["elapsed_days"][sel]
     out["los_total"] = regression_metrics(p["y_los_remaining"][sel] + el, p["los_remaining"][sel] + el)
@@ -55,17 +59,19 @@ def metrics_from_predictions(p: dict) -> dict:
 
 
 def evaluate_model(model, featurizer, cohort, indices: Sequence[int] | None, device: str = "cpu",
-                   use_cache: bool = True, progress: bool = True, return_predictions: bool = False) -> dict:
-    pred = predict_cohort(model, featurizer, cohort, indices, device, use_cache, progress)
+                   use_cache: bool = True, progress: bool = True, return_predictions: bool = False,
+                   calibration=None) -> dict:
+    pred = predict_cohort(model, featurizer, cohort, indices, device, use_cache, progress, calibration=calibration)
     metrics = metrics_from_predictions(pred)
     return {"metrics": metrics, "predictions": pred} if return_predictions else metrics
 
 
 def evaluate_checkpoint(checkpoint_dir, data_spec: str, device: str = "auto", use_cache: bool = True,
-                        progress: bool = True) -> dict:
-    """The `medm2t evaluate` result: metrics plus what was evaluated."""
+                        progress: bool = True, calibrated: bool = True) -> dict:
+    """The `medm2t evaluate` result: metrics plus what was evaluated (and with which calibration)."""
     import torch
 
+    from model.calibration import Calibration
     from model.checkpoint import load_checkpoint
     from model.data import describe, load_cohort
 
@@ -73,7 +79,9 @@ def evaluate_checkpoint(checkpoint_dir, data_spec: str, device: str = "auto", us
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, featurizer, cfg, meta = load_checkpoint(checkpoint_dir, device=device)
     cohort = load_cohort(data_spec, use_cache, progress)
-    metrics = evaluate_model(model, featurizer, cohort, None, device, use_cache, progress)
+    calibration = Calibration.from_dict(meta.get("calibration")) if calibrated else None
+    metrics = evaluate_model(model, featurizer, cohort, None, device, use_cache, progress, calibration=calibration)
+    metrics["calibration"] = calibration.to_dict() if calibration else None
     metrics["data"] = describe(cohort)
     metrics["checkpoint"] = {"dir": str(checkpoint_dir), "model_version": meta.get("model_version")}
     return metrics

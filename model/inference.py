@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Sequence
 
 from medm2t.events import _Event
+from model.calibration import Calibration
+
+UNCALIBRATED = "uncalibrated model output"
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,11 @@ class Predictor:
         self.device = resolve_device(device)
         self.model, self.featurizer, self.cfg, self.meta = load_checkpoint(checkpoint_dir, self.device)
         self.version: str = self.meta["model_version"]
-        self.calibration: str = self.meta.get("calibration") or "uncalibrated model output"
+        self.calibration = Calibration.from_dict(self.meta.get("calibration"))
+
+    def calibration_label(self, task: str) -> str:
+        """How far to trust `task`'s number, as every score of it says."""
+        return (self.calibration and self.calibration.label(task)) or UNCALIBRATED
 
     def predict(self, items: Sequence[tuple[list[_Event], datetime]]) -> list[dict]:
         """One dict per (events, at): mortality probability, remaining and total ICU LOS (days), CVD class
@@ -55,27 +62,31 @@ class Predictor:
         batch = collate(inputs, self.cfg).to(self.device)
         with self.autocast():
             out = self.model(batch)
-        return results_from_outputs(out, [(x.elapsed_h, x.present, x.n_unknown) for x in inputs])
+        return results_from_outputs(out, [(x.elapsed_h, x.present, x.n_unknown) for x in inputs], self.calibration)
 
 
-def output_arrays(out: dict) -> dict:
+def output_arrays(out: dict, calibration: Calibration | None = None) -> dict:
     """Model outputs (logits) -> numpy arrays: mortality probability (N,), los_remaining days (N,) and cvd_90d
-    class probabilities (N, 4). The one place where the heads' sigmoid and softmax are applied."""
+    class probabilities (N, 4). The one place where the heads' sigmoid and softmax are applied, after the
+    checkpoint's temperatures when it has them (model/calibration.py)."""
     import torch
 
-    return {"mortality": torch.sigmoid(out["mortality"].float()).cpu().numpy(),
+    t_mort = calibration.temperature("mortality") if calibration else 1.0
+    t_cvd = calibration.temperature("cvd_90d") if calibration else 1.0
+    return {"mortality": torch.sigmoid(out["mortality"].float() / t_mort).cpu().numpy(),
             "los_remaining": out["los_remaining"].float().cpu().numpy(),
-            "cvd_90d": torch.softmax(out["cvd_90d"].float(), dim=-1).cpu().numpy()}
+            "cvd_90d": torch.softmax(out["cvd_90d"].float() / t_cvd, dim=-1).cpu().numpy()}
 
 
-def results_from_outputs(out: dict, rows: Sequence[tuple[float, dict[str, bool], int]]) -> list[dict]:
+def results_from_outputs(out: dict, rows: Sequence[tuple[float, dict[str, bool], int]],
+                         calibration: Calibration | None = None) -> list[dict]:
     """Model outputs (the dict MedM2T.forward returns, batch of len(rows)) -> one result dict per row:
     mortality probability, remaining and total ICU LOS (days), CVD class probabilities, plus the row's
     (elapsed hours, modalities present, number of unknown items). Shared by the full-recompute path
     (Predictor.predict_inputs) and the incremental one (model.scorer.MedM2TScorer)."""
     from model.config import CVD_CLASSES
 
-    arrays = output_arrays(out)
+    arrays = output_arrays(out, calibration)
     mort, los, cvd = arrays["mortality"], arrays["los_remaining"], arrays["cvd_90d"]
     results = []
     for i, (elapsed_h, present, n_unknown) in enumerate(rows):

@@ -29,18 +29,27 @@ def _clean(y_true: Sequence, y_score: Sequence) -> tuple[np.ndarray, np.ndarray]
     return y[keep], p[keep]
 
 
-def ece(y_true: Sequence, prob: Sequence, bins: int = ECE_BINS) -> float | None:
-    """Expected calibration error with `bins` equal-width bins on [0, 1] (the last bin includes 1)."""
+def reliability(y_true: Sequence, prob: Sequence, bins: int = ECE_BINS) -> list[dict]:
+    """The non-empty bins of `bins` equal-width bins on [0, 1] (the last includes 1): range, count, mean
+    predicted probability and observed rate. What a reliability diagram plots."""
     y, p = _clean(y_true, prob)
-    if y.size == 0:
-        return None
     idx = np.minimum((np.clip(p, 0.0, 1.0) * bins).astype(int), bins - 1)
-    total = 0.0
+    rows = []
     for b in range(bins):
         sel = idx == b
         if sel.any():
-            total += sel.mean() * abs(p[sel].mean() - y[sel].mean())
-    return float(total)
+            rows.append({"low": b / bins, "high": (b + 1) / bins, "n": int(sel.sum()),
+                         "mean_predicted": float(p[sel].mean()), "observed": float(y[sel].mean())})
+    return rows
+
+
+def ece(y_true: Sequence, prob: Sequence, bins: int = ECE_BINS) -> float | None:
+    """Expected calibration error: the count-weighted mean |mean predicted - observed| over the reliability bins."""
+    rows = reliability(y_true, prob, bins)
+    n = sum(r["n"] for r in rows)
+    if n == 0:
+        return None
+    return float(sum(r["n"] * abs(r["mean_predicted"] - r["observed"]) for r in rows) / n)
 
 
 def binary_metrics(y_true: Sequence, prob: Sequence) -> dict:

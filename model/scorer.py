@@ -50,7 +50,7 @@ class MedM2TScorer:
         self.needs = Needs(lookback=None, ecgs=predictor.cfg.max_ecgs, cadence=cadence)
         untrained = set(predictor.meta.get("train_info", {}).get("tasks_without_labels", ()))
         self._calibration = {t: ("untrained head: the training data had no labels for this task" if t in untrained
-                                 else predictor.calibration) for t in ("mortality", "los_remaining", "cvd_90d")}
+                                 else predictor.calibration_label(t)) for t in ("mortality", "los_remaining", "cvd_90d")}
 
     @classmethod
     def load(cls, checkpoint_dir: str | Path, device: str = "auto",
@@ -108,7 +108,7 @@ class MedM2TScorer:
         with self.predictor.autocast():
             out = self.incremental.score(states, ats)
         rows = [(max(0.0, hours(at, s.admit)), s.present, s.n_unknown) for s, at in zip(states, ats)]
-        return results_from_outputs(out, rows)
+        return results_from_outputs(out, rows, self.predictor.calibration)
 
     def card(self) -> dict:
         """The model card the worker publishes at models:medm2t (the dashboard's system page shows it)."""
@@ -120,7 +120,8 @@ class MedM2TScorer:
         return {
             "name": "MedM2T", "version": self.version, "architecture": meta.get("architecture"),
             "preset": meta.get("preset"), "n_parameters": meta.get("n_parameters"), "created": meta.get("created"),
-            "device": self.predictor.device, "calibration": self.predictor.calibration,
+            "device": self.predictor.device, "calibration": dict(self._calibration),
+            "calibration_fit": meta.get("calibration"),
             "scoring_cadence_minutes": cadence,
             "tasks_without_labels": list(meta.get("train_info", {}).get("tasks_without_labels", ())),
             "training_data": meta.get("train_info", {}), "metrics": meta.get("metrics", {}),

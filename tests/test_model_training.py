@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from medm2t.events import Measurement, Outcome, StaticFeatures, StayClosed, StayOpened, make_event_id  # noqa: E402
+from model.calibration import Calibration  # noqa: E402
 from model.data import Cohort, fold_indices, split_indices, training_samples  # noqa: E402
 from model.labels import targets_at  # noqa: E402
 from model.landmarks import evaluation_landmarks, training_landmarks  # noqa: E402
@@ -149,6 +150,34 @@ def test_train_then_evaluate_cli_round_trip(tmp_path, monkeypatch, capsys):
     assert 0.0 <= mort["brier"] <= 1.0
     assert result["los_remaining"]["n"] == 24 and math.isfinite(result["los_remaining"]["mae"])
     assert result["cvd_90d"]["n"] == 24 and "landmarks" in result and "6h" in result["landmarks"]
+    assert sum(r["n"] for r in mort["reliability"]) == 24
+
+    # calibrate on other stays: stored in the checkpoint, a new model version, applied by evaluate and the scorer
+    other = tmp_path / "synth-val"
+    assert main(["synth", "--stays", "60", "--seed", "5", "--out", str(other), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "--checkpoint", str(ck), "--data", f"synth:{other}", "--json"]) == 0
+    fitted = json.loads(capsys.readouterr().out)
+    weights_version = fitted["previous_version"].split("-cal")[0]  # train calibrates too; this replaces it
+    assert fitted["model_version"] == weights_version + "-cal" + Calibration.from_dict(fitted["calibration"]).digest()
+    assert json.loads((ck / "meta.json").read_text())["calibration"] == fitted["calibration"]
+    assert "## Calibration" in (ck / "model_card.md").read_text() and "synth synth-val" in (ck / "model_card.md").read_text()
+    png = tmp_path / "out" / "reliability.png"
+    assert main(["evaluate", "--checkpoint", str(ck), "--data", spec, "--json", "--reliability-png", str(png)]) == 0
+    calibrated = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--checkpoint", str(ck), "--data", spec, "--json", "--uncalibrated"]) == 0
+    raw = json.loads(capsys.readouterr().out)
+    assert calibrated["calibration"] == fitted["calibration"] and raw["calibration"] is None
+    assert calibrated["mortality"]["auroc"] == pytest.approx(raw["mortality"]["auroc"])  # a temperature keeps the ranking
+    assert calibrated["mortality"]["brier"] != raw["mortality"]["brier"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from model.scorer import MedM2TScorer
+
+    scorer = MedM2TScorer.load(ck, device="cpu")
+    assert scorer.version == fitted["model_version"]
+    assert scorer._calibration["mortality"].startswith("calibrated (temperature ")
+    assert scorer._calibration["los_remaining"].startswith("point estimate in days")
+    assert scorer.card()["calibration_fit"] == fitted["calibration"]
 
     meta = json.loads((ck / "meta.json").read_text())
     meta["architecture"] = "medm2t-arch-0"
@@ -206,7 +235,7 @@ def test_folds_and_refit_cli(tmp_path, monkeypatch, capsys):
     cv = meta["metrics"]["cross_validation"]
     assert len(cv["per_fold"]) == 2 and cv["pooled_out_of_fold"]["mortality"]["n"] == 30
     info = meta["train_info"]
-    assert info["refit"]["stays"] == 30 and "note" in meta["metrics"]["validation"]
+    assert info["refit"]["stays"] + info["refit"]["calibration_stays"] == 30 and "note" in meta["metrics"]["validation"]
     assert json.loads((ck / "config.json").read_text())["modalities"] == ["static", "labs", "vitals_tok"]
     assert not list(ck.glob("train_state*.pt"))
     assert main(["train", "--data", f"synth:{data}", "--out", str(ck), "--modalities", "labs,bogus"]) == 2

@@ -111,8 +111,10 @@ def _trajectories(reader: Reader, row: StayRow) -> None:
             card = reader.model_cards().get("medm2t", {})
             st.altair_chart(charts.probability_trajectory(row.history["medm2t"], "mortality", row.alerts,
                                                           _thresholds(card, "mortality")), width="stretch")
-            st.caption(f"MedM2T mortality risk, model {html.escape(row.history['medm2t'][-1].model_version)}; "
-                       "an uncalibrated model output, not an observed frequency.")
+            latest = row.history["medm2t"][-1]
+            mortality = latest.tasks.get("mortality")
+            st.caption(f"MedM2T mortality risk, model {html.escape(latest.model_version)}; "
+                       f"{html.escape(mortality.calibration if mortality else 'no mortality output')}.")
         else:
             st.caption("No MedM2T history yet.")
 

@@ -46,7 +46,8 @@ def _mortality_header(rows: list[StayRow]) -> tuple[str, str]:
         title = fmt.model_label("mortality risk", version, calibration)
     else:
         title = "MedM2T mortality risk (model and calibration per row)"
-    return title, "In-hospital mortality probability from MedM2T, rounded to whole percent. Not a calibrated clinical risk unless stated."
+    return title, ("In-hospital mortality probability from MedM2T, rounded to whole percent. Read it as an observed "
+                   "frequency only where the header says calibrated, and only for patients like the calibration data.")
 
 
 def board_html(rows: list[StayRow], now: float) -> str:

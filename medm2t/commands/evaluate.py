@@ -9,6 +9,9 @@ EPILOG = """Prints per task: mortality (auroc, auprc_trapezoid = sklearn auc(rec
 paper, average_precision, brier, ece with 10 equal-width bins, n, positives), los_remaining and
 los_total (mae, mse in days), cvd_90d (one-vs-rest per class and macro). Top-level entries are judged
 at the end of each stay's available data; `landmarks` repeats them at 6/12/24/48 h where reached.
+Mortality also gets a reliability table per landmark (10 equal-width bins: count, mean predicted,
+observed rate); --reliability-png draws it. Probabilities are calibrated with the checkpoint's own
+calibration (see `medm2t calibrate`) unless --uncalibrated is given.
 """
 
 
@@ -20,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary table")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the .medm2t/cache data cache")
+    p.add_argument("--uncalibrated", action="store_true", help="ignore the checkpoint's calibration (compare with it)")
+    p.add_argument("--reliability-png", type=Path, metavar="PATH", help="write the mortality reliability diagram here")
     p.set_defaults(handler=run)
 
 
@@ -37,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from model.evaluate import evaluate_checkpoint
 
     try:
-        result = evaluate_checkpoint(args.checkpoint, args.data, args.device, not args.no_cache, progress=not args.json)
+        result = evaluate_checkpoint(args.checkpoint, args.data, args.device, not args.no_cache,
+                                     progress=not args.json, calibrated=not args.uncalibrated)
     except (CheckpointError, DataSpecError) as exc:
         raise UserError(str(exc)) from exc
+    if args.reliability_png:
+        write_reliability_png(result, args.reliability_png)
     if args.json:
         print(json.dumps(result, default=str))
         return 0
@@ -50,4 +58,41 @@ def run(args: argparse.Namespace) -> int:
         print(f"{at:>5} {'mortality':<14} {mo['n']:>6} {_fmt(mo['auroc']):>7} {_fmt(mo['auprc_trapezoid']):>7} "
               f"{_fmt(mo['average_precision']):>7} {_fmt(mo['brier']):>7} {_fmt(mo['ece']):>7}")
         print(f"{at:>5} {'los_remaining':<14} {lo['n']:>6} {'':>39} {_fmt(lo['mae']):>7}")
+    cal = result["calibration"]
+    print(f"\nmortality reliability ({'calibrated on ' + cal['data'] if cal else 'uncalibrated'}): "
+          "observed rate / mean predicted (count) per bin of predicted probability")
+    print(f"{'bin':>9} " + " ".join(f"{at:>20}" for at, _ in rows))
+    for b in range(10):
+        cells = []
+        for _, m in rows:
+            r = next((r for r in m["mortality"]["reliability"] if round(r["low"] * 10) == b), None)
+            cells.append(f"{r['observed']:.3f}/{r['mean_predicted']:.3f} ({r['n']})" if r else "-")
+        print(f"{b / 10:.1f}-{(b + 1) / 10:.1f} " + " ".join(f"{c:>20}" for c in cells))
+    if args.reliability_png:
+        print(f"\nreliability diagram: {args.reliability_png}")
     return 0
+
+
+def write_reliability_png(result: dict, path: Path) -> None:
+    """Observed rate against mean predicted probability per bin, one line per landmark, points sized by count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=120)
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="perfect calibration")
+    for at, m in [("end of data", result), *result.get("landmarks", {}).items()]:
+        rel, mo = m["mortality"]["reliability"], m["mortality"]
+        if rel:
+            ax.plot([r["mean_predicted"] for r in rel], [r["observed"] for r in rel], marker="o", markersize=4,
+                    label=f"{at} (n={mo['n']}, ECE {_fmt(mo['ece'])})")
+    cal = result.get("calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted mortality probability", ylabel="observed mortality rate",
+           title=f"{result['checkpoint']['model_version']}\n{'calibrated on ' + cal['data'] if cal else 'uncalibrated'}"
+                 f", data {Path(result['data']['spec'].split(':')[1]).name}")
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7, loc="upper left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)

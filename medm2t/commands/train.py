@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_training(args.data, args.out, opts, val_spec=args.val, folds=args.folds, resume=args.resume)
     except DataSpecError as exc:
         raise UserError(str(exc)) from exc
-    val = result["metrics"].get("validation", {}).get("mortality", {})
+    val = {k: v for k, v in result["metrics"].get("validation", {}).get("mortality", {}).items() if k != "reliability"}
     summary = {"checkpoint": str(args.out), "validation_mortality": val,
                "wall_seconds": result["train_info"]["wall_seconds"]}
     if "refit" in result["train_info"]:

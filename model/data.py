@@ -293,7 +293,8 @@ def evaluation_samples(
         return _encode_all(cohort.stays.subset(indices), featurizer, planner, "encoding evaluation landmarks", progress)
 
     idx_key = hashlib.sha1(np.asarray(list(indices), dtype=np.int64).tobytes()).hexdigest()[:12]
-    return _cached(["eval", cohort.key, idx_key, featurizer_key(featurizer), str(landmarks)], build, use_cache)
+    # "plan-2": stays without data are scored on static inputs since then; older caches lack them
+    return _cached(["eval", "plan-2", cohort.key, idx_key, featurizer_key(featurizer), str(landmarks)], build, use_cache)
 
 
 # ---------------------------------------------------------------- cache files (no pickle) ---------------

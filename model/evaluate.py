@@ -6,6 +6,9 @@ the benchmark protocol does). `los_total` = elapsed + predicted remaining days a
 A task without any labels in the data is reported with n = 0 and null metrics. Mortality also gets its
 reliability table (10 equal-width bins of predicted probability: count, mean predicted, observed rate).
 
+Every stay with a StayOpened is scored at "end", a stay without any measurement or ECG on its static
+inputs (counted in `stays_static_only`); `stays_not_scored` counts the rest.
+
 Predictions are calibrated with the checkpoint's calibration (model/calibration.py) unless asked not to.
 """
 from __future__ import annotations
@@ -34,6 +37,7 @@ def predict_cohort(model, featurizer, cohort, indices: Sequence[int] | None, dev
         "y_mortality": np.array([np.nan if x.mortality is None else x.mortality for x in t], dtype=np.float64),
         "y_los_remaining": np.array([np.nan if x.los_remaining is None else x.los_remaining for x in t], dtype=np.float64),
         "y_cvd_90d": np.array([-1 if x.cvd_90d is None else x.cvd_90d for x in t], dtype=np.int64),
+        "static_only": np.array([not any(v for m, v in s.inputs.present.items() if m != "static") for s in samples]),
         **pred,
     }
 
@@ -52,6 +56,8 @@ def _task_metrics(p: dict, sel: np.ndarray) -> dict:
 def metrics_from_predictions(p: dict) -> dict:
     lm = p["landmark"]
     out = _task_metrics(p, lm == "end")
+    out["stays_scored"] = int((lm == "end").sum())
+    out["stays_static_only"] = int((p["static_only"] & (lm == "end")).sum()) if "static_only" in p else None
     out["landmarks"] = {
         name: _task_metrics(p, lm == name) for name in ("6h", "12h", "24h", "48h") if (lm == name).any()
     }
@@ -83,5 +89,6 @@ def evaluate_checkpoint(checkpoint_dir, data_spec: str, device: str = "auto", us
     metrics = evaluate_model(model, featurizer, cohort, None, device, use_cache, progress, calibration=calibration)
     metrics["calibration"] = calibration.to_dict() if calibration else None
     metrics["data"] = describe(cohort)
+    metrics["stays_not_scored"] = len(cohort.compact) - metrics["stays_scored"]
     metrics["checkpoint"] = {"dir": str(checkpoint_dir), "model_version": meta.get("model_version")}
     return metrics

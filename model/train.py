@@ -360,7 +360,7 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
         train_idx, val_idx = split_indices(cohort, opts.val_fraction, opts.seed)
         vc = cohort
     model, featurizer, cfg, info = fit_one(cohort, train_idx, vc, val_idx, opts, out / "train_state.pt", resume)
-    val_name = ("validation split of " if vc is cohort else "validation stays of ") + short_data_name(vc.spec)
+    val_name = ("validation split of " if vc is cohort else "") + short_data_name(vc.spec)
     if _opt(opts, "refit") and val_idx:
         # The refit model must be calibrated on stays it never trained on: half of the validation subjects
         # join the refit, the other half calibrates it (a temperature carried over from the model before
@@ -374,7 +374,7 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
                                               info["wide_head"].get("l2"))
         info["refit"] = {**info_refit, "calibration_stays": len(cal_idx)}
         metrics["calibration_holdout"], calibration = validate_and_calibrate(
-            model, featurizer, vc, cal_idx, opts, f"{len(cal_idx)} held-out {val_name}")
+            model, featurizer, vc, cal_idx, opts, f"{len(cal_idx)} stays of {val_name} held out of the refit")
     else:
         metrics["validation"], calibration = validate_and_calibrate(model, featurizer, vc, val_idx, opts, val_name)
     train_info.update(info)

@@ -80,7 +80,24 @@ def test_landmarks_are_seeded_and_within_data():
     assert min(data_times) <= a[0] and a[-1] == max(data_times)
     lm = evaluation_landmarks(stay)
     assert list(lm) == ["6h", "12h", "24h", "end"]  # 30 h of data: 48 h is not reached
-    assert evaluation_landmarks(stay[:1]) == {}  # no data yet: nothing to evaluate
+    # no data: scored on static inputs at admission; no StayOpened either: nothing to score
+    assert evaluation_landmarks(stay[:1]) == {"end": stay[0].available_time}
+    assert evaluation_landmarks([]) == {}
+
+
+def test_evaluation_scores_every_stay_even_without_data():
+    from model.evaluate import evaluate_model
+    from model.train import build_model
+
+    rng = np.random.default_rng(5)
+    stays = [make_stay(i, rng) for i in range(12)]
+    bare = [e for e in make_stay(99, rng) if e.kind != "measurement"]  # opened, closed, outcome: no data
+    cohort = Cohort.from_events("test:bare", stays + [bare], "bare-13")
+    featurizer = _fit_featurizer(cohort, list(range(12)))
+    metrics = evaluate_model(build_model(featurizer.cfg, featurizer, 0), featurizer, cohort, None, use_cache=False,
+                             progress=False)
+    assert metrics["mortality"]["n"] == 13 and metrics["stays_scored"] == 13 and metrics["stays_static_only"] == 1
+    assert metrics["landmarks"]["6h"]["mortality"]["n"] == 12
 
 
 def test_splits_group_subjects_and_folds_partition():

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, default=str))
         return 0
     rows = [("end", result)] + list(result.get("landmarks", {}).items())
+    print(f"{result['stays_scored']} of {result['data']['stays']} stays scored at the end of their data "
+          f"({result['stays_static_only']} on static inputs only: no measurement or ECG)")
     print(f"{'at':>5} {'task':<14} {'n':>6} {'auroc':>7} {'auprc':>7} {'AP':>7} {'brier':>7} {'ece':>7} {'mae':>7}")
     for at, m in rows:
         mo, lo = m["mortality"], m["los_remaining"]

@@ -21,7 +21,14 @@ def news2_trajectory(history: list[RiskScore], alerts: list[Alert]) -> alt.Chart
         tooltip=[alt.Tooltip("time:T"), alt.Tooltip("points:Q", title="NEWS2 points")])
     rules = alt.Chart(pd.DataFrame({"y": list(NEWS2_THRESHOLDS), "label": list(NEWS2_THRESHOLDS.values())})).mark_rule(
         strokeDash=[4, 4], color="#b71c1c").encode(y="y:Q", tooltip=alt.Tooltip("label:N", title="threshold"))
-    return _with_alerts(line + rules, [a for a in alerts if a.scorer == "news2"], "points")
+    chart = line + rules
+    single = [a for a in alerts if a.scorer == "news2" and a.task != "news2"]
+    if single:  # a single parameter's 0-3 points are not on the aggregate's axis: mark when, along the bottom
+        df_single = pd.DataFrame({"time": [a.at for a in single], "state": [a.state for a in single],
+                                  "reason": [a.reason for a in single], "level": [a.level for a in single]})
+        chart += alt.Chart(df_single).mark_point(shape="diamond", size=80, filled=True, color=TIER_COLOURS["info"][1]).encode(
+            x="time:T", y=alt.value(212), tooltip=["time:T", "level:N", "state:N", "reason:N"])
+    return _with_alerts(chart, [a for a in alerts if a.scorer == "news2" and a.task == "news2"], "points")
 
 
 def probability_trajectory(history: list[RiskScore], task: str, alerts: list[Alert],
@@ -31,7 +38,7 @@ def probability_trajectory(history: list[RiskScore], task: str, alerts: list[Ale
     line = alt.Chart(df).mark_line(point=True, color="#1565c0").encode(
         x=alt.X("time:T", title="clinical time"),
         y=alt.Y("risk:Q", title=f"{task} risk", axis=alt.Axis(format=".0%"),
-                scale=alt.Scale(domain=[0, max(0.2, float(df.risk.max() or 0) * 1.2) if len(df) else 1])),
+                scale=alt.Scale(domain=[0, 1])),  # fixed 0-100 %: a rescaled axis makes 3 % look like a crisis
         tooltip=[alt.Tooltip("time:T"), alt.Tooltip("risk:Q", format=".0%", title=f"{task} (rounded)")])
     chart = line
     if thresholds:

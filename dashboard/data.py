@@ -90,6 +90,15 @@ class StayRow:
         score = self.scores.get(scorer)
         return None if score is None else score.tasks.get(task)
 
+    def current_value(self, alert: Alert) -> float | None:
+        """The alert's signal in the stay's newest score (an alert's own value is the one at its transition)."""
+        if alert.task == "news2:single-parameter":
+            news2 = self.task("news2", "news2")
+            value = news2.detail.get("max_single") if news2 else None
+            return float(value) if isinstance(value, (int, float)) else None
+        task = self.task(alert.scorer, alert.task)
+        return None if task is None else task.value
+
     def risk_key(self) -> tuple:
         """Sort key, highest risk first after reverse: worst open alert, NEWS2 band, MedM2T mortality, NEWS2 points."""
         news2 = self.task("news2", "news2")

@@ -74,12 +74,26 @@ def model_label(task_name: str, version: str, calibration: str) -> str:
     return f"MedM2T {task_name} (model {version}, {calibration})"
 
 
-def tier_badge(tier: str | None, text: str | None = None) -> str:
+def tier_badge(tier: str | None, text: str | None = None, title: str | None = None) -> str:
     if not tier:
         return html.escape(text or "–")
     bg, fg = TIER_COLOURS.get(tier, ("#eeeeee", "#212121"))
+    tip = f' title="{html.escape(title)}"' if title else ""
     return (f'<span style="background:{bg};color:{fg};padding:1px 7px;border-radius:9px;font-weight:600;'
-            f'white-space:nowrap">{html.escape(text if text is not None else tier)}</span>')
+            f'white-space:nowrap"{tip}>{html.escape(text if text is not None else tier)}</span>')
+
+
+ALERT_TASKS = {"news2": "NEWS2", "news2:single-parameter": "NEWS2 single parameter"}
+
+
+def alert_chip(alert, current: float | None, long: bool = False) -> str:
+    """One open alert as a badge: level, what, since when (clinical time), its value then and now.
+    `long` adds the reason (patient page); the board keeps it in the tooltip."""
+    what = ALERT_TASKS.get(alert.task, f"{alert.scorer} {alert.task}")
+    since = "de-escalated" if alert.state == "de-escalated" else "since"
+    now = "now –" if current is None else f"now {task_value(alert.task, current)}"
+    text = f"{alert.level} · {what} {since} {alert.at:%d %b %H:%M} at {task_value(alert.task, alert.value)} · {now}"
+    return tier_badge(alert.level, f"{text} · {alert.reason}" if long else text, title=alert.reason)
 
 
 def sparkline(values: list[float], lo: float, hi: float, colour: str = "#455a64", width: int = 110,

@@ -543,7 +543,7 @@ class Alert(BaseModel):
     model_version: str
     task: str
     level: Literal["info", "urgent", "emergency"]
-    state: Literal["raised", "escalated", "cleared"]
+    state: Literal["raised", "escalated", "de-escalated", "cleared"]
     reason: str
     value: float
     at: datetime

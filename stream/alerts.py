@@ -1,11 +1,12 @@
-"""Alert engine: turns score updates into an alert lifecycle (raised / escalated / cleared) per stay and rule.
+"""Alert engine: turns score updates into an alert lifecycle (raised / escalated / de-escalated / cleared) per
+stay and rule.
 
 A `Rule` reads one signal from a RiskScore and maps it to a level through tiers with hysteresis: a tier is
 entered at `raise_at` and only left once the signal stays below `clear_below` for `clear_after` consecutive
 scores spanning at least `clear_hold` of clinical time, so a score flickering around a threshold does not
 spam (counting scores alone would depend on how the worker happened to batch). Raising and escalating are immediate (no
-confirmation delay on a deteriorating patient). A drop to a lower, still-active tier is reported as `raised`
-at the lower level with a reason saying it de-escalated.
+confirmation delay on a deteriorating patient). A drop to a lower, still-active tier is reported as
+`de-escalated` at the lower level.
 
 NEWS2 uses two rules (RCP 2017): the aggregate (>= 5 urgent, >= 7 emergency) and a 3 in any single parameter
 (info). MedM2T probability tasks plug in the same way: `probability_rules(task, ...)`.
@@ -97,7 +98,7 @@ def step(rule: Rule, state: RuleState, score: RiskScore) -> tuple[RuleState, Ale
         reason = f"below threshold for {below} scores since {since:%Y-%m-%d %H:%M}: {rule.describe(score, value)}"
         return RuleState(None, 0), _alert(rule, score, value, state.level, "cleared", reason)
     reason = f"de-escalated from {state.level}: {rule.describe(score, value)}"
-    return RuleState(target, 0), _alert(rule, score, value, target, "raised", reason)
+    return RuleState(target, 0), _alert(rule, score, value, target, "de-escalated", reason)
 
 
 def _alert(rule: Rule, score: RiskScore, value: float, level: str, transition: str, reason: str) -> Alert:

@@ -233,3 +233,39 @@ def test_ward_read_ranks_every_stay_but_reads_history_only_for_drawn_rows(dash_r
     rows = Reader(dash_redis).ward(limit=1)
     assert sorted(r.stay_id for r in rows) == sorted(s.stay_id for s in stays)
     assert rows[0].history["news2"] and not any(r.history["news2"] for r in rows[1:])
+
+
+def test_open_alerts_show_level_since_when_and_the_value_then_and_now(dash_redis):
+    """Issue 9's display bugs: a chip gave the raise-time value beside a different current score, and
+    single-parameter alerts were drawn at 0-3 on the aggregate's axis. The MedM2T axis is fixed at 0-100 %."""
+    import re
+    from datetime import timedelta
+
+    stays = write_sample_ward(dash_redis)
+    target = next(s for s in stays if s.medm2t)
+    news2 = target.news2.tasks["news2"]
+    common = dict(stay_id=target.stay_id, subject_id=target.news2.subject_id, scorer="news2",
+                  model_version=target.news2.model_version)
+    raised = Alert(alert_id="test-agg", task="news2", level="emergency", state="raised", value=news2.value + 4,
+                   reason="NEWS2 aggregate high at raise", at=target.news2.scored_at - timedelta(hours=2), **common)
+    single = Alert(alert_id="test-single", task="news2:single-parameter", level="info", state="raised", value=3.0,
+                   reason="NEWS2 single parameter max 3 (spo2)", at=target.news2.scored_at - timedelta(hours=1), **common)
+    for a in (raised, single):
+        dash_redis.lpush(keys.stay_alerts(target.stay_id), a.model_dump_json())
+        dash_redis.lpush(keys.ALERT_FEED, a.model_dump_json())
+    single_now = news2.detail.get("max_single")
+    single_now = "now –" if single_now is None else f"now {fmt.task_value(single.task, float(single_now))}"
+    want = [f"emergency · NEWS2 since {raised.at:%d %b %H:%M} at {fmt.task_value('news2', raised.value)} · "
+            f"now {fmt.task_value('news2', news2.value)}",
+            f"info · NEWS2 single parameter since {single.at:%d %b %H:%M} at 3 points · {single_now}"]
+
+    board = next(m.value for m in run_app().markdown if 'id="ward-table"' in m.value)
+    assert all(w in board for w in want) and f'title="{raised.reason}"' in board
+
+    at = run_app("Patient", target.stay_id)
+    text = page_text(at)
+    assert all(f"{w} · " in text for w in want) and raised.reason in text
+    news2_chart, medm2t_chart = (c.proto.spec for c in at.get("vega_lite_chart")[:2])
+    assert '"diamond"' in news2_chart  # single-parameter alerts: along the bottom, not at 3 points
+    assert re.search(r'"domain":\s*\[\s*0,\s*1\s*\]', medm2t_chart)
+

@@ -143,7 +143,7 @@ def _run(values, rule=NEWS2_RULES[0], every_minutes=30):
 
 def test_aggregate_raises_escalates_and_clears():
     got = [a for a in _run([2, 5, 6, 7, 6, 5, 5, 5, 2, 2, 2]) if a]
-    assert got == [("raised", "urgent"), ("escalated", "emergency"), ("raised", "urgent"), ("cleared", "urgent")]
+    assert got == [("raised", "urgent"), ("escalated", "emergency"), ("de-escalated", "urgent"), ("cleared", "urgent")]
     assert [a for a in _run([7, 2, 2, 2]) if a] == [("raised", "emergency"), ("cleared", "emergency")]
 
 

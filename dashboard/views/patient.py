@@ -93,7 +93,7 @@ def _scores(row: StayRow) -> None:
     if news2 and news2.detail:
         st.caption("NEWS2 sub-scores: " + ", ".join(f"{k} {v}" for k, v in news2.detail.items()))
     if row.open_alerts:
-        st.markdown(" ".join(fmt.tier_badge(a.level, f"{a.level}: {a.reason}") for a in row.open_alerts),
+        st.markdown("<br>".join(fmt.alert_chip(a, row.current_value(a), long=True) for a in row.open_alerts),
                     unsafe_allow_html=True)
 
 
@@ -103,7 +103,9 @@ def _trajectories(reader: Reader, row: StayRow) -> None:
     with left:
         if row.history["news2"]:
             st.altair_chart(charts.news2_trajectory(row.history["news2"], row.alerts), width="stretch")
-            st.caption("Dashed lines: NEWS2 medium (5) and high (7) trigger levels. Triangles: alert transitions.")
+            st.caption("Dashed lines: NEWS2 medium (5) and high (7) trigger levels. Triangles: aggregate alert "
+                       "transitions, at their points. Diamonds along the bottom: single-parameter (3 points) alerts, "
+                       "when they happened (their 0-3 points are not on this axis).")
         else:
             st.caption("No NEWS2 history yet.")
     with right:

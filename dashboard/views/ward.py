@@ -58,7 +58,8 @@ def board_html(rows: list[StayRow], now: float) -> str:
         _mortality_header(rows),
         ("Trend", "NEWS2 points (grey, 0–20) and MedM2T mortality risk (blue, 0–100%) over the recent score history"),
         ("Last data", f"Wall-clock time since the stay last received data; stale after {STALE_AFTER_S:.0f} s"),
-        ("Open alerts", "Alerts raised or escalated and not yet cleared"),
+        ("Open alerts", "Per open alert (raised, escalated or de-escalated, not yet cleared): level, rule, since "
+                        "when (clinical time) at which value, and the value in the newest score; hover for the reason"),
     ]
     body = []
     for r in rows:
@@ -79,8 +80,8 @@ def board_html(rows: list[StayRow], now: float) -> str:
         fresh = html.escape(fmt.age(age))
         if r.stale(now):
             fresh = fmt.tier_badge("urgent", f"stale · {fmt.age(age)}")
-        worst = max(r.open_alerts, key=lambda a: ("info", "urgent", "emergency").index(a.level), default=None)
-        alerts_cell = fmt.tier_badge(worst.level, str(len(r.open_alerts))) if worst else "0"
+        ranked = sorted(r.open_alerts, key=lambda a: ("info", "urgent", "emergency").index(a.level), reverse=True)
+        alerts_cell = "<br>".join(fmt.alert_chip(a, r.current_value(a)) for a in ranked) or "none"
         stay = (f'<a href="?view=Patient&stay={r.stay_id}" target="_self"><b>{r.stay_id}</b></a>'
                 f'<br><small>subject {r.subject_id if r.subject_id is not None else "?"}</small>')
         body.append([stay, html.escape(fmt.hours(r.hours_since_admission)), news2_cell, mort_cell, trend, fresh,

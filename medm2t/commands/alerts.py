@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def format_alert(alert, colour: bool = False) -> str:
-    mark = {"raised": "RAISED", "escalated": "ESCALATED", "cleared": "cleared"}[alert.state]
+    mark = {"raised": "RAISED", "escalated": "ESCALATED", "de-escalated": "de-escalated", "cleared": "cleared"}[alert.state]
     level = alert.level.upper()
     if colour:
         level = f"{_COLOUR[alert.level]}{level}\033[0m"

@@ -5,7 +5,9 @@ A `Rule` reads one signal from a RiskScore and maps it to a level through tiers 
 entered at `raise_at` and only left once the signal stays below `clear_below` for `clear_after` consecutive
 scores spanning at least `clear_hold` of clinical time, so a score flickering around a threshold does not
 spam (counting scores alone would depend on how the worker happened to batch). Raising and escalating are immediate (no
-confirmation delay on a deteriorating patient). A drop to a lower, still-active tier is reported as
+confirmation delay on a deteriorating patient). After an alert clears, the rule stays quiet for `refractory` of
+clinical time unless the signal reaches a higher level than the one that cleared: in the demo a stay cleared at
+15:22 and was raised again at 15:23 (issue 9), 24 times within 2 h of clearing. A drop to a lower, still-active tier is reported as
 `de-escalated` at the lower level.
 
 NEWS2 uses two rules (RCP 2017): the aggregate (>= 5 urgent, >= 7 emergency) and a 3 in any single parameter
@@ -42,6 +44,7 @@ class Rule:
     describe: Callable[[RiskScore, float], str]
     clear_after: int = 2                            # consecutive scores below clear_below before leaving a tier
     clear_hold: timedelta = timedelta(hours=1)      # ... spanning at least this much clinical time
+    refractory: timedelta = timedelta(hours=1)      # after clearing, no new alert at or below the cleared level
 
     def target(self, value: float, current: str | None) -> str | None:
         """The level the signal asks for, honouring hysteresis on the current tier."""
@@ -65,18 +68,28 @@ class RuleState:
     level: str | None = None
     below: int = 0                      # consecutive scores asking for a lower level
     below_since: datetime | None = None  # clinical time of the first of them
+    cleared_at: datetime | None = None   # when the last alert of this rule cleared (for the refractory period)
+    cleared_level: str | None = None
 
     def dumps(self) -> str:
-        since = self.below_since.isoformat() if self.below_since else None
-        return json.dumps({"level": self.level, "below": self.below, "below_since": since})
+        return json.dumps({"level": self.level, "below": self.below, "below_since": _iso(self.below_since),
+                           "cleared_at": _iso(self.cleared_at), "cleared_level": self.cleared_level})
 
     @classmethod
     def loads(cls, raw: str | bytes | None) -> RuleState:
         if not raw:
             return cls()
-        d = json.loads(raw)
-        since = datetime.fromisoformat(d["below_since"]) if d.get("below_since") else None
-        return cls(level=d.get("level"), below=int(d.get("below", 0)), below_since=since)
+        d = json.loads(raw)  # blobs written before the refractory period lack its two fields
+        return cls(level=d.get("level"), below=int(d.get("below", 0)), below_since=_time(d.get("below_since")),
+                   cleared_at=_time(d.get("cleared_at")), cleared_level=d.get("cleared_level"))
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def _time(raw: str | None) -> datetime | None:
+    return datetime.fromisoformat(raw) if raw else None
 
 
 def step(rule: Rule, state: RuleState, score: RiskScore) -> tuple[RuleState, Alert | None]:
@@ -85,18 +98,22 @@ def step(rule: Rule, state: RuleState, score: RiskScore) -> tuple[RuleState, Ale
     if value is None:
         return state, None
     target = rule.target(value, state.level)
+    if state.level is None and state.cleared_at is not None:
+        if score.scored_at - state.cleared_at < rule.refractory and RANK[target] <= RANK[state.cleared_level]:
+            return state, None  # refractory: the same alert again so soon is noise; a higher level breaks through
     if RANK[target] > RANK[state.level]:
         transition = "raised" if state.level is None else "escalated"
         return RuleState(target, 0), _alert(rule, score, value, target, transition, rule.describe(score, value))
     if RANK[target] == RANK[state.level]:
-        return RuleState(state.level, 0), None
+        return RuleState(state.level, 0, cleared_at=state.cleared_at, cleared_level=state.cleared_level), None
     below = state.below + 1
     since = state.below_since or score.scored_at
     if below < rule.clear_after or score.scored_at - since < rule.clear_hold:
         return RuleState(state.level, below, since), None
     if target is None:
         reason = f"below threshold for {below} scores since {since:%Y-%m-%d %H:%M}: {rule.describe(score, value)}"
-        return RuleState(None, 0), _alert(rule, score, value, state.level, "cleared", reason)
+        return (RuleState(None, 0, cleared_at=score.scored_at, cleared_level=state.level),
+                _alert(rule, score, value, state.level, "cleared", reason))
     reason = f"de-escalated from {state.level}: {rule.describe(score, value)}"
     return RuleState(target, 0), _alert(rule, score, value, target, "de-escalated", reason)
 

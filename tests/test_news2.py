@@ -156,3 +156,15 @@ def test_a_flickering_score_does_not_spam():
 def test_single_parameter_three_is_an_info_alert():
     got = [a for a in _run([3, 3, 0, 0, 0], rule=NEWS2_RULES[1]) if a]
     assert got == [("raised", "info"), ("cleared", "info")]
+
+
+def test_a_cleared_alert_is_not_raised_again_within_the_refractory_period():
+    # cleared at 90 min; the same level again 30 min later is held back, a higher level breaks through
+    assert [a for a in _run([5, 3, 3, 3, 5, 7]) if a] == [("raised", "urgent"), ("cleared", "urgent"),
+                                                           ("raised", "emergency")]
+    # once the refractory hour has passed, the same level raises again
+    got = _run([5, 3, 3, 3, 5, 5, 5])
+    assert [a for a in got if a] == [("raised", "urgent"), ("cleared", "urgent"), ("raised", "urgent")]
+    assert got.index(("raised", "urgent"), 1) == 5  # at 150 min: 60 min after clearing
+    # a state blob written before the refractory period existed still loads
+    assert RuleState.loads('{"level": null, "below": 0, "below_since": null}') == RuleState()

@@ -128,7 +128,38 @@ def test_system_page_shows_counters_latency_and_model_cards(dash_redis):
     for name, value in counters.items():
         assert metrics[name.replace("_", " ")] == f"{float(value):,.0f}"
     assert "p95 (ms)" in metrics
-    assert {e.label.split(":")[0] for e in at.expander} == {"news2", "medm2t"}
+    text = page_text(at)
+    assert "#### NEWS2 · version `news2-rcp2017`" in text and "#### MedM2T · version `small-v0.1`" in text
+    assert [e.label for e in at.expander] == ["Raw model card (JSON)"] * 2
+
+
+def test_system_page_reads_the_real_model_cards_as_tables(dash_redis):
+    """The cards the worker publishes (real NEWS2 scorer, real demo checkpoint): version, calibration per task,
+    training data and validation metrics as tables, and the raw JSON behind an expander."""
+    import json
+
+    from medm2t.settings import DEMO_CHECKPOINT
+    from model.scorer import MedM2TScorer
+    from stream.news2 import News2Scorer
+
+    if not DEMO_CHECKPOINT.exists():
+        pytest.skip("no demo checkpoint committed")
+    cards = {"news2": News2Scorer().card(), "medm2t": MedM2TScorer.load(DEMO_CHECKPOINT, device="cpu").card()}
+    for name, card in cards.items():
+        dash_redis.set(keys.model_card(name), json.dumps(card))
+    at = run_app("System")
+    text = page_text(at)
+    medm2t = cards["medm2t"]
+    assert f"#### MedM2T · version `{medm2t['version']}`" in text
+    assert all(f"- {task}: {label}" in text for task, label in medm2t["calibration"].items())
+    tables = [d.value for d in at.dataframe]
+    training = next(t for t in tables if "role" in t)
+    assert training["stays"].iloc[0] == medm2t["training_data"]["data"]["stays"]
+    validation = next(t for t in tables if "AUROC" in t)
+    assert validation["AUROC"].iloc[0] == round(medm2t["metrics"]["validation"]["mortality"]["auroc"], 3)
+    assert list(validation["at"])[0] == "end of data" and len(validation) > 1  # and the landmarks
+    calibration = next(t for t in tables if "fitted temperature" in t)
+    assert set(calibration["task"]) == set(medm2t["calibration_fit"]["tasks"])
 
 
 def test_malformed_entries_are_skipped_and_named(dash_redis):

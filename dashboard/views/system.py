@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import format as fmt
 from dashboard.data import Reader
+from dashboard.views import model_card
 
 NO_METRICS = "No metrics yet: the worker has not written any counters (is it running?)."
 
@@ -39,7 +40,7 @@ def render(reader: Reader) -> None:
     if not cards:
         st.caption("No model cards in Redis yet.")
     for name, card in cards.items():
-        with st.expander(f"{name}: version {card.get('version', card.get('model_version', '?'))}", expanded=True):
-            st.json(card)
+        with st.container(border=True):
+            model_card.render(name, card)
     feed_age = reader.feed_age_s()
     st.caption(f"Newest data on the ward: {fmt.age(feed_age)}.")

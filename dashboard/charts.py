@@ -61,20 +61,6 @@ def _with_alerts(chart: alt.Chart, alerts: list[Alert], field: str) -> alt.Chart
     return (chart + marks).properties(height=220)
 
 
-def vitals(measurements: list[Measurement]) -> alt.Chart | None:
-    rows = [(m.time, m.concept or m.label or m.item, m.value, m.unit or "") for m in measurements
-            if m.category == "vital" and m.value is not None]
-    if not rows:
-        return None
-    df = pd.DataFrame(rows, columns=["time", "vital", "value", "unit"])
-    df["vital"] = df.vital + " (" + df.unit + ")"
-    return alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
-        x=alt.X("time:T", title=None), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-        tooltip=["time:T", "vital:N", "value:Q"],
-    ).properties(height=90).facet(row=alt.Row("vital:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-                                  ).resolve_scale(y="independent")
-
-
 def labs_table(measurements: list[Measurement]) -> pd.DataFrame:
     """Latest value of each lab, with how many results and when."""
     rows = [(m.label or m.item, m.value if m.value is not None else m.text, m.unit or "", m.time)

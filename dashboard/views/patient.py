@@ -6,7 +6,7 @@ import html
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts
+from dashboard import charts, vitals
 from dashboard import format as fmt
 from dashboard.data import Reader, StayRow
 
@@ -34,11 +34,14 @@ def render(reader: Reader, stay_id: int) -> None:
     _trajectories(reader, row)
     measurements = reader.measurements(stay_id)
     st.subheader("Vitals", anchor=False)
-    chart = charts.vitals(measurements)
+    chart = vitals.vitals_chart(measurements)
     if chart is None:
         st.caption("No vitals recorded yet.")
     else:
         st.altair_chart(chart, width="content")
+        st.caption("In clinical order, with units. Shaded: reference range (NEWS2's 0-point range; mean arterial "
+                   "pressure >= 65 mmHg); red dots: values outside it. GCS total where eye, verbal and motor were "
+                   "charted together.")
     st.subheader("Labs (latest value of each)", anchor=False)
     labs = charts.labs_table(measurements)
     if labs.empty:

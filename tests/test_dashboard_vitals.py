@@ -1,0 +1,40 @@
+"""Vitals panels (dashboard/vitals.py): clinical order, units, GCS total, reference ranges and out-of-range marks."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from dashboard.vitals import PANELS, vitals_chart, vitals_frame
+from medm2t.events import Measurement, make_event_id
+
+T0 = datetime(2150, 1, 1, 8)
+
+
+def _m(concept: str, value: float, minutes: int) -> Measurement:
+    t = T0 + timedelta(minutes=minutes)
+    return Measurement(event_id=make_event_id("t", concept, minutes), stay_id=1, subject_id=1, source="test", time=t,
+                       available_time=t, item=concept, category="vital", concept=concept, value=value)
+
+
+def test_gcs_total_only_where_all_three_parts_share_a_time():
+    ms = [_m("gcs_eye", 4, 0), _m("gcs_verbal", 5, 0), _m("gcs_motor", 6, 0), _m("gcs_eye", 2, 60)]
+    df = vitals_frame(ms)
+    total = df[df.concept == "gcs_total"]
+    assert list(total.value) == [15.0] and list(total.time) == [T0]
+
+
+def test_panels_in_clinical_order_with_units_ranges_and_marks():
+    assert [p.title for p in PANELS][:5] == ["Heart rate", "Blood pressure", "Respiratory rate", "SpO2 and FiO2",
+                                             "Temperature"]
+    ms = [_m("hr", 80, 0), _m("hr", 130, 30), _m("sbp", 95, 0), _m("dbp", 60, 0), _m("map", 72, 0),
+          _m("temp", 37.2, 0), _m("spo2", 91, 0), _m("fio2", 40, 0)]
+    spec = vitals_chart(ms, (T0, T0 + timedelta(hours=2))).to_dict()
+    titles = [p["title"] for p in spec["vconcat"]]
+    assert titles == ["Heart rate (bpm)", "Blood pressure (mmHg)", "SpO2 and FiO2 (%)", "Temperature (°C)"]
+    text = json.dumps(spec, ensure_ascii=False)
+    assert "HR reference 51–90 bpm" in text and "systolic reference 111–219 mmHg" in text
+    assert ",.1f" in text  # temperature keeps one decimal; the others none
+    marked = {row["concept"]: row["value"] for ds in spec["datasets"].values() for row in ds
+              if isinstance(row, dict) and row.get("outside") is True}
+    assert marked == {"hr": 130.0, "sbp": 95.0, "spo2": 91.0}
+    assert vitals_chart([]) is None

@@ -61,17 +61,34 @@ def _with_alerts(chart: alt.Chart, alerts: list[Alert], field: str) -> alt.Chart
     return (chart + marks).properties(height=220)
 
 
+LAB_OLD_AFTER_H = 24.0  # a result older than this (clinical time, against the stay's newest data) is flagged
+
+
 def labs_table(measurements: list[Measurement]) -> pd.DataFrame:
-    """Latest value of each lab, with how many results and when."""
-    rows = [(m.label or m.item, m.value if m.value is not None else m.text, m.unit or "", m.time)
-            for m in measurements if m.category == "lab"]
-    if not rows:
-        return pd.DataFrame(columns=["lab", "latest", "unit", "at", "results"])
-    df = pd.DataFrame(rows, columns=["lab", "latest", "unit", "at"]).sort_values("at")
-    out = df.groupby("lab").agg(latest=("latest", "last"), unit=("unit", "last"), at=("at", "last"),
-                                results=("at", "size")).reset_index()
-    out["latest"] = out.latest.astype(str)
-    return out.sort_values("lab")
+    """Per lab: latest value, its change from the previous result, the trend of every numeric result, when,
+    how many, and whether the latest is old (more than LAB_OLD_AFTER_H hours before the stay's newest data)."""
+    cols = ["lab", "latest", "unit", "change", "trend", "at", "age_h", "old", "results"]
+    labs = sorted((m for m in measurements if m.category == "lab"), key=lambda m: m.time)
+    if not labs:
+        return pd.DataFrame(columns=cols)
+    newest = max(m.time for m in measurements)
+    by_lab: dict[str, list[Measurement]] = {}
+    for m in labs:
+        by_lab.setdefault(m.label or m.item, []).append(m)
+    rows = []
+    for lab, results in sorted(by_lab.items()):
+        last = results[-1]
+        numbers = [m.value for m in results if m.value is not None]
+        change = ""
+        if len(numbers) >= 2 and last.value is not None:
+            prev = numbers[-2]
+            arrow = "↑" if last.value > prev else "↓" if last.value < prev else "→"
+            change = f"{arrow} from {prev:g}"
+        age_h = (newest - last.time).total_seconds() / 3600
+        rows.append({"lab": lab, "latest": f"{last.value:g}" if last.value is not None else str(last.text),
+                     "unit": last.unit or "", "change": change, "trend": numbers, "at": last.time,
+                     "age_h": round(age_h, 1), "old": age_h > LAB_OLD_AFTER_H, "results": len(results)})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def downsample_minmax(signal: np.ndarray, fs: float, target_hz: float = ECG_DISPLAY_HZ) -> tuple[np.ndarray, np.ndarray]:

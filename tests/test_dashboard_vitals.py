@@ -38,3 +38,18 @@ def test_panels_in_clinical_order_with_units_ranges_and_marks():
               if isinstance(row, dict) and row.get("outside") is True}
     assert marked == {"hr": 130.0, "sbp": 95.0, "spo2": 91.0}
     assert vitals_chart([]) is None
+
+
+def test_labs_show_change_trend_and_an_old_flag():
+    from dashboard.charts import labs_table
+
+    def lab(name, value, hours):
+        t = T0 + timedelta(hours=hours)
+        return Measurement(event_id=make_event_id("lab", name, hours), stay_id=1, subject_id=1, source="test", time=t,
+                           available_time=t, item=name, label=name, category="lab", value=value, unit="mmol/L")
+
+    table = labs_table([lab("Lactate", 1.2, 0), lab("Lactate", 4.1, 6), lab("Sodium", 140, 1), _m("hr", 80, 40 * 60)])
+    lactate, sodium = (table[table.lab == n].iloc[0] for n in ("Lactate", "Sodium"))
+    assert lactate.latest == "4.1" and lactate.change == "↑ from 1.2" and lactate.trend == [1.2, 4.1]
+    assert lactate.age_h == 34.0 and lactate.old and sodium.change == "" and sodium.results == 1
+    assert labs_table([]).empty

@@ -47,9 +47,14 @@ def render(reader: Reader, stay_id: int) -> None:
     if labs.empty:
         st.caption("No lab results yet.")
     else:
-        st.dataframe(labs, hide_index=True, width="stretch",
-                     column_config={"at": st.column_config.DatetimeColumn("result time (clinical)"),
-                                    "results": st.column_config.NumberColumn("results", help="results kept for this stay")})
+        st.dataframe(labs, hide_index=True, width="stretch", column_config={
+            "change": st.column_config.TextColumn("change", help="against the previous result of this lab"),
+            "trend": st.column_config.LineChartColumn("trend", help="every numeric result of this stay, oldest first"),
+            "at": st.column_config.DatetimeColumn("result time (clinical)"),
+            "age_h": st.column_config.NumberColumn("age (h)", format="%.1f",
+                                                   help="hours before the stay's newest data"),
+            "old": st.column_config.CheckboxColumn(f"old (> {charts.LAB_OLD_AFTER_H:g} h)"),
+            "results": st.column_config.NumberColumn("results", help="results kept for this stay")})
     _ecg(reader, stay_id)
 
 

@@ -12,11 +12,17 @@ NEWS2_THRESHOLDS = {5: "medium (5)", 7: "high (7)"}   # RCP 2017 aggregate-score
 ECG_DISPLAY_HZ = 125.0   # min/max envelope per bucket keeps QRS peaks while drawing 1/4 of the samples
 
 
-def news2_trajectory(history: list[RiskScore], alerts: list[Alert]) -> alt.Chart:
+def time_axis(span=None) -> alt.X:
+    """The clinical-time x axis; `span` (first, last) pins it so the patient page's charts line up."""
+    scale = alt.Scale(domain=[t.isoformat() for t in span]) if span else alt.Undefined
+    return alt.X("time:T", title="clinical time", scale=scale)
+
+
+def news2_trajectory(history: list[RiskScore], alerts: list[Alert], span=None) -> alt.Chart:
     df = pd.DataFrame({"time": [s.scored_at for s in history if "news2" in s.tasks],
                        "points": [s.tasks["news2"].value for s in history if "news2" in s.tasks]})
     line = alt.Chart(df).mark_line(point=True, color="#455a64").encode(
-        x=alt.X("time:T", title="clinical time"),
+        x=time_axis(span),
         y=alt.Y("points:Q", title="NEWS2 (points)", scale=alt.Scale(domain=[0, max(12, int(df.points.max() or 0) + 1)])),
         tooltip=[alt.Tooltip("time:T"), alt.Tooltip("points:Q", title="NEWS2 points")])
     rules = alt.Chart(pd.DataFrame({"y": list(NEWS2_THRESHOLDS), "label": list(NEWS2_THRESHOLDS.values())})).mark_rule(
@@ -32,11 +38,11 @@ def news2_trajectory(history: list[RiskScore], alerts: list[Alert]) -> alt.Chart
 
 
 def probability_trajectory(history: list[RiskScore], task: str, alerts: list[Alert],
-                           thresholds: dict[str, float] | None = None) -> alt.Chart:
+                           thresholds: dict[str, float] | None = None, span=None) -> alt.Chart:
     rows = [(s.scored_at, s.tasks[task].value) for s in history if task in s.tasks]
     df = pd.DataFrame(rows, columns=["time", "risk"])
     line = alt.Chart(df).mark_line(point=True, color="#1565c0").encode(
-        x=alt.X("time:T", title="clinical time"),
+        x=time_axis(span),
         y=alt.Y("risk:Q", title=f"{task} risk", axis=alt.Axis(format=".0%"),
                 scale=alt.Scale(domain=[0, 1])),  # fixed 0-100 %: a rescaled axis makes 3 % look like a crisis
         tooltip=[alt.Tooltip("time:T"), alt.Tooltip("risk:Q", format=".0%", title=f"{task} (rounded)")])

@@ -13,6 +13,7 @@ from datetime import datetime
 import altair as alt
 import pandas as pd
 
+from dashboard.charts import time_axis
 from medm2t.events import Measurement
 
 GCS_PARTS = ("gcs_eye", "gcs_verbal", "gcs_motor")
@@ -57,12 +58,11 @@ def vitals_chart(measurements: list[Measurement], span: tuple[datetime, datetime
     df = vitals_frame(measurements)
     if df.empty:
         return None
-    x_scale = alt.Scale(domain=[t.isoformat() for t in span]) if span else alt.Undefined
-    panels = [p for p in (_panel(p, df, x_scale) for p in PANELS) if p is not None]
+    panels = [p for p in (_panel(p, df, time_axis(span)) for p in PANELS) if p is not None]
     return alt.vconcat(*panels).resolve_scale(color="independent") if panels else None
 
 
-def _panel(panel: Panel, df: pd.DataFrame, x_scale) -> alt.LayerChart | None:
+def _panel(panel: Panel, df: pd.DataFrame, x: alt.X) -> alt.LayerChart | None:
     d = df[df.concept.isin(panel.series)].copy()
     if d.empty:
         return None
@@ -71,7 +71,6 @@ def _panel(panel: Panel, df: pd.DataFrame, x_scale) -> alt.LayerChart | None:
     highs = d.concept.map(lambda c: panel.normal.get(c, (0, float("inf")))[1])
     d["outside"] = d.concept.isin(panel.normal) & ((d.value < lows) | (d.value > highs))
     names = list(dict.fromkeys(panel.series[c] for c in panel.series if c in set(d.concept)))
-    x = alt.X("time:T", title="clinical time", scale=x_scale)
     y = alt.Y("value:Q", title=f"{panel.title} ({panel.unit})", scale=alt.Scale(zero=False),
               axis=alt.Axis(format=panel.number_format))
     tooltip = [alt.Tooltip("time:T"), alt.Tooltip("series:N", title=panel.title),

@@ -34,6 +34,7 @@ def test_panels_in_clinical_order_with_units_ranges_and_marks():
     text = json.dumps(spec, ensure_ascii=False)
     assert "HR reference 51–90 bpm" in text and "systolic reference 111–219 mmHg" in text
     assert ",.1f" in text  # temperature keeps one decimal; the others none
+    assert text.count('"domain": ["2150-01-01T08:00:00", "2150-01-01T10:00:00"]') >= 4  # the shared clinical time axis
     marked = {row["concept"]: row["value"] for ds in spec["datasets"].values() for row in ds
               if isinstance(row, dict) and row.get("outside") is True}
     assert marked == {"hr": 130.0, "sbp": 95.0, "spo2": 91.0}

@@ -31,10 +31,11 @@ def render(reader: Reader, stay_id: int) -> None:
         return
     _header(row)
     _scores(row)
-    _trajectories(reader, row)
     measurements = reader.measurements(stay_id)
+    span = _clinical_span(row, measurements)
+    _trajectories(reader, row, span)
     st.subheader("Vitals", anchor=False)
-    chart = vitals.vitals_chart(measurements)
+    chart = vitals.vitals_chart(measurements, span)
     if chart is None:
         st.caption("No vitals recorded yet.")
     else:
@@ -105,12 +106,18 @@ def _scores(row: StayRow) -> None:
                     unsafe_allow_html=True)
 
 
-def _trajectories(reader: Reader, row: StayRow) -> None:
+def _clinical_span(row: StayRow, measurements) -> tuple | None:
+    """First to last clinical time of the stay's scores and measurements: the x axis every chart here shares."""
+    times = [m.time for m in measurements] + [s.scored_at for h in row.history.values() for s in h]
+    return (min(times), max(times)) if times else None
+
+
+def _trajectories(reader: Reader, row: StayRow, span) -> None:
     st.subheader("Score trajectory", anchor=False)
     left, right = st.columns(2)
     with left:
         if row.history["news2"]:
-            st.altair_chart(charts.news2_trajectory(row.history["news2"], row.alerts), width="stretch")
+            st.altair_chart(charts.news2_trajectory(row.history["news2"], row.alerts, span), width="stretch")
             st.caption("Dashed lines: NEWS2 medium (5) and high (7) trigger levels. Triangles: aggregate alert "
                        "transitions, at their points. Diamonds along the bottom: single-parameter (3 points) alerts, "
                        "when they happened (their 0-3 points are not on this axis).")
@@ -120,7 +127,7 @@ def _trajectories(reader: Reader, row: StayRow) -> None:
         if row.history["medm2t"]:
             card = reader.model_cards().get("medm2t", {})
             st.altair_chart(charts.probability_trajectory(row.history["medm2t"], "mortality", row.alerts,
-                                                          _thresholds(card, "mortality")), width="stretch")
+                                                          _thresholds(card, "mortality"), span), width="stretch")
             latest = row.history["medm2t"][-1]
             mortality = latest.tasks.get("mortality")
             st.caption(f"MedM2T mortality risk, model {html.escape(latest.model_version)}; "

@@ -67,7 +67,7 @@ def write_sample_ward(r: redis.Redis, n_stays: int = 4, seed: int = 7, hours: in
         has_model, stale = i < n_stays - 1 or n_stays == 1, i == n_stays - 1 and n_stays > 1
         src = "sample"
         opened = StayOpened(event_id=make_event_id(src, stay_id, "open"), stay_id=stay_id, subject_id=subject_id,
-                            time=admit, available_time=admit, source=src, hadm_id=20_000_000 + i,
+                            time=admit, available_time=admit, source=src, hadm_id=20_000_000 + i, bed=str(i + 1),
                             static=StaticFeatures(gender="FM"[i % 2], age=float(rng.integers(40, 90)),
                                                   admission_type="EW EMER.", first_careunit="Medical Intensive Care Unit (MICU)",
                                                   height_cm=170.0, weight_kg=float(rng.integers(55, 110))))

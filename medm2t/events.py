@@ -275,6 +275,8 @@ class StayOpened(_Event):
     kind: Literal["stay_opened"] = "stay_opened"
     hadm_id: Id | None = None
     static: StaticFeatures
+    bed: Annotated[str, _text(32)] | None = Field(
+        default=None, description="Bed label on the ward, where the source knows it (ward-mode replays: 1..N).")
 
 
 class Measurement(_Event):

@@ -76,7 +76,8 @@ def merge_recorded(stays: Iterable[list[_Event]]) -> Iterator[Released]:
 
 
 def merge_ward(stays: Iterable[list[_Event]], beds: int, start: datetime, seed: int = 0) -> Iterator[Released]:
-    """Re-anchor stays onto one ward clock starting at `start`, keeping `beds` beds occupied."""
+    """Re-anchor stays onto one ward clock starting at `start`, keeping `beds` beds occupied. Each StayOpened
+    carries its bed's label ("1".."N"), which the ward board shows."""
     if beds < 1:
         raise ValueError("a ward needs at least one bed")
     rng = random.Random(seed)
@@ -90,7 +91,9 @@ def merge_ward(stays: Iterable[list[_Event]], beds: int, start: datetime, seed: 
         if events is None:
             return
         delta = at - stay_anchor(events)
-        it = _releases([shift_event(e, delta) for e in events])
+        shifted = [shift_event(e, delta) for e in events]
+        shifted = [e.model_copy(update={"bed": str(bed + 1)}) if e.kind == "stay_opened" else e for e in shifted]
+        it = _releases(shifted)
         n = next(seq)
         iters[n] = it
         first = next(it)

@@ -54,6 +54,7 @@ def test_ward_board_lists_every_seeded_stay_sorted_by_risk(dash_redis):
     at = run_app()
     board = next(m.value for m in at.markdown if 'id="ward-table"' in m.value)
     positions = {s.stay_id: board.index(str(s.stay_id)) for s in stays}
+    assert all(f"<b>{i + 1}</b></td>" in board for i in range(len(stays)))  # bed numbers from the StayOpened
     for s in stays:
         news2 = s.news2.tasks["news2"]
         assert f"{news2.value:.0f} · {news2.band}" in board

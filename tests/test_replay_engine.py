@@ -64,6 +64,7 @@ def test_ward_keeps_n_beds_occupied_and_admits_when_a_bed_frees():
     for r in out:
         if r.event.kind == "stay_opened":
             assert r.bed not in occupied, "a bed took a second stay before the first left"
+            assert r.event.bed == str(r.bed + 1)  # the StayOpened says which bed, for the ward board
             occupied.add(r.bed)
             admitted_at[r.event.stay_id] = r.at
         elif r.event.kind == "stay_closed":

@@ -52,6 +52,7 @@ def _mortality_header(rows: list[StayRow]) -> tuple[str, str]:
 
 def board_html(rows: list[StayRow], now: float) -> str:
     headers = [
+        ("Bed", "Bed on the ward, where the source gives one (ward-mode replays do); – if unknown"),
         ("Stay", "ICU stay id (subject id below)"),
         ("Hours since admission", "Clinical time from ICU admission to the newest data"),
         ("NEWS2 (rule score, points)", "National Early Warning Score 2 (RCP 2017): points and band; not a probability"),
@@ -84,7 +85,8 @@ def board_html(rows: list[StayRow], now: float) -> str:
         alerts_cell = "<br>".join(fmt.alert_chip(a, r.current_value(a)) for a in ranked) or "none"
         stay = (f'<a href="?view=Patient&stay={r.stay_id}" target="_self"><b>{r.stay_id}</b></a>'
                 f'<br><small>subject {r.subject_id if r.subject_id is not None else "?"}</small>')
-        body.append([stay, html.escape(fmt.hours(r.hours_since_admission)), news2_cell, mort_cell, trend, fresh,
+        bed = html.escape(r.opened.bed) if r.opened is not None and r.opened.bed else "–"
+        body.append([f"<b>{bed}</b>", stay, html.escape(fmt.hours(r.hours_since_admission)), news2_cell, mort_cell, trend, fresh,
                      alerts_cell])
     return fmt.html_table(headers, body, "ward-table")
 

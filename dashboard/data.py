@@ -22,7 +22,7 @@ SCORERS = ("news2", "medm2t")
 BOARD_ROWS = 100           # highest-risk stays drawn on the ward board
 SPARK_POINTS = 48          # history points drawn in a ward-board sparkline
 TRAJECTORY_POINTS = 2000   # history points drawn on the patient page
-FEED_ALERTS = 200          # newest alerts shown in the alert feed
+FEED_ALERTS = keys.ALERT_FEED_LENGTH  # the alert feed shows every alert the worker keeps
 STAY_ALERTS = 50           # newest alerts read per stay
 LATENCY_POINTS = 500
 # Seconds of wall-clock silence after which a stay's data is flagged stale. The worker stamps `last_wall`

@@ -72,6 +72,7 @@ def model_card(scorer: str) -> str:
 WARD_ACTIVE = "ward:active"
 WARD_STAYS = "ward:stays"
 ALERT_FEED = "alerts:feed"
+ALERT_FEED_LENGTH = 1000   # newest alerts kept in the ward feed (the topic keeps them all); the dashboard reads them all
 COUNTERS = "metrics:counters"
 OFFSETS = "input:offsets"
 LATENCY = "metrics:latency"

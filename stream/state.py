@@ -29,7 +29,6 @@ EVALSHA = "EVALSHA"
 
 SCORE_HISTORY = 2000   # score updates kept per stay and scorer
 STAY_ALERTS = 200      # alerts kept per stay
-ALERT_FEED = 1000      # alerts kept in the ward feed
 LATENCY_POINTS = 500
 _EPOCH = datetime(1970, 1, 1)
 
@@ -258,7 +257,7 @@ class StayStore:
         """Queue a scoring batch's global bookkeeping: the ward's alert feed (JSON), counters, batch time."""
         for a in alerts:
             pipe.lpush(keys.ALERT_FEED, a)
-        pipe.ltrim(keys.ALERT_FEED, 0, ALERT_FEED - 1)
+        pipe.ltrim(keys.ALERT_FEED, 0, keys.ALERT_FEED_LENGTH - 1)
         self.note_counts(pipe, counts)
         pipe.lpush(keys.LATENCY, f"{latency_ms:.1f}")
         pipe.ltrim(keys.LATENCY, 0, LATENCY_POINTS - 1)

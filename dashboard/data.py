@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from medm2t.connections import redis_sync, safe_url  # noqa: F401 - safe_url is part of this module's API
 from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened
 from stream import keys
+from stream.alerts import rules_for
 
 SCORERS = ("news2", "medm2t")
 BOARD_ROWS = 100           # highest-risk stays drawn on the ward board
@@ -92,12 +93,9 @@ class StayRow:
 
     def current_value(self, alert: Alert) -> float | None:
         """The alert's signal in the stay's newest score (an alert's own value is the one at its transition)."""
-        if alert.task == "news2:single-parameter":
-            news2 = self.task("news2", "news2")
-            value = news2.detail.get("max_single") if news2 else None
-            return float(value) if isinstance(value, (int, float)) else None
-        task = self.task(alert.scorer, alert.task)
-        return None if task is None else task.value
+        score = self.scores.get(alert.scorer)
+        rule = next((r for r in rules_for(score) if r.key == alert.task), None) if score else None
+        return None if rule is None else rule.signal(score)
 
     def risk_key(self) -> tuple:
         """Sort key, highest risk first after reverse: worst open alert, NEWS2 band, MedM2T mortality, NEWS2 points."""

@@ -42,6 +42,8 @@ def points(v: float | None) -> str:
 def task_value(task: str, value: float) -> str:
     """A value of a known task (as alerts carry it, without its TaskScore kind). NEWS2 alerts carry points,
     the aggregate ("news2") or the highest single parameter ("news2:single-parameter", 0-3)."""
+    if task == "news2:stale-vitals":
+        return f"{value:.1f} h since a vital sign"
     if task == "news2" or task.startswith("news2:"):
         return f"{points(value)} point" + ("" if points(value) == "1" else "s")
     if task.startswith("los"):
@@ -83,7 +85,8 @@ def tier_badge(tier: str | None, text: str | None = None, title: str | None = No
             f'white-space:nowrap"{tip}>{html.escape(text if text is not None else tier)}</span>')
 
 
-ALERT_TASKS = {"news2": "NEWS2", "news2:single-parameter": "NEWS2 single parameter"}
+ALERT_TASKS = {"news2": "NEWS2", "news2:single-parameter": "NEWS2 single parameter",
+               "news2:stale-vitals": "stale vitals (technical)"}
 
 
 def alert_chip(alert, current: float | None, long: bool = False) -> str:

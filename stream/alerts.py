@@ -11,7 +11,8 @@ clinical time unless the signal reaches a higher level than the one that cleared
 `de-escalated` at the lower level.
 
 NEWS2 uses two rules (RCP 2017): the aggregate (>= 5 urgent, >= 7 emergency) and a 3 in any single parameter
-(info). MedM2T probability tasks plug in the same way: `probability_rules(task, ...)`.
+(info), plus a stale-data technical alert (info) when its newest vital sign is STALE_VITALS_HOURS old. Scores
+come with events, so a stay that receives no event at all is not re-checked until its next one. MedM2T probability tasks plug in the same way: `probability_rules(task, ...)`.
 
 The per-(stay, rule) state is a small JSON blob the caller persists (Redis hash {stay:ID}:alertstate).
 """
@@ -146,6 +147,14 @@ def _news2_three_in(score: RiskScore, value: float) -> str:
     return f"NEWS2 single parameter max {value:g}" + (f" ({', '.join(params)})" if params else "")
 
 
+def _newest_vital_age(score: RiskScore) -> float | None:
+    task = score.tasks.get("news2")
+    value = None if task is None else task.detail.get("newest_vital_age_h")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+STALE_VITALS_HOURS = 2.0  # no vital sign for this long while the stay is scored: a stale-data technical alert
+
 NEWS2_RULES = (
     Rule("news2", "news2", _news2_aggregate,
          (Tier("urgent", 5, 4), Tier("emergency", 7, 6)),
@@ -153,6 +162,11 @@ NEWS2_RULES = (
     Rule("news2:single-parameter", "news2", _news2_max_single,
          (Tier("info", 3, 3),),
          _news2_three_in),
+    # Technical, not clinical: the NEWS2 above rests on vitals this old. Clears with the first fresh vital.
+    Rule("news2:stale-vitals", "news2", _newest_vital_age,
+         (Tier("info", STALE_VITALS_HOURS, STALE_VITALS_HOURS),),
+         lambda s, v: f"stale data: no vital signs for {v:.1f} h; NEWS2 rests on older values",
+         clear_after=1, clear_hold=timedelta(0), refractory=timedelta(0)),
 )
 
 

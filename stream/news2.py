@@ -129,6 +129,9 @@ def score_view(view: StayView, inputs_seen: int | None = None) -> RiskScore:
     detail: dict[str, float | int | str | None] = {f"{p}_points": subscores[p] for p in PARAMETERS}
     detail["max_single"] = max((p for p in subscores.values() if p is not None), default=0)
     detail["complete"] = "yes" if not missing else "no: aggregate is a lower bound"
+    vital_times = [m.time for m in latest.values()]
+    # how old the newest vital sign is at this score: the stale-data technical alert reads it (stream/alerts.py)
+    detail["newest_vital_age_h"] = round((view.now - max(vital_times)).total_seconds() / 3600, 3) if vital_times else None
     hours = None
     if view.opened is not None:
         hours = round((view.now - view.opened.time).total_seconds() / 3600.0, 3)

@@ -168,3 +168,19 @@ def test_a_cleared_alert_is_not_raised_again_within_the_refractory_period():
     assert got.index(("raised", "urgent"), 1) == 5  # at 150 min: 60 min after clearing
     # a state blob written before the refractory period existed still loads
     assert RuleState.loads('{"level": null, "below": 0, "below_since": null}') == RuleState()
+
+
+def test_stale_vitals_raise_a_technical_alert_that_clears_with_the_next_vital():
+    from stream.alerts import STALE_VITALS_HOURS
+
+    rule = next(r for r in NEWS2_RULES if r.key == "news2:stale-vitals")
+    state, seen = RuleState(), []
+    stale_at = int(STALE_VITALS_HOURS * 60) + 1
+    for at_min, vitals in ((0, [_m("hr", 80, 0)]), (60, [_m("hr", 80, 0)]), (stale_at, [_m("hr", 80, 0)]),
+                           (200, [_m("hr", 80, 0)]), (210, [_m("hr", 80, 0), _m("hr", 82, 205)])):
+        score = news2.score_view(_view(vitals, now=T0 + timedelta(minutes=at_min)))
+        state, alert = step(rule, state, score)
+        seen.append(None if alert is None else (alert.state, alert.level))
+    assert seen == [None, None, ("raised", "info"), None, ("cleared", "info")]
+    assert score.tasks["news2"].detail["newest_vital_age_h"] == round(5 / 60, 3)
+    assert news2.score_view(_view([], now=T0)).tasks["news2"].detail["newest_vital_age_h"] is None

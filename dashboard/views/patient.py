@@ -119,8 +119,8 @@ def _trajectories(reader: Reader, row: StayRow, span) -> None:
         if row.history["news2"]:
             st.altair_chart(charts.news2_trajectory(row.history["news2"], row.alerts, span), width="stretch")
             st.caption("Dashed lines: NEWS2 medium (5) and high (7) trigger levels. Triangles: aggregate alert "
-                       "transitions, at their points. Diamonds along the bottom: single-parameter (3 points) alerts, "
-                       "when they happened (their 0-3 points are not on this axis).")
+                       "transitions, at their points. Diamonds along the bottom: single-parameter (3 points) "
+                       "and stale-data alerts, when they happened (their values are not on this axis).")
         else:
             st.caption("No NEWS2 history yet.")
     with right:

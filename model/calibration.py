@@ -26,7 +26,6 @@ import numpy as np
 
 from model.metrics import ece
 
-CALIBRATED_TASKS = ("mortality", "cvd_90d")
 _EPS = 1e-12  # float32 sigmoid outputs reach 1e-38 at the low end; 1 - 6e-8 at the high end
 
 

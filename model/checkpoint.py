@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 CHECKPOINT_FORMAT = 1
+HELD_OUT_OF_REFIT = "held out of the refit"  # how model.train names the calibration data it holds back
 
 
 class CheckpointError(ValueError):
@@ -111,11 +112,7 @@ def model_card(meta: dict, featurizer) -> str:
         f"Encoders: {', '.join(featurizer.cfg.modalities)}; wide head (linear on static inputs and per-item "
         f"summaries): {'yes' if featurizer.cfg.wide_head else 'no'}.",
         "",
-        *(["The saved weights were refit on training + half of the validation stays after model selection. The",
-           "`validation` metrics below come from the model before that refit, on the data that chose its epoch",
-           "count and L2 strength, so they are somewhat optimistic; `calibration_holdout` is the refit model on the",
-           "other half (unseen in training, in-sample for the temperatures). Judge the model on data it never saw.", ""]
-          if "refit" in info else []),
+        *(_refit_lines(info["refit"]) if "refit" in info else []),
         "## Training data",
         "",
         *(f"- {k}: {v}" for k, v in info.items()),
@@ -164,10 +161,20 @@ def _calibration_lines(meta: dict) -> list[str]:
                      f"{t.n:,} | {_num(t.ece_before)} | {_num(t.ece_after)} |")
     if cal.los_mae_days is not None:
         lines += ["", f"los_remaining is a point estimate in days (no interval); validation MAE {cal.los_mae_days:.2f} days."]
-    if "refit" in meta.get("train_info", {}):
+    if cal.data.endswith(HELD_OUT_OF_REFIT):
         lines += ["", "The model was refit on the training stays plus half of the validation subjects; the other "
                   "half, which the refit model never trained on, fitted the temperatures."]
     return lines + [""]
+
+
+def _refit_lines(refit: dict) -> list[str]:
+    share = "half of the validation stays" if "calibration_stays" in refit else "all validation stays"
+    return [f"The saved weights were refit on training + {share} after model selection. The `validation`",
+            "metrics below come from the model before that refit, on the data that chose its epoch count and L2",
+            "strength, so they are somewhat optimistic"
+            + ("; `calibration_holdout` is the refit model on the other half (unseen in training, in-sample for the"
+               " temperatures)." if "calibration_stays" in refit else "."),
+            "Judge the model on data it never saw.", ""]
 
 
 def _num(x) -> str:

@@ -39,6 +39,7 @@ import numpy as np
 
 from model.batches import iterate, make_batch, mean_loss, multitask_loss
 from model.calibration import short_data_name
+from model.checkpoint import HELD_OUT_OF_REFIT
 from model.evaluate import evaluate_model, metrics_from_predictions
 from model.wide import fit_wide_head
 
@@ -374,7 +375,7 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
                                               info["wide_head"].get("l2"))
         info["refit"] = {**info_refit, "calibration_stays": len(cal_idx)}
         metrics["calibration_holdout"], calibration = validate_and_calibrate(
-            model, featurizer, vc, cal_idx, opts, f"{len(cal_idx)} stays of {val_name} held out of the refit")
+            model, featurizer, vc, cal_idx, opts, f"{len(cal_idx)} stays of {val_name} {HELD_OUT_OF_REFIT}")
     else:
         metrics["validation"], calibration = validate_and_calibrate(model, featurizer, vc, val_idx, opts, val_name)
     train_info.update(info)

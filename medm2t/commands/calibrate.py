@@ -7,10 +7,11 @@ from pathlib import Path
 
 EPILOG = """Fits one temperature per task (mortality, cvd_90d) by minimising the log-loss on the data's stays
 at the evaluation landmarks (6/12/24/48 h where reached, and the end of data), writes it into CKPT_DIR's
-meta.json and model card (a temperature that does not improve the log-likelihood significantly, by a
-likelihood-ratio test per stay at 5 %, is recorded but not applied), and gives the checkpoint a new model_version (suffix -cal<digest>). Use data the
-model was not trained on; `medm2t train` already does this with its validation stays. Temperature scaling
-keeps AUROC and AUPRC; it changes how far the probabilities can be read as frequencies (ECE)."""
+meta.json and model card, and gives the checkpoint a new model_version (suffix -cal<digest>). A
+temperature that does not improve the log-likelihood significantly (likelihood-ratio test per stay, 5 %)
+is recorded but not applied. Use data the model was not trained on; `medm2t train` already does this with
+its validation stays. Temperature scaling keeps AUROC and AUPRC; it changes how far the probabilities can
+be read as frequencies (ECE)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:

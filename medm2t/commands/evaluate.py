@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
               f"{_fmt(mo['average_precision']):>7} {_fmt(mo['brier']):>7} {_fmt(mo['ece']):>7}")
         print(f"{at:>5} {'los_remaining':<14} {lo['n']:>6} {'':>39} {_fmt(lo['mae']):>7}")
     cal = result["calibration"]
-    print(f"\nmortality reliability ({'calibrated on ' + cal['data'] if cal else 'uncalibrated'}): "
+    print(f"\nmortality reliability ({'calibration fitted on ' + cal['data'] if cal else 'uncalibrated'}): "
           "observed rate / mean predicted (count) per bin of predicted probability")
     print(f"{'bin':>9} " + " ".join(f"{at:>20}" for at, _ in rows))
     for b in range(10):
@@ -79,6 +79,8 @@ def write_reliability_png(result: dict, path: Path) -> None:
     """Observed rate against mean predicted probability per bin, one line per landmark, points sized by count."""
     import matplotlib
 
+    from model.calibration import short_data_name
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -91,8 +93,8 @@ def write_reliability_png(result: dict, path: Path) -> None:
                     label=f"{at} (n={mo['n']}, ECE {_fmt(mo['ece'])})")
     cal = result.get("calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted mortality probability", ylabel="observed mortality rate",
-           title=f"{result['checkpoint']['model_version']}\n{'calibrated on ' + cal['data'] if cal else 'uncalibrated'}"
-                 f", data {Path(result['data']['spec'].split(':')[1]).name}")
+           title=f"{result['checkpoint']['model_version']}\n{'calibration fitted on ' + cal['data'] if cal else 'uncalibrated'}"
+                 f", data {short_data_name(result['data']['spec'])}")
     ax.title.set_fontsize(8)
     ax.legend(fontsize=7, loc="upper left")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -266,7 +266,7 @@ class Featurizer:
 
     # ---- fitting
     @classmethod
-    def fit(cls, stays: Sequence[list[_Event]], cfg: ModelConfig) -> Featurizer:
+    def fit(cls, stays: Sequence[list[_Event]], cfg: ModelConfig, progress: bool = True) -> Featurizer:
         from tqdm import tqdm
 
         numeric: dict[str, list[float]] = defaultdict(list)
@@ -280,7 +280,7 @@ class Featurizer:
         ecg_offsets: list[float] = []
         stmts: Counter = Counter()
         concepts = set(cfg.vital_concepts)
-        for events in tqdm(stays, desc="fit featurizer", unit="stay", leave=False, disable=len(stays) < 500):
+        for events in tqdm(stays, desc="fit featurizer", unit="stay", leave=False, disable=not progress or len(stays) < 500):
             admit = _admission(events)
             for e in events:
                 if isinstance(e, Measurement):

@@ -289,7 +289,7 @@ def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_pa
     if "featurizer" in state:
         featurizer = Featurizer.from_dict(state["featurizer"])
     else:
-        featurizer = Featurizer.fit(train_stays, cfg)
+        featurizer = Featurizer.fit(train_stays, cfg, opts.progress)
     train_samples = training_samples(cohort, train_idx, featurizer, opts.n_random, opts.seed, opts.use_cache, opts.progress)
     val_samples = training_samples(val_cohort, val_idx, featurizer, opts.n_random, opts.seed + 7919,
                                    opts.use_cache, opts.progress) if val_idx else []
@@ -417,7 +417,7 @@ def refit(cohort, train_idx, val_cohort, val_idx, cfg, opts: TrainOptions, epoch
     compact = [cohort.compact[i] for i in train_idx] + [val_cohort.compact[i] for i in val_idx]
     key = hashlib.sha1(repr((cohort.key, list(train_idx), val_cohort.key, list(val_idx))).encode()).hexdigest()[:16]
     merged = Cohort(f"{cohort.spec}+{val_cohort.spec}", compact, [], key)
-    featurizer = Featurizer.fit(merged.stays, cfg)
+    featurizer = Featurizer.fit(merged.stays, cfg, opts.progress)
     samples = training_samples(merged, list(range(len(compact))), featurizer, opts.n_random, opts.seed,
                                opts.use_cache, opts.progress)
     model = build_model(cfg, featurizer, opts.seed + 1).to(opts.device)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from medm2t.connections import redis_sync, safe_url  # noqa: F401 - safe_url is part of this module's API
 from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened
 from stream import keys
-from stream.alerts import rules_for
+from stream.alerts import RANK, rules_for
 
 SCORERS = ("news2", "medm2t")
 BOARD_ROWS = 100           # highest-risk stays drawn on the ward board
@@ -30,7 +30,6 @@ LATENCY_POINTS = 500
 # when data arrives, so this measures the feed, whatever the replay speed.
 STALE_AFTER_S = 120.0
 NEWS2_BAND_RANK = {"low": 0, "low-medium": 1, "medium": 2, "high": 3}
-LEVEL_RANK = {"info": 0, "urgent": 1, "emergency": 2}
 
 
 def connect(url: str | None = None, settings=None) -> redis.Redis:
@@ -101,7 +100,7 @@ class StayRow:
         """Sort key, highest risk first after reverse: worst open alert, NEWS2 band, MedM2T mortality, NEWS2 points."""
         news2 = self.task("news2", "news2")
         mort = self.task("medm2t", "mortality")
-        worst = max((LEVEL_RANK.get(a.level, 0) + 1 for a in self.open_alerts), default=0)
+        worst = max((RANK[a.level] for a in self.open_alerts), default=0)
         return (worst, NEWS2_BAND_RANK.get(news2.band, -1) if news2 else -1,
                 mort.value if mort else -1.0, news2.value if news2 else -1.0)
 

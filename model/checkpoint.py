@@ -56,15 +56,14 @@ def save_checkpoint(directory, model, featurizer, cfg, metrics: dict, train_info
     return out
 
 
-def set_calibration(directory, calibration) -> dict:
-    """Store `calibration` in an existing checkpoint (new model_version, model card rewritten); -> meta."""
-    from model.features import Featurizer
-
+def set_calibration(directory, calibration, featurizer) -> dict:
+    """Store `calibration` in an existing checkpoint (new model_version, model card rewritten); -> meta.
+    `featurizer`: the checkpoint's own, as load_checkpoint returned it (the card lists its items)."""
     d = Path(directory)
     meta = json.loads((d / "meta.json").read_text())
     meta["calibration"] = calibration.to_dict()
     meta["model_version"] = _model_version(d / "weights.pt", meta["architecture"], calibration)
-    _write_meta(d, meta, Featurizer.from_dict(json.loads((d / "featurizer.json").read_text())))
+    _write_meta(d, meta, featurizer)
     return meta
 
 

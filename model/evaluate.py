@@ -57,7 +57,7 @@ def metrics_from_predictions(p: dict) -> dict:
     lm = p["landmark"]
     out = _task_metrics(p, lm == "end")
     out["stays_scored"] = int((lm == "end").sum())
-    out["stays_static_only"] = int((p["static_only"] & (lm == "end")).sum()) if "static_only" in p else None
+    out["stays_static_only"] = int((p["static_only"] & (lm == "end")).sum())
     out["landmarks"] = {
         name: _task_metrics(p, lm == name) for name in ("6h", "12h", "24h", "48h") if (lm == name).any()
     }

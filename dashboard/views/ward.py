@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import format as fmt
 from dashboard.data import BOARD_ROWS, STALE_AFTER_S, Reader, StayRow
+from stream.alerts import RANK
 
 NO_DATA = "No data yet: no active stays in Redis. Start the worker and a replay (`medm2t demo` does both)."
 
@@ -81,7 +82,7 @@ def board_html(rows: list[StayRow], now: float) -> str:
         fresh = html.escape(fmt.age(age))
         if r.stale(now):
             fresh = fmt.tier_badge("urgent", f"stale · {fmt.age(age)}")
-        ranked = sorted(r.open_alerts, key=lambda a: ("info", "urgent", "emergency").index(a.level), reverse=True)
+        ranked = sorted(r.open_alerts, key=lambda a: RANK[a.level], reverse=True)
         alerts_cell = "<br>".join(fmt.alert_chip(a, r.current_value(a)) for a in ranked) or "none"
         stay = (f'<a href="?view=Patient&stay={r.stay_id}" target="_self"><b>{r.stay_id}</b></a>'
                 f'<br><small>subject {r.subject_id if r.subject_id is not None else "?"}</small>')

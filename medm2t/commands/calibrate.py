@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if not calibration.tasks:
         raise UserError(f"{args.data}: no task has both outcomes in these stays, so nothing can be calibrated")
     before = meta["model_version"]
-    meta = set_calibration(args.checkpoint, calibration)
+    meta = set_calibration(args.checkpoint, calibration, featurizer)
     if args.json:
         print(json.dumps({"model_version": meta["model_version"], "previous_version": before,
                           "calibration": calibration.to_dict()}))

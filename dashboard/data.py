@@ -255,9 +255,11 @@ class Reader:
 
 
 def open_alerts(alerts: list[Alert]) -> list[Alert]:
-    """The alerts still open: per (scorer, task), the newest transition unless it is 'cleared'.
-    `alerts` is newest first, as the worker stores it."""
+    """The alerts still open: per (scorer, task), the newest record unless it is 'cleared' (each record carries
+    the alert's lifecycle as of then; a comment changes nothing, so it is skipped). `alerts` is newest first,
+    as the worker stores it."""
     newest: dict[tuple[str, str], Alert] = {}
     for alert in alerts:
-        newest.setdefault((alert.scorer, alert.task), alert)
+        if alert.state != "commented":
+            newest.setdefault((alert.scorer, alert.task), alert)
     return [a for a in newest.values() if a.state != "cleared"]

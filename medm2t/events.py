@@ -535,7 +535,15 @@ class RiskScore(BaseModel):
     missing: tuple[str, ...] = Field(default=(), description="Inputs the scorer wanted but did not have.")
 
 
+AlertState = Literal["raised", "escalated", "de-escalated", "acknowledged", "snoozed", "unsnoozed", "re-presented",
+                     "commented", "cleared"]
+
+
 class Alert(BaseModel):
+    """One record of an alert's lifecycle (IHE ACM-like): raised -> acknowledged / snoozed -> escalated ->
+    cleared, each state change made by the engine or by a person. The records of one stay, in order, are the
+    alert audit trail. Fields added after the first version have defaults, so older records still read."""
+
     model_config = ConfigDict(extra="forbid")
 
     alert_id: str
@@ -545,10 +553,55 @@ class Alert(BaseModel):
     model_version: str
     task: str
     level: Literal["info", "urgent", "emergency"]
-    state: Literal["raised", "escalated", "de-escalated", "cleared"]
+    state: AlertState = Field(description="'escalated' with the same escalation count: the level rose; with the "
+                                          "count one higher: nobody acknowledged it in time. 'commented' changes "
+                                          "nothing, it records a note.")
     reason: str
-    value: float
-    at: datetime
+    value: float = Field(description="The rule's signal in the score that caused the record (the latest score "
+                                     "for a person's action).")
+    at: datetime = Field(description="Clinical clock of the record.")
+    episode_id: str = Field("", description="alert_id of the 'raised' record that opened this alert; every later "
+                                            "record of the same alert carries it. Actions name it or any record of it.")
+    escalation: int = Field(0, ge=0, description="Times this alert escalated because nobody acknowledged it.")
+    acknowledged_by: str | None = Field(None, description="Who acknowledged the alert at its current level.")
+    snoozed_until: datetime | None = Field(None, description="Clinical clock the snooze ends at, while snoozed.")
+    by: str = Field("system", description="Who made the change: 'system' for the alert engine, else the user.")
+    wall_at: datetime | None = Field(None, description="Wall clock (UTC) the record was made.")
+    score_id: str | None = Field(None, description="The score that caused it (engine records).")
+    action_id: str | None = Field(None, description="The AlertAction that caused it (a person's records).")
+
+
+def _who(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must name who acts (a user name, not blank)")
+    return v.strip()
+
+
+class AlertAction(BaseModel):
+    """A person acting on an alert, sent to risk.alert-actions.v1 (keyed by stay_id). `action_id` makes it
+    idempotent: the same action sent twice is applied once. The worker dead-letters an action on an alert it
+    does not know, on one that is no longer open (all but comment), a snooze past the maximum or without a reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action_id: Annotated[str, Field(min_length=1, max_length=128)]
+    alert_id: Annotated[str, Field(min_length=1, max_length=128)]
+    stay_id: int = Field(ge=1)
+    action: Literal["ack", "snooze", "unsnooze", "comment"]
+    by: Annotated[str, Field(max_length=128), AfterValidator(_who)]
+    reason: Annotated[str, Field(max_length=500)] | None = Field(None, description="Required for snooze and comment.")
+    snooze_minutes: float | None = Field(None, gt=0, description="Snooze length in clinical minutes (snooze only).")
+    at: datetime = Field(description="Wall clock (UTC) of the action.")
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.action in ("snooze", "comment") and not (self.reason or "").strip():
+            raise ValueError(f"a {self.action} needs a reason")
+        if self.action == "snooze" and self.snooze_minutes is None:
+            raise ValueError("a snooze needs snooze_minutes")
+        if self.action != "snooze" and self.snooze_minutes is not None:
+            raise ValueError("snooze_minutes belongs to a snooze only")
+        return self
 
 
 class DeadLetter(BaseModel):
@@ -563,4 +616,5 @@ class DeadLetter(BaseModel):
     at: datetime = Field(description="Wall clock (UTC) when it was rejected.")
 
 
-OUTPUT_TYPES: dict[str, type[BaseModel]] = {"risk_score": RiskScore, "alert": Alert, "dead_letter": DeadLetter}
+OUTPUT_TYPES: dict[str, type[BaseModel]] = {"risk_score": RiskScore, "alert": Alert, "alert_action": AlertAction,
+                                            "dead_letter": DeadLetter}

@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     checkpoint: Path = Field(DEMO_CHECKPOINT, description="MedM2T checkpoint folder.")
     device: str = Field("auto", description="auto, cpu or cuda.")
     metrics_port: int = Field(0, description="Port of the worker's Prometheus /metrics on 127.0.0.1 (0 = off).")
+    escalate_after_min: float = Field(15.0, gt=0, description="An urgent or emergency alert nobody acknowledged "
+                                                              "escalates after this many clinical minutes.")
+    snooze_max_min: float = Field(240.0, gt=0, description="Longest snooze allowed, in clinical minutes.")
+
+    def lifecycle(self):
+        """The alert lifecycle these settings ask for (stream.alerts.Lifecycle)."""
+        from datetime import timedelta
+
+        from stream.alerts import Lifecycle
+
+        return Lifecycle(timedelta(minutes=self.escalate_after_min), timedelta(minutes=self.snooze_max_min))
 
     # Dashboard
     dashboard_port: int = 8501

@@ -5,11 +5,12 @@
 EVENTS = "icu.events.v1"        # stay opened/closed, measurements and ECGs (canonical events, JSON)
 OUTCOMES = "icu.outcomes.v1"    # evaluation only: never read by the model
 SCORES = "risk.scores.v1"       # every score update (RiskScore JSON)
-ALERTS = "risk.alerts.v1"       # alert lifecycle (Alert JSON)
+ALERTS = "risk.alerts.v1"       # alert lifecycle and audit trail (Alert JSON)
+ACTIONS = "risk.alert-actions.v1"  # people acting on alerts: ack, snooze, unsnooze, comment (AlertAction JSON)
 DEADLETTER = "icu.deadletter.v1"  # malformed input with its reason (DeadLetter JSON)
 
 INPUT_TOPICS = (EVENTS,)
-ALL_TOPICS = (EVENTS, OUTCOMES, SCORES, ALERTS, DEADLETTER)
+ALL_TOPICS = (EVENTS, OUTCOMES, SCORES, ALERTS, ACTIONS, DEADLETTER)
 
 
 def topic_for(kind: str) -> str:

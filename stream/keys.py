@@ -16,11 +16,14 @@ and can be updated atomically in one MULTI/EXEC or Lua script.
 | {stay:ID}:ecgs                   | zset   | Ecg JSON, score = effective point, the latest the scorers read        |
 | {stay:ID}:score:SCORER           | string | latest RiskScore JSON of that scorer                                |
 | {stay:ID}:history:SCORER         | zset   | RiskScore JSON, score = scored_at epoch s (bounded)                 |
-| {stay:ID}:alerts                 | list   | Alert JSON, newest first (bounded)                                  |
-| {stay:ID}:alertstate             | hash   | SCORER/RULE -> alert engine state JSON (level, hysteresis count)    |
+| {stay:ID}:alerts                 | list   | Alert JSON, newest first: the stay's alert audit trail (bounded)    |
+| {stay:ID}:alertbyid              | hash   | alert_id -> Alert JSON (what an action names is looked up here)     |
+| {stay:ID}:alertstate             | hash   | SCORER/RULE -> alert engine state JSON (level, hysteresis, lifecycle)|
+| {stay:ID}:actions                | hash   | action_id -> alert_id of each AlertAction applied (idempotency)     |
 | ward:active                      | zset   | stay_id, score = last_wall; closed stays are removed                |
 | ward:stays                       | set    | every stay_id the worker has seen                                   |
 | alerts:feed                      | list   | Alert JSON, newest first (capped)                                   |
+| alerts:stays                     | hash   | alert_id -> stay_id (so `medm2t alerts ack ID` can find the stay)   |
 | metrics:counters                 | hash   | events_in, duplicates, deadletters, batches, scores, alerts, ...    |
 | metrics:latency                  | list   | recent batch latencies in ms (capped)                               |
 | input:offsets                    | hash   | partition -> last input offset delivered to a worker                |
@@ -65,6 +68,14 @@ def alert_state(stay_id: int) -> str:
     return stay(stay_id, "alertstate")
 
 
+def alert_by_id(stay_id: int) -> str:
+    return stay(stay_id, "alertbyid")
+
+
+def actions(stay_id: int) -> str:
+    return stay(stay_id, "actions")
+
+
 def model_card(scorer: str) -> str:
     return f"models:{scorer}"
 
@@ -72,6 +83,7 @@ def model_card(scorer: str) -> str:
 WARD_ACTIVE = "ward:active"
 WARD_STAYS = "ward:stays"
 ALERT_FEED = "alerts:feed"
+ALERT_STAYS = "alerts:stays"
 ALERT_FEED_LENGTH = 1000   # newest alerts kept in the ward feed (the topic keeps them all); the dashboard reads them all
 COUNTERS = "metrics:counters"
 OFFSETS = "input:offsets"

@@ -26,9 +26,11 @@ from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 from medm2t import topics
-from medm2t.events import DeadLetter, Ecg, Measurement, RiskScore, StayClosed, StayOpened, _Event, make_event_id
+from medm2t.events import (
+    Alert, AlertAction, DeadLetter, Ecg, Measurement, RiskScore, StayClosed, StayOpened, _Event, make_event_id,
+)
 from stream import metrics
-from stream.alerts import RuleState, rules_for, step
+from stream.alerts import ActionRejected, Lifecycle, RuleState, act, rules_for, step
 from stream.scoring import Scorer, StayPoint, canonical_order
 from stream.state import Incoming, StayStore, StoredStay, epoch, from_epoch
 from stream.validation import InvalidMessage, validate_message
@@ -73,8 +75,9 @@ class StayRuntime:
 
 class Pipeline:
     def __init__(self, store: StayStore, scorers: Sequence[Scorer], send: Send, batch_max: int = 256,
-                 idle_ms: int = 100, caught_up: Callable[[int], bool] = lambda p: True):
-        self.store, self.scorers, self.send = store, list(scorers), send
+                 idle_ms: int = 100, caught_up: Callable[[int], bool] = lambda p: True,
+                 lifecycle: Lifecycle = Lifecycle()):
+        self.store, self.scorers, self.send, self.lifecycle = store, list(scorers), send, lifecycle
         self.batch_max, self.idle_s, self.caught_up = batch_max, idle_ms / 1000.0, caught_up
         self.stays: dict[int, StayRuntime] = {}
         self.clock: dict[int, datetime] = {}        # partition -> latest available_time delivered on it
@@ -86,6 +89,7 @@ class Pipeline:
         self.stats: dict[str, int] = defaultdict(int)
         self._uncounted: dict[str, int] = defaultdict(int)  # Redis counters not yet written: they ride along
                                                              # with the next round trip (or the next idle tick)
+        self._actions: list[tuple[Message, AlertAction]] = []  # valid actions, applied by the scoring loop
         self._wake = asyncio.Event()
         self._state = asyncio.Lock()    # held while clocks, buffers or the set of stays change
 
@@ -229,6 +233,74 @@ class Pipeline:
         self._uncounted["deadletters"] += 1
         metrics.count("deadletters")
 
+    # ---- people acting on alerts ------------------------------------------------------------------------
+
+    async def act_on(self, messages: Sequence[Message]) -> None:
+        """Queue valid AlertActions for the scoring loop (the one writer of alert state); dead-letter the rest."""
+        from pydantic import ValidationError
+
+        for msg in messages:
+            try:
+                action = AlertAction.model_validate_json(msg.value or b"")
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(x) for x in first["loc"]) or "message"
+                await self._dead(msg, f"invalid alert action: {where}: {first['msg']}")
+                continue
+            self._actions.append((msg, action))
+        self._wake.set()
+
+    async def apply_actions(self) -> int:
+        """Apply the queued actions in arrival order: each is one record on risk.alerts.v1 and in the stay's
+        audit trail, published before it is stored (like scores). Returns how many were applied."""
+        if not self._actions:
+            return 0
+        queued, self._actions = self._actions, []
+        by_stay: dict[int, tuple[dict[str, str], list[tuple[str, str]], dict[str, str]]] = {}
+        deliveries = []
+        async with self._state:  # an ingest must not load a stay from Redis half-way through
+            for msg, action in queued:
+                done, raw = await self._with_redis("action lookup", lambda: self.store.acted_on(
+                    action.stay_id, action.action_id, action.alert_id))
+                states, records, applied = by_stay.get(action.stay_id, ({}, [], {}))
+                if done or action.action_id in applied:  # redelivered: applied once only
+                    self.stats["duplicate_actions"] += 1
+                    continue
+                if raw is None:
+                    await self._dead(msg, f"unknown alert {action.alert_id} for stay {action.stay_id}")
+                    continue
+                acted_on = Alert.model_validate_json(raw)
+                await self._ensure_loaded([(action.stay_id, None)])
+                rt = self.stays[action.stay_id]
+                rule_key = f"{acted_on.scorer}/{acted_on.task}"
+                try:
+                    new, record = act(RuleState.loads(rt.alert_state.get(rule_key)), action, acted_on,
+                                      rt.scored or acted_on.at, self.lifecycle)
+                except ActionRejected as exc:
+                    await self._dead(msg, str(exc))
+                    continue
+                states, records, applied = by_stay.setdefault(action.stay_id, ({}, [], {}))
+                states[rule_key] = rt.alert_state[rule_key] = new.dumps()
+                records.append((record.alert_id, record.model_dump_json()))
+                applied[action.action_id] = action.alert_id
+                deliveries.append(await self.send(topics.ALERTS, str(action.stay_id).encode(), records[-1][1].encode()))
+            await asyncio.gather(*deliveries)
+            feed = [(sid, alert_id, raw) for sid, (_, records, _) in by_stay.items() for alert_id, raw in records]
+
+            async def write():
+                pipe = self.store.r.pipeline(transaction=False)
+                for sid, (states, records, applied) in by_stay.items():
+                    self.store.record(pipe, sid, states, records, applied)
+                self.store.note_batch(pipe, feed, {"actions": len(feed)})
+                return await pipe.execute()
+
+            if by_stay:
+                await self._with_redis("record actions", write)
+            for sid in by_stay:  # a closed stay loaded only for its actions leaves memory again
+                self._forget_if_finished(sid)
+        self.stats["actions"] += len(feed)
+        return len(feed)
+
     # ---- state from Redis ------------------------------------------------------------------------------
 
     async def _ensure_loaded(self, stays: Sequence[tuple[int, int | None]]) -> None:
@@ -241,6 +313,8 @@ class Pipeline:
 
     def _rebuild(self, st: StoredStay, partition: int) -> StayRuntime:
         meta = st.meta
+        if partition < 0:  # loaded for an action, not from a partition: where its events arrive
+            partition = int(meta.get("partition") or -1)
         rt = StayRuntime(st.stay_id, int(meta.get("subject_id") or 0), partition,
                          {s.name: s.new_state() for s in self.scorers})
         rt.scored = st.mark("scored")
@@ -329,7 +403,8 @@ class Pipeline:
     async def run(self, tick_s: float = 0.02) -> None:
         """The scoring loop: score whatever is complete, at once; wait when nothing is."""
         while True:
-            if not await self.score_ready():
+            acted = await self.apply_actions()
+            if not await self.score_ready() and not acted:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=tick_s)
@@ -413,13 +488,20 @@ class Pipeline:
         step_s = scorer.needs.cadence.total_seconds()
         return epoch(at) // step_s > epoch(last) // step_s
 
+    def _forget_if_finished(self, stay_id: int) -> None:
+        """A closed stay with nothing left to score leaves memory."""
+        rt = self.stays.get(stay_id)
+        if rt is not None and rt.closed_at is not None and not rt.buffer and rt.scored is not None \
+                and rt.scored >= rt.closed_at:
+            del self.stays[stay_id]
+
     async def _publish_and_commit(self, batch, start, per_stay, last_point, timelines) -> None:
         """Publish the batch's scores and alerts, wait until they are delivered, then COMMIT each stay and the
         batch's bookkeeping in one Redis round trip."""
         deliveries, feed, commits = [], [], []
         n_scores = n_alerts = 0
         for rt in batch:
-            alerts: list[str] = []
+            alerts: list[tuple[str, str]] = []
             changed: dict[str, str] = {}
             scores_by: dict[str, list[tuple[datetime, str]]] = {}
             key = str(rt.stay_id).encode()
@@ -433,15 +515,15 @@ class Pipeline:
                     deliveries.append(await self.send(topics.SCORES, key, raw.encode()))
                     for rule in rules_for(score):
                         rule_key = f"{score.scorer}/{rule.key}"
-                        new, alert = step(rule, RuleState.loads(rt.alert_state.get(rule_key)), score)
+                        new, alert = step(rule, RuleState.loads(rt.alert_state.get(rule_key)), score, self.lifecycle)
                         changed[rule_key] = rt.alert_state[rule_key] = new.dumps()
                         if alert is not None:
-                            alerts.append(alert.model_dump_json())
+                            alerts.append((alert.alert_id, alert.model_dump_json()))
                 n_scores += len(scores)
-            for a in alerts:
+            for _, a in alerts:
                 deliveries.append(await self.send(topics.ALERTS, key, a.encode()))
             n_alerts += len(alerts)
-            feed += alerts
+            feed += [(rt.stay_id, alert_id, a) for alert_id, a in alerts]
             commits.append((rt, scores_by, changed, alerts))
         await asyncio.gather(*deliveries)   # published before committed: a crash here only republishes
         published = time.time()
@@ -463,9 +545,8 @@ class Pipeline:
 
         await self._with_redis("commit", commit)
         async with self._state:
-            for rt, *_ in commits:  # a closed stay with nothing left to score leaves memory
-                if rt.closed_at is not None and not rt.buffer and rt.scored is not None and rt.scored >= rt.closed_at:
-                    self.stays.pop(rt.stay_id, None)
+            for rt, *_ in commits:
+                self._forget_if_finished(rt.stay_id)
         for name, n in counts.items():
             self.stats[name] += n
         metrics.count("scores", n_scores)

@@ -28,7 +28,7 @@ from stream.scoring import Needs
 EVALSHA = "EVALSHA"
 
 SCORE_HISTORY = 2000   # score updates kept per stay and scorer
-STAY_ALERTS = 200      # alerts kept per stay
+STAY_ALERTS = 2000     # alert records kept per stay: its audit trail (the topic keeps them all)
 LATENCY_POINTS = 500
 _EPOCH = datetime(1970, 1, 1)
 
@@ -70,11 +70,26 @@ end
 return out
 """
 
+
+
+def _store_alerts(state_key: int, list_key: int, by_id_key: int) -> str:
+    """Lua shared by COMMIT and RECORD: rule states into one hash, alert records onto the stay's list (newest
+    first) and into its by-id hash; the arguments are the KEYS indices of the three."""
+    return f"""
+local n_state = tonumber(ARGV[a]); a = a + 1
+for i = 0, n_state - 1 do redis.call('HSET', KEYS[{state_key}], ARGV[a], ARGV[a + 1]); a = a + 2 end
+local n_alerts = tonumber(ARGV[a]); a = a + 1
+for i = 0, n_alerts - 1 do
+  redis.call('LPUSH', KEYS[{list_key}], ARGV[a + 1]); redis.call('HSET', KEYS[{by_id_key}], ARGV[a], ARGV[a + 1]); a = a + 2
+end
+if n_alerts > 0 then redis.call('LTRIM', KEYS[{list_key}], 0, {STAY_ALERTS} - 1) end
+"""
+
 _COMMIT = """
--- KEYS: meta events ecgs alertstate alerts, then per scorer: latest history
+-- KEYS: meta events ecgs alertstate alerts alertbyid, then per scorer: latest history
 -- ARGV: scored scored_iso n_inputs lookback_s ecgs_keep band n_scorers,
 --       per scorer: name n_hist latest (n_hist x (epoch json)),
---       n_state (n_state x (field json)), n_alerts (n_alerts x json)
+--       n_state (n_state x (field json)), n_alerts (n_alerts x (alert_id json))
 local scored = tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'scored', ARGV[1], 'last_time', ARGV[2], 'n_inputs', ARGV[3], 'band', ARGV[6])
 local lookback = tonumber(ARGV[4])
@@ -86,24 +101,31 @@ local a = 8
 for s = 0, tonumber(ARGV[7]) - 1 do
   local name, n_hist, latest = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
   a = a + 3
-  local hist = KEYS[7 + 2 * s]
+  local hist = KEYS[8 + 2 * s]
   for h = 0, n_hist - 1 do
     redis.call('ZADD', hist, ARGV[a], ARGV[a + 1])
     a = a + 2
   end
   if n_hist > 0 then
-    redis.call('SET', KEYS[6 + 2 * s], latest)
+    redis.call('SET', KEYS[7 + 2 * s], latest)
     redis.call('HSET', KEYS[1], 'scored:' .. name, ARGV[a - 2])
     redis.call('ZREMRANGEBYRANK', hist, 0, -HISTORY - 1)
   end
 end
-local n_state = tonumber(ARGV[a]); a = a + 1
-for i = 0, n_state - 1 do redis.call('HSET', KEYS[4], ARGV[a], ARGV[a + 1]); a = a + 2 end
-local n_alerts = tonumber(ARGV[a]); a = a + 1
-for i = 0, n_alerts - 1 do redis.call('LPUSH', KEYS[5], ARGV[a]); a = a + 1 end
-if n_alerts > 0 then redis.call('LTRIM', KEYS[5], 0, STAY_ALERTS - 1) end
+STORE_ALERTS
 return 1
-""".replace("STAY_ALERTS", str(STAY_ALERTS)).replace("HISTORY", str(SCORE_HISTORY))
+""".replace("STORE_ALERTS", _store_alerts(4, 5, 6)).replace("HISTORY", str(SCORE_HISTORY))
+
+_RECORD = """
+-- What people did with a stay's alerts: the rules' new states, the action records, and the action ids applied.
+-- KEYS: alertstate alerts alertbyid actions
+-- ARGV: n_state (n_state x (field json)), n_alerts (n_alerts x (alert_id json)), n_actions (n x (action_id alert_id))
+local a = 1
+STORE_ALERTS
+local n_actions = tonumber(ARGV[a]); a = a + 1
+for i = 0, n_actions - 1 do redis.call('HSET', KEYS[4], ARGV[a], ARGV[a + 1]); a = a + 2 end
+return 1
+""".replace("STORE_ALERTS", _store_alerts(1, 2, 3))
 
 
 def epoch(dt: datetime) -> float:
@@ -162,10 +184,11 @@ class StayStore:
         # Called by SHA inside pipelines (a registered Script would re-check SCRIPT EXISTS on every pipeline).
         self._apply = redis.register_script(_APPLY)
         self._commit = redis.register_script(_COMMIT)
+        self._record = redis.register_script(_RECORD)
 
     async def load_scripts(self) -> None:
         """Load the scripts into Redis (again after a Redis restart emptied its script cache)."""
-        for script in (self._apply, self._commit):
+        for script in (self._apply, self._commit, self._record):
             await self.r.script_load(script.script)
 
     def apply(self, pipe, stay_id: int, subject_id: int, partition: int | None,
@@ -182,11 +205,11 @@ class StayStore:
 
     def commit(self, pipe, stay_id: int, scored: datetime, n_inputs: int, band: str | None,
                      per_scorer: dict[str, list[tuple[datetime, str]]], alert_state: dict[str, str],
-                     alerts: Sequence[str]) -> None:
+                     alerts: Sequence[tuple[str, str]]) -> None:
         """Queue one stay's COMMIT: the scores of its points up to `scored` ((scored_at, JSON) per scorer, in
-        point order) and its alerts (JSON)."""
+        point order) and its alert records ((alert_id, JSON), oldest first)."""
         ks = [keys.meta(stay_id), keys.events(stay_id), keys.ecgs(stay_id), keys.alert_state(stay_id),
-              keys.stay_alerts(stay_id)]
+              keys.stay_alerts(stay_id), keys.alert_by_id(stay_id)]
         lookback = -1 if self.lookback is None else self.lookback.total_seconds()
         args: list = [stamp(scored), scored.isoformat(), n_inputs, lookback, self.ecgs_keep, band or "",
                       len(per_scorer)]
@@ -195,12 +218,26 @@ class StayStore:
             args += [name, len(scores), scores[-1][1] if scores else ""]
             for scored_at, raw in scores:
                 args += [stamp(scored_at), raw]
-        args.append(len(alert_state))
-        for k, v in alert_state.items():
-            args += [k, v]
-        args.append(len(alerts))
-        args += reversed(alerts)  # LPUSH: the newest ends up first
+        args += _alert_args(alert_state, alerts)
         pipe.execute_command(EVALSHA, self._commit.sha, len(ks), *ks, *args)
+
+    def record(self, pipe, stay_id: int, alert_state: dict[str, str], alerts: Sequence[tuple[str, str]],
+               actions: dict[str, str]) -> None:
+        """Queue one stay's RECORD of people's actions: rule states, action records ((alert_id, JSON), oldest
+        first) and the ids of the actions applied (action_id -> alert_id), in one atomic call."""
+        ks = [keys.alert_state(stay_id), keys.stay_alerts(stay_id), keys.alert_by_id(stay_id), keys.actions(stay_id)]
+        args = _alert_args(alert_state, alerts) + [len(actions)]
+        for action_id, alert_id in actions.items():
+            args += [action_id, alert_id]
+        pipe.execute_command(EVALSHA, self._record.sha, len(ks), *ks, *args)
+
+    async def acted_on(self, stay_id: int, action_id: str, alert_id: str) -> tuple[bool, str | None]:
+        """Whether an action was applied already, and the JSON of the alert record it names (None: unknown)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hexists(keys.actions(stay_id), action_id)
+        pipe.hget(keys.alert_by_id(stay_id), alert_id)
+        done, raw = await pipe.execute()
+        return bool(done), None if raw is None else _s(raw)
 
     async def load(self, stay_ids: Sequence[int]) -> list[StoredStay]:
         pipe = self.r.pipeline(transaction=False)
@@ -253,14 +290,28 @@ class StayStore:
             if n:
                 pipe.hincrby(keys.COUNTERS, name, n)
 
-    def note_batch(self, pipe, alerts: Sequence[str], counts: dict[str, int], latency_ms: float) -> None:
-        """Queue a scoring batch's global bookkeeping: the ward's alert feed (JSON), counters, batch time."""
-        for a in alerts:
-            pipe.lpush(keys.ALERT_FEED, a)
+    def note_batch(self, pipe, alerts: Sequence[tuple[int, str, str]], counts: dict[str, int],
+                   latency_ms: float | None = None) -> None:
+        """Queue a batch's global bookkeeping: the ward's alert feed and the index from alert to stay
+        ((stay_id, alert_id, JSON) per record), counters, and the scoring batch's time."""
+        for stay_id, alert_id, raw in alerts:
+            pipe.lpush(keys.ALERT_FEED, raw)
+            pipe.hset(keys.ALERT_STAYS, alert_id, stay_id)
         pipe.ltrim(keys.ALERT_FEED, 0, keys.ALERT_FEED_LENGTH - 1)
         self.note_counts(pipe, counts)
-        pipe.lpush(keys.LATENCY, f"{latency_ms:.1f}")
-        pipe.ltrim(keys.LATENCY, 0, LATENCY_POINTS - 1)
+        if latency_ms is not None:
+            pipe.lpush(keys.LATENCY, f"{latency_ms:.1f}")
+            pipe.ltrim(keys.LATENCY, 0, LATENCY_POINTS - 1)
+
+def _alert_args(alert_state: dict[str, str], alerts: Sequence[tuple[str, str]]) -> list:
+    args: list = [len(alert_state)]
+    for k, v in alert_state.items():
+        args += [k, v]
+    args.append(len(alerts))
+    for alert_id, raw in alerts:  # LPUSH in this order: the newest ends up first
+        args += [alert_id, raw]
+    return args
+
 
 def _s(raw) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw

@@ -1,6 +1,7 @@
 """The scoring worker: a Faust app that consumes icu.events.v1 and runs the Pipeline (stream/pipeline.py):
 per-stay state in Redis, scores at clinical-time points (docs/scoring-contract.md), published to
-risk.scores.v1 / risk.alerts.v1, bad input to icu.deadletter.v1.
+risk.scores.v1 / risk.alerts.v1, bad input to icu.deadletter.v1. It also consumes risk.alert-actions.v1
+(people acknowledging, snoozing and commenting on alerts) and records them on risk.alerts.v1.
 
 Delivery is at-least-once (Faust's exactly_once is deliberately not used). Offsets are committed once a
 chunk's events are stored in Redis, atomically with the pending points they create, so a kill -9 loses
@@ -79,7 +80,11 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
         return high <= pipeline.consumed.get(partition, -1) + 1
 
     store = StayStore(redis, [s.needs for s in scorers])
-    pipeline = Pipeline(store, scorers, send, settings.batch_max, settings.point_idle_ms, caught_up)
+    pipeline = Pipeline(store, scorers, send, settings.batch_max, settings.point_idle_ms, caught_up,
+                        settings.lifecycle())
+    # Keyed by stay_id with as many partitions as the inputs: Faust's assignor gives a worker the same
+    # partitions of both topics, so a stay's actions reach the worker that holds its alert state.
+    actions = app.topic(topics.ACTIONS, key_serializer="raw", value_serializer="raw")
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream):
@@ -90,6 +95,12 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
             for m in msgs:
                 delivered_at[m.partition] = now
             await pipeline.ingest(msgs)
+
+    @app.agent(actions, name="alert-actions")
+    async def alert_actions(stream):
+        async for chunk in stream.take_events(100, within=INGEST_WAIT_S):
+            await pipeline.act_on([Message(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                                           e.message.value) for e in chunk])
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):

@@ -121,7 +121,7 @@ def test_values_not_yet_available_are_not_used():
 
 # ---- NEWS2 alerts: band crossings with hysteresis ----------------------------------------------------------
 
-from stream.alerts import NEWS2_RULES, RuleState, step  # noqa: E402
+from stream.alerts import NEWS2_RULES, Lifecycle, RuleState, step  # noqa: E402
 
 
 def _scored(aggregate: int, minutes: int, max_single: int = 0):
@@ -133,10 +133,13 @@ def _scored(aggregate: int, minutes: int, max_single: int = 0):
                      scored_at=T0 + timedelta(minutes=minutes), tasks={"news2": task})
 
 
-def _run(values, rule=NEWS2_RULES[0], every_minutes=30):
+NO_ESCALATION = Lifecycle(escalate_after=timedelta(days=30))  # the hysteresis tests below leave acks aside
+
+
+def _run(values, rule=NEWS2_RULES[0], every_minutes=30, life=NO_ESCALATION):
     state, alerts = RuleState(), []
     for i, v in enumerate(values):
-        state, alert = step(rule, RuleState.loads(state.dumps()), _scored(v, i * every_minutes, max_single=v))
+        state, alert = step(rule, RuleState.loads(state.dumps()), _scored(v, i * every_minutes, max_single=v), life)
         alerts.append(None if alert is None else (alert.state, alert.level))
     return alerts
 

@@ -257,6 +257,27 @@ def test_alerts_follow_prints_new_alerts_as_they_arrive(pipeline_settings):
         follower.wait(timeout=10)
 
 
+def test_alerts_ack_goes_through_the_broker_to_the_worker_and_into_the_audit_trail(pipeline_settings, undisturbed):
+    from dashboard.data import open_alerts
+
+    r = _redis(pipeline_settings)
+    open_ = [a for sid in r.smembers(keys.WARD_STAYS)
+             for a in open_alerts([Alert.model_validate_json(v) for v in r.lrange(keys.stay_alerts(int(sid)), 0, -1)])
+             if a.acknowledged_by is None]
+    assert open_, "the replay should leave some alert open (stays close with alerts open)"
+    target = open_[0]
+    done = subprocess.run([MEDM2T, "alerts", "ack", target.alert_id, "--by", "nurse.kim", "--reason", "at the bedside"],
+                          env=service_env(pipeline_settings), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert "acknowledged" in done.stdout and "by nurse.kim" in done.stdout
+    audit = [Alert.model_validate_json(v) for v in r.lrange(keys.stay_alerts(target.stay_id), 0, 0)]
+    assert (audit[0].state, audit[0].by, audit[0].episode_id) == ("acknowledged", "nurse.kim", target.episode_id)
+    assert audit[0].alert_id in {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
+    unknown = subprocess.run([MEDM2T, "alerts", "ack", "no-such-alert", "--by", "nurse.kim"],
+                             env=service_env(pipeline_settings), capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "no alert no-such-alert is known" in unknown.stderr
+
+
 def test_kill_9_mid_replay_then_restart_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
                                                                          cohort_expectation, undisturbed):
     _, n_inputs, want = cohort_expectation

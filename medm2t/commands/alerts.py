@@ -1,11 +1,12 @@
-"""`medm2t alerts`: print alert transitions from risk.alerts.v1."""
+"""`medm2t alerts`: print alert records from risk.alerts.v1, and act on alerts (ack, snooze, unsnooze, comment)."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
-HELP = """Print alerts (raised / escalated / cleared) from risk.alerts.v1.
+HELP = """Print alert records (raised / escalated / acknowledged / snoozed / cleared ...) from risk.alerts.v1,
+or act on an alert with one of the actions below.
 
 It reads every partition without a consumer group (nothing is committed, any number of these can run side
 by side). By default it prints the alerts already on the topic and stops; --follow starts at the end of the
@@ -14,12 +15,26 @@ topic and waits for new ones (add --from-beginning to see the history first). St
 examples:
   medm2t alerts --follow
   medm2t alerts --follow --min-level urgent --json | jq .
+  medm2t alerts ack 3f2a9c0d1e2b3a4c5d6e7f80 --by nurse.kim
+  medm2t alerts snooze 3f2a9c0d1e2b3a4c5d6e7f80 --by dr.lee --for 30m --reason "fluids running, review at 10:00"
 """
+ACTION_HELP = """Send a person's action on an alert to risk.alert-actions.v1 and wait until the worker records it.
+
+ALERT_ID is the alert_id of any record of the alert (`medm2t alerts --json`, or the dashboard's alert feed).
+Durations are clinical time (the replay's clock): an urgent or emergency alert nobody acknowledges escalates
+after MEDM2T_ESCALATE_AFTER_MIN minutes, and a snooze may last at most MEDM2T_SNOOZE_MAX_MIN. The worker
+rejects an action on an alert that has cleared (except a comment) to icu.deadletter.v1, with the reason.
+"""
+ACTIONS = {"ack": "acknowledge an alert: it stops escalating at its current level",
+           "snooze": "snooze an alert for --for (with a --reason); it comes back when the snooze ends",
+           "unsnooze": "end a snooze now",
+           "comment": "add a note (--reason) to an alert's audit trail"}
 LEVELS = ("info", "urgent", "emergency")
 _COLOUR = {"info": "\033[36m", "urgent": "\033[33m", "emergency": "\033[31;1m"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from medm2t.connections import safe_url
     from medm2t.settings import get_settings
 
     s = get_settings()
@@ -31,15 +46,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one Alert JSON object per line")
     p.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url}, MEDM2T_KAFKA_URL)")
     p.set_defaults(handler=_run)
+    acts = p.add_subparsers(dest="alert_action", metavar="ACTION", title="actions (instead of printing)")
+    for name, text in ACTIONS.items():
+        a = acts.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.\n\n{ACTION_HELP}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        a.add_argument("alert_id", metavar="ALERT_ID", help="the alert_id of any record of the alert")
+        a.add_argument("--by", required=True, metavar="USER", help="who acts (recorded in the audit trail)")
+        a.add_argument("--reason", required=name in ("snooze", "comment"), metavar="TEXT",
+                       help="why (required for snooze and comment)" if name in ("ack", "unsnooze") else "why (required)")
+        if name == "snooze":
+            a.add_argument("--for", dest="snooze_for", required=True, type=_minutes, metavar="DURATION",
+                           help=f"how long, e.g. 30m, 2h or 45 (minutes); at most {s.snooze_max_min:g} min")
+        a.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                       help="how long to wait for the worker's record (default 10; 0: do not wait)")
+        a.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url})")
+        a.add_argument("--redis", metavar="URL", help=f"Redis URL (default {safe_url(s.redis_url)})")
+        a.set_defaults(handler=_act)
 
 
 def format_alert(alert, colour: bool = False) -> str:
-    mark = {"raised": "RAISED", "escalated": "ESCALATED", "de-escalated": "de-escalated", "cleared": "cleared"}[alert.state]
+    mark = alert.state.upper() if alert.state in ("raised", "escalated", "re-presented") else alert.state
     level = alert.level.upper()
     if colour:
         level = f"{_COLOUR[alert.level]}{level}\033[0m"
-    return (f"{alert.at:%Y-%m-%d %H:%M} {level:<9} {mark:<9} stay {alert.stay_id} "
-            f"[{alert.scorer} {alert.task}] {alert.reason}")
+    who = "" if alert.by == "system" else f" by {alert.by}"
+    return (f"{alert.at:%Y-%m-%d %H:%M} {level:<9} {mark:<12} stay {alert.stay_id} "
+            f"[{alert.scorer} {alert.task}]{who} {alert.reason}  (id {alert.alert_id})")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -79,4 +111,58 @@ def _run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
     finally:
         consumer.close()
+    return 0
+
+
+def _minutes(text: str) -> float:
+    """'30m', '2h', '1h30m' or a plain number of minutes."""
+    import re
+
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m?)?\s*", text)
+    if not text.strip() or m is None or (m.group(1) is None and m.group(2) is None):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30m, 2h, 1h30m or 45)")
+    minutes = float(m.group(1) or 0) * 60 + float(m.group(2) or 0)
+    if minutes <= 0:
+        raise argparse.ArgumentTypeError("a snooze must last longer than 0 minutes")
+    return minutes
+
+
+def _act(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from medm2t.cli import UserError
+    from medm2t.commands.worker import check_redis, settings_from
+    from stream.alert_actions import UnknownAlert, new_action, recorded, send
+    from stream.kafka import BrokerUnreachable, make_producer
+
+    settings = settings_from(args)
+    minutes = getattr(args, "snooze_for", None)
+    if minutes is not None and minutes > settings.snooze_max_min:
+        raise UserError(f"a snooze of {minutes:g} min is past the maximum of {settings.snooze_max_min:g} min "
+                        f"(MEDM2T_SNOOZE_MAX_MIN)")
+    redis = check_redis(settings)
+    try:
+        action = new_action(redis, args.alert_id, args.alert_action, args.by, args.reason, minutes)
+    except UnknownAlert as exc:
+        raise UserError(str(exc)) from None
+    except ValidationError as exc:
+        raise UserError(f"invalid {args.alert_action}: {exc.errors()[0]['msg']}") from None
+    try:
+        producer = make_producer(settings)
+    except BrokerUnreachable as exc:
+        raise UserError(str(exc)) from None
+    try:
+        send(producer, action)
+    finally:
+        producer.close()
+    record = recorded(redis, action, args.wait) if args.wait > 0 else None
+    if record is not None:
+        print(format_alert(record))
+        return 0
+    if args.wait > 0:
+        print(f"sent {args.alert_action} {action.action_id} for stay {action.stay_id}, but the worker has not recorded "
+              f"it within {args.wait:g} s: is `medm2t worker` running? A rejected action is on icu.deadletter.v1 "
+              f"with its reason.", file=sys.stderr)
+        return 1
+    print(f"sent {args.alert_action} {action.action_id} for stay {action.stay_id}")
     return 0

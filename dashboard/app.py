@@ -11,7 +11,7 @@ import redis
 import streamlit as st
 
 from dashboard.data import Reader, connect, safe_url
-from dashboard.views import alerts, patient, system, ward
+from dashboard.views import actions, alerts, patient, system, ward
 from medm2t.settings import get_settings
 
 VIEWS = ("Ward board", "Patient", "Alerts", "System")
@@ -51,6 +51,7 @@ def main() -> None:
     with st.sidebar:
         st.title("MedM2T ward monitor")
         view = st.radio("View", VIEWS, index=VIEWS.index(wanted_view) if wanted_view in VIEWS else 0, key="view")
+        actions.user_box()
         st.caption(f"Redis {safe_url(url)} · refresh every {refresh_s:g} s")
         st.caption("Research prototype, not a medical device. Model outputs are shown with their version and "
                    "calibration status.")

@@ -64,7 +64,7 @@ class StayRow:
     last_wall: float | None           # epoch seconds when that data arrived
     scores: dict[str, RiskScore]      # latest score per scorer
     history: dict[str, list[RiskScore]]
-    alerts: list[Alert]               # every transition, newest first
+    alerts: list[Alert]               # every alert record (the audit trail), newest first
 
     @property
     def open_alerts(self) -> list[Alert]:
@@ -89,6 +89,18 @@ class StayRow:
     def task(self, scorer: str, task: str):
         score = self.scores.get(scorer)
         return None if score is None else score.tasks.get(task)
+
+    def opened_at(self, alert: Alert) -> datetime:
+        """When `alert` (any record of it) was raised, on the clinical clock (its own time if that is not read)."""
+        raised = next((a for a in self.alerts if a.alert_id == alert.episode_id), None)
+        return (raised or alert).at
+
+    def chips(self, long: bool = False) -> list[str]:
+        """The open alerts as badges, worst first."""
+        from dashboard.format import alert_chip
+
+        ranked = sorted(self.open_alerts, key=lambda a: RANK[a.level], reverse=True)
+        return [alert_chip(a, self.current_value(a), long, self.opened_at(a)) for a in ranked]
 
     def current_value(self, alert: Alert) -> float | None:
         """The alert's signal in the stay's newest score (an alert's own value is the one at its transition)."""

@@ -89,13 +89,29 @@ ALERT_TASKS = {"news2": "NEWS2", "news2:single-parameter": "NEWS2 single paramet
                "news2:stale-vitals": "stale vitals (technical)"}
 
 
-def alert_chip(alert, current: float | None, long: bool = False) -> str:
-    """One open alert as a badge: level, what, since when (clinical time), its value then and now.
-    `long` adds the reason (patient page); the board keeps it in the tooltip."""
+def lifecycle(alert) -> str:
+    """Where an open alert stands with the people looking after it, in words ('' for a fresh alert)."""
+    if alert.snoozed_until is not None:
+        return f"snoozed until {alert.snoozed_until:%H:%M}"
+    parts = []
+    if alert.acknowledged_by:
+        parts.append(f"acknowledged by {alert.acknowledged_by}")
+    elif alert.escalation:
+        parts.append("escalated: not acknowledged")
+    return ", ".join(parts)
+
+
+def alert_chip(alert, current: float | None, long: bool = False, since=None) -> str:
+    """One open alert (its newest record) as a badge: level, what, since when (clinical time, `since` or the
+    record's), its value then and now, and who has it. `long` adds the reason (patient page); the board keeps it
+    in the tooltip."""
     what = ALERT_TASKS.get(alert.task, f"{alert.scorer} {alert.task}")
-    since = "de-escalated" if alert.state == "de-escalated" else "since"
+    word = "de-escalated" if alert.state == "de-escalated" else "since"
     now = "now –" if current is None else f"now {task_value(alert.task, current)}"
-    text = f"{alert.level} · {what} {since} {alert.at:%d %b %H:%M} at {task_value(alert.task, alert.value)} · {now}"
+    text = (f"{alert.level} · {what} {word} {(since or alert.at):%d %b %H:%M} at {task_value(alert.task, alert.value)}"
+            f" · {now}")
+    if lifecycle(alert):
+        text += f" · {lifecycle(alert)}"
     return tier_badge(alert.level, f"{text} · {alert.reason}" if long else text, title=alert.reason)
 
 

@@ -6,7 +6,8 @@ import html
 import streamlit as st
 
 from dashboard import format as fmt
-from dashboard.data import FEED_ALERTS, Reader
+from dashboard.data import FEED_ALERTS, Reader, open_alerts
+from dashboard.views import actions
 
 NO_ALERTS = "No alerts yet: the worker has raised none (or is not running)."
 
@@ -18,9 +19,14 @@ def render(reader: Reader) -> None:
         return
     levels = st.multiselect("Levels", ["emergency", "urgent", "info"], default=["emergency", "urgent", "info"],
                             key="feed_levels")
+    by_stay: dict[int, list] = {}
+    for a in alerts:  # newest first, so each stay's list is too
+        by_stay.setdefault(a.stay_id, []).append(a)
+    actions.panel(reader.r, [a for group in by_stay.values() for a in open_alerts(group)], "feed")
     shown = [a for a in alerts if a.level in levels]
-    headers = [("When (clinical)", "Clinical time of the alert transition"), ("Level", "info, urgent or emergency"),
-               ("State", "raised, escalated or cleared"), ("Stay", "ICU stay id"),
+    headers = [("When (clinical)", "Clinical time of the alert record"), ("Level", "info, urgent or emergency"),
+               ("State", "raised, escalated, acknowledged, snoozed, re-presented, commented or cleared"),
+               ("By", "system (the alert engine) or the user who acted"), ("Stay", "ICU stay id"),
                ("Score", "Scorer, task and the value that triggered it"), ("Reason", "Why the alert engine acted"),
                ("Model", "Scorer version that produced the score")]
     rows = []
@@ -29,7 +35,7 @@ def render(reader: Reader) -> None:
         value = fmt.task_value(a.task, a.value)
         rows.append([html.escape(fmt.clock(a.at)), fmt.tier_badge(a.level),
                      fmt.tier_badge("cleared", a.state) if a.state == "cleared" else html.escape(a.state),
-                     f'<a href="?view=Patient&stay={a.stay_id}" target="_self">{a.stay_id}</a>',
+                     html.escape(a.by), f'<a href="?view=Patient&stay={a.stay_id}" target="_self">{a.stay_id}</a>',
                      html.escape(f"{what}: {value}"), html.escape(a.reason), html.escape(a.model_version)])
     st.markdown(fmt.html_table(headers, rows, "alert-table"), unsafe_allow_html=True)
     st.caption(f"Newest {FEED_ALERTS} alerts at most; {len(shown)} shown of {len(alerts)} read.")

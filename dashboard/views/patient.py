@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard import charts, vitals
 from dashboard import format as fmt
 from dashboard.data import Reader, StayRow
+from dashboard.views import actions
 
 NO_STAYS = "No data yet: no active stays to show. Start the worker and a replay (`medm2t demo` does both)."
 
@@ -30,7 +31,7 @@ def render(reader: Reader, stay_id: int) -> None:
         st.warning(f"Stay {stay_id}: no data in Redis (never seen, or its state has expired).")
         return
     _header(row)
-    _scores(row)
+    _scores(reader, row)
     measurements = reader.measurements(stay_id)
     span = _clinical_span(row, measurements)
     _trajectories(reader, row, span)
@@ -57,6 +58,23 @@ def render(reader: Reader, stay_id: int) -> None:
             "old": st.column_config.CheckboxColumn(f"old (> {charts.LAB_OLD_AFTER_H:g} h)"),
             "results": st.column_config.NumberColumn("results", help="results kept for this stay")})
     _ecg(reader, stay_id)
+    _audit(row)
+
+
+def _audit(row: StayRow) -> None:
+    st.subheader("Alert audit trail", anchor=False)
+    if not row.alerts:
+        st.caption("No alert records for this stay.")
+        return
+    headers = [("Clinical time", "The stay's clock when it happened"), ("Wall clock (UTC)", "When it was recorded"),
+               ("Record", "raised, acknowledged, snoozed, escalated, re-presented, commented, cleared ..."),
+               ("Level", "info, urgent or emergency"), ("Alert", "Scorer and rule"), ("By", "system or the user"),
+               ("Reason", "Why"), ("Alert id", "Use it with `medm2t alerts ack|snooze|comment`")]
+    rows = [[html.escape(fmt.clock(a.at)), html.escape(f"{a.wall_at:%d %b %H:%M:%S}" if a.wall_at else "–"),
+             html.escape(a.state), fmt.tier_badge(a.level), html.escape(fmt.ALERT_TASKS.get(a.task, f"{a.scorer} {a.task}")),
+             html.escape(a.by), html.escape(a.reason), f"<code>{html.escape(a.alert_id)}</code>"] for a in row.alerts]
+    st.markdown(fmt.html_table(headers, rows, "audit-table"), unsafe_allow_html=True)
+    st.caption(f"Newest first; the newest {len(row.alerts)} records read (all of them are on risk.alerts.v1).")
 
 
 def _header(row: StayRow) -> None:
@@ -72,7 +90,7 @@ def _header(row: StayRow) -> None:
     st.caption(" · ".join(facts))
 
 
-def _scores(row: StayRow) -> None:
+def _scores(reader: Reader, row: StayRow) -> None:
     news2 = row.task("news2", "news2")
     cols = st.columns(4)
     if news2:
@@ -102,8 +120,8 @@ def _scores(row: StayRow) -> None:
     if news2 and news2.detail:
         st.caption("NEWS2 sub-scores: " + ", ".join(f"{k} {v}" for k, v in news2.detail.items()))
     if row.open_alerts:
-        st.markdown("<br>".join(fmt.alert_chip(a, row.current_value(a), long=True) for a in row.open_alerts),
-                    unsafe_allow_html=True)
+        st.markdown("<br>".join(row.chips(long=True)), unsafe_allow_html=True)
+        actions.panel(reader.r, row.open_alerts, "patient")
 
 
 def _clinical_span(row: StayRow, measurements) -> tuple | None:

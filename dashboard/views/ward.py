@@ -7,8 +7,8 @@ import time
 import streamlit as st
 
 from dashboard import format as fmt
+from dashboard.views import actions
 from dashboard.data import BOARD_ROWS, STALE_AFTER_S, Reader, StayRow
-from stream.alerts import RANK
 
 NO_DATA = "No data yet: no active stays in Redis. Start the worker and a replay (`medm2t demo` does both)."
 
@@ -31,6 +31,7 @@ def render(reader: Reader) -> None:
         st.warning(f"No stay has received data for {fmt.age(feed_age)}: is the replay or the worker stopped?")
 
     st.markdown(board_html(rows[:BOARD_ROWS], now), unsafe_allow_html=True)
+    actions.panel(reader.r, [a for r in rows[:BOARD_ROWS] for a in r.open_alerts], "board")
     if len(rows) > BOARD_ROWS:
         st.caption(f"Showing the {BOARD_ROWS} highest-risk of {len(rows)} active stays; open any stay on the Patient page.")
     st.caption("Sorted by worst open alert, then NEWS2 band, then MedM2T mortality risk. NEWS2 is a rule score "
@@ -82,8 +83,7 @@ def board_html(rows: list[StayRow], now: float) -> str:
         fresh = html.escape(fmt.age(age))
         if r.stale(now):
             fresh = fmt.tier_badge("urgent", f"stale · {fmt.age(age)}")
-        ranked = sorted(r.open_alerts, key=lambda a: RANK[a.level], reverse=True)
-        alerts_cell = "<br>".join(fmt.alert_chip(a, r.current_value(a)) for a in ranked) or "none"
+        alerts_cell = "<br>".join(r.chips()) or "none"
         stay = (f'<a href="?view=Patient&stay={r.stay_id}" target="_self"><b>{r.stay_id}</b></a>'
                 f'<br><small>subject {r.subject_id if r.subject_id is not None else "?"}</small>')
         bed = html.escape(r.opened.bed) if r.opened is not None and r.opened.bed else "–"

@@ -28,6 +28,9 @@ and can be updated atomically in one MULTI/EXEC or Lua script.
 | metrics:latency                  | list   | recent batch latencies in ms (capped)                               |
 | input:offsets                    | hash   | partition -> last input offset delivered to a worker                |
 | models:SCORER                    | string | model card / version JSON of each active scorer                     |
+| quality:outcomes                 | hash   | stay_id -> Outcome JSON (the outcome agent; the scorers never read) |
+| quality:history                  | list   | alert-quality report JSON, oldest first (stream/quality.py, capped) |
+| quality:lock                     | string | which worker snapshots the quality history this interval            |
 """
 from __future__ import annotations
 
@@ -88,3 +91,6 @@ ALERT_FEED_LENGTH = 1000   # newest alerts kept in the ward feed (the topic keep
 COUNTERS = "metrics:counters"
 OFFSETS = "input:offsets"
 LATENCY = "metrics:latency"
+QUALITY_OUTCOMES = "quality:outcomes"
+QUALITY_HISTORY = "quality:history"
+QUALITY_LOCK = "quality:lock"

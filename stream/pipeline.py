@@ -105,7 +105,7 @@ class Pipeline:
             try:
                 event, raw = validate_message(msg.value, msg.key, msg.topic)
             except InvalidMessage as exc:
-                await self._dead(msg, str(exc))
+                await self.dead_letter(msg, str(exc))
                 continue
             item = (msg, Incoming(event, raw, hashlib.blake2b(raw, digest_size=12).hexdigest(), NEVER))
             by_stay[event.stay_id].append(item)
@@ -146,14 +146,14 @@ class Pipeline:
             self.store.note_chunk(pipe, active, uncounted, offsets)
             return (await pipe.execute())[:len(order)]
 
-        replies = await self._with_redis("ingest", apply)
+        replies = await self.with_redis("ingest", apply)
         counts = {"events": 0, "duplicates": 0}
         for sid, reply in zip(order, replies):
             rt = self.stays[sid]
             for (msg, item), status in zip(by_stay[sid], reply):
                 status = status.decode() if isinstance(status, bytes) else status
                 if status == "-1":
-                    await self._dead(msg, f"conflict: event_id already applied with other content ({item.event.kind})")
+                    await self.dead_letter(msg, f"conflict: event_id already applied with other content ({item.event.kind})")
                     continue
                 if status == "0" or status.startswith("="):
                     at = from_epoch(status[1:]) if status != "0" else None
@@ -181,7 +181,7 @@ class Pipeline:
             self.store.note_counts(pipe, counts)
             return await pipe.execute()
 
-        await self._with_redis("counters", write)
+        await self.with_redis("counters", write)
 
     @staticmethod
     def _lost_reply(rt: StayRuntime, at: datetime, event: _Event) -> bool:
@@ -192,7 +192,7 @@ class Pipeline:
             return False
         return not any(e.event_id == event.event_id for e in rt.buffer.get(at, ()))
 
-    async def _with_redis(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def with_redis(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run `call` until Redis answers: a Redis restart or outage pauses the worker, it never kills it.
         A retry after a lost reply changes nothing in Redis; APPLY's reply says where each duplicate was
         first applied, so the events of a lost reply are still buffered (see _lost_reply)."""
@@ -203,7 +203,7 @@ class Pipeline:
             try:
                 return await call()
             except NoScriptError:  # a restarted Redis has an empty script cache
-                await self._with_redis("script load", self.store.load_scripts)
+                await self.with_redis("script load", self.store.load_scripts)
             except (RedisDown, RedisSlow, OSError) as exc:
                 self.stats["redis_retries"] += 1
                 log.warning("Redis unavailable during %s (%s); retrying in %.1f s", what, type(exc).__name__, delay)
@@ -223,7 +223,7 @@ class Pipeline:
         elif isinstance(event, StayClosed):
             rt.closed_at = at
 
-    async def _dead(self, msg: Message, reason: str) -> None:
+    async def dead_letter(self, msg: Message, reason: str) -> None:
         letter = DeadLetter(topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500],
                             at=datetime.utcnow())
         log.warning("dead letter topic=%s partition=%s offset=%s reason=%s", msg.topic, msg.partition, msg.offset,
@@ -245,7 +245,7 @@ class Pipeline:
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(x) for x in first["loc"]) or "message"
-                await self._dead(msg, f"invalid alert action: {where}: {first['msg']}")
+                await self.dead_letter(msg, f"invalid alert action: {where}: {first['msg']}")
                 continue
             self._actions.append((msg, action))
         self._wake.set()
@@ -260,14 +260,14 @@ class Pipeline:
         deliveries = []
         async with self._state:  # an ingest must not load a stay from Redis half-way through
             for msg, action in queued:
-                done, raw = await self._with_redis("action lookup", lambda: self.store.acted_on(
+                done, raw = await self.with_redis("action lookup", lambda: self.store.acted_on(
                     action.stay_id, action.action_id, action.alert_id))
                 states, records, applied = by_stay.get(action.stay_id, ({}, [], {}))
                 if done or action.action_id in applied:  # redelivered: applied once only
                     self.stats["duplicate_actions"] += 1
                     continue
                 if raw is None:
-                    await self._dead(msg, f"unknown alert {action.alert_id} for stay {action.stay_id}")
+                    await self.dead_letter(msg, f"unknown alert {action.alert_id} for stay {action.stay_id}")
                     continue
                 acted_on = Alert.model_validate_json(raw)
                 await self._ensure_loaded([(action.stay_id, None)])
@@ -277,7 +277,7 @@ class Pipeline:
                     new, record = act(RuleState.loads(rt.alert_state.get(rule_key)), action, acted_on,
                                       rt.scored or acted_on.at, self.lifecycle)
                 except ActionRejected as exc:
-                    await self._dead(msg, str(exc))
+                    await self.dead_letter(msg, str(exc))
                     continue
                 states, records, applied = by_stay.setdefault(action.stay_id, ({}, [], {}))
                 states[rule_key] = rt.alert_state[rule_key] = new.dumps()
@@ -295,7 +295,7 @@ class Pipeline:
                 return await pipe.execute()
 
             if by_stay:
-                await self._with_redis("record actions", write)
+                await self.with_redis("record actions", write)
             for sid in by_stay:  # a closed stay loaded only for its actions leaves memory again
                 self._forget_if_finished(sid)
         self.stats["actions"] += len(feed)
@@ -307,7 +307,7 @@ class Pipeline:
         missing = [(sid, p) for sid, p in stays if sid not in self.stays]
         if not missing:
             return
-        stored = await self._with_redis("state load", lambda: self.store.load([sid for sid, _ in missing]))
+        stored = await self.with_redis("state load", lambda: self.store.load([sid for sid, _ in missing]))
         for (sid, p), st in zip(missing, stored):
             self.stays[sid] = self._rebuild(st, -1 if p is None else p)
 
@@ -350,11 +350,11 @@ class Pipeline:
         for p in {*self.clock, *self.frontier, *self.quiet_since, *self.consumed} - self.owned:
             for by_partition in (self.clock, self.flushed, self.frontier, self.quiet_since, self.consumed):
                 by_partition.pop(p, None)
-        stored = await self._with_redis("input offsets", self.store.input_offsets)
+        stored = await self.with_redis("input offsets", self.store.input_offsets)
         for p in self.owned:  # what another worker delivered before we gained the partition
             if p in stored:
                 self.consumed[p] = max(self.consumed.get(p, -1), stored[p])
-        pending = await self._with_redis("pending scan", self.store.pending_stays)
+        pending = await self.with_redis("pending scan", self.store.pending_stays)
         await self._ensure_loaded([(sid, p) for sid, p in pending.items() if p in self.owned])
         # Pending points restored from Redis on a partition that may never deliver again (the crash came
         # after its last message) complete by quiet time too, after a grace that lets the consumer learn
@@ -543,7 +543,7 @@ class Pipeline:
             self.store.note_batch(pipe, feed, bookkeeping, seconds * 1000.0)
             return await pipe.execute()
 
-        await self._with_redis("commit", commit)
+        await self.with_redis("commit", commit)
         async with self._state:
             for rt, *_ in commits:
                 self._forget_if_finished(rt.stay_id)

@@ -1,7 +1,8 @@
 """The scoring worker: a Faust app that consumes icu.events.v1 and runs the Pipeline (stream/pipeline.py):
 per-stay state in Redis, scores at clinical-time points (docs/scoring-contract.md), published to
 risk.scores.v1 / risk.alerts.v1, bad input to icu.deadletter.v1. It also consumes risk.alert-actions.v1
-(people acknowledging, snoozing and commenting on alerts) and records them on risk.alerts.v1.
+(people acknowledging, snoozing and commenting on alerts) and records them on risk.alerts.v1, and, apart from
+the scoring, icu.outcomes.v1 for the live alert-quality figures (stream/quality.py).
 
 Delivery is at-least-once (Faust's exactly_once is deliberately not used). Offsets are committed once a
 chunk's events are stored in Redis, atomically with the pending points they create, so a kill -9 loses
@@ -10,14 +11,15 @@ app id split the partitions; the Faust web server is off, so they never clash on
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Sequence
 
 from medm2t import topics
-from medm2t.connections import faust_options, set_fetch_max_wait
+from medm2t.connections import faust_options, redis_sync, set_fetch_max_wait
 from medm2t.settings import Settings
-from stream import keys, metrics
+from stream import keys, metrics, quality
 from stream.pipeline import INGEST_CHUNK, Message, Pipeline
 from stream.scoring import Scorer
 from stream.state import StayStore
@@ -26,6 +28,7 @@ log = logging.getLogger("medm2t.worker")
 APP_ID = "medm2t-worker"
 INGEST_WAIT_S = 0.005       # ... or what arrived within this long (a small chunk at once when idle)
 STATS_EVERY_S = 10.0
+QUALITY_EVERY_S = 10.0   # how often the alert-quality history gets a point (when outcomes have arrived)
 
 
 def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
@@ -101,6 +104,24 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
         async for chunk in stream.take_events(100, within=INGEST_WAIT_S):
             await pipeline.act_on([Message(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                                            e.message.value) for e in chunk])
+
+    # The only reader of outcomes: they feed the alert-quality figures (stream/quality.py), never a scorer.
+    outcomes = app.topic(topics.OUTCOMES, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(outcomes, name="outcomes")
+    async def outcome_agent(stream):
+        async for chunk in stream.take_events(500, within=INGEST_WAIT_S):
+            await quality.record_outcomes(pipeline, [Message(e.message.topic, e.message.partition, e.message.offset,
+                                                             e.message.key, e.message.value) for e in chunk])
+
+    quality_redis = redis_sync(settings)
+
+    @app.timer(interval=QUALITY_EVERY_S)
+    async def quality_history():
+        try:
+            await asyncio.to_thread(quality.snapshot, quality_redis, QUALITY_EVERY_S)
+        except Exception as exc:  # noqa: BLE001 - a Redis outage pauses the history; the scoring goes on
+            log.warning("alert-quality snapshot skipped: %s", exc)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):

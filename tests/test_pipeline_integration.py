@@ -18,7 +18,7 @@ import pytest
 from conftest import MEDM2T, running_worker, service_env
 from contract import compare, expected_scores, score_stream
 from medm2t import topics
-from medm2t.events import Alert, DeadLetter, Measurement, RiskScore, dump_event, make_event_id
+from medm2t.events import Alert, DeadLetter, Measurement, Outcome, RiskScore, dump_event, make_event_id
 from stream import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -228,6 +228,59 @@ def test_alerts_command_prints_what_the_worker_raised(pipeline_settings, undistu
                             env=service_env(pipeline_settings), capture_output=True, text=True, timeout=60)
     assert [Alert.model_validate_json(line) for line in urgent.stdout.splitlines()] == \
         [a for a in printed if a.level == "emergency"]
+
+
+def _quality_from_topics(alert_values: list[bytes], outcome_values: list[bytes]) -> dict[str, dict]:
+    """docs/alert-quality.md recomputed from the two topics alone, without stream/quality.py."""
+    outcomes = {}
+    for v in outcome_values:
+        o = Outcome.model_validate_json(v)
+        outcomes[o.stay_id] = o
+    alerts = [a for a in map(Alert.model_validate_json, alert_values) if a.stay_id in outcomes]
+    days = sum((o.icu_outtime - o.icu_intime).total_seconds() / 86400 for o in outcomes.values())
+    deaths = [o for o in outcomes.values() if o.hospital_death]
+    report = {}
+    for scorer in {a.scorer for a in alerts}:
+        clinical = [a for a in alerts if a.scorer == scorer and a.task != "news2:stale-vitals"]
+        raised = [a for a in clinical if a.state == "raised"]
+        urgent = defaultdict(list)
+        for a in clinical:
+            if a.level in ("urgent", "emergency") and a.state != "cleared":
+                urgent[a.stay_id].append(a.at)
+        leads = [o.deathtime - min(t for t in urgent[o.stay_id] if t <= o.deathtime) for o in deaths
+                 if o.deathtime and any(t <= o.deathtime for t in urgent[o.stay_id])]
+        leads_h = sorted(x.total_seconds() / 3600 for x in leads)
+        median = None if not leads_h else (leads_h[(len(leads_h) - 1) // 2] + leads_h[len(leads_h) // 2]) / 2
+        flagged = [s for s in urgent if outcomes[s].hospital_death is not None]
+        report[scorer] = {
+            "alerts_per_patient_day": len(raised) / days, "stays_alerted": len({a.stay_id for a in raised}) / len(outcomes),
+            "deaths": len(deaths), "deaths_flagged_2h": sum(x >= timedelta(hours=2) for x in leads) / len(deaths) if deaths else None,
+            "median_lead_hours": median,
+            "ppv": sum(outcomes[s].hospital_death for s in flagged) / len(flagged) if flagged else None,
+        }
+    return report
+
+
+def test_report_json_equals_a_recomputation_from_the_alert_and_outcome_topics(pipeline_settings, undisturbed):
+    outcome_values = _read(pipeline_settings, topics.OUTCOMES)
+    stays = {Outcome.model_validate_json(v).stay_id for v in outcome_values}  # a replay twice: each stay twice
+    r = _redis(pipeline_settings)
+    _wait(lambda: r.hlen(keys.QUALITY_OUTCOMES) == len(stays) > 0, 60, "the outcome agent", undisturbed["log"])
+    done = subprocess.run([MEDM2T, "report", "--json"], env=service_env(pipeline_settings), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    report = json.loads(done.stdout)
+    want = _quality_from_topics(_read(pipeline_settings, topics.ALERTS), outcome_values)
+    assert report["outcomes"] == len(stays)
+    assert want["news2"]["deaths"] > 0 and want["news2"]["alerts_per_patient_day"] > 0  # a test that can fail
+    for scorer, figures in want.items():
+        for key, value in figures.items():
+            assert report["scorers"][scorer][key] == pytest.approx(value), (scorer, key)
+    human = subprocess.run([MEDM2T, "report"], env=service_env(pipeline_settings), capture_output=True, text=True,
+                           timeout=60)
+    assert "alerts per patient-day" in human.stdout and "news2" in human.stdout
 
 
 def test_alerts_follow_prints_new_alerts_as_they_arrive(pipeline_settings):

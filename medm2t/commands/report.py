@@ -1,0 +1,75 @@
+"""`medm2t report`: live alert quality per scorer, from what the worker keeps in Redis."""
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = """Print the alert-quality figures of the replay so far, per scorer (NEWS2, MedM2T ...), over the stays
+whose outcome has arrived on icu.outcomes.v1 (the worker's outcome agent stores them; the scorers never read
+them). Definitions: docs/alert-quality.md.
+
+  alerts_per_patient_day  clinical alerts raised per ICU patient-day (technical stale-data alerts excluded)
+  stays_alerted           fraction of stays with at least one alert
+  deaths                  in-hospital deaths
+  deaths_flagged_2h       fraction of deaths with an urgent or emergency alert >= 2 h before the death time
+  median_lead_hours       how long before death the first urgent/emergency alert came (median)
+  ppv                     of stays with an urgent/emergency alert, the fraction that died in hospital
+  acknowledged, median_minutes_to_ack   how people answered urgent/emergency alerts (clinical minutes)
+
+A figure is null when its denominator is empty (no deaths yet, no urgent alert yet).
+
+examples:
+  medm2t report
+  medm2t report --json | jq '.scorers.news2.alerts_per_patient_day'
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from medm2t.connections import safe_url
+    from medm2t.settings import get_settings
+
+    s = get_settings()
+    p = sub.add_parser("report", help="live alert quality per scorer (alerts per patient-day, deaths flagged, PPV)",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="the report as one JSON object (scorers -> figures)")
+    p.add_argument("--redis", metavar="URL", help=f"Redis URL (default {safe_url(s.redis_url)}, MEDM2T_REDIS_URL)")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from medm2t.commands.worker import check_redis, settings_from
+    from stream import quality
+
+    report = quality.read(check_redis(settings_from(args), attempts=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(text(report))
+    return 0
+
+
+ROWS = (("stays with an outcome", "stays", "{:d}"), ("patient-days", "patient_days", "{:.1f}"),
+        ("alerts raised", "alerts", "{:d}"), ("alerts per patient-day", "alerts_per_patient_day", "{:.2f}"),
+        ("stays alerted", "stays_alerted", "{:.0%}"), ("deaths", "deaths", "{:d}"),
+        ("deaths flagged >= 2 h ahead", "deaths_flagged_2h", "{:.0%}"),
+        ("  of them, count", "deaths_flagged_2h_count", "{:d}"),
+        ("  deaths without a death time", "deaths_without_time", "{:d}"),
+        ("median lead time (h)", "median_lead_hours", "{:.1f}"), ("PPV (urgent+ alerts)", "ppv", "{:.2f}"),
+        ("urgent+ alerts", "urgent_alerts", "{:d}"), ("  acknowledged", "acknowledged", "{:.0%}"),
+        ("  median minutes to acknowledge", "median_minutes_to_ack", "{:.0f}"))
+
+
+def text(report: dict) -> str:
+    scorers = report["scorers"]
+    if not report["outcomes"]:
+        return ("no outcomes yet: the figures count stays whose outcome has arrived on icu.outcomes.v1 "
+                "(a replay releases it at hospital discharge)")
+    names = list(scorers)
+    width = max(len(r[0]) for r in ROWS)
+    lines = [f"alert quality over {report['outcomes']} stays with an outcome (clinical clock up to "
+             f"{report['clinical_at']}; docs/alert-quality.md)", "",
+             " " * width + "".join(f"{n:>12}" for n in names)]
+    for label, key, fmt in ROWS:
+        cells = ["–" if scorers[n][key] is None else fmt.format(scorers[n][key]) for n in names]
+        lines.append(f"{label:<{width}}" + "".join(f"{c:>12}" for c in cells))
+    return "\n".join(lines)

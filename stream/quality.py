@@ -1,0 +1,172 @@
+"""Live alert quality: were the alerts worth it? Figures per scorer over the stays whose outcome has arrived,
+defined in docs/alert-quality.md. The outcome agent (stream/worker.py) is the only reader of icu.outcomes.v1:
+it stores each Outcome in Redis, and the scorers never see it. The figures are computed from those outcomes and
+the stays' alert audit trails, so `medm2t report` is always current, and a timer snapshots them into a history
+for the dashboard's plots over time.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Iterable, Sequence
+
+from medm2t.events import Alert, Outcome
+from stream import keys
+from stream.state import STAY_ALERTS
+from stream.validation import InvalidMessage, validate_outcome
+
+TECHNICAL_RULES = frozenset({"news2:stale-vitals"})  # about the data, not the patient: not counted as alerts
+FLAGGING_LEVELS = frozenset({"urgent", "emergency"})  # the levels that flag a stay as deteriorating
+FLAG_LEAD = timedelta(hours=2)
+HISTORY_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class ScorerQuality:
+    """One scorer's figures; fractions are None when their denominator is empty (docs/alert-quality.md)."""
+
+    stays: int                        # stays whose outcome has arrived
+    patient_days: float               # their ICU days (Outcome icu_intime..icu_outtime)
+    alerts: int                       # clinical alerts raised in those stays
+    alerts_per_patient_day: float | None
+    stays_alerted: float | None       # fraction of stays with at least one clinical alert
+    deaths: int                       # in-hospital deaths among the stays
+    deaths_flagged_2h: float | None   # fraction of deaths with an urgent+ alert >= 2 h before the death time
+    deaths_flagged_2h_count: int
+    deaths_without_time: int          # deaths with no death time: counted in `deaths`, never flagged
+    median_lead_hours: float | None   # over deaths with an urgent+ alert before the death time
+    ppv: float | None                 # of stays with an urgent+ alert, the fraction that died in hospital
+    stays_flagged: int                # stays with an urgent+ alert and a known hospital outcome
+    urgent_alerts: int                # alert episodes that reached urgent or emergency
+    acknowledged: float | None        # fraction of those a person acknowledged
+    median_minutes_to_ack: float | None  # clinical minutes from raised to the first acknowledgement
+
+
+def _icu_days(o: Outcome) -> float:
+    if o.icu_intime is not None and o.icu_outtime is not None and o.icu_outtime >= o.icu_intime:
+        return (o.icu_outtime - o.icu_intime).total_seconds() / 86400.0
+    return o.los_days or 0.0
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def scorer_quality(scorer: str, outcomes: Sequence[Outcome], trails: dict[int, Sequence[Alert]]) -> ScorerQuality:
+    """The figures for one scorer. `trails` maps stay_id to the stay's Alert records (any order, any scorer)."""
+    alerts = raised_stays = 0
+    deaths = flagged = without_time = 0
+    leads: list[float] = []
+    flagged_stays = flagged_died = 0
+    episodes: dict[str, dict] = {}
+    for o in outcomes:
+        mine = sorted((a for a in trails.get(o.stay_id, ()) if a.scorer == scorer and a.task not in TECHNICAL_RULES),
+                      key=lambda a: a.at)
+        raised = [a for a in mine if a.state == "raised"]
+        alerts += len(raised)
+        raised_stays += bool(raised)
+        first_flag = next((a.at for a in mine if a.level in FLAGGING_LEVELS and a.state != "cleared"), None)
+        if first_flag is not None and o.hospital_death is not None:
+            flagged_stays += 1
+            flagged_died += o.hospital_death
+        if o.hospital_death:
+            deaths += 1
+            if o.deathtime is None:
+                without_time += 1
+            else:
+                before = next((a.at for a in mine if a.level in FLAGGING_LEVELS and a.state != "cleared"
+                               and a.at <= o.deathtime), None)
+                if before is not None:
+                    lead = o.deathtime - before
+                    leads.append(lead.total_seconds() / 3600.0)
+                    flagged += lead >= FLAG_LEAD
+        for a in mine:
+            ep = episodes.setdefault(a.episode_id or a.alert_id, {"raised": None, "urgent": False, "ack": None})
+            if a.state == "raised":
+                ep["raised"] = a.at
+            ep["urgent"] |= a.level in FLAGGING_LEVELS and a.state != "cleared"
+            if a.state == "acknowledged" and ep["ack"] is None:
+                ep["ack"] = a.at
+    urgent = [e for e in episodes.values() if e["urgent"] and e["raised"] is not None]
+    acked = [(e["ack"] - e["raised"]).total_seconds() / 60.0 for e in urgent if e["ack"] is not None]
+    days = sum(_icu_days(o) for o in outcomes)
+    return ScorerQuality(
+        stays=len(outcomes), patient_days=round(days, 4), alerts=alerts,
+        alerts_per_patient_day=_ratio(alerts, days), stays_alerted=_ratio(raised_stays, len(outcomes)),
+        deaths=deaths, deaths_flagged_2h=_ratio(flagged, deaths), deaths_flagged_2h_count=flagged,
+        deaths_without_time=without_time, median_lead_hours=_median(leads),
+        ppv=_ratio(flagged_died, flagged_stays), stays_flagged=flagged_stays,
+        urgent_alerts=len(urgent), acknowledged=_ratio(len(acked), len(urgent)), median_minutes_to_ack=_median(acked),
+    )
+
+
+def figures(scorers: Iterable[str], outcomes: Sequence[Outcome], trails: dict[int, Sequence[Alert]]) -> dict[str, dict]:
+    """{scorer: ScorerQuality as a dict} for every scorer named and every scorer that raised an alert."""
+    names = set(scorers) | {a.scorer for trail in trails.values() for a in trail}
+    return {name: asdict(scorer_quality(name, outcomes, trails)) for name in sorted(names)}
+
+
+# ---- Redis: written by the worker's outcome agent and timer, read by `medm2t report` and the dashboard ------
+
+async def record_outcomes(pipeline, messages) -> int:
+    """The outcome agent's work on one chunk of icu.outcomes.v1: store each valid Outcome (the latest per stay
+    wins, so redelivery is harmless), dead-letter the rest through the worker's pipeline. Returns how many."""
+    good = []
+    for msg in messages:
+        try:
+            good.append(validate_outcome(msg.value, msg.key))
+        except InvalidMessage as exc:
+            await pipeline.dead_letter(msg, str(exc))
+
+    async def write():
+        pipe = pipeline.store.r.pipeline(transaction=False)
+        for outcome, raw in good:
+            pipe.hset(keys.QUALITY_OUTCOMES, str(outcome.stay_id), raw)
+        return await pipe.execute()
+
+    if good:
+        await pipeline.with_redis("store outcomes", write)
+    return len(good)
+
+
+def read(r) -> dict:
+    """The current report from Redis (a sync client): {"outcomes": n, "at": wall clock, "scorers": figures}."""
+    outcomes = [Outcome.model_validate_json(v) for v in r.hvals(keys.QUALITY_OUTCOMES)]
+    pipe = r.pipeline(transaction=False)
+    for o in outcomes:
+        pipe.lrange(keys.stay_alerts(o.stay_id), 0, STAY_ALERTS - 1)
+    trails = {o.stay_id: [Alert.model_validate_json(x) for x in raw] for o, raw in zip(outcomes, pipe.execute())}
+    scorers = [k.decode().split(":", 1)[1] if isinstance(k, bytes) else k.split(":", 1)[1]
+               for k in r.scan_iter(match=keys.model_card("*"))]
+    clinical = max((o.time for o in outcomes), default=None)
+    return {"outcomes": len(outcomes), "at": datetime.utcnow().isoformat(timespec="seconds") + "Z",
+            "clinical_at": clinical.isoformat() if clinical else None, "scorers": figures(scorers, outcomes, trails)}
+
+
+def snapshot(r, every_s: float) -> dict | None:
+    """Append the current report to the history when the set of outcomes has grown since the last one. Several
+    workers share Redis, so only one of them snapshots per interval."""
+    if not r.set(keys.QUALITY_LOCK, "1", nx=True, px=max(1, int(every_s * 1000 * 0.9))):
+        return None
+    last = r.lindex(keys.QUALITY_HISTORY, -1)
+    n = r.hlen(keys.QUALITY_OUTCOMES)
+    if n == 0 or (last is not None and json.loads(last)["outcomes"] == n):
+        return None
+    report = read(r)
+    report["wall_s"] = time.time()
+    pipe = r.pipeline(transaction=False)
+    pipe.rpush(keys.QUALITY_HISTORY, json.dumps(report))
+    pipe.ltrim(keys.QUALITY_HISTORY, -HISTORY_LENGTH, -1)
+    pipe.execute()
+    return report
+
+
+def history(r) -> list[dict]:
+    return [json.loads(x) for x in r.lrange(keys.QUALITY_HISTORY, 0, -1)]

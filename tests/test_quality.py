@@ -1,0 +1,60 @@
+"""The alert-quality figures (stream/quality.py) on hand-made trails, against docs/alert-quality.md."""
+from datetime import datetime, timedelta
+
+import pytest
+
+from medm2t.events import Alert, Outcome
+from stream.quality import figures, scorer_quality
+
+T0 = datetime(2150, 1, 1)
+H = timedelta(hours=1)
+
+
+def outcome(stay, days=2.0, death=False, death_after=None):
+    return Outcome(event_id=f"o{stay}", stay_id=stay, subject_id=stay, time=T0 + days * 24 * H,
+                   available_time=T0 + days * 24 * H, source="test", hospital_death=death,
+                   deathtime=None if death_after is None else T0 + death_after, icu_intime=T0,
+                   icu_outtime=T0 + days * 24 * H)
+
+
+def alert(stay, at, state="raised", level="urgent", scorer="news2", task="news2", episode="", by="system", n=[0]):
+    n[0] += 1
+    return Alert(alert_id=f"a{n[0]}", stay_id=stay, subject_id=stay, scorer=scorer, model_version="v", task=task,
+                 level=level, state=state, reason="r", value=5.0, at=T0 + at, episode_id=episode or f"a{n[0]}", by=by)
+
+
+def test_rates_flags_lead_and_ppv():
+    outs = [outcome(1, days=1, death=True, death_after=10 * H), outcome(2, days=2, death=True, death_after=5 * H),
+            outcome(3, days=1), outcome(4, days=1, death=True)]  # 4: died, no death time
+    trails = {
+        1: [alert(1, 3 * H, episode="e1"), alert(1, 4 * H, "acknowledged", episode="e1", by="kim"),
+            alert(1, 6 * H, "cleared", level="urgent", episode="e1")],           # lead 7 h: flagged
+        2: [alert(2, 4 * H, level="info", task="news2:single-parameter"),        # info does not flag
+            alert(2, 4.5 * H, episode="e2"),                                       # lead 0.5 h: not flagged
+            alert(2, 5 * H, level="info", task="news2:stale-vitals")],            # technical: not counted
+        3: [alert(3, 2 * H, level="emergency")],                                   # flagged, survived
+        9: [alert(9, 1 * H)],                                                      # no outcome yet: not counted
+    }
+    q = scorer_quality("news2", outs, trails)
+    assert q.stays == 4 and q.patient_days == pytest.approx(5.0)
+    assert q.alerts == 4 and q.alerts_per_patient_day == pytest.approx(4 / 5.0)
+    assert q.stays_alerted == pytest.approx(3 / 4)
+    assert (q.deaths, q.deaths_without_time, q.deaths_flagged_2h_count) == (3, 1, 1)
+    assert q.deaths_flagged_2h == pytest.approx(1 / 3)
+    assert q.median_lead_hours == pytest.approx((7 + 0.5) / 2)
+    assert q.stays_flagged == 3 and q.ppv == pytest.approx(2 / 3)
+    assert q.urgent_alerts == 3 and q.acknowledged == pytest.approx(1 / 3) and q.median_minutes_to_ack == 60.0
+
+
+def test_every_scorer_is_reported_even_without_alerts_and_empty_denominators_are_none():
+    out = figures(["news2", "medm2t"], [outcome(1)], {1: [alert(1, H, scorer="news2")]})
+    assert set(out) == {"news2", "medm2t"}
+    m = out["medm2t"]
+    assert m["alerts"] == 0 and m["stays_alerted"] == 0.0 and m["alerts_per_patient_day"] == 0.0
+    assert m["deaths"] == 0 and m["deaths_flagged_2h"] is None and m["ppv"] is None and m["median_lead_hours"] is None
+    assert figures([], [], {})  == {}
+
+
+def test_an_alert_after_the_death_time_does_not_flag_it():
+    q = scorer_quality("news2", [outcome(1, death=True, death_after=5 * H)], {1: [alert(1, 6 * H)]})
+    assert q.deaths_flagged_2h == 0.0 and q.median_lead_hours is None and q.ppv == 1.0

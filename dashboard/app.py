@@ -11,10 +11,10 @@ import redis
 import streamlit as st
 
 from dashboard.data import Reader, connect, safe_url
-from dashboard.views import actions, alerts, patient, system, ward
+from dashboard.views import actions, alerts, patient, quality, system, ward
 from medm2t.settings import get_settings
 
-VIEWS = ("Ward board", "Patient", "Alerts", "System")
+VIEWS = ("Ward board", "Patient", "Alerts", "Quality", "System")
 MAX_PROBLEMS_SHOWN = 5
 
 
@@ -82,6 +82,9 @@ def main() -> None:
             elif view == "Alerts":
                 st.header("Alert feed", anchor=False)
                 alerts.render(reader)
+            elif view == "Quality":
+                st.header("Alert quality", anchor=False)
+                quality.render(reader)
             else:
                 st.header("System", anchor=False)
                 system.render(reader)

@@ -22,6 +22,16 @@ TECHNICAL_RULES = frozenset({"news2:stale-vitals"})  # about the data, not the p
 FLAGGING_LEVELS = frozenset({"urgent", "emergency"})  # the levels that flag a stay as deteriorating
 FLAG_LEAD = timedelta(hours=2)
 HISTORY_LENGTH = 2000
+# How the report shows each figure: (label, key, format), for `medm2t report` and the dashboard.
+ROWS = (("stays with an outcome", "stays", "{:d}"), ("patient-days", "patient_days", "{:.1f}"),
+        ("alerts raised", "alerts", "{:d}"), ("alerts per patient-day", "alerts_per_patient_day", "{:.2f}"),
+        ("stays alerted", "stays_alerted", "{:.0%}"), ("deaths", "deaths", "{:d}"),
+        ("deaths flagged >= 2 h ahead", "deaths_flagged_2h", "{:.0%}"),
+        ("  of them, count", "deaths_flagged_2h_count", "{:d}"),
+        ("  deaths without a death time", "deaths_without_time", "{:d}"),
+        ("median lead time (h)", "median_lead_hours", "{:.1f}"), ("PPV (urgent+ alerts)", "ppv", "{:.2f}"),
+        ("urgent+ alerts", "urgent_alerts", "{:d}"), ("  acknowledged", "acknowledged", "{:.0%}"),
+        ("  median minutes to acknowledge", "median_minutes_to_ack", "{:.0f}"))
 
 
 @dataclass(frozen=True)

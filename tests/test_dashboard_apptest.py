@@ -74,9 +74,9 @@ def test_ward_board_lists_every_seeded_stay_sorted_by_risk(dash_redis):
 
 
 def test_empty_redis_shows_friendly_no_data_message_on_every_page(dash_redis):
-    for view in ("Ward board", "Patient", "Alerts", "System"):
+    for view in ("Ward board", "Patient", "Alerts", "Quality", "System"):
         text = page_text(run_app(view))
-        assert "No data yet" in text or "No alerts yet" in text or "No metrics yet" in text, (view, text)
+        assert "No data yet" in text or "No alerts yet" in text or "No metrics yet" in text or "No outcomes yet" in text, (view, text)
 
 
 def test_patient_page_shows_scores_vitals_labs_and_ecg(dash_redis):
@@ -301,3 +301,32 @@ def test_open_alerts_show_level_since_when_and_the_value_then_and_now(dash_redis
     assert '"diamond"' in news2_chart  # single-parameter alerts: along the bottom, not at 3 points
     assert re.search(r'"domain":\s*\[\s*0,\s*1\s*\]', medm2t_chart)
 
+
+
+def test_quality_page_shows_the_reports_figures_and_their_history(dash_redis):
+    import json
+    import time
+    from datetime import timedelta
+
+    from medm2t.events import Outcome
+    from stream import quality
+
+    stays = write_sample_ward(dash_redis)
+    alerted = next(s for s in stays if s.alerts)
+    first = min(a.at for a in alerted.alerts)
+    outcome = Outcome(event_id="o1", stay_id=alerted.stay_id, subject_id=alerted.alerts[0].subject_id, time=first,
+                      available_time=first, source="test", hospital_death=True, deathtime=first + timedelta(hours=3),
+                      icu_intime=first - timedelta(days=1), icu_outtime=first + timedelta(hours=3))
+    dash_redis.hset(keys.QUALITY_OUTCOMES, str(alerted.stay_id), outcome.model_dump_json())
+    report = quality.read(dash_redis)
+    for n in (1, 2):
+        dash_redis.rpush(keys.QUALITY_HISTORY, json.dumps({**report, "outcomes": n, "wall_s": time.time()}))
+    at = run_app("Quality")
+    text = page_text(at)
+    assert "Over 1 stays with an outcome" in text
+    table = at.dataframe[0].value
+    assert list(table.columns) == sorted(report["scorers"]) and "alerts per patient-day" in table.index
+    assert table.loc["deaths", "news2"] == "1"
+    from dashboard.views.quality import PLOTTED
+
+    assert len(at.get("vega_lite_chart")) == len(PLOTTED)  # st.line_chart, one per figure

@@ -48,22 +48,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-ROWS = (("stays with an outcome", "stays", "{:d}"), ("patient-days", "patient_days", "{:.1f}"),
-        ("alerts raised", "alerts", "{:d}"), ("alerts per patient-day", "alerts_per_patient_day", "{:.2f}"),
-        ("stays alerted", "stays_alerted", "{:.0%}"), ("deaths", "deaths", "{:d}"),
-        ("deaths flagged >= 2 h ahead", "deaths_flagged_2h", "{:.0%}"),
-        ("  of them, count", "deaths_flagged_2h_count", "{:d}"),
-        ("  deaths without a death time", "deaths_without_time", "{:d}"),
-        ("median lead time (h)", "median_lead_hours", "{:.1f}"), ("PPV (urgent+ alerts)", "ppv", "{:.2f}"),
-        ("urgent+ alerts", "urgent_alerts", "{:d}"), ("  acknowledged", "acknowledged", "{:.0%}"),
-        ("  median minutes to acknowledge", "median_minutes_to_ack", "{:.0f}"))
-
-
 def text(report: dict) -> str:
     scorers = report["scorers"]
     if not report["outcomes"]:
         return ("no outcomes yet: the figures count stays whose outcome has arrived on icu.outcomes.v1 "
                 "(a replay releases it at hospital discharge)")
+    from stream.quality import ROWS
+
     names = list(scorers)
     width = max(len(r[0]) for r in ROWS)
     lines = [f"alert quality over {report['outcomes']} stays with an outcome (clinical clock up to "

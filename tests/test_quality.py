@@ -58,3 +58,16 @@ def test_every_scorer_is_reported_even_without_alerts_and_empty_denominators_are
 def test_an_alert_after_the_death_time_does_not_flag_it():
     q = scorer_quality("news2", [outcome(1, death=True, death_after=5 * H)], {1: [alert(1, 6 * H)]})
     assert q.deaths_flagged_2h == 0.0 and q.median_lead_hours is None and q.ppv == 1.0
+
+
+def test_the_outcome_agent_accepts_only_outcomes_keyed_by_their_stay():
+    from medm2t.events import StayClosed
+    from stream.validation import InvalidMessage, validate_outcome
+
+    raw = outcome(7).model_dump_json().encode()
+    closed = StayClosed(event_id="c7", stay_id=7, subject_id=7, time=T0, available_time=T0, source="test")
+    assert validate_outcome(raw, b"7")[0].stay_id == 7
+    for value, key, why in ((raw, b"8", "key"), (b"{", b"7", "invalid"), (None, b"7", "empty"),
+                            (closed.model_dump_json().encode(), b"7", "only outcomes belong there")):
+        with pytest.raises(InvalidMessage, match=why):
+            validate_outcome(value, key)

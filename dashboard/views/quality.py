@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.data import Reader
-from stream.quality import ROWS
 from stream import quality
 
 NO_OUTCOMES = ("No outcomes yet. The figures count stays whose outcome has arrived on icu.outcomes.v1, which a "
@@ -26,8 +25,8 @@ def render(reader: Reader) -> None:
                "docs/alert-quality.md; the same figures: `medm2t report`.")
     scorers = report["scorers"]
     table = pd.DataFrame({name: ["–" if scorers[name][key] is None else fmt.format(scorers[name][key])
-                                 for _, key, fmt in ROWS] for name in scorers},
-                         index=[label.strip() for label, _, _ in ROWS])
+                                 for _, key, fmt in quality.ROWS] for name in scorers},
+                         index=[label.strip() for label, _, _ in quality.ROWS])
     st.dataframe(table, width="stretch")
     points = quality.history(reader.r)
     if len(points) < 2:

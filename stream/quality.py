@@ -1,8 +1,8 @@
 """Live alert quality: were the alerts worth it? Figures per scorer over the stays whose outcome has arrived,
 defined in docs/alert-quality.md. The outcome agent (stream/worker.py) is the only reader of icu.outcomes.v1:
 it stores each Outcome in Redis, and the scorers never see it. The figures are computed from those outcomes and
-the stays' alert audit trails, so `medm2t report` is always current, and a timer snapshots them into a history
-for the dashboard's plots over time.
+the stays' alert audit trails: `medm2t report` computes them afresh, and a worker timer appends them to a
+history whenever they change, which the dashboard shows (its newest point, and plots over time).
 """
 from __future__ import annotations
 
@@ -69,6 +69,11 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _flags(a: Alert) -> bool:
+    """The record says the stay was at an urgent or emergency level at `a.at`."""
+    return a.level in FLAGGING_LEVELS and a.state != "cleared"
+
+
 def scorer_quality(scorer: str, outcomes: Sequence[Outcome], trails: dict[int, Sequence[Alert]]) -> ScorerQuality:
     """The figures for one scorer. `trails` maps stay_id to the stay's Alert records (any order, any scorer)."""
     alerts = raised_stays = 0
@@ -82,7 +87,7 @@ def scorer_quality(scorer: str, outcomes: Sequence[Outcome], trails: dict[int, S
         raised = [a for a in mine if a.state == "raised"]
         alerts += len(raised)
         raised_stays += bool(raised)
-        first_flag = next((a.at for a in mine if a.level in FLAGGING_LEVELS and a.state != "cleared"), None)
+        first_flag = next((a.at for a in mine if _flags(a)), None)
         if first_flag is not None and o.hospital_death is not None:
             flagged_stays += 1
             flagged_died += o.hospital_death
@@ -90,18 +95,15 @@ def scorer_quality(scorer: str, outcomes: Sequence[Outcome], trails: dict[int, S
             deaths += 1
             if o.deathtime is None:
                 without_time += 1
-            else:
-                before = next((a.at for a in mine if a.level in FLAGGING_LEVELS and a.state != "cleared"
-                               and a.at <= o.deathtime), None)
-                if before is not None:
-                    lead = o.deathtime - before
-                    leads.append(lead.total_seconds() / 3600.0)
-                    flagged += lead >= FLAG_LEAD
+            elif first_flag is not None and first_flag <= o.deathtime:
+                lead = o.deathtime - first_flag
+                leads.append(lead.total_seconds() / 3600.0)
+                flagged += lead >= FLAG_LEAD
         for a in mine:
             ep = episodes.setdefault(a.episode_id or a.alert_id, {"raised": None, "urgent": False, "ack": None})
             if a.state == "raised":
                 ep["raised"] = a.at
-            ep["urgent"] |= a.level in FLAGGING_LEVELS and a.state != "cleared"
+            ep["urgent"] |= _flags(a)
             if a.state == "acknowledged" and ep["ack"] is None:
                 ep["ack"] = a.at
     urgent = [e for e in episodes.values() if e["urgent"] and e["raised"] is not None]
@@ -153,29 +155,36 @@ def read(r) -> dict:
     for o in outcomes:
         pipe.lrange(keys.stay_alerts(o.stay_id), 0, STAY_ALERTS - 1)
     trails = {o.stay_id: [Alert.model_validate_json(x) for x in raw] for o, raw in zip(outcomes, pipe.execute())}
-    scorers = [k.decode().split(":", 1)[1] if isinstance(k, bytes) else k.split(":", 1)[1]
-               for k in r.scan_iter(match=keys.model_card("*"))]
+    prefix = keys.model_card("")
+    scorers = [(k.decode() if isinstance(k, bytes) else k).removeprefix(prefix)
+               for k in r.scan_iter(match=prefix + "*")]
     clinical = max((o.time for o in outcomes), default=None)
     return {"outcomes": len(outcomes), "at": datetime.utcnow().isoformat(timespec="seconds") + "Z",
             "clinical_at": clinical.isoformat() if clinical else None, "scorers": figures(scorers, outcomes, trails)}
 
 
 def snapshot(r, every_s: float) -> dict | None:
-    """Append the current report to the history when the set of outcomes has grown since the last one. Several
-    workers share Redis, so only one of them snapshots per interval."""
+    """Append the current report to the history when its figures changed since the last point (outcomes
+    arrive, and the worker may still be scoring their stays). Several workers share Redis: only one of them
+    computes it per interval. The dashboard shows the newest point instead of recomputing on every refresh."""
     if not r.set(keys.QUALITY_LOCK, "1", nx=True, px=max(1, int(every_s * 1000 * 0.9))):
         return None
-    last = r.lindex(keys.QUALITY_HISTORY, -1)
-    n = r.hlen(keys.QUALITY_OUTCOMES)
-    if n == 0 or (last is not None and json.loads(last)["outcomes"] == n):
-        return None
     report = read(r)
+    last = latest(r)
+    if not report["outcomes"] or (last is not None and (last["outcomes"], last["scorers"]) ==
+                                  (report["outcomes"], report["scorers"])):
+        return None
     report["wall_s"] = time.time()
     pipe = r.pipeline(transaction=False)
     pipe.rpush(keys.QUALITY_HISTORY, json.dumps(report))
     pipe.ltrim(keys.QUALITY_HISTORY, -HISTORY_LENGTH, -1)
     pipe.execute()
     return report
+
+
+def latest(r) -> dict | None:
+    raw = r.lindex(keys.QUALITY_HISTORY, -1)
+    return None if raw is None else json.loads(raw)
 
 
 def history(r) -> list[dict]:

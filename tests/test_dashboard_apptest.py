@@ -318,9 +318,9 @@ def test_quality_page_shows_the_reports_figures_and_their_history(dash_redis):
                       available_time=first, source="test", hospital_death=True, deathtime=first + timedelta(hours=3),
                       icu_intime=first - timedelta(days=1), icu_outtime=first + timedelta(hours=3))
     dash_redis.hset(keys.QUALITY_OUTCOMES, str(alerted.stay_id), outcome.model_dump_json())
+    assert quality.snapshot(dash_redis, 10.0) is not None
     report = quality.read(dash_redis)
-    for n in (1, 2):
-        dash_redis.rpush(keys.QUALITY_HISTORY, json.dumps({**report, "outcomes": n, "wall_s": time.time()}))
+    dash_redis.lpush(keys.QUALITY_HISTORY, json.dumps({**report, "outcomes": 0, "wall_s": time.time() - 10}))
     at = run_app("Quality")
     text = page_text(at)
     assert "Over 1 stays with an outcome" in text

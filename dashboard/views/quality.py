@@ -1,5 +1,7 @@
 """Quality page: were the alerts worth it? Live figures per scorer over the stays whose outcome has arrived
-(stream/quality.py, definitions in docs/alert-quality.md), and how they moved during the replay."""
+(stream/quality.py, definitions in docs/alert-quality.md), and how they moved during the replay. It shows what
+the worker last recorded (every 10 s while the figures change), so a refresh does not re-read every stay's
+audit trail."""
 from __future__ import annotations
 
 import pandas as pd
@@ -16,11 +18,13 @@ PLOTTED = (("alerts_per_patient_day", "alerts per patient-day"), ("deaths_flagge
 
 
 def render(reader: Reader) -> None:
-    report = quality.read(reader.r)
-    if not report["outcomes"]:
+    points = quality.history(reader.r)
+    if not points:
         st.info(NO_OUTCOMES)
         return
-    st.caption(f"Over {report['outcomes']} stays with an outcome, clinical clock up to {report['clinical_at']}. "
+    report = points[-1]
+    st.caption(f"Over {report['outcomes']} stays with an outcome, clinical clock up to {report['clinical_at']}, "
+               f"as the worker recorded them at {report['at']}. "
                "Small numbers early in a replay: read the counts beside the fractions. Definitions: "
                "docs/alert-quality.md; the same figures: `medm2t report`.")
     scorers = report["scorers"]
@@ -28,7 +32,6 @@ def render(reader: Reader) -> None:
                                  for _, key, fmt in quality.ROWS] for name in scorers},
                          index=[label.strip() for label, _, _ in quality.ROWS])
     st.dataframe(table, width="stretch")
-    points = quality.history(reader.r)
     if len(points) < 2:
         st.caption("The plots over time appear once the worker has recorded two points (every 10 s, as outcomes arrive).")
         return

@@ -8,7 +8,6 @@ import pandas as pd
 from medm2t.events import Alert, Ecg, Measurement, RiskScore
 from dashboard.format import TIER_COLOURS
 
-NEWS2_THRESHOLDS = {5: "medium (5)", 7: "high (7)"}   # RCP 2017 aggregate-score trigger bands
 ECG_DISPLAY_HZ = 125.0   # min/max envelope per bucket keeps QRS peaks while drawing 1/4 of the samples
 
 
@@ -18,16 +17,16 @@ def time_axis(span=None) -> alt.X:
     return alt.X("time:T", title="clinical time", scale=scale)
 
 
-def news2_trajectory(history: list[RiskScore], alerts: list[Alert], span=None) -> alt.Chart:
+def news2_trajectory(history: list[RiskScore], alerts: list[Alert], thresholds: dict[str, float] | None = None,
+                     span=None) -> alt.Chart:
+    """NEWS2 points over time, with the alert policy's thresholds ({level: points}) as dashed lines."""
     df = pd.DataFrame({"time": [s.scored_at for s in history if "news2" in s.tasks],
                        "points": [s.tasks["news2"].value for s in history if "news2" in s.tasks]})
     line = alt.Chart(df).mark_line(point=True, color="#455a64").encode(
         x=time_axis(span),
         y=alt.Y("points:Q", title="NEWS2 (points)", scale=alt.Scale(domain=[0, max(12, int(df.points.max() or 0) + 1)])),
         tooltip=[alt.Tooltip("time:T"), alt.Tooltip("points:Q", title="NEWS2 points")])
-    rules = alt.Chart(pd.DataFrame({"y": list(NEWS2_THRESHOLDS), "label": list(NEWS2_THRESHOLDS.values())})).mark_rule(
-        strokeDash=[4, 4], color="#b71c1c").encode(y="y:Q", tooltip=alt.Tooltip("label:N", title="threshold"))
-    chart = line + rules
+    chart = line + _threshold_rules(thresholds) if thresholds else line
     single = [a for a in alerts if a.scorer == "news2" and a.task != "news2"]
     if single:  # a single parameter's 0-3 points are not on the aggregate's axis: mark when, along the bottom
         df_single = pd.DataFrame({"time": [a.at for a in single], "state": [a.state for a in single],
@@ -46,11 +45,14 @@ def probability_trajectory(history: list[RiskScore], task: str, alerts: list[Ale
         y=alt.Y("risk:Q", title=f"{task} risk", axis=alt.Axis(format=".0%"),
                 scale=alt.Scale(domain=[0, 1])),  # fixed 0-100 %: a rescaled axis makes 3 % look like a crisis
         tooltip=[alt.Tooltip("time:T"), alt.Tooltip("risk:Q", format=".0%", title=f"{task} (rounded)")])
-    chart = line
-    if thresholds:
-        chart += alt.Chart(pd.DataFrame({"y": list(thresholds.values()), "label": list(thresholds)})).mark_rule(
-            strokeDash=[4, 4], color="#b71c1c").encode(y="y:Q", tooltip=alt.Tooltip("label:N", title="threshold"))
+    chart = line + _threshold_rules(thresholds) if thresholds else line
     return _with_alerts(chart, [a for a in alerts if a.scorer == "medm2t" and a.task == task], "risk")
+
+
+def _threshold_rules(thresholds: dict[str, float]) -> alt.Chart:
+    df = pd.DataFrame({"y": list(thresholds.values()), "label": [f"{k} at {v:g}" for k, v in thresholds.items()]})
+    return alt.Chart(df).mark_rule(strokeDash=[4, 4], color="#b71c1c").encode(
+        y="y:Q", tooltip=alt.Tooltip("label:N", title="alert threshold"))
 
 
 def _with_alerts(chart: alt.Chart, alerts: list[Alert], field: str) -> alt.Chart:

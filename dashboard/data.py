@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 from medm2t.connections import redis_sync, safe_url  # noqa: F401 - safe_url is part of this module's API
 from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened
 from stream import keys
-from stream.alerts import RANK, rules_for
+from stream.alerts import RANK, signal_of
+from stream.policy import DEFAULT_POLICY, AlertPolicy
 
 SCORERS = ("news2", "medm2t")
 BOARD_ROWS = 100           # highest-risk stays drawn on the ward board
@@ -105,8 +106,8 @@ class StayRow:
     def current_value(self, alert: Alert) -> float | None:
         """The alert's signal in the stay's newest score (an alert's own value is the one at its transition)."""
         score = self.scores.get(alert.scorer)
-        rule = next((r for r in rules_for(score) if r.key == alert.task), None) if score else None
-        return None if rule is None else rule.signal(score)
+        signal = signal_of(alert.scorer, alert.task) if score else None
+        return None if signal is None else signal(score)
 
     def risk_key(self) -> tuple:
         """Sort key, highest risk first after reverse: worst open alert, NEWS2 band, MedM2T mortality, NEWS2 points."""
@@ -259,6 +260,12 @@ class Reader:
                 continue
             cards[name] = card if isinstance(card, dict) else {"value": card}
         return cards
+
+    def alert_policy(self) -> AlertPolicy:
+        """The alert policy the workers published (alerts:policy); the built-in one until they have."""
+        raw = self.r.get(keys.ALERT_POLICY)
+        policy = self._parse(AlertPolicy, raw, keys.ALERT_POLICY) if raw else None
+        return policy or DEFAULT_POLICY
 
     def feed_age_s(self) -> float | None:
         """Wall-clock seconds since any stay last received data (None: no active stay)."""

@@ -15,6 +15,7 @@ import redis
 from medm2t.events import (LEADS, Alert, Ecg, Measurement, RiskScore, StaticFeatures, StayOpened, TaskScore,
                            Waveform, make_event_id)
 from stream import keys
+from stream.news2 import response_band
 
 NEWS2_CAL = "rule score (RCP 2017), not a probability"
 VITALS = {  # concept: (label, unit, baseline, spread)
@@ -33,14 +34,6 @@ class SampleStay:
     medm2t: RiskScore | None
     alerts: list[Alert]          # newest first
     stale: bool
-
-
-def news2_band(points: int, single_three: bool) -> str:
-    if points >= 7:
-        return "high"
-    if points >= 5:
-        return "medium"
-    return "low-medium" if single_three else "low"
 
 
 def synthetic_ecg_mv(fs: float = 500.0, seconds: float = 10.0, hr: float = 75.0) -> np.ndarray:
@@ -100,7 +93,7 @@ def write_sample_ward(r: redis.Redis, n_stays: int = 4, seed: int = 7, hours: in
             points = int(np.clip(round(1 + 2.5 * i * h / hours + rng.normal() * 0.4), 0, 20))
             n2 = RiskScore(stay_id=stay_id, subject_id=subject_id, scorer="news2", model_version="news2-rcp2017",
                            scored_at=at, hours_since_admission=float(h), inputs_seen=5 * (h + 1),
-                           tasks={"news2": TaskScore(value=points, kind="points", band=news2_band(points, False),
+                           tasks={"news2": TaskScore(value=points, kind="points", band=response_band(points, {}),
                                                      calibration=NEWS2_CAL,
                                                      detail={"rr": min(3, points // 3), "hr": points % 2, "spo2": 0})})
             news2_hist.append(n2)

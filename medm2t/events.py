@@ -38,7 +38,6 @@ import math
 import re
 import zlib
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
@@ -490,17 +489,6 @@ def _invalid(exc: ValidationError) -> InvalidEvent:
 
 def dump_event(event: _Event) -> bytes:
     return event.model_dump_json().encode()
-
-
-def export_schemas(out_dir: Path) -> list[Path]:
-    """Write one JSON Schema per event type (for subscribers in other languages)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for kind, model in {**EVENT_TYPES, **OUTPUT_TYPES}.items():
-        path = out_dir / f"{kind}.v{SCHEMA_VERSION}.schema.json"
-        path.write_text(json.dumps(model.model_json_schema(mode="serialization"), indent=2) + "\n")
-        written.append(path)
-    return written
 
 
 # ---- Outputs of the worker: risk scores, alerts, dead letters -------------------------------------------

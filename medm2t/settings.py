@@ -77,14 +77,10 @@ class Settings(BaseSettings):
     escalate_after_min: float = Field(15.0, gt=0, description="An urgent or emergency alert nobody acknowledged "
                                                               "escalates after this many clinical minutes.")
     snooze_max_min: float = Field(240.0, gt=0, description="Longest snooze allowed, in clinical minutes.")
+    alert_policy: Path | None = Field(None, description="Alert policy JSON (stream/policy.py); default: the "
+                                                        "checkpoint's alert-policy.json when MedM2T runs, else "
+                                                        "the built-in policy. The two settings above win over it.")
 
-    def lifecycle(self):
-        """The alert lifecycle these settings ask for (stream.alerts.Lifecycle)."""
-        from datetime import timedelta
-
-        from stream.alerts import Lifecycle
-
-        return Lifecycle(timedelta(minutes=self.escalate_after_min), timedelta(minutes=self.snooze_max_min))
 
     # Dashboard
     dashboard_port: int = 8501

@@ -112,10 +112,7 @@ class MedM2TScorer:
 
     def card(self) -> dict:
         """The model card the worker publishes at models:medm2t (the dashboard's system page shows it)."""
-        from stream.alerts import probability_rules
-
         meta = self.predictor.meta
-        tiers = probability_rules("mortality", self.name).tiers  # what the alert engine raises at, for the charts
         cadence = self.needs.cadence.total_seconds() / 60 if self.needs.cadence else None
         return {
             "name": "MedM2T", "version": self.version, "architecture": meta.get("architecture"),
@@ -125,7 +122,6 @@ class MedM2TScorer:
             "scoring_cadence_minutes": cadence,
             "tasks_without_labels": list(meta.get("train_info", {}).get("tasks_without_labels", ())),
             "training_data": meta.get("train_info", {}), "metrics": meta.get("metrics", {}),
-            "thresholds": {"mortality": {t.level: t.raise_at for t in tiers}},
             "intended_use": "Research and demonstration on replayed data. Not a medical device; not for clinical decisions.",
         }
 

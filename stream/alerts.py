@@ -11,7 +11,7 @@ immediate (no confirmation delay on a deteriorating patient). After an alert cle
 a stay cleared at 15:22 and was raised again at 15:23 (issue 9). A drop to a lower, still-active tier is
 reported as `de-escalated` at the lower level.
 
-The lifecycle (`Lifecycle`, IHE ACM-like), all on the clinical clock, checked at each score of the stay:
+The lifecycle (IHE ACM-like), all on the clinical clock, checked at each score of the stay:
   raised -> acknowledged: by a person; stops escalation at this level.
   raised -> escalated:    an urgent or emergency alert nobody acknowledged within `escalate_after` (once
                           per level); a rise in level is also 'escalated', and needs a new acknowledgement.
@@ -20,9 +20,11 @@ The lifecycle (`Lifecycle`, IHE ACM-like), all on the clinical clock, checked at
   -> cleared:             by the hysteresis above.
 Actions on an alert that has cleared are rejected (ActionRejected), except comments.
 
-NEWS2 uses two rules (RCP 2017): the aggregate (>= 5 urgent, >= 7 emergency) and a 3 in any single parameter
-(info), plus a stale-data technical alert (info) when its newest vital sign is STALE_VITALS_HOURS old. Scores
-come with events, so a stay that receives no event at all is not re-checked until its next one. MedM2T probability tasks plug in the same way: `probability_rules(task, ...)`.
+Every number here (tiers, hysteresis, refractory period, escalation and snooze times) comes from the alert
+policy (stream/policy.py); `AlertRules(policy)` builds the rules. NEWS2 uses two rules (RCP 2017): the
+aggregate (urgent, emergency) and a 3 in any single parameter (info), plus a stale-data technical alert (info)
+when its newest vital sign is too old. Scores come with events, so a stay that receives no event at all is not
+re-checked until its next one. Each probability task of any other scorer (MedM2T mortality) is one rule.
 
 The per-(stay, rule) state is a small JSON blob the caller persists (Redis hash {stay:ID}:alertstate).
 """
@@ -34,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from medm2t.events import Alert, AlertAction, RiskScore, make_event_id
+from stream.policy import DEFAULT_POLICY, AlertPolicy, RulePolicy
 
 LEVELS = ("info", "urgent", "emergency")
 RANK = {None: 0, "info": 1, "urgent": 2, "emergency": 3}
@@ -74,14 +77,6 @@ class Rule:
         return None
 
 
-@dataclass(frozen=True)
-class Lifecycle:
-    """What happens to an open alert when nobody acts on it, and the bounds on what people may do. Clinical
-    time throughout, so a replay at any speed behaves as the ward would."""
-    escalate_after: timedelta = timedelta(minutes=15)  # an urgent or emergency alert nobody acknowledged escalates
-    snooze_max: timedelta = timedelta(hours=4)
-
-
 ESCALATING = ("urgent", "emergency")
 
 
@@ -119,7 +114,7 @@ def _time(raw: str | None) -> datetime | None:
     return datetime.fromisoformat(raw) if raw else None
 
 
-def step(rule: Rule, state: RuleState, score: RiskScore, life: Lifecycle = Lifecycle()) -> tuple[RuleState, Alert | None]:
+def step(rule: Rule, state: RuleState, score: RiskScore, policy: AlertPolicy = DEFAULT_POLICY) -> tuple[RuleState, Alert | None]:
     """Advance one rule by one score. Returns the new state and the alert record to emit, if any."""
     value = rule.signal(score)
     if value is None:
@@ -138,11 +133,11 @@ def step(rule: Rule, state: RuleState, score: RiskScore, life: Lifecycle = Lifec
                       overdue=False)
         return new, _record(rule, score, value, new, "escalated", rule.describe(score, value))
     if RANK[target] == RANK[state.level]:
-        return _timers(rule, replace(state, below=0, below_since=None), score, value, life)
+        return _timers(rule, replace(state, below=0, below_since=None), score, value, policy)
     below = state.below + 1
     since = state.below_since or at
     if below < rule.clear_after or at - since < rule.clear_hold:
-        return _timers(rule, replace(state, below=below, below_since=since), score, value, life)
+        return _timers(rule, replace(state, below=below, below_since=since), score, value, policy)
     if target is None:
         reason = f"below threshold for {below} scores since {since:%Y-%m-%d %H:%M}: {rule.describe(score, value)}"
         return state.cleared(at), _record(rule, score, value, state, "cleared", reason)
@@ -150,7 +145,8 @@ def step(rule: Rule, state: RuleState, score: RiskScore, life: Lifecycle = Lifec
     return new, _record(rule, score, value, new, "de-escalated", f"de-escalated from {state.level}: {rule.describe(score, value)}")
 
 
-def _timers(rule: Rule, state: RuleState, score: RiskScore, value: float, life: Lifecycle) -> tuple[RuleState, Alert | None]:
+def _timers(rule: Rule, state: RuleState, score: RiskScore, value: float,
+            policy: AlertPolicy) -> tuple[RuleState, Alert | None]:
     """An open alert whose level holds: re-present it when its snooze ends, escalate it if nobody acknowledged it."""
     at = score.scored_at
     if state.snoozed_until is not None:
@@ -159,9 +155,9 @@ def _timers(rule: Rule, state: RuleState, score: RiskScore, value: float, life: 
         new = replace(state, snoozed_until=None, since=at, acked_by=None, overdue=False)
         return new, _record(rule, score, value, new, "re-presented", f"snooze ended: {rule.describe(score, value)}")
     if (state.level in ESCALATING and state.acked_by is None and not state.overdue and state.since is not None
-            and at - state.since >= life.escalate_after):
+            and at - state.since >= policy.escalate_after):
         new = replace(state, escalation=state.escalation + 1, overdue=True)
-        minutes = life.escalate_after.total_seconds() / 60
+        minutes = policy.escalate_after_min
         return new, _record(rule, score, value, new, "escalated",
                             f"not acknowledged within {minutes:g} min: {rule.describe(score, value)}")
     return state, None
@@ -197,7 +193,7 @@ class ActionRejected(ValueError):
 
 
 def act(state: RuleState, action: AlertAction, acted_on: Alert, now: datetime,
-        life: Lifecycle = Lifecycle()) -> tuple[RuleState, Alert]:
+        policy: AlertPolicy = DEFAULT_POLICY) -> tuple[RuleState, Alert]:
     """Apply one person's action on the alert `acted_on` (any record of it), at clinical time `now`. Returns the
     rule's new state and the record of the action. Raises ActionRejected."""
     open_now = state.level is not None and state.episode == acted_on.episode_id
@@ -210,9 +206,9 @@ def act(state: RuleState, action: AlertAction, acted_on: Alert, now: datetime,
         new, transition, reason = replace(state, acked_by=action.by), "acknowledged", action.reason or "acknowledged"
     elif action.action == "snooze":
         length = timedelta(minutes=action.snooze_minutes)
-        if length > life.snooze_max:
+        if length > policy.snooze_max:
             raise ActionRejected(f"a snooze of {action.snooze_minutes:g} min is past the maximum of "
-                                 f"{life.snooze_max.total_seconds() / 60:g} min")
+                                 f"{policy.snooze_max_min:g} min")
         new = replace(state, snoozed_until=now + length)
         transition, reason = "snoozed", f"snoozed {action.snooze_minutes:g} min: {action.reason.strip()}"
     else:  # unsnooze
@@ -256,36 +252,57 @@ def _newest_vital_age(score: RiskScore) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-STALE_VITALS_HOURS = 2.0  # no vital sign for this long while the stay is scored: a stale-data technical alert
-
-NEWS2_RULES = (
-    Rule("news2", "news2", _news2_aggregate,
-         (Tier("urgent", 5, 4), Tier("emergency", 7, 6)),
-         lambda s, v: f"NEWS2 aggregate {v:g} (band {s.tasks['news2'].band})"),
-    Rule("news2:single-parameter", "news2", _news2_max_single,
-         (Tier("info", 3, 3),),
-         _news2_three_in),
-    # Technical, not clinical: the NEWS2 above rests on vitals this old. Clears with the first fresh vital.
-    Rule("news2:stale-vitals", "news2", _newest_vital_age,
-         (Tier("info", STALE_VITALS_HOURS, STALE_VITALS_HOURS),),
-         lambda s, v: f"stale data: no vital signs for {v:.1f} h; NEWS2 rests on older values",
-         clear_after=1, clear_hold=timedelta(0), refractory=timedelta(0)),
-)
-
-
-def probability_rules(task: str, scorer: str = "medm2t", urgent: float = 0.3, emergency: float = 0.5,
-                      gap: float = 0.05, clear_after: int = 2, clear_hold: timedelta = timedelta(hours=1)) -> Rule:
-    """A rule for one probability task (e.g. MedM2T mortality): raise at the threshold, clear `gap` below it."""
+def _probability(task: str) -> Callable[[RiskScore], float | None]:
     def signal(score: RiskScore) -> float | None:
         t = score.tasks.get(task)
         return None if t is None or t.kind != "probability" else t.value
-
-    return Rule(task, scorer, signal, (Tier("urgent", urgent, urgent - gap), Tier("emergency", emergency, emergency - gap)),
-                lambda s, v: f"{task} probability {v:.2f} ({s.tasks[task].calibration})", clear_after, clear_hold)
+    return signal
 
 
-def rules_for(score: RiskScore) -> tuple[Rule, ...]:
-    """The rules that apply to one scorer's scores."""
-    if score.scorer == "news2":
-        return NEWS2_RULES
-    return tuple(probability_rules(name, score.scorer) for name, t in score.tasks.items() if t.kind == "probability")
+def _describe_probability(task: str) -> Callable[[RiskScore, float], str]:
+    return lambda s, v: f"{task} probability {v:.2f} ({s.tasks[task].calibration})"
+
+
+# The NEWS2 rules' signals and wording; their numbers are the policy's (stream/policy.py).
+NEWS2_SIGNALS = {
+    "news2": (_news2_aggregate, lambda s, v: f"NEWS2 aggregate {v:g} (band {s.tasks['news2'].band})"),
+    "news2:single-parameter": (_news2_max_single, _news2_three_in),
+    # Technical, not clinical: the NEWS2 above rests on vitals this old. Clears with the first fresh vital.
+    "news2:stale-vitals": (_newest_vital_age,
+                           lambda s, v: f"stale data: no vital signs for {v:.1f} h; NEWS2 rests on older values"),
+}
+
+
+def signal_of(scorer: str, key: str) -> Callable[[RiskScore], float | None] | None:
+    """The signal a rule reads from a score (the same whatever the policy's numbers); None for an unknown rule."""
+    if scorer == "news2":
+        return NEWS2_SIGNALS[key][0] if key in NEWS2_SIGNALS else None
+    return _probability(key)
+
+
+def make_rule(scorer: str, key: str, signal, describe, p: RulePolicy) -> Rule:
+    return Rule(key, scorer, signal, tuple(Tier(t.level, t.raise_at, t.clear_below) for t in p.tiers), describe,
+                p.clear_after, timedelta(minutes=p.clear_hold_min), timedelta(minutes=p.refractory_min))
+
+
+class AlertRules:
+    """A policy's rules, each built once: `for_score(score)` is what the engine steps for one score."""
+
+    def __init__(self, policy: AlertPolicy = DEFAULT_POLICY):
+        self.policy = policy
+        self._rules: dict[tuple[str, str], Rule] = {}
+        self._by_tasks: dict[tuple, tuple[Rule, ...]] = {}
+
+    def rule(self, scorer: str, key: str) -> Rule:
+        """One rule: a NEWS2 rule by its key, else the probability task `key` of `scorer`."""
+        if (scorer, key) not in self._rules:
+            signal, describe = NEWS2_SIGNALS[key] if scorer == "news2" else (_probability(key), _describe_probability(key))
+            self._rules[scorer, key] = make_rule(scorer, key, signal, describe, self.policy.rule(scorer, key))
+        return self._rules[scorer, key]
+
+    def for_score(self, score: RiskScore) -> tuple[Rule, ...]:
+        keys = tuple(NEWS2_SIGNALS) if score.scorer == "news2" else \
+            tuple(name for name, t in score.tasks.items() if t.kind == "probability")
+        if (score.scorer, keys) not in self._by_tasks:
+            self._by_tasks[score.scorer, keys] = tuple(self.rule(score.scorer, k) for k in keys)
+        return self._by_tasks[score.scorer, keys]

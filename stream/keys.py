@@ -28,6 +28,7 @@ and can be updated atomically in one MULTI/EXEC or Lua script.
 | metrics:latency                  | list   | recent batch latencies in ms (capped)                               |
 | input:offsets                    | hash   | partition -> last input offset delivered to a worker                |
 | models:SCORER                    | string | model card / version JSON of each active scorer                     |
+| alerts:policy                    | string | AlertPolicy JSON the workers run (stream/policy.py)                 |
 | quality:outcomes                 | hash   | stay_id -> Outcome JSON (the outcome agent; the scorers never read) |
 | quality:history                  | list   | alert-quality report JSON, oldest first (stream/quality.py, capped) |
 | quality:lock                     | string | which worker snapshots the quality history this interval            |
@@ -87,6 +88,7 @@ WARD_ACTIVE = "ward:active"
 WARD_STAYS = "ward:stays"
 ALERT_FEED = "alerts:feed"
 ALERT_STAYS = "alerts:stays"
+ALERT_POLICY = "alerts:policy"
 ALERT_FEED_LENGTH = 1000   # newest alerts kept in the ward feed (the topic keeps them all); the dashboard reads them all
 COUNTERS = "metrics:counters"
 OFFSETS = "input:offsets"

@@ -19,6 +19,7 @@ VERSION = "RCP 2017 NEWS2 (SpO2 scale 1)"
 CALIBRATION = "rule score (RCP 2017 NEWS2), not a probability"
 LOOKBACK = timedelta(hours=24)
 PARAMETERS = ("rr", "spo2", "oxygen", "sbp", "hr", "consciousness", "temp")
+MEDIUM_AT, HIGH_AT = 5, 7  # RCP 2017 response bands of the aggregate: medium (urgent response), high (emergency)
 
 # (inclusive upper bound, points), checked in order; values are rounded to the chart's precision first.
 _RR = ((8, 3), (11, 1), (20, 0), (24, 2), (math.inf, 3))
@@ -77,9 +78,9 @@ def consciousness_points(gcs_total: float) -> int:
 
 
 def response_band(aggregate: int, subscores: dict[str, int | None]) -> str:
-    if aggregate >= 7:
+    if aggregate >= HIGH_AT:
         return "high"
-    if aggregate >= 5:
+    if aggregate >= MEDIUM_AT:
         return "medium"
     if any(p == 3 for p in subscores.values() if p is not None):
         return "low-medium"

@@ -63,3 +63,40 @@ async def feed(pipeline: Pipeline, messages: Sequence[tuple[int, bytes | None, b
         await score_all_ready(pipeline, batches)
     pipeline.idle_s = 0.0
     await score_all_ready(pipeline, batches)
+
+
+def backlog(stays, partitions: int) -> tuple[list[tuple[int, bytes, bytes]], list]:
+    """A recorded replay of `stays` (lists of events) as (partition, key, value) input messages in release
+    order, keyed by stay as `medm2t replay` sends them, and the stays' Outcome events, which stay apart."""
+    from medm2t.events import dump_event
+    from replay.engine import merge_recorded
+
+    messages, outcomes = [], []
+    for released in merge_recorded(stays):
+        e = released.event
+        if e.kind == "outcome":
+            outcomes.append(e)
+        else:
+            messages.append((e.stay_id % partitions, str(e.stay_id).encode(), dump_event(e)))
+    return messages, outcomes
+
+
+async def run_backlog(redis_url: str, scorers, messages, partitions: int, batches: Batches | None = None,
+                      **pipeline_options) -> MemorySink:
+    """Feed `messages` through a fresh pipeline on an emptied Redis db at `redis_url` (no Kafka); returns what
+    it published, topic by topic."""
+    from medm2t.connections import redis_async
+    from medm2t.settings import RedisSettings, Settings
+    from stream.state import StayStore
+
+    redis = redis_async(Settings(redis_url=redis_url, redis=RedisSettings(password="")))
+    try:
+        await redis.flushdb()
+        sink = MemorySink()
+        pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, sink.send,
+                            **{"idle_ms": 10**9, **pipeline_options})
+        await pipeline.assign(set(range(partitions)))
+        await feed(pipeline, messages, batches=batches)
+        return sink
+    finally:
+        await redis.aclose()

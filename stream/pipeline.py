@@ -26,11 +26,13 @@ from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 from medm2t import topics
+from medm2t.fhir import risk_assessment
 from medm2t.events import (
     Alert, AlertAction, DeadLetter, Ecg, Measurement, RiskScore, StayClosed, StayOpened, _Event, make_event_id,
 )
 from stream import metrics
-from stream.alerts import ActionRejected, Lifecycle, RuleState, act, rules_for, step
+from stream.alerts import ActionRejected, AlertRules, RuleState, act, step
+from stream.policy import DEFAULT_POLICY, AlertPolicy
 from stream.scoring import Scorer, StayPoint, canonical_order
 from stream.state import Incoming, StayStore, StoredStay, epoch, from_epoch
 from stream.validation import InvalidMessage, validate_message
@@ -76,8 +78,9 @@ class StayRuntime:
 class Pipeline:
     def __init__(self, store: StayStore, scorers: Sequence[Scorer], send: Send, batch_max: int = 256,
                  idle_ms: int = 100, caught_up: Callable[[int], bool] = lambda p: True,
-                 lifecycle: Lifecycle = Lifecycle()):
-        self.store, self.scorers, self.send, self.lifecycle = store, list(scorers), send, lifecycle
+                 policy: AlertPolicy = DEFAULT_POLICY):
+        self.store, self.scorers, self.send = store, list(scorers), send
+        self.rules = AlertRules(policy)  # the pipeline runs the alert policy; StayStore only stores
         self.batch_max, self.idle_s, self.caught_up = batch_max, idle_ms / 1000.0, caught_up
         self.stays: dict[int, StayRuntime] = {}
         self.clock: dict[int, datetime] = {}        # partition -> latest available_time delivered on it
@@ -275,7 +278,7 @@ class Pipeline:
                 rule_key = f"{acted_on.scorer}/{acted_on.task}"
                 try:
                     new, record = act(RuleState.loads(rt.alert_state.get(rule_key)), action, acted_on,
-                                      rt.scored or acted_on.at, self.lifecycle)
+                                      rt.scored or acted_on.at, self.rules.policy)
                 except ActionRejected as exc:
                     await self.dead_letter(msg, str(exc))
                     continue
@@ -513,9 +516,12 @@ class Pipeline:
                     raw = score.model_dump_json()
                     raws.append((score.scored_at, raw))
                     deliveries.append(await self.send(topics.SCORES, key, raw.encode()))
-                    for rule in rules_for(score):
+                    fhir = risk_assessment(score)
+                    if fhir is not None:
+                        deliveries.append(await self.send(topics.FHIR_RISK, key, fhir.model_dump_json().encode()))
+                    for rule in self.rules.for_score(score):
                         rule_key = f"{score.scorer}/{rule.key}"
-                        new, alert = step(rule, RuleState.loads(rt.alert_state.get(rule_key)), score, self.lifecycle)
+                        new, alert = step(rule, RuleState.loads(rt.alert_state.get(rule_key)), score, self.rules.policy)
                         changed[rule_key] = rt.alert_state[rule_key] = new.dumps()
                         if alert is not None:
                             alerts.append((alert.alert_id, alert.model_dump_json()))

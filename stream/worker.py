@@ -21,6 +21,7 @@ from medm2t.connections import faust_options, redis_sync, set_fetch_max_wait
 from medm2t.settings import Settings
 from stream import keys, metrics, quality
 from stream.pipeline import INGEST_CHUNK, Message, Pipeline
+from stream.policy import DEFAULT_POLICY, AlertPolicy
 from stream.scoring import Scorer
 from stream.state import StayStore
 
@@ -31,8 +32,8 @@ STATS_EVERY_S = 10.0
 QUALITY_EVERY_S = 10.0   # how often the alert-quality history gets a point (when outcomes have arrived)
 
 
-def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
-    """The Faust app. `redis` is a redis.asyncio client."""
+def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: AlertPolicy = DEFAULT_POLICY):
+    """The Faust app. `redis` is a redis.asyncio client; `policy` is the alert policy the pipeline runs."""
     import faust
     from faust.types import TP
 
@@ -83,8 +84,7 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
         return high <= pipeline.consumed.get(partition, -1) + 1
 
     store = StayStore(redis, [s.needs for s in scorers])
-    pipeline = Pipeline(store, scorers, send, settings.batch_max, settings.point_idle_ms, caught_up,
-                        settings.lifecycle())
+    pipeline = Pipeline(store, scorers, send, settings.batch_max, settings.point_idle_ms, caught_up, policy)
     # Keyed by stay_id with as many partitions as the inputs: Faust's assignor gives a worker the same
     # partitions of both topics, so a stay's actions reach the worker that holds its alert state.
     actions = app.topic(topics.ACTIONS, key_serializer="raw", value_serializer="raw")
@@ -151,6 +151,7 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis):
 
         for scorer in scorers:
             await redis.set(keys.model_card(scorer.name), json.dumps(card(scorer), default=str))
+        await redis.set(keys.ALERT_POLICY, policy.model_dump_json())
 
     app.pipeline = pipeline  # for tests and introspection
     return app

@@ -37,6 +37,7 @@ class Ward:
         from stream.news2 import News2Scorer
         from stream.offline import MemorySink, score_all_ready
         from stream.pipeline import Pipeline
+        from stream.policy import load_policy
         from stream.state import StayStore
 
         sink = MemorySink()
@@ -46,7 +47,7 @@ class Ward:
             try:
                 scorer = News2Scorer()
                 pipeline = Pipeline(StayStore(redis, [scorer.needs]), [scorer], sink.send, idle_ms=0,
-                                    lifecycle=self.settings.lifecycle())
+                                    policy=load_policy(self.settings))
                 await pipeline.assign({0})
                 for do in steps:
                     await do(pipeline)

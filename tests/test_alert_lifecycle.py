@@ -10,11 +10,12 @@ from pydantic import ValidationError
 
 from medm2t.events import AlertAction, RiskScore, TaskScore
 from stream import news2
-from stream.alerts import NEWS2_RULES, ActionRejected, Lifecycle, RuleState, act, step
+from stream.alerts import ActionRejected, AlertRules, RuleState, act, step
+from stream.policy import AlertPolicy
 
 T0 = datetime(2150, 1, 1, 8, 0)
-RULE = NEWS2_RULES[0]  # the aggregate: urgent at 5, emergency at 7
-LIFE = Lifecycle(escalate_after=timedelta(minutes=15), snooze_max=timedelta(hours=4))
+LIFE = AlertPolicy(escalate_after_min=15, snooze_max_min=240)
+RULE = AlertRules(LIFE).rule("news2", "news2")  # the aggregate: urgent at 5, emergency at 7
 
 
 def _score(aggregate: int, minutes: int) -> RiskScore:
@@ -77,7 +78,7 @@ def test_an_acknowledged_alert_does_not_escalate_until_its_level_rises():
 
 
 def test_info_alerts_never_escalate():
-    rule = NEWS2_RULES[1]
+    rule = AlertRules(LIFE).rule("news2", "news2:single-parameter")
     state = RuleState()
     out = []
     for minute in (0, 30, 60, 90):

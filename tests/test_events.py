@@ -1,10 +1,9 @@
-import json
 from datetime import datetime
 
 import numpy as np
 import pytest
 from medm2t.events import (
-    LEADS, Ecg, InvalidEvent, Measurement, StaticFeatures, StayOpened, Waveform, dump_event, export_schemas, make_event_id,
+    LEADS, Ecg, InvalidEvent, Measurement, StaticFeatures, StayOpened, Waveform, dump_event, make_event_id,
     parse_event,
 )
 
@@ -41,14 +40,6 @@ def test_malformed_event_is_rejected_with_a_reason():
         parse_event(b'{"kind": "nonsense"}')
     with pytest.raises(ValueError):  # InvalidEvent is a ValueError: callers need catch only that
         parse_event(b'{"kind": "nonsense"}')
-
-
-def test_schema_export_writes_valid_json_per_type(tmp_path):
-    paths = export_schemas(tmp_path)
-    kinds = {p.name.split(".")[0] for p in paths}
-    assert {"stay_opened", "measurement", "ecg", "stay_closed", "outcome", "risk_score", "alert"} <= kinds
-    schema = json.loads((tmp_path / "stay_opened.v1.schema.json").read_text())
-    assert "stay_id" in schema["properties"]
 
 
 def test_stay_opened_requires_static_block():

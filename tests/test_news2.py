@@ -121,7 +121,10 @@ def test_values_not_yet_available_are_not_used():
 
 # ---- NEWS2 alerts: band crossings with hysteresis ----------------------------------------------------------
 
-from stream.alerts import NEWS2_RULES, Lifecycle, RuleState, step  # noqa: E402
+from stream.alerts import AlertRules, RuleState, step  # noqa: E402
+from stream.policy import DEFAULT_POLICY, AlertPolicy  # noqa: E402
+
+RULES = AlertRules()
 
 
 def _scored(aggregate: int, minutes: int, max_single: int = 0):
@@ -133,10 +136,10 @@ def _scored(aggregate: int, minutes: int, max_single: int = 0):
                      scored_at=T0 + timedelta(minutes=minutes), tasks={"news2": task})
 
 
-NO_ESCALATION = Lifecycle(escalate_after=timedelta(days=30))  # the hysteresis tests below leave acks aside
+NO_ESCALATION = AlertPolicy(escalate_after_min=30 * 24 * 60)  # the hysteresis tests below leave acks aside
 
 
-def _run(values, rule=NEWS2_RULES[0], every_minutes=30, life=NO_ESCALATION):
+def _run(values, rule=RULES.rule("news2", "news2"), every_minutes=30, life=NO_ESCALATION):
     state, alerts = RuleState(), []
     for i, v in enumerate(values):
         state, alert = step(rule, RuleState.loads(state.dumps()), _scored(v, i * every_minutes, max_single=v), life)
@@ -157,7 +160,7 @@ def test_a_flickering_score_does_not_spam():
 
 
 def test_single_parameter_three_is_an_info_alert():
-    got = [a for a in _run([3, 3, 0, 0, 0], rule=NEWS2_RULES[1]) if a]
+    got = [a for a in _run([3, 3, 0, 0, 0], rule=RULES.rule("news2", "news2:single-parameter")) if a]
     assert got == [("raised", "info"), ("cleared", "info")]
 
 
@@ -174,11 +177,9 @@ def test_a_cleared_alert_is_not_raised_again_within_the_refractory_period():
 
 
 def test_stale_vitals_raise_a_technical_alert_that_clears_with_the_next_vital():
-    from stream.alerts import STALE_VITALS_HOURS
-
-    rule = next(r for r in NEWS2_RULES if r.key == "news2:stale-vitals")
+    rule = RULES.rule("news2", "news2:stale-vitals")
     state, seen = RuleState(), []
-    stale_at = int(STALE_VITALS_HOURS * 60) + 1
+    stale_at = int(DEFAULT_POLICY.thresholds("news2", "news2:stale-vitals")["info"] * 60) + 1
     for at_min, vitals in ((0, [_m("hr", 80, 0)]), (60, [_m("hr", 80, 0)]), (stale_at, [_m("hr", 80, 0)]),
                            (200, [_m("hr", 80, 0)]), (210, [_m("hr", 80, 0), _m("hr", 82, 205)])):
         score = news2.score_view(_view(vitals, now=T0 + timedelta(minutes=at_min)))

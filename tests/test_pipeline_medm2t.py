@@ -118,6 +118,33 @@ def test_the_live_medm2t_stream_is_the_contracts(settings, checkpoint, replayed)
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_each_live_medm2t_score_has_one_valid_fhir_risk_assessment(settings, replayed):
+    """fhir.riskassessment.v1 carries one RiskAssessment per MedM2T score (none for NEWS2's points), each
+    valid for fhir.resources and for the exported schema, with the score's own probabilities."""
+    import jsonschema
+    from fhir.resources.R4B.riskassessment import RiskAssessment
+
+    from medm2t.fhir import RiskAssessmentV1
+    from medm2t.schemas import schema_of
+
+    schema = schema_of(RiskAssessmentV1)
+    medm2t = {s.score_id: s for s in replayed["scores"].values() if s.scorer == "medm2t"}
+    seen = {}
+    for raw in _read(settings, topics.FHIR_RISK):
+        jsonschema.validate(json.loads(raw), schema, format_checker=jsonschema.FormatChecker())
+        ra = RiskAssessment.model_validate_json(raw)
+        seen[ra.id] = ra
+    assert set(seen) == set(medm2t)
+    for score_id, ra in seen.items():
+        score = medm2t[score_id]
+        assert ra.encounter.reference == f"Encounter/{score.stay_id}"
+        death = next(p for p in ra.prediction if p.outcome.coding[0].code == "death_in_hospital")
+        assert float(death.probabilityDecimal) == score.tasks["mortality"].value
+        assert score.tasks["mortality"].calibration in death.rationale
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_state_rebuilt_from_redis_scores_like_the_live_state(settings, checkpoint, replayed):
     """What the store keeps of a stay (all measurements, the latest ECGs) is enough to rebuild MedM2T's state
     after a restart: rescoring each stay's last point from Redis alone gives its live score."""
@@ -155,15 +182,15 @@ def test_state_rebuilt_from_redis_scores_like_the_live_state(settings, checkpoin
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_model_cards_are_published_for_both_scorers(settings, checkpoint, replayed):
-    from stream.alerts import probability_rules
+def test_model_cards_and_the_alert_policy_are_published(settings, checkpoint, replayed):
+    from stream.policy import AlertPolicy, load_policy
 
     r = _redis(settings)
     card = json.loads(r.get(keys.model_card("medm2t")))
     assert card["version"] == checkpoint[1] and card["name"] == "MedM2T"
     assert card["calibration"] and card["preset"] == "small" and card["tasks_without_labels"] == ["cvd_90d"]
     assert card["training_data"]["data"] == "30-stay synthetic cohort"
-    assert card["thresholds"]["mortality"] == {t.level: t.raise_at for t in probability_rules("mortality").tiers}
+    assert AlertPolicy.model_validate_json(r.get(keys.ALERT_POLICY)) == load_policy(settings, ["news2", "medm2t"])
     assert json.loads(r.get(keys.model_card("news2")))["version"]
     assert _counter(r, "scorer_errors_medm2t") == 0
 

@@ -132,36 +132,34 @@ def _clinical_span(row: StayRow, measurements) -> tuple | None:
 
 def _trajectories(reader: Reader, row: StayRow, span) -> None:
     st.subheader("Score trajectory", anchor=False)
+    policy = reader.alert_policy()
     left, right = st.columns(2)
     with left:
         if row.history["news2"]:
-            st.altair_chart(charts.news2_trajectory(row.history["news2"], row.alerts, span), width="stretch")
-            st.caption("Dashed lines: NEWS2 medium (5) and high (7) trigger levels. Triangles: aggregate alert "
-                       "transitions, at their points. Diamonds along the bottom: single-parameter (3 points) "
-                       "and stale-data alerts, when they happened (their values are not on this axis).")
+            news2_at = policy.thresholds("news2", "news2")
+            st.altair_chart(charts.news2_trajectory(row.history["news2"], row.alerts, news2_at, span), width="stretch")
+            st.caption(f"Dashed lines: the alert policy's NEWS2 levels ({_levels(news2_at, '{:g}')}; policy "
+                       f"{html.escape(policy.name)}). Triangles: aggregate alert transitions, at their points. "
+                       "Diamonds along the bottom: single-parameter (3 points) and stale-data alerts, when they "
+                       "happened (their values are not on this axis).")
         else:
             st.caption("No NEWS2 history yet.")
     with right:
         if row.history["medm2t"]:
-            card = reader.model_cards().get("medm2t", {})
+            mortality_at = policy.thresholds("medm2t", "mortality")
             st.altair_chart(charts.probability_trajectory(row.history["medm2t"], "mortality", row.alerts,
-                                                          _thresholds(card, "mortality"), span), width="stretch")
+                                                          mortality_at, span), width="stretch")
             latest = row.history["medm2t"][-1]
             mortality = latest.tasks.get("mortality")
             st.caption(f"MedM2T mortality risk, model {html.escape(latest.model_version)}; "
-                       f"{html.escape(mortality.calibration if mortality else 'no mortality output')}.")
+                       f"{html.escape(mortality.calibration if mortality else 'no mortality output')}. Dashed "
+                       f"lines: alert levels ({_levels(mortality_at, '{:.0%}')}; policy {html.escape(policy.name)}).")
         else:
             st.caption("No MedM2T history yet.")
 
 
-def _thresholds(card: dict, task: str) -> dict[str, float] | None:
-    """Alert thresholds from the model card when it declares them: {'thresholds': {task: x or {name: x}}}."""
-    value = (card.get("thresholds") or {}).get(task) if isinstance(card.get("thresholds"), dict) else None
-    if isinstance(value, (int, float)):
-        return {"alert": float(value)}
-    if isinstance(value, dict):
-        return {k: float(v) for k, v in value.items() if isinstance(v, (int, float))} or None
-    return None
+def _levels(thresholds: dict[str, float], fmt: str) -> str:
+    return ", ".join(f"{level} at {fmt.format(x)}" for level, x in thresholds.items())
 
 
 def _ecg(reader: Reader, stay_id: int) -> None:

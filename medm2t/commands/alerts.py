@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from medm2t.commands.alerts_calibrate import register_calibrate
+
 HELP = """Print alert records (raised / escalated / acknowledged / snoozed / cleared ...) from risk.alerts.v1,
 or act on an alert with one of the actions below.
 
@@ -22,7 +24,8 @@ ACTION_HELP = """Send a person's action on an alert to risk.alert-actions.v1 and
 
 ALERT_ID is the alert_id of any record of the alert (`medm2t alerts --json`, or the dashboard's alert feed).
 Durations are clinical time (the replay's clock): an urgent or emergency alert nobody acknowledges escalates
-after MEDM2T_ESCALATE_AFTER_MIN minutes, and a snooze may last at most MEDM2T_SNOOZE_MAX_MIN. The worker
+after the alert policy's escalate_after_min, and a snooze may last at most its snooze_max_min (the policy the
+worker published; MEDM2T_ESCALATE_AFTER_MIN / MEDM2T_SNOOZE_MAX_MIN override the file's). The worker
 rejects an action on an alert that has cleared (except a comment) to icu.deadletter.v1, with the reason.
 """
 ACTIONS = {"ack": "acknowledge an alert: it stops escalating at its current level",
@@ -56,12 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="why (required for snooze and comment)" if name in ("ack", "unsnooze") else "why (required)")
         if name == "snooze":
             a.add_argument("--for", dest="snooze_for", required=True, type=_minutes, metavar="DURATION",
-                           help=f"how long, e.g. 30m, 2h or 45 (minutes); at most {s.snooze_max_min:g} min")
+                           help="how long, e.g. 30m, 2h or 45 (minutes); at most the alert policy's snooze_max_min "
+                                f"(default {s.snooze_max_min:g})")
         a.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                        help="how long to wait for the worker's record (default 10; 0: do not wait)")
         a.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url})")
         a.add_argument("--redis", metavar="URL", help=f"Redis URL (default {safe_url(s.redis_url)})")
         a.set_defaults(handler=_act)
+    register_calibrate(acts)
 
 
 def format_alert(alert, colour: bool = False) -> str:
@@ -133,14 +138,15 @@ def _act(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
     from medm2t.commands.worker import check_redis, settings_from
     from stream.alert_actions import UnknownAlert, new_action, recorded, send
+    from stream.policy import load_policy, published
     from stream.kafka import BrokerUnreachable, make_producer
 
     settings = settings_from(args)
-    minutes = getattr(args, "snooze_for", None)
-    if minutes is not None and minutes > settings.snooze_max_min:
-        raise UserError(f"a snooze of {minutes:g} min is past the maximum of {settings.snooze_max_min:g} min "
-                        f"(MEDM2T_SNOOZE_MAX_MIN)")
     redis = check_redis(settings)
+    minutes = getattr(args, "snooze_for", None)
+    snooze_max = (published(redis) or load_policy(settings)).snooze_max_min
+    if minutes is not None and minutes > snooze_max:
+        raise UserError(f"a snooze of {minutes:g} min is past the alert policy's maximum of {snooze_max:g} min")
     try:
         action = new_action(redis, args.alert_id, args.alert_action, args.by, args.reason, minutes)
     except UnknownAlert as exc:

@@ -123,16 +123,12 @@ async def _pipeline(url: str, scorers, idle_ms: int):
 
 
 async def _backlog_run(url: str, scorers, messages) -> dict:
-    from stream.offline import Batches, feed
+    from stream.offline import Batches, run_backlog
 
-    pipeline, sink, redis = await _pipeline(url, scorers, idle_ms=10**9)
     batches = Batches()
     start = time.perf_counter()
-    try:
-        await feed(pipeline, messages, batches=batches)
-        seconds = time.perf_counter() - start
-    finally:
-        await redis.aclose()
+    sink = await run_backlog(url, scorers, messages, PARTITIONS, batches)
+    seconds = time.perf_counter() - start
     return {"events": len(messages), "seconds": seconds, "scores": len(sink.sent[topics.SCORES]),
             "alerts": len(sink.sent[topics.ALERTS]), "sizes": batches.sizes, "times": batches.seconds}
 

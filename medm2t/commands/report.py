@@ -53,14 +53,17 @@ def text(report: dict) -> str:
     if not report["outcomes"]:
         return ("no outcomes yet: the figures count stays whose outcome has arrived on icu.outcomes.v1 "
                 "(a replay releases it at hospital discharge)")
+    return (f"alert quality over {report['outcomes']} stays with an outcome (clinical clock up to "
+            f"{report['clinical_at']}; docs/alert-quality.md)\n\n" + figures_table(scorers))
+
+
+def figures_table(scorers: dict[str, dict], column: int = 12) -> str:
+    """One column of figures per scorer (name -> ScorerQuality as a dict), one row per figure."""
     from stream.quality import ROWS
 
-    names = list(scorers)
     width = max(len(r[0]) for r in ROWS)
-    lines = [f"alert quality over {report['outcomes']} stays with an outcome (clinical clock up to "
-             f"{report['clinical_at']}; docs/alert-quality.md)", "",
-             " " * width + "".join(f"{n:>12}" for n in names)]
+    lines = [" " * width + "".join(f"{n:>{column}}" for n in scorers)]
     for label, key, fmt in ROWS:
-        cells = ["–" if scorers[n][key] is None else fmt.format(scorers[n][key]) for n in names]
-        lines.append(f"{label:<{width}}" + "".join(f"{c:>12}" for c in cells))
+        cells = ["–" if q[key] is None else fmt.format(q[key]) for q in scorers.values()]
+        lines.append(f"{label:<{width}}" + "".join(f"{c:>{column}}" for c in cells))
     return "\n".join(lines)

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from medm2t.events import export_schemas
+    from medm2t.schemas import export_schemas
 
     for path in export_schemas(args.dir):
         print(path)

@@ -11,8 +11,9 @@ event_id; the same id with other content is dead-lettered as a conflict) and sco
 scoring points in clinical time: NEWS2 at every point, MedM2T at most once per --medm2t-cadence-min
 clinical minutes, on a NEWS2 band change and at the stay's close (docs/scoring-contract.md). The score
 stream is the same however fast the worker runs, however many workers split the partitions, and across
-kill -9 and restarts. Scores go to Redis and risk.scores.v1, alert transitions to risk.alerts.v1, bad
-messages with their reason (never their content) to icu.deadletter.v1. People's actions on alerts come in on
+kill -9 and restarts. Scores go to Redis and risk.scores.v1, a FHIR RiskAssessment per MedM2T score to
+fhir.riskassessment.v1, alert transitions to risk.alerts.v1, bad messages with their reason (never their
+content) to icu.deadletter.v1. People's actions on alerts come in on
 risk.alert-actions.v1; outcomes on icu.outcomes.v1 feed only the alert-quality figures (`medm2t report`),
 never a scorer.
 
@@ -80,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
     from medm2t.connections import redis_async, safe_url
     from stream.kafka import BrokerUnreachable, ensure_topics
+    from stream.policy import PolicyError, load_policy
     from stream.scorers import ScorerConfigError, select_scorers
     from stream.worker import APP_ID, build_app
 
@@ -95,15 +97,25 @@ def _run(args: argparse.Namespace) -> int:
         scorers = select_scorers(settings)
     except ScorerConfigError as exc:
         raise UserError(str(exc)) from None
+    try:
+        policy = load_policy(settings, [s.name for s in scorers])
+    except PolicyError as exc:
+        raise UserError(str(exc)) from None
+    tuned_for = (policy.tuned or {}).get("checkpoint")
+    if tuned_for and tuned_for not in {s.version for s in scorers}:
+        log.warning("alert policy %r was tuned for %s, which is not running (scorers: %s): its thresholds may not "
+                    "suit this model; run `medm2t alerts calibrate` for it", policy.name, tuned_for,
+                    ", ".join(s.version for s in scorers))
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    app = build_app(settings, scorers, redis_async(settings))
+    app = build_app(settings, scorers, redis_async(settings), policy)
     if settings.metrics_port:
         from stream.metrics import serve
 
         serve(settings.metrics_port)
-    log.info("worker starting app=%s kafka=%s redis=%s scorers=%s batch_max=%d cadence_min=%g", APP_ID,
-             settings.kafka_url, safe_url(settings.redis_url), ",".join(f"{s.name}@{s.version}" for s in scorers),
-             settings.batch_max, settings.medm2t_cadence_min)
+    log.info("worker starting app=%s kafka=%s redis=%s scorers=%s batch_max=%d cadence_min=%g alert_policy=%s",
+             APP_ID, settings.kafka_url, safe_url(settings.redis_url),
+             ",".join(f"{s.name}@{s.version}" for s in scorers), settings.batch_max, settings.medm2t_cadence_min,
+             policy.name)
     # Our own INFO lines (stats, dead letters) without Faust's verbose startup tables.
     quiet = {"level": "DEBUG" if args.verbose else "WARNING"}
     logging_config = {"merge": True, "loggers": {name: quiet for name in ("faust", "mode", "aiokafka", "kafka")}}

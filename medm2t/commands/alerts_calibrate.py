@@ -1,0 +1,135 @@
+"""`medm2t alerts calibrate`: tune MedM2T's alert thresholds and refractory period to an alert budget."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+HELP = """Replay a validation source offline through the worker's own pipeline and alert engine, and pick the
+MedM2T mortality thresholds and refractory period that stay within --budget alerts per patient-day while
+flagging the most deaths at least 2 h ahead (ties: fewer alerts, then higher PPV). The figures are those of
+the live Quality page and `medm2t report` (docs/alert-quality.md), over the source's stays and outcomes.
+
+It writes the tuned policy next to the checkpoint (alert-policy.json, unless --out), where the worker finds
+it whenever MedM2T runs from that checkpoint (MEDM2T_ALERT_POLICY names another file). Use a validation
+source, not the stays you will report on: a threshold tuned on its own test set overstates its quality.
+
+examples:
+  medm2t synth --stays 100 --seed 21 --out .medm2t/val
+  medm2t alerts calibrate --data synth:.medm2t/val --budget 1.2
+  medm2t alerts calibrate --data physionet2012:../shared/data/physionet2012/set-a --budget 1.2 --checkpoint CK
+"""
+
+
+def register_calibrate(acts: argparse._SubParsersAction) -> None:
+    from medm2t.settings import get_settings
+    from replay.sources import SPEC_HELP
+
+    s = get_settings()
+    p = acts.add_parser("calibrate", help="tune MedM2T alert thresholds to an alert budget on a validation source",
+                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, metavar="SPEC", help=f"validation source: {SPEC_HELP}")
+    p.add_argument("--budget", required=True, type=float, metavar="ALERTS_PER_PATIENT_DAY",
+                   help="most MedM2T alerts raised per ICU patient-day, e.g. 1.2")
+    p.add_argument("--checkpoint", type=Path, default=s.checkpoint,
+                   help=f"MedM2T checkpoint to score with (default {s.checkpoint})")
+    p.add_argument("--out", type=Path, default=None, help="where to write the policy (default CHECKPOINT/alert-policy.json)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N stays of the source only")
+    p.add_argument("--json", action="store_true", help="print the chosen figures as JSON instead of a table")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from medm2t import topics
+    from medm2t.cli import UserError
+    from medm2t.commands.report import figures_table
+    from medm2t.events import RiskScore
+    from medm2t.settings import get_settings
+    from replay.engine import select_stays
+    from replay.sources import SourceError, parse_spec
+    from stream.alert_tuning import choose, evaluate, search, with_rule
+    from stream.offline import backlog, run_backlog
+    from stream.policy import POLICY_FILE, PolicyError, dumps, load_policy
+    from stream.services import free_port, redis_service
+    from tqdm import tqdm
+
+    if not args.budget > 0:
+        raise UserError("--budget must be a positive number of alerts per patient-day")
+    if not (args.checkpoint / "meta.json").exists():
+        raise UserError(f"no MedM2T checkpoint at {args.checkpoint} (run `make demo` once, or pass --checkpoint)")
+    settings = get_settings().model_copy(update={"checkpoint": args.checkpoint})
+    try:
+        base = load_policy(settings, ["news2", "medm2t"])
+        reader = parse_spec(args.data, progress=sys.stderr.isatty())
+    except (PolicyError, SourceError) as exc:
+        raise UserError(str(exc)) from None
+    scorers = _scorers(args.checkpoint, settings)
+    print(f"reading {args.data} ...", file=sys.stderr)
+    messages, outcomes = backlog(select_stays(reader.stays(), None, args.limit), partitions=6)
+    if not outcomes:
+        raise UserError(f"{args.data} has no outcomes: alert quality cannot be measured without them")
+    deaths = sum(bool(o.hospital_death) for o in outcomes)
+    print(f"scoring {len(outcomes)} stays ({len(messages):,} events) offline with NEWS2 and MedM2T "
+          f"{scorers[1].version} ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="medm2t-calibrate-") as tmp:
+        redis = redis_service(free_port(), Path(tmp), persist=False)
+        redis.start()
+        try:
+            sink = asyncio.run(run_backlog(f"redis://127.0.0.1:{redis.port}/0", scorers, messages, 6))
+        finally:
+            redis.stop()
+    scores = defaultdict(list)
+    for raw in sink.sent[topics.SCORES]:
+        score = RiskScore.model_validate_json(raw)
+        scores[score.stay_id].append(score)
+    if deaths == 0:
+        print("warning: no deaths among these stays: every candidate flags 0 of 0, so the fewest alerts wins",
+              file=sys.stderr)
+    candidates = search(base, "medm2t", "mortality", scores, outcomes,
+                        progress=lambda grid: tqdm(grid, desc="candidates", unit="policy", file=sys.stderr,
+                                                   disable=not sys.stderr.isatty()))
+    if not candidates:
+        raise UserError(f"MedM2T gave no mortality probability on {args.data}: nothing to tune")
+    best = choose(candidates, args.budget)
+    if best is None:
+        lowest = min(candidates, key=lambda c: c.quality.alerts_per_patient_day or 0.0)
+        raise UserError(f"no candidate meets {args.budget:g} alerts per patient-day: the fewest was "
+                        f"{lowest.quality.alerts_per_patient_day:.2f} (urgent at {lowest.urgent:.3f}, refractory "
+                        f"{lowest.refractory_min:g} min); nothing written")
+    tuned_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tuned = with_rule(base, "medm2t", "mortality", best.urgent, best.emergency, best.refractory_min).model_copy(
+        update={"name": f"calibrated for {args.budget:g} alerts/patient-day on {args.data}",
+                "tuned": {"data": args.data, "stays": len(outcomes), "deaths": deaths, "budget": args.budget,
+                          "checkpoint": scorers[1].version, "candidates": len(candidates), "at": tuned_at,
+                          "urgent": best.urgent, "emergency": best.emergency, "refractory_min": best.refractory_min,
+                          "figures": asdict(best.quality)}})
+    out = args.out or args.checkpoint / POLICY_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(dumps(tuned) + "\n")
+    rows = {"MedM2T, current policy": evaluate(base, "medm2t", scores, outcomes),
+            "MedM2T, calibrated": best.quality, "NEWS2 (RCP 2017)": evaluate(base, "news2", scores, outcomes)}
+    if args.json:
+        print(json.dumps({"policy": str(out), "urgent": best.urgent, "emergency": best.emergency,
+                          "refractory_min": best.refractory_min,
+                          "figures": {name: asdict(q) for name, q in rows.items()}}, indent=2))
+    else:
+        print(figures_table({name: asdict(q) for name, q in rows.items()}, column=24))
+        print(f"\nchose urgent at {best.urgent:.3f}, emergency at {best.emergency:.3f}, refractory "
+              f"{best.refractory_min:g} min, out of {len(candidates)} candidates; wrote {out}")
+    return 0
+
+
+def _scorers(checkpoint: Path, settings):
+    from datetime import timedelta
+
+    from model.scorer import MedM2TScorer
+    from stream.news2 import News2Scorer
+
+    # NEWS2 runs too: MedM2T also scores where the NEWS2 band changes, as in the worker
+    return [News2Scorer(), MedM2TScorer.load(checkpoint, "auto", cadence=timedelta(minutes=settings.medm2t_cadence_min))]

@@ -1,0 +1,114 @@
+"""The exported JSON Schemas are closed, equal the published ones in docs/schemas/, and the FHIR
+RiskAssessment the worker builds validates both with fhir.resources and with its exported schema."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from fhir.resources.R4B.riskassessment import RiskAssessment
+
+from medm2t import topics
+from medm2t.events import RiskScore, TaskScore
+from medm2t.fhir import risk_assessment
+from medm2t.schemas import MESSAGE_TYPES, export_schemas, schema_of
+from medm2t.settings import DEMO_CHECKPOINT
+from stream.news2 import News2Scorer
+from stream.scoring import StayView
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+T0 = datetime(2150, 1, 1, 8, 0)
+
+
+def _objects(schema: dict):
+    yield "root", schema
+    yield from schema.get("$defs", {}).items()
+
+
+@pytest.mark.parametrize("kind", sorted(MESSAGE_TYPES))
+def test_every_object_in_every_schema_is_closed(kind):
+    open_ = [name for name, d in _objects(schema_of(MESSAGE_TYPES[kind]))
+             if d.get("type") == "object" and d.get("additionalProperties") is not False]
+    assert not open_, f"{kind}: objects without additionalProperties false: {open_}"
+
+
+def test_export_equals_the_published_schemas(tmp_path):
+    """A schema change is a contract change: follow docs/schemas.md, then `medm2t schema export docs/schemas`."""
+    written = {p.name: p.read_text() for p in export_schemas(tmp_path)}
+    published = {p.name: p.read_text() for p in PUBLISHED.glob("*.schema.json")}
+    assert sorted(written) == sorted(published)
+    changed = [name for name in written if written[name] != published[name]]
+    assert not changed, f"schemas differ from docs/schemas/: {changed} (see docs/schemas.md)"
+
+
+def test_docker_compose_creates_every_topic():
+    compose = (PUBLISHED.parent.parent / "docker-compose.yml").read_text()
+    line = next(ln for ln in compose.splitlines() if ln.strip().startswith("for t in "))
+    assert set(line.split(" in ", 1)[1].split(";")[0].split()) == set(topics.ALL_TOPICS)
+
+
+def _medm2t_score() -> RiskScore:
+    return RiskScore(
+        score_id="0123456789abcdef01234567", stay_id=30001, subject_id=10001, scorer="medm2t",
+        model_version="medm2t-arch-3/test", scored_at=T0 + timedelta(hours=26), hours_since_admission=26.0,
+        inputs_seen=40, missing=("ECG",),
+        tasks={"mortality": TaskScore(value=0.23, kind="probability", calibration="calibrated (temperature)"),
+               "los_remaining": TaskScore(value=2.4, kind="days", calibration="uncalibrated"),
+               "cvd_90d": TaskScore(value=0.3, kind="class_probabilities", calibration="uncalibrated",
+                                    probabilities={"none": 0.7, "chd": 0.1, "stroke": 0.05, "hf": 0.15})})
+
+
+def _fhir_schema() -> dict:
+    return json.loads((PUBLISHED / "fhir_risk_assessment.v1.schema.json").read_text())
+
+
+def test_a_risk_assessment_validates_with_fhir_resources_and_its_schema():
+    raw = risk_assessment(_medm2t_score()).model_dump_json()
+    doc = json.loads(raw)
+    jsonschema.validate(doc, _fhir_schema(), format_checker=jsonschema.FormatChecker())
+    back = RiskAssessment.model_validate_json(raw)
+    assert back.id == "0123456789abcdef01234567"
+    assert back.subject.reference == "Patient/10001" and back.encounter.reference == "Encounter/30001"
+    assert back.method.coding[0].code == "medm2t-arch-3/test"
+    by_code = {p.outcome.coding[0].code: p for p in back.prediction}
+    assert float(by_code["death_in_hospital"].probabilityDecimal) == 0.23
+    assert "calibrated (temperature)" in by_code["death_in_hospital"].rationale
+    assert {"cvd_90d_chd", "cvd_90d_stroke", "cvd_90d_hf"} <= set(by_code)
+    hf = by_code["cvd_90d_hf"].whenPeriod
+    assert hf.end - hf.start == timedelta(days=90) and hf.start.replace(tzinfo=None) == T0
+    assert any("ICU days remaining: 2.4" in n.text for n in back.note)
+
+
+def test_the_schema_rejects_what_the_profile_does_not_allow():
+    doc = json.loads(risk_assessment(_medm2t_score()).model_dump_json())
+    for bad in ({**doc, "extra": 1}, {**doc, "prediction": []},
+                {**doc, "prediction": [{**doc["prediction"][0], "probabilityDecimal": 1.5}]}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, _fhir_schema())
+
+
+def test_a_points_score_has_no_risk_assessment():
+    opened_at = T0
+    view = StayView(stay_id=1, subject_id=1, now=opened_at + timedelta(hours=1), opened=None, measurements=[], ecgs=[])
+    (score,) = News2Scorer().score_batch([view])
+    assert risk_assessment(score) is None
+
+
+@pytest.mark.skipif(not DEMO_CHECKPOINT.exists(), reason="no demo checkpoint")
+def test_a_real_medm2t_score_maps_to_a_valid_risk_assessment():
+    from model.scorer import MedM2TScorer
+    from test_model_architecture import make_stay
+
+    stay = make_stay(1, np.random.default_rng(0), hours=12, ecgs=1)
+    opened, body = stay[0], stay[1:]
+    view = StayView(stay_id=1, subject_id=1, now=opened.time + timedelta(hours=12), opened=opened,
+                    measurements=[e for e in body if e.kind == "measurement"], ecgs=[e for e in body if e.kind == "ecg"])
+    (score,) = MedM2TScorer.load(DEMO_CHECKPOINT, device="cpu").score_batch([view])
+    score.score_id = "feedc0ffee"
+    raw = risk_assessment(score).model_dump_json()
+    jsonschema.validate(json.loads(raw), _fhir_schema(), format_checker=jsonschema.FormatChecker())
+    ra = RiskAssessment.model_validate_json(raw)
+    assert len(ra.prediction) == 4 and ra.method.coding[0].code == score.model_version

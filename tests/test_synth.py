@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,32 @@ def test_cli_writes_a_cohort_and_rejects_bad_arguments(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["synth", "--stays", "2", "--out", str(tmp_path / "file")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_time_scale_compresses_each_stay_and_the_hospital_stay_after_it(tmp_path, capsys):
+    """The demo's compressed cohort: the same patients and outcomes, each course F times as long."""
+    generate(40, 3, tmp_path / "full", progress=False)
+    generate(40, 3, tmp_path / "short", progress=False, time_scale=0.2)
+
+    def table(which: str, name: str) -> pl.DataFrame:
+        return _read(tmp_path / which, name).sort("hadm_id")
+
+    full, short = table("full", "icu/icustays"), table("short", "icu/icustays")
+    assert full["stay_id"].to_list() == short["stay_id"].to_list()
+    assert np.allclose(short["los"].to_numpy(), 0.2 * full["los"].to_numpy(), rtol=1e-3, atol=1e-3)
+    adm_full, adm_short = table("full", "hosp/admissions"), table("short", "hosp/admissions")
+    assert adm_full["hospital_expire_flag"].to_list() == adm_short["hospital_expire_flag"].to_list()
+
+    def after_icu_days(adm: pl.DataFrame, stays: pl.DataFrame) -> np.ndarray:
+        t = adm.join(stays, on="hadm_id").select(
+            (pl.col("dischtime").str.to_datetime() - pl.col("outtime").str.to_datetime()).dt.total_seconds())
+        return t.to_series().to_numpy() / 86400
+
+    assert np.allclose(after_icu_days(adm_short, short), 0.2 * after_icu_days(adm_full, full), atol=1e-3)
+    chart = _read(tmp_path / "short", "icu/chartevents").join(short.select("stay_id", "outtime"), on="stay_id")
+    late = chart["charttime"].str.to_datetime() - chart["outtime"].str.to_datetime()
+    assert late.max() < timedelta(minutes=15)  # charttimes round to the minute, as in MIMIC-IV
+    assert len(chart) < 0.4 * len(_read(tmp_path / "full", "icu/chartevents"))  # hourly vitals over a shorter stay
+
+    assert main(["synth", "--stays", "2", "--time-scale", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "--time-scale" in capsys.readouterr().err

@@ -13,9 +13,15 @@ HELP = """Run everything on the embedded synthetic cohort:
 
   1. the local broker and Redis (reused if they already answer at MEDM2T_KAFKA_URL / MEDM2T_REDIS_URL),
   2. a synthetic cohort of --stays stays, generated once and cached under MEDM2T_DATA_DIR (.medm2t/data),
+     with every stay's course compressed to --time-scale (0.2: mean ICU stay 0.8 d instead of 4 d, and the
+     hospital stay after it as much shorter) so that outcomes, and with them the Quality page's figures,
+     arrive within the first minutes instead of after hours,
   3. `medm2t worker`,
-  4. `medm2t replay` in ward mode (--beds beds at --speed x real time),
+  4. `medm2t replay` in ward mode (--beds beds at --speed x real time: at 180x an hour passes in 20 s),
   5. `medm2t dashboard` on http://127.0.0.1:8501.
+
+MedM2T's demo checkpoint was trained on uncompressed stays: on the compressed demo cohort its ICU length-of-stay
+predictions run long. Use --time-scale 1 for the cohort the checkpoint was trained and validated on.
 
 Logs go to MEDM2T_RUN_DIR (.medm2t/run)/demo-*.log. Ctrl-C stops everything the demo started (services it
 found running are left alone).
@@ -27,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stays", type=int, default=200, help="synthetic stays (default 200)")
     p.add_argument("--beds", type=int, default=24, help="ward beds (default 24)")
-    p.add_argument("--speed", default="120", help="replay speed, N x real time or max (default 120)")
+    p.add_argument("--speed", default="180", help="replay speed, N x real time or max (default 180)")
+    p.add_argument("--time-scale", type=float, default=0.2, metavar="F",
+                   help="compress every synthetic stay to F of its length (default 0.2; 1 = as trained)")
     p.add_argument("--port", type=int, help="dashboard port (default: MEDM2T_DASHBOARD_PORT, else 8501)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     p.set_defaults(handler=_run)
@@ -119,10 +127,11 @@ def _run(args: argparse.Namespace) -> int:
         except BrokerUnreachable as exc:
             raise UserError(str(exc)) from None
 
-        cohort = settings.data_dir / f"synth-{args.stays}"
+        cohort = settings.data_dir / (f"synth-{args.stays}" + ("" if args.time_scale == 1 else f"-x{args.time_scale:g}"))
         if not (cohort / "mimic-iv" / "icu" / "icustays.csv.gz").exists():
-            print(f"generating the synthetic cohort ({args.stays} stays) in {cohort} (once) ...")
-            done = subprocess.run([_medm2t(), "synth", "--stays", str(args.stays), "--seed", "0", "--out", str(cohort)])
+            print(f"generating the synthetic cohort ({args.stays} stays, time scale {args.time_scale:g}) in {cohort} (once) ...")
+            done = subprocess.run([_medm2t(), "synth", "--stays", str(args.stays), "--seed", "0", "--out", str(cohort),
+                                   "--time-scale", str(args.time_scale)])
             if done.returncode != 0:
                 raise UserError(f"`medm2t synth` failed (exit {done.returncode})")
         else:
@@ -135,7 +144,8 @@ def _run(args: argparse.Namespace) -> int:
         port = args.port or settings.dashboard_port
         if not args.no_dashboard:
             children.start("dashboard", [_medm2t(), "dashboard", "--port", str(port)])
-        print(f"\nrunning: worker, replay ({args.beds} beds at {args.speed}x)"
+        print(f"\nrunning: worker, replay ({args.beds} beds at {args.speed}x, stays compressed to "
+              f"{args.time_scale:g} of their length)"
               + ("" if args.no_dashboard else f", dashboard at http://127.0.0.1:{port}"))
         print(f"logs: {settings.run_dir.resolve()}/demo-*.log   alerts: medm2t alerts --follow   Ctrl-C stops it all\n")
         replay_reported = False

@@ -48,6 +48,7 @@ class Cohort:
     temp_fahrenheit: np.ndarray
     anchor_year: np.ndarray
     study_base: np.ndarray     # the stay's ECGs get study ids study_base + 0..4
+    time_scale: float = 1.0    # every stay's course runs this many times as long (demo cohorts: < 1)
 
     @property
     def n(self) -> int:
@@ -56,10 +57,11 @@ class Cohort:
     def severity(self, i: int, t_days: np.ndarray) -> np.ndarray:
         """Severity of stay i at `t_days` since ICU admission."""
         s0, rate = self.s0[i], self.rate[i]
-        t = np.clip(t_days, 0.0, None)
+        t = np.clip(t_days, 0.0, None) / self.time_scale
+        los = self.los_days[i] / self.time_scale
         if self.course[i] == DETERIORATING:
             # A survivor's deterioration peaks and then resolves; a death's continues to the end.
-            peak = self.los_days[i] if self.death[i] else 0.55 * self.los_days[i]
+            peak = los if self.death[i] else 0.55 * los
             rise = s0 + rate * np.minimum(t, peak)
             s = np.where(t <= peak, rise, (s0 + rate * peak) * np.exp(-(t - peak) / 1.5))
         elif self.course[i] == RECOVERING:
@@ -85,7 +87,7 @@ def _choice(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     return (rng.random(len(probs))[:, None] > cum).sum(axis=1)
 
 
-def make_cohort(n: int, seed: int) -> Cohort:
+def make_cohort(n: int, seed: int, time_scale: float = 1.0) -> Cohort:
     rng = np.random.default_rng([seed, 0])
     age = np.clip(np.round(rng.normal(64, 16, n)), 18, 91).astype(int)
     male = rng.random(n) < 0.56
@@ -111,7 +113,7 @@ def make_cohort(n: int, seed: int) -> Cohort:
 
     log_los = (_LOS_MU + 0.25 * s0 + 0.35 * (course == DETERIORATING) + 0.2 * frailty - 0.25 * death
                + rng.normal(0, 0.75, n))
-    los_days = np.clip(np.exp(log_los), 0.3, 60.0)
+    los_days = np.clip(np.exp(log_los), 0.3, 60.0) * time_scale
 
     af_p = np.select([cvd == CVD_HF, cvd == CVD_STROKE, cvd == CVD_CHD], [0.4, 0.3, 0.12], 0.07)
     af = rng.random(n) < af_p * (1 + 0.3 * np.clip(older, 0, None))
@@ -128,7 +130,7 @@ def make_cohort(n: int, seed: int) -> Cohort:
         stay_id=_ids(rng, n, 30_000_000), age=age, male=male, cvd=cvd, course=course, s0=s0, rate=rate,
         frailty=frailty, af=af, ischaemia=ischaemia, death=death, los_days=los_days, intime=intime,
         temp_fahrenheit=rng.random(n) < 0.7, anchor_year=anchor_year,
-        study_base=40_000_000 + 5 * rng.permutation(n).astype(np.int64),
+        study_base=40_000_000 + 5 * rng.permutation(n).astype(np.int64), time_scale=time_scale,
     )
 
 

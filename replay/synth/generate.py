@@ -30,7 +30,8 @@ class Summary:
     mean_los_days: float = 0.0
 
 
-def generate(n: int, seed: int, out: Path, progress: bool = True, compresslevel: int = 4) -> Summary:
+def generate(n: int, seed: int, out: Path, progress: bool = True, compresslevel: int = 4,
+             time_scale: float = 1.0) -> Summary:
     import polars as pl
     from tqdm import tqdm
 
@@ -38,7 +39,7 @@ def generate(n: int, seed: int, out: Path, progress: bool = True, compresslevel:
         raise ValueError("the cohort needs at least one stay")
     out = Path(out)
     mimic, ecg_root = out / "mimic-iv", out / "mimic-iv-ecg"
-    cohort = make_cohort(n, seed)
+    cohort = make_cohort(n, seed, time_scale)
     tables = {name: CsvTable(mimic / f"{name}.csv.gz", cols, compresslevel) for name, cols in d.COLUMNS.items()}
     record_list = CsvTable(ecg_root / "record_list.csv", d.ECG_RECORD_LIST_COLUMNS)
     machine = CsvTable(ecg_root / "machine_measurements.csv", d.ECG_MEASUREMENT_COLUMNS)
@@ -83,8 +84,9 @@ def _hospital(c: Cohort) -> dict[str, np.ndarray]:
     outtime = c.intime + np.round(c.los_days * DAY).astype(np.int64)
     admittime = c.intime - (rng.uniform(1, 30, n) * HOUR).astype(np.int64)
     died_in_icu = c.death & (rng.random(n) < 0.8)
-    deathtime = np.where(died_in_icu, outtime, outtime + (rng.uniform(0.5, 6, n) * DAY).astype(np.int64))
-    dischtime = np.where(c.death, deathtime, outtime + (rng.uniform(0.5, 7, n) * DAY).astype(np.int64))
+    after_icu = c.time_scale * DAY  # the hospital stay after the ICU is scaled with the ICU stay
+    deathtime = np.where(died_in_icu, outtime, outtime + (rng.uniform(0.5, 6, n) * after_icu).astype(np.int64))
+    dischtime = np.where(c.death, deathtime, outtime + (rng.uniform(0.5, 7, n) * after_icu).astype(np.int64))
     later_death = ~c.death & (rng.random(n) < 0.08)
     dod = np.where(c.death, deathtime, np.where(later_death, dischtime + (rng.uniform(10, 365, n) * DAY).astype(np.int64), -1))
     loc = rng.choice(len(d.ADMISSION_LOCATIONS), n, p=d.ADMISSION_LOCATION_P)

@@ -103,7 +103,9 @@ def write_sample_ward(r: redis.Redis, n_stays: int = 4, seed: int = 7, hours: in
                 medm2t_hist.append(RiskScore(
                     stay_id=stay_id, subject_id=subject_id, scorer="medm2t", model_version="small-v0.1", scored_at=at,
                     hours_since_admission=float(h), inputs_seen=5 * (h + 1), missing=("ecg",) if h < hours - 1 else (),
-                    tasks={"mortality": TaskScore(value=p, kind="probability", calibration="uncalibrated"),
+                    tasks={"mortality": TaskScore(value=p, kind="probability", calibration="uncalibrated", detail={
+                               "drivers": f"Lactate {1.5 + i:.1f} mmol/L, rising (+{0.2 * i:.2f}); age 71 y (+0.15)",
+                               "deep_log_odds": 0.05}),
                            "los_remaining": TaskScore(value=round(6.0 - h / 4 + i, 2), kind="days", calibration="uncalibrated"),
                            "cvd_90d": TaskScore(value=max(cvd.values()), kind="class_probabilities",
                                                 probabilities=cvd, calibration="uncalibrated")}))

@@ -12,7 +12,7 @@ Mapping from a `RiskScore`:
 - method: the model version; basis: what the score saw (inputs, missing modalities);
 - prediction[]: one per probability (in-hospital death; each 90-day CVD class), with `whenPeriod` as the
   horizon and `rationale` saying how far the number can be trusted (its calibration statement);
-- note: the non-probability outputs (expected ICU days left), with their calibration.
+- note: the non-probability outputs (expected ICU days left), with their calibration, and the top drivers.
 """
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def risk_assessment(score: RiskScore) -> RiskAssessment | None:
         return None
     notes = [f"Expected ICU days remaining: {t.value:.1f} ({t.calibration})."
              for t in score.tasks.values() if t.kind == "days"]
+    notes += [f"Top drivers of the {name} risk (share of its log-odds against a typical patient, exact for the "
+              f"model's linear part): {t.detail['drivers']}." for name, t in score.tasks.items() if t.detail.get("drivers")]
     if score.missing:
         notes.append("Missing inputs: " + ", ".join(score.missing) + ".")
     at = _utc(score.scored_at)

@@ -191,3 +191,13 @@ class IncrementalEncoder:
             enc["ecg"] = m.encoders["ecg"].from_embeddings(emb, lt(sample), lt(win), lt(slot),
                                                            max(max(len(s.ecg_emb) for s in states), 1), b, tfeat)
         return m.fusion(enc, present, tfeat, m.wide_inputs(static, summary))
+
+    @torch.inference_mode()
+    def wide_inputs(self, states: Sequence[StayState]) -> torch.Tensor | None:
+        """The wide head's inputs (B, D) of many stays (None without a wide head), as `score` builds them."""
+        m = self.model
+        static = torch.from_numpy(np.stack([s.static for s in states])).to(self.device)
+        summary = {g: (torch.stack([s.summary[g] for s in states]),
+                       torch.from_numpy(np.stack([s.last[g][-1] for s in states])).to(self.device))
+                   for g in self.groups if m.encoders[g].summary}
+        return m.wide_inputs(static, summary)

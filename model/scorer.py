@@ -6,6 +6,10 @@ events in O(new events), and `score` runs the rest of the network for many stays
 equals a full recompute from the stay's events (tests/test_model_streaming.py). Before the stay's StayOpened
 has arrived the state only holds its events, and such a stay is scored by a full recompute of them.
 
+Each mortality score carries its top drivers in clinical words ("lactate 4.1 mmol/L, rising (+0.42)") in
+`detail["drivers"]`, and the deep network's share in `detail["deep_log_odds"]`: model/explain.py says what
+the figures are (exact for the linear wide head; the deep part is one number).
+
 A stay whose events cannot be featurised is scored on its static features from then on, and says so.
 Published values are rounded (probabilities to 1e-4, days to 1e-3): batched float32 inference differs in
 the last bits with the batch's shape, and those digits carry no information.
@@ -14,12 +18,15 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
 
-from medm2t.events import RiskScore, StayOpened, TaskScore, _Event
+import numpy as np
+
+from medm2t.events import Measurement, RiskScore, StayOpened, TaskScore, _Event
+from model.explain import FREQUENCY
 from stream.scoring import Needs, StayPoint, StayView, score_views
 
 log = logging.getLogger(__name__)
@@ -28,6 +35,13 @@ MODALITY_LABELS = {"static": "stay_opened (static features)", "labs": "labs", "v
                    "vitals": "vital-sign grid (last 24 h)", "ecg": "ecg"}
 STATIC_ONLY_NOTE = "inputs could not be read ({}); scored on static features only"
 DEFAULT_CADENCE = timedelta(hours=1)
+TOP_DRIVERS = 3
+MIN_DRIVER_LOG_ODDS = 0.05     # smaller shares are noise next to the model's own uncertainty
+STEADY_WITHIN = 0.05           # a change of less than 5 % from the previous value reads as "steady"
+STATIC_WORDS = {"gender": "sex", "age": "age", "height_cm": "height", "weight_kg": "weight",
+                "admission_type": "admission type", "admission_location": "admitted from",
+                "first_careunit": "care unit"}
+STATIC_UNITS = {"age": "y", "height_cm": "cm", "weight_kg": "kg"}
 
 
 @dataclass
@@ -35,12 +49,14 @@ class MedM2TState:
     encoder: object                 # model.incremental.StayState
     opened: StayOpened | None = None
     broken: str | None = None       # why the events could not be featurised (then: static features only)
+    recent: dict = field(default_factory=dict)  # item -> its two latest Measurements (for the drivers' words)
 
 
 class MedM2TScorer:
     name = "medm2t"
 
     def __init__(self, predictor, cadence: timedelta | None = DEFAULT_CADENCE):
+        from model.explain import Explainer
         from model.incremental import IncrementalEncoder
 
         self.predictor = predictor
@@ -48,6 +64,8 @@ class MedM2TScorer:
         self.version: str = predictor.version
         # The summaries span the whole stay, so the store keeps all of a stay's measurements.
         self.needs = Needs(lookback=None, ecgs=predictor.cfg.max_ecgs, cadence=cadence)
+        temperature = predictor.calibration.temperature("mortality") if predictor.calibration else 1.0
+        self.explainer = Explainer.for_model(predictor.model, predictor.featurizer, temperature)
         untrained = set(predictor.meta.get("train_info", {}).get("tasks_without_labels", ()))
         self._calibration = {t: ("untrained head: the training data had no labels for this task" if t in untrained
                                  else predictor.calibration_label(t)) for t in ("mortality", "los_remaining", "cvd_90d")}
@@ -64,6 +82,9 @@ class MedM2TScorer:
 
     def apply(self, state: MedM2TState, events: Sequence[_Event]) -> None:
         state.opened = next((e for e in events if isinstance(e, StayOpened)), state.opened)
+        for e in events:
+            if isinstance(e, Measurement) and (e.value is not None or e.text):
+                state.recent[e.item] = sorted([*state.recent.get(e.item, ()), e], key=lambda m: m.time)[-2:]
         if state.broken:
             return
         try:
@@ -94,7 +115,7 @@ class MedM2TScorer:
             idx = sorted(recompute)
             for i, pred in zip(idx, self.predictor.predict_inputs([recompute[i] for i in idx])):
                 preds[i] = pred
-        return [self._risk_score(p, pred, s.broken) for (s, p), pred in zip(items, preds)]
+        return [self._risk_score(p, pred, s) for (s, p), pred in zip(items, preds)]
 
     def score_batch(self, views: Sequence[StayView]) -> list[RiskScore]:
         """Score whole views from fresh states (offline use, tests and benchmarks)."""
@@ -108,7 +129,15 @@ class MedM2TScorer:
         with self.predictor.autocast():
             out = self.incremental.score(states, ats)
         rows = [(max(0.0, hours(at, s.admit)), s.present, s.n_unknown) for s, at in zip(states, ats)]
-        return results_from_outputs(out, rows, self.predictor.calibration)
+        results = results_from_outputs(out, rows, self.predictor.calibration)
+        if self.explainer is not None:
+            why = self.explainer.attribute(self.incremental.wide_inputs(states), out["mortality"])
+            for i, r in enumerate(results):
+                order = np.argsort(-np.abs(why.log_odds[i]))[:TOP_DRIVERS]
+                r["drivers"] = [(why.inputs[k], float(why.log_odds[i, k])) for k in order
+                                if abs(why.log_odds[i, k]) >= MIN_DRIVER_LOG_ODDS]
+                r["deep_log_odds"] = float(why.deep[i])
+        return results
 
     def card(self) -> dict:
         """The model card the worker publishes at models:medm2t (the dashboard's system page shows it)."""
@@ -125,7 +154,8 @@ class MedM2TScorer:
             "intended_use": "Research and demonstration on replayed data. Not a medical device; not for clinical decisions.",
         }
 
-    def _risk_score(self, point: StayPoint, p: dict, note: str | None) -> RiskScore:
+    def _risk_score(self, point: StayPoint, p: dict, state: MedM2TState) -> RiskScore:
+        note = state.broken
         missing = [MODALITY_LABELS[m] for m, ok in p["present"].items() if not ok and m in MODALITY_LABELS]
         if not any(ok for m, ok in p["present"].items() if m != "static"):
             note = note or "no measurements or ECGs yet: score rests on static features and learned defaults only"
@@ -136,7 +166,7 @@ class MedM2TScorer:
         cvd = {c: _round(v, 4) for c, v in p["cvd_90d"].items()}
         tasks = {
             "mortality": TaskScore(value=_round(p["mortality"], 4), kind="probability", calibration=cal["mortality"],
-                                   detail=dict(detail)),
+                                   detail={**detail, **_drivers_detail(p, state, point)}),
             "los_remaining": TaskScore(value=_round(p["los_remaining"], 3), kind="days", calibration=cal["los_remaining"],
                                        detail={**detail, "los_total_days": _round(p["los_total"], 3)}),
             "cvd_90d": TaskScore(value=_round(1.0 - p["cvd_90d"]["none"], 4), kind="class_probabilities",
@@ -155,6 +185,40 @@ class MedM2TScorer:
             scored_at=point.at, hours_since_admission=round(p["elapsed_h"], 3) if point.opened else None, tasks=tasks,
             inputs_seen=point.inputs_seen, missing=tuple(missing),
         )
+
+
+def _drivers_detail(p: dict, state: MedM2TState, point: StayPoint) -> dict:
+    if "drivers" not in p:
+        return {}
+    words = [f"{_driver_words(name, state, point)} ({log_odds:+.2f})" for name, log_odds in p["drivers"]]
+    return {"drivers": "; ".join(words) or "no single input moves the risk by 0.05 log-odds or more",
+            "deep_log_odds": _round(p["deep_log_odds"], 3)}
+
+
+def _driver_words(name: str, state: MedM2TState, point: StayPoint) -> str:
+    """One input in clinical words: 'lactate 4.1 mmol/L, rising', 'age 78 y', 'care unit MICU'."""
+    if name == FREQUENCY:
+        return f"which items were measured and how often ({point.inputs_seen} measurements and ECGs so far)"
+    kind, key = name.split(":", 1)
+    if kind == "static":
+        value = getattr(state.opened.static, key, None) if state.opened else None
+        unit = STATIC_UNITS.get(key, "")
+        shown = "unknown" if value is None else (f"{value:g} {unit}".strip() if isinstance(value, float | int) else str(value))
+        return f"{STATIC_WORDS.get(key, key)} {shown}"
+    seen = state.recent.get(key)
+    if not seen:
+        return f"{key} not measured"
+    last = seen[-1]
+    label = last.label or key
+    if last.value is None:
+        return f"{label} {last.text}"
+    words = f"{label} {last.value:.3g} {last.unit or ''}".strip()
+    if len(seen) == 2 and seen[0].value is not None:
+        prev = seen[0].value
+        change = last.value - prev
+        words += (", steady" if abs(change) <= STEADY_WITHIN * max(abs(prev), 1e-9)
+                  else ", rising" if change > 0 else ", falling")
+    return words
 
 
 def _round(x: float, digits: int) -> float:

@@ -260,7 +260,10 @@ def _probability(task: str) -> Callable[[RiskScore], float | None]:
 
 
 def _describe_probability(task: str) -> Callable[[RiskScore, float], str]:
-    return lambda s, v: f"{task} probability {v:.2f} ({s.tasks[task].calibration})"
+    def describe(s: RiskScore, v: float) -> str:
+        drivers = s.tasks[task].detail.get("drivers")
+        return f"{task} probability {v:.2f} ({s.tasks[task].calibration})" + (f"; drivers: {drivers}" if drivers else "")
+    return describe
 
 
 # The NEWS2 rules' signals and wording; their numbers are the policy's (stream/policy.py).

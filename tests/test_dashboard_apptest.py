@@ -89,6 +89,8 @@ def test_patient_page_shows_scores_vitals_labs_and_ecg(dash_redis):
     assert f"NEWS2 (rule score, points) {target.news2.tasks['news2'].value:.0f}" in text
     assert fmt.probability(target.medm2t.tasks["mortality"].value) in text
     assert target.alerts[0].reason in text
+    assert f"Top drivers of this mortality risk: {target.medm2t.tasks['mortality'].detail['drivers']}." in text
+    assert "the deep network adds +0.05, not attributed to inputs" in text
     assert {"Score trajectory", "Vitals", "Labs (latest value of each)", "Latest 12-lead ECG"} <= {s.value for s in at.subheader}
     labs = at.dataframe[0].value
     assert set(labs["lab"]) == {"Creatinine", "Lactate", "White blood cells"}

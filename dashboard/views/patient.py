@@ -115,6 +115,8 @@ def _scores(reader: Reader, row: StayRow) -> None:
                            help="Probability of each class, rounded: "
                                 + ", ".join(f"{fmt.CVD_CLASSES.get(k, k)} {fmt.probability(v)}" for k, v in top))
             cols[3].caption(f"{fmt.probability(top[0][1])}; model {model.model_version}, {cvd.calibration}")
+        if mort and mort.detail.get("drivers"):
+            st.caption(_drivers_caption(mort.detail))
         if model.missing:
             st.caption("MedM2T had no " + ", ".join(model.missing) + " for this score.")
     if news2 and news2.detail:
@@ -122,6 +124,15 @@ def _scores(reader: Reader, row: StayRow) -> None:
     if row.open_alerts:
         st.markdown("<br>".join(row.chips(long=True)), unsafe_allow_html=True)
         actions.panel(reader.r, row.open_alerts, "patient")
+
+
+def _drivers_caption(detail: dict) -> str:
+    """The mortality score's top drivers (model/explain.py) and what the figures mean."""
+    deep = detail.get("deep_log_odds")
+    deep_words = f"; the deep network adds {deep:+.2f}, not attributed to inputs" if isinstance(deep, float) else ""
+    return (f"Top drivers of this mortality risk: {detail['drivers']}. In brackets: each input's share of the "
+            "log-odds against a typical patient (median values, average age and categories), exact for the "
+            f"model's linear part{deep_words}. Drivers are associations the model learned, not causes.")
 
 
 def _clinical_span(row: StayRow, measurements) -> tuple | None:

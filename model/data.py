@@ -141,6 +141,7 @@ class Cohort:
     compact: list[CompactStay]
     warnings: list[str]
     key: str
+    dense_vitals: bool = True  # the source charts vitals often enough for the dense grid (Reader.dense_vitals)
 
     @property
     def stays(self) -> LazyStays:
@@ -193,6 +194,12 @@ def _reader(spec: str):
     return parse_spec(spec)
 
 
+def _dense_vitals(spec: str) -> bool:
+    from replay.sources import source_class
+
+    return source_class(spec).dense_vitals
+
+
 def load_cohort(spec: str, use_cache: bool = True, progress: bool = True) -> Cohort:
     """Read every stay of `spec` once (cached). Raises DataSpecError for a bad spec."""
     key = _spec_key(spec)
@@ -201,11 +208,11 @@ def load_cohort(spec: str, use_cache: bool = True, progress: bool = True) -> Coh
         try:
             compact, warnings = read_stays(path)
             log.info("read %d stays of %s from cache %s", len(compact), spec, path)
-            return Cohort(spec, compact, warnings, key)
+            return Cohort(spec, compact, warnings, key, _dense_vitals(spec))
         except Exception as exc:  # a truncated or foreign cache file is re-read, never trusted
             log.warning("ignoring unreadable cache %s (%s)", path, exc)
     try:
-        reader = _reader(spec)
+        reader, dense_vitals = _reader(spec), _dense_vitals(spec)
     except (ValueError, FileNotFoundError) as exc:
         raise DataSpecError(f"bad data spec {spec!r}: {exc}") from exc
     from tqdm import tqdm
@@ -221,7 +228,7 @@ def load_cohort(spec: str, use_cache: bool = True, progress: bool = True) -> Coh
         log.warning("... and %d more reader warnings", len(warnings) - 20)
     if use_cache:
         write_stays(path, compact, warnings)
-    return Cohort(spec, compact, warnings, key)
+    return Cohort(spec, compact, warnings, key, dense_vitals)
 
 
 def featurizer_key(featurizer) -> str:

@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from model.batches import predict
+from model.data import describe, evaluation_samples, load_cohort
 from model.labels import CVD_CLASSES
 from model.metrics import binary_metrics, multiclass_metrics, regression_metrics, reliability
 
@@ -24,9 +26,6 @@ from model.metrics import binary_metrics, multiclass_metrics, regression_metrics
 def predict_cohort(model, featurizer, cohort, indices: Sequence[int] | None, device: str = "cpu",
                    use_cache: bool = True, progress: bool = True, landmarks: bool = True, calibration=None) -> dict:
     """Predictions and labels for every evaluation sample, as flat arrays (concatenable across folds)."""
-    from model.data import evaluation_samples
-    from model.batches import predict
-
     samples = evaluation_samples(cohort, indices, featurizer, use_cache, progress, landmarks)
     pred = predict(model, samples, device=device, calibration=calibration)
     t = [s.targets for s in samples]
@@ -79,7 +78,6 @@ def evaluate_checkpoint(checkpoint_dir, data_spec: str, device: str = "auto", us
 
     from model.calibration import Calibration
     from model.checkpoint import load_checkpoint
-    from model.data import describe, load_cohort
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -154,14 +154,16 @@ class IncrementalEncoder:
         return StayInputs(at_h, state.static, state.has_static, {}, age, c, z, in_grid, empty, empty, [], empty)
 
     @torch.inference_mode()
-    def score(self, states: Sequence[StayState], ats: Sequence[datetime]) -> dict[str, torch.Tensor]:
+    def score(self, states: Sequence[StayState], ats: Sequence[datetime],
+              wide: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Model outputs (same dict as MedM2T.forward) for many stays at their prediction times, in one pass.
-        Assumes every event already applied to a state is available by its `at` (the streaming case)."""
+        Assumes every event already applied to a state is available by its `at` (the streaming case).
+        `wide`: the states' `wide_inputs`, when the caller has them already."""
         m, f, dev = self.model, self.featurizer, self.device
         at_h = np.asarray([max(0.0, hours(at, s.admit)) if s.admit else 0.0 for s, at in zip(states, ats)])
         tfeat = torch.from_numpy(time_features(at_h).astype(np.float32)).to(dev)
         b = len(states)
-        enc, summary = {}, {}
+        enc = {}
         present = {name: torch.tensor([s.present[name] for s in states], device=dev) for name in m.modalities}
         static = torch.from_numpy(np.stack([s.static for s in states])).to(dev)
         if "static" in m.encoders:
@@ -169,11 +171,11 @@ class IncrementalEncoder:
         for g in self.groups:
             frac = torch.from_numpy(np.stack([f.window_fractions(g, h) for h in at_h])).to(dev)
             last = torch.from_numpy(np.stack([s.last[g] for s in states])).to(dev)
-            if m.encoders[g].summary:  # off in the paper preset (item_summary=False): states hold None
-                summary[g] = (torch.stack([s.summary[g] for s in states]), last[:, -1])
+            # summaries are off in the paper preset (item_summary=False): states hold None
+            summary = torch.stack([s.summary[g] for s in states]) if m.encoders[g].summary else None
             enc[g] = m.encoders[g].from_accumulators(torch.stack([s.sums[g] for s in states]),
                                                      torch.stack([s.counts[g] for s in states]), last, frac, tfeat,
-                                                     summary[g][0] if g in summary else None)
+                                                     summary)
         if "vitals" in m.encoders:
             grids = [vitals_grid(self.cfg, self.inputs_for_grid(s, h)) for s, h in zip(states, at_h)]
             enc["vitals"] = m.encoders["vitals"](torch.from_numpy(np.stack(grids)).to(dev), tfeat)
@@ -190,7 +192,7 @@ class IncrementalEncoder:
             lt = lambda x: torch.tensor(x, dtype=torch.long, device=dev)  # noqa: E731
             enc["ecg"] = m.encoders["ecg"].from_embeddings(emb, lt(sample), lt(win), lt(slot),
                                                            max(max(len(s.ecg_emb) for s in states), 1), b, tfeat)
-        return m.fusion(enc, present, tfeat, m.wide_inputs(static, summary))
+        return m.fusion(enc, present, tfeat, self.wide_inputs(states) if wide is None else wide)
 
     @torch.inference_mode()
     def wide_inputs(self, states: Sequence[StayState]) -> torch.Tensor | None:

@@ -127,14 +127,15 @@ class MedM2TScorer:
 
         ats = [p.at for p in points]
         with self.predictor.autocast():
-            out = self.incremental.score(states, ats)
+            wide = self.incremental.wide_inputs(states)
+            out = self.incremental.score(states, ats, wide)
         rows = [(max(0.0, hours(at, s.admit)), s.present, s.n_unknown) for s, at in zip(states, ats)]
         results = results_from_outputs(out, rows, self.predictor.calibration)
         if self.explainer is not None:
-            why = self.explainer.attribute(self.incremental.wide_inputs(states), out["mortality"])
+            why = self.explainer.attribute(wide, out["mortality"])
+            top = np.argsort(-np.abs(why.log_odds), axis=1)[:, :TOP_DRIVERS]
             for i, r in enumerate(results):
-                order = np.argsort(-np.abs(why.log_odds[i]))[:TOP_DRIVERS]
-                r["drivers"] = [(why.inputs[k], float(why.log_odds[i, k])) for k in order
+                r["drivers"] = [(why.inputs[k], float(why.log_odds[i, k])) for k in top[i]
                                 if abs(why.log_odds[i, k]) >= MIN_DRIVER_LOG_ODDS]
                 r["deep_log_odds"] = float(why.deep[i])
         return results

@@ -245,16 +245,16 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
 
 
 def default_modalities(cohort, indices: Sequence[int]) -> tuple[str, ...]:
-    """Every modality the training stays have, except dense vitals for PhysioNet 2012: it charts vitals
-    about hourly, so a 6-minute grid would be mostly carried-forward values, the same vitals already
-    arrive as tokens, and the dense encoder would cost ~90 % of the training compute (the benchmark
-    protocol is the sparse encoders plus static inputs)."""
+    """Every modality the training stays have, except dense vitals where the source says its vitals are
+    too sparse for them (PhysioNet 2012 charts about hourly: a 6-minute grid would be mostly carried-forward
+    values, the same vitals already arrive as tokens, and the dense encoder would cost ~90 % of the
+    training compute; the benchmark protocol is the sparse encoders plus static inputs)."""
     from model.config import MODALITIES
 
     mods = list(MODALITIES)
     if not any(cohort.compact[i].ecgs for i in indices):
         mods.remove("ecg")
-    if cohort.spec.startswith("physionet2012:"):
+    if not cohort.dense_vitals:
         mods.remove("vitals")
     log.info("modalities: %s", ", ".join(mods))
     return tuple(mods)
@@ -344,7 +344,7 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
         pooled, per_fold = [], []
         for k, (tr, te) in enumerate(fold_indices(cohort, folds, opts.seed)):
             log.info("fold %d/%d: %d training stays, %d test stays", k + 1, folds, len(tr), len(te))
-            sub = Cohort(cohort.spec, [cohort.compact[i] for i in tr], [], f"{cohort.key}-fold{k}")
+            sub = Cohort(cohort.spec, [cohort.compact[i] for i in tr], [], f"{cohort.key}-fold{k}", cohort.dense_vitals)
             inner_tr, inner_val = split_indices(sub, opts.val_fraction, opts.seed + k)
             inner_tr, inner_val = [tr[i] for i in inner_tr], [tr[i] for i in inner_val]
             model, featurizer, cfg, _ = fit_one(cohort, inner_tr, cohort, inner_val, opts,
@@ -416,7 +416,8 @@ def refit(cohort, train_idx, val_cohort, val_idx, cfg, opts: TrainOptions, epoch
 
     compact = [cohort.compact[i] for i in train_idx] + [val_cohort.compact[i] for i in val_idx]
     key = hashlib.sha1(repr((cohort.key, list(train_idx), val_cohort.key, list(val_idx))).encode()).hexdigest()[:16]
-    merged = Cohort(f"{cohort.spec}+{val_cohort.spec}", compact, [], key)
+    merged = Cohort(f"{cohort.spec}+{val_cohort.spec}", compact, [], key,
+                    cohort.dense_vitals and val_cohort.dense_vitals)
     featurizer = Featurizer.fit(merged.stays, cfg, opts.progress)
     samples = training_samples(merged, list(range(len(compact))), featurizer, opts.n_random, opts.seed,
                                opts.use_cache, opts.progress)

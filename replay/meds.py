@@ -36,6 +36,7 @@ _STRUCTURAL = ("ICU_ADMISSION//", "ICU_DISCHARGE//", "HOSPITAL_ADMISSION//", "HO
 
 class MedsReader:
     name = SOURCE
+    dense_vitals = True
 
     def __init__(self, path: Path, progress: bool = False) -> None:
         self.path = Path(path)

@@ -172,6 +172,7 @@ class _Problems:
 
 class MimicReader:
     name = SOURCE
+    dense_vitals = True
 
     def __init__(self, mimic_dir: Path, ecg_dir: Path | None = None, progress: bool = False,
                  stays_per_bucket: int = 2000) -> None:

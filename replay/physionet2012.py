@@ -72,6 +72,7 @@ def _valid_range(parameter: str, concept: str | None) -> tuple[float, float]:
 
 class PhysioNet2012Reader:
     name = SOURCE
+    dense_vitals = False  # vitals about hourly: a 6-minute grid would be mostly carried-forward values
 
     def __init__(self, path: Path, outcomes: Path | None = None) -> None:
         self.path = Path(path)

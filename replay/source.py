@@ -13,6 +13,9 @@ from medm2t.events import _Event
 
 class Reader(Protocol):
     name: str                 # e.g. "mimic-iv"
+    # Vitals charted often enough (minutes apart) for the model's dense-vitals grid encoder to see more
+    # than the vitals tokens already show; False where they are about hourly (PhysioNet 2012).
+    dense_vitals: bool
     warnings: list[str]       # human-readable, each names the file (and row where it applies)
 
     def stays(self) -> Iterator[list[_Event]]:

@@ -48,6 +48,24 @@ def open_source(args: argparse.Namespace, progress: bool = False) -> Reader:
     return PhysioNet2012Reader(args.physionet2012, outcomes=args.outcomes)
 
 
+def source_class(spec: str) -> type[Reader]:
+    """The reader class a `kind:PATH` spec opens, without opening it (for the class's properties)."""
+    kind = spec.partition(":")[0]
+    if kind == "physionet2012":
+        from replay.physionet2012 import PhysioNet2012Reader
+
+        return PhysioNet2012Reader
+    if kind == "meds":
+        from replay.meds import MedsReader
+
+        return MedsReader
+    if kind in ("mimic", "synth"):
+        from replay.mimic import MimicReader
+
+        return MimicReader
+    raise SourceError(f"unknown source kind {kind!r} in {spec!r}: expected {SPEC_HELP}")
+
+
 def parse_spec(spec: str, progress: bool = False) -> Reader:
     """A reader from a `kind:PATH` spec (see SPEC_HELP)."""
     kind, sep, rest = spec.partition(":")

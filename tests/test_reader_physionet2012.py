@@ -105,3 +105,14 @@ def test_real_set_a(shared_data):
         assert events[-1].hospital_death == outcomes[events[0].stay_id]
         with_hr += any(e.kind == "measurement" and e.concept == "hr" for e in events)
     assert with_hr >= 190  # a few real records have almost no observations
+
+
+def test_the_source_says_its_vitals_are_too_sparse_for_the_dense_grid():
+    """Training leaves out the dense-vitals encoder by asking the reader class, not by matching the spec."""
+    from replay.sources import SourceError, source_class
+
+    assert source_class("physionet2012:set-a.tar.gz").dense_vitals is False
+    assert source_class("synth:cohort").dense_vitals is True
+    assert source_class("meds:x.parquet").dense_vitals is True
+    with pytest.raises(SourceError, match="unknown source kind"):
+        source_class("csv:x")

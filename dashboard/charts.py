@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
 import pandas as pd
 
-from medm2t.events import Alert, Ecg, Measurement, RiskScore
+from medm2t.events import Alert, Measurement, RiskScore
 from dashboard.format import TIER_COLOURS
-
-ECG_DISPLAY_HZ = 125.0   # min/max envelope per bucket keeps QRS peaks while drawing 1/4 of the samples
 
 
 def time_axis(span=None) -> alt.X:
@@ -97,32 +94,3 @@ def labs_table(measurements: list[Measurement]) -> pd.DataFrame:
                      "unit": last.unit or "", "change": change, "trend": numbers, "at": last.time,
                      "age_h": round(age_h, 1), "old": age_h > LAB_OLD_AFTER_H, "results": len(results)})
     return pd.DataFrame(rows, columns=cols)
-
-
-def downsample_minmax(signal: np.ndarray, fs: float, target_hz: float = ECG_DISPLAY_HZ) -> tuple[np.ndarray, np.ndarray]:
-    """(n_leads, n) -> times in s and values, both (n_leads, m): each bucket's min and max in time order."""
-    k = max(1, int(round(fs / target_hz * 2)))
-    n = signal.shape[1] // k * k
-    if k == 1 or n == 0:
-        return np.broadcast_to(np.arange(signal.shape[1]) / fs, signal.shape), signal
-    b = signal[:, :n].reshape(signal.shape[0], -1, k)
-    lo_idx, hi_idx = b.argmin(axis=2), b.argmax(axis=2)
-    first = np.minimum(lo_idx, hi_idx)
-    second = np.maximum(lo_idx, hi_idx)
-    idx = np.stack([first, second], axis=2)  # per bucket, the two extremes in time order
-    values = np.take_along_axis(b, idx, axis=2).reshape(signal.shape[0], -1)
-    base = (np.arange(b.shape[1]) * k)[None, :, None]
-    t = ((base + idx) / fs).reshape(signal.shape[0], -1)
-    return t, values
-
-
-def ecg_12_lead(ecg: Ecg) -> alt.Chart:
-    wf = ecg.waveform
-    t, mv = downsample_minmax(wf.to_array(), wf.fs)
-    df = pd.DataFrame({"t": t.ravel(), "mV": mv.ravel(),
-                       "lead": np.repeat(np.array(wf.leads), mv.shape[1])})
-    return alt.Chart(df).mark_line(strokeWidth=1, color="#212121").encode(
-        x=alt.X("t:Q", title="seconds", scale=alt.Scale(domain=[0, wf.n_samples / wf.fs])),
-        y=alt.Y("mV:Q", title=None, scale=alt.Scale(domain=[-1.5, 1.5], clamp=True)),
-    ).properties(height=60, width=330).facet(
-        facet=alt.Facet("lead:N", sort=list(wf.leads), title=None), columns=2).configure_view(fill="#fff5f5")

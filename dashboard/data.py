@@ -219,9 +219,10 @@ class Reader:
     def measurements(self, stay_id: int) -> list[Measurement]:
         return self._parse_all(Measurement, self.r.zrange(keys.events(stay_id), 0, -1), keys.events(stay_id))
 
-    def latest_ecg(self, stay_id: int) -> Ecg | None:
-        raws = self.r.zrange(keys.ecgs(stay_id), -1, -1)
-        return self._parse(Ecg, raws[0], keys.ecgs(stay_id)) if raws else None
+    def recent_ecgs(self, stay_id: int, n: int = 2) -> list[Ecg]:
+        """The stay's newest `n` ECGs, newest first."""
+        raws = self.r.zrange(keys.ecgs(stay_id), -n, -1)
+        return self._parse_all(Ecg, raws, keys.ecgs(stay_id))[::-1]
 
     # ---- feed and system -------------------------------------------------------------------------------
 

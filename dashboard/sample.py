@@ -80,12 +80,15 @@ def write_sample_ward(r: redis.Redis, n_stays: int = 4, seed: int = 7, hours: in
                                     time=t, available_time=t + timedelta(minutes=50), source=src, item=item, label=label,
                                     category="lab", value=round(float(base + spread * rng.normal()), 2), unit=unit)
                     pipe.zadd(keys.events(stay_id), {m.model_dump_json(): m.available_time.timestamp()})
-        ecg_t = admit + timedelta(hours=hours - 1)
-        ecg = Ecg(event_id=make_event_id(src, stay_id, "ecg"), stay_id=stay_id, subject_id=subject_id, time=ecg_t,
-                  available_time=ecg_t, source=src, study_id=40_000_000 + i,
-                  waveform=Waveform.from_array(synthetic_ecg_mv(hr=70 + 15 * i), fs=500.0, leads=LEADS),
-                  measurements={"rr_interval": 60000 / (70 + 15 * i), "qrs_axis": 30.0}, statements=("Sinus rhythm",))
-        pipe.zadd(keys.ecgs(stay_id), {ecg.model_dump_json(): ecg_t.timestamp()})
+        for k, (ecg_h, hr) in enumerate(((1, 65 + 10 * i), (hours - 1, 70 + 15 * i))):  # a previous and a latest ECG
+            ecg_t = admit + timedelta(hours=ecg_h)
+            ecg = Ecg(event_id=make_event_id(src, stay_id, "ecg", k), stay_id=stay_id, subject_id=subject_id,
+                      time=ecg_t, available_time=ecg_t, source=src, study_id=40_000_000 + 10 * i + k,
+                      waveform=Waveform.from_array(synthetic_ecg_mv(hr=hr), fs=500.0, leads=LEADS),
+                      measurements={"rr_interval": round(60000 / hr), "p_onset": 40, "p_end": 140, "qrs_onset": 200,
+                                    "qrs_end": 290 + 10 * k, "t_end": 600 + 20 * k, "qrs_axis": 30.0, "t_axis": 45.0},
+                      statements=("Sinus rhythm",) + (("Prolonged QT",) if k and i else ()))
+            pipe.zadd(keys.ecgs(stay_id), {ecg.model_dump_json(): ecg_t.timestamp()})
 
         news2_hist, medm2t_hist = [], []
         for h in range(hours + 1):

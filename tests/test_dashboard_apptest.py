@@ -1,6 +1,7 @@
 """The dashboard pages, run by Streamlit's AppTest against a real Redis seeded through the canonical models."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,12 +92,16 @@ def test_patient_page_shows_scores_vitals_labs_and_ecg(dash_redis):
     assert target.alerts[0].reason in text
     assert f"Top drivers of this mortality risk: {target.medm2t.tasks['mortality'].detail['drivers']}." in text
     assert "the deep network adds +0.05, not attributed to inputs" in text
-    assert {"Score trajectory", "Vitals", "Labs (latest value of each)", "Latest 12-lead ECG"} <= {s.value for s in at.subheader}
+    assert {"Score trajectory", "Vitals", "Labs (latest value of each)", "12-lead ECG"} <= {s.value for s in at.subheader}
     labs = at.dataframe[0].value
     assert set(labs["lab"]) == {"Creatinine", "Lactate", "White blood cells"}
     charts = at.get("vega_lite_chart")
-    assert len(charts) == 4  # NEWS2 and MedM2T trajectories, vitals, ECG
-    assert '"facet"' in charts[-1].proto.spec  # the ECG: one small panel per lead
+    assert len(charts) == 5  # NEWS2 and MedM2T trajectories, vitals, the latest ECG and (second tab) the previous
+    ecg = json.loads(charts[3].proto.spec)
+    assert ecg["layer"][0]["layer"][0]["encoding"]["x"]["title"].startswith("seconds (25 mm/s")  # the ECG paper grid
+    intervals = at.dataframe[1].value.set_index("measure")
+    assert intervals.loc["QRS duration", "unit"] == "ms"
+    assert intervals.loc["QRS duration", "change"] == "+10"  # against the previous ECG
 
 
 def test_patient_page_switches_stay_with_the_picker(dash_redis):
@@ -201,7 +206,7 @@ def test_reruns_do_not_grow_session_state(dash_redis):
 def test_ecg_display_downsampling_keeps_every_peak():
     import numpy as np
 
-    from dashboard.charts import downsample_minmax
+    from dashboard.ecg import downsample_minmax
     from dashboard.sample import synthetic_ecg_mv
 
     signal = synthetic_ecg_mv()

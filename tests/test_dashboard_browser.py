@@ -42,36 +42,79 @@ def served_dashboard(redis_url, tmp_path):
         r.close()
 
 
-def test_ward_board_and_patient_page_in_headless_chromium(served_dashboard):
+VIEWS = ("Ward board", "Patient", "Alerts", "Quality", "System")
+VITALS_AXES = ("Heart rate (bpm)", "Blood pressure (mmHg)", "Respiratory rate (breaths/min)", "SpO2 and FiO2 (%)")
+
+
+def _axes(chart) -> list[str]:
+    """The axis descriptions Vega writes for screen readers, e.g. "Y-axis titled 'mortality risk' ... 0% to 100%"."""
+    return [x.get_attribute("aria-label") or "" for x in chart.locator('[aria-label*="-axis titled"]').all()]
+
+
+def _every_chart_has_both_axes(page, view: str) -> None:
+    charts = page.locator(".vega-embed")
+    for i in range(charts.count()):
+        axes = _axes(charts.nth(i))
+        assert any(a.startswith("X-axis") for a in axes) and any(a.startswith("Y-axis") for a in axes), (view, i, axes)
+
+
+def test_every_page_in_headless_chromium(served_dashboard, tmp_path):
+    """Each page renders with no console errors or warnings and every chart has its axes; the board shows
+    bed numbers; the patient page shows the vitals charts, a MedM2T axis of 0-100 % and the ECG on its grid.
+    Screenshots go to MEDM2T_SCREENSHOT_DIR, else to the test's temp folder."""
     from playwright.sync_api import expect, sync_playwright
 
     base, stays = served_dashboard
-    shots = Path(os.environ.get("MEDM2T_SCREENSHOT_DIR", "")) if os.environ.get("MEDM2T_SCREENSHOT_DIR") else None
+    shots = Path(os.environ.get("MEDM2T_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    console: list[tuple[str, str, str]] = []
+    target = next(s for s in stays if s.medm2t is not None)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM),
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            view = "start"
+            page.on("console", lambda m: console.append((view, m.type, m.text)))
             page.goto(base, wait_until="domcontentloaded", timeout=60_000)
             board = page.locator("#ward-table")
             board.wait_for(timeout=60_000)
             for s in stays:
                 expect(board.get_by_text(str(s.stay_id), exact=True)).to_have_count(1)
             expect(board.get_by_text("NEWS2 (rule score, points)")).to_have_count(1)
-            if shots:
-                page.screenshot(path=str(shots / "ward_board.png"), full_page=True)
+            expect(board.get_by_text("Bed", exact=True)).to_have_count(1)
+            for i in range(1, len(stays) + 1):  # the sample ward's beds are numbered 1..n
+                expect(board.get_by_text(str(i), exact=True)).to_have_count(1)
+            page.screenshot(path=str(shots / "ward_board.png"), full_page=True)
 
             # The stay link opens the patient page of that stay, and live refresh keeps it there.
-            target = stays[-2]
+            view = "Patient"
             board.get_by_text(str(target.stay_id), exact=True).click()
             page.get_by_text(f"Stay {target.stay_id}", exact=True).wait_for(timeout=60_000)
-            page.get_by_text("Latest 12-lead ECG").wait_for(timeout=30_000)
-            page.locator(".vega-embed").nth(3).wait_for(timeout=30_000)
+            page.get_by_text("12-lead ECG", exact=True).wait_for(timeout=30_000)
+            charts = page.locator(".vega-embed")
+            charts.nth(4).wait_for(state="attached", timeout=30_000)  # trajectories x 2, vitals, ECG, previous ECG (hidden tab)
             time.sleep(3)  # across at least one refresh
             expect(page.get_by_text(f"Stay {target.stay_id}", exact=True)).to_have_count(1)
-            if shots:  # Streamlit scrolls inside its own container: grow the viewport to capture it all
-                page.set_viewport_size({"width": 1400, "height": 3200})
-                time.sleep(1)
-                page.screenshot(path=str(shots / "patient.png"))
+            axes = [a for i in range(charts.count()) for a in _axes(charts.nth(i))]
+            assert any(a.startswith("Y-axis titled 'mortality risk'") and a.endswith("from 0% to 100%") for a in axes), axes
+            for title in VITALS_AXES:
+                assert any(a.startswith(f"Y-axis titled '{title}'") for a in axes), (title, axes)
+            assert any(a.startswith("X-axis titled 'seconds (25 mm/s; large square 0.2 s") for a in axes), axes
+            _every_chart_has_both_axes(page, view)
+            # Streamlit scrolls inside its own container: grow the viewport to capture the whole page
+            page.set_viewport_size({"width": 1400, "height": 5200})
+            time.sleep(1)
+            page.screenshot(path=str(shots / "patient.png"))
+            page.set_viewport_size({"width": 1400, "height": 1000})
+
+            for view in ("Alerts", "Quality", "System"):
+                page.goto(f"{base}/?view={view}", wait_until="domcontentloaded", timeout=60_000)
+                page.get_by_role("heading", name={"Alerts": "Alert feed", "Quality": "Alert quality"}.get(view, view)).first.wait_for(timeout=60_000)
+                time.sleep(3)
+                _every_chart_has_both_axes(page, view)
+                page.screenshot(path=str(shots / f"{view.lower()}.png"), full_page=True)
         finally:
             browser.close()
+    noisy = [m for m in console if m[1] in ("error", "warning")]
+    assert not noisy, noisy

@@ -1,4 +1,4 @@
-"""Patient page: one stay's scores, trajectories, vitals, labs and latest 12-lead ECG."""
+"""Patient page: one stay's scores, trajectories, vitals, labs and latest 12-lead ECG beside the previous one."""
 from __future__ import annotations
 
 import html
@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, vitals
+from dashboard import ecg as ecg_view
 from dashboard import format as fmt
 from dashboard.data import Reader, StayRow
 from dashboard.views import actions
@@ -174,18 +175,29 @@ def _levels(thresholds: dict[str, float], fmt: str) -> str:
 
 
 def _ecg(reader: Reader, stay_id: int) -> None:
-    st.subheader("Latest 12-lead ECG", anchor=False)
-    ecg = reader.latest_ecg(stay_id)
-    if ecg is None:
+    st.subheader("12-lead ECG", anchor=False)
+    recent = reader.recent_ecgs(stay_id, 2)
+    if not recent:
         st.caption("No ECG for this stay yet.")
         return
-    st.caption(f"Study {ecg.study_id}, recorded {fmt.clock(ecg.time)}, {ecg.waveform.fs:g} Hz, "
-               f"{ecg.waveform.n_samples / ecg.waveform.fs:g} s; drawn at reduced resolution (min/max envelope).")
-    st.altair_chart(charts.ecg_12_lead(ecg), width="content")
-    if ecg.statements:
-        st.caption("Machine statements: " + "; ".join(ecg.statements))
-    if ecg.quality:
-        st.warning("ECG quality: " + "; ".join(ecg.quality))
-    found = {k: v for k, v in ecg.measurements.items() if v is not None}
-    if found:
-        st.dataframe(pd.DataFrame([found]), hide_index=True)
+    latest, previous = recent[0], (recent[1] if len(recent) > 1 else None)
+    shown = [("Latest", latest)] + ([("Previous", previous)] if previous else [])
+    for tab, (name, ecg) in zip(st.tabs([f"{name}, {fmt.clock(e.time)}" for name, e in shown]), shown):
+        with tab:
+            st.caption(f"{name} ECG: study {ecg.study_id}, recorded {fmt.clock(ecg.time)}, {ecg.waveform.fs:g} Hz, "
+                       f"{ecg.waveform.n_samples / ecg.waveform.fs:g} s; drawn to scale at 25 mm/s and 10 mm/mV "
+                       "from a min/max envelope of the samples, clipped at ±1.5 mV per row.")
+            st.altair_chart(ecg_view.ecg_paper(ecg), width="content")
+            if ecg.statements:
+                st.caption("Machine statements: " + "; ".join(ecg.statements))
+            if ecg.quality:
+                st.warning("ECG quality: " + "; ".join(ecg.quality))
+    st.markdown("**Machine intervals**" + (f" (latest against the previous ECG of {fmt.clock(previous.time)})"
+                                           if previous else ""))
+    st.dataframe(ecg_view.intervals_table(latest, previous), hide_index=True, column_config={
+        "change": st.column_config.TextColumn("change", help="latest minus previous, in the measure's unit")})
+    if previous is not None:
+        said, was = set(latest.statements), set(previous.statements)
+        if said != was:
+            st.caption("Statements new since the previous ECG: " + ("; ".join(sorted(said - was)) or "none")
+                       + ". No longer stated: " + ("; ".join(sorted(was - said)) or "none") + ".")

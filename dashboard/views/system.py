@@ -1,6 +1,7 @@
 """System page: worker counters, batch latency, and the model card of each active scorer."""
 from __future__ import annotations
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -33,7 +34,10 @@ def render(reader: Reader) -> None:
         for col, (label, v) in zip(c, (("median", np.median(arr)), ("p95", np.percentile(arr, 95)),
                                        ("max", arr.max()), ("batches", len(arr)))):
             col.metric(f"{label} (ms)" if label != "batches" else "recent batches", f"{v:,.0f}")
-        st.line_chart(pd.DataFrame({"batch latency (ms)": arr}), height=160)
+        df = pd.DataFrame({"batch": np.arange(1, len(arr) + 1), "ms": arr})
+        st.altair_chart(alt.Chart(df).mark_line().encode(
+            x=alt.X("batch:Q", title="recent batches, oldest first", axis=alt.Axis(format="d")),
+            y=alt.Y("ms:Q", title="batch latency (ms)")).properties(height=160), width="stretch")
 
     st.subheader("Models", anchor=False)
     cards = reader.model_cards()

@@ -104,6 +104,31 @@ def test_patient_page_shows_scores_vitals_labs_and_ecg(dash_redis):
     assert intervals.loc["QRS duration", "change"] == "+10"  # against the previous ECG
 
 
+def test_one_stay_exports_as_csv_with_its_scores_alerts_and_inputs(dash_redis):
+    import io
+
+    import pandas as pd
+
+    from dashboard.data import Reader
+    from dashboard.export import stay_csv
+
+    stays = write_sample_ward(dash_redis)
+    target = next(s for s in stays if s.medm2t and s.alerts)
+    at = run_app("Patient", target.stay_id)
+    assert [b.label for b in at.get("download_button")] == ["Download this stay as CSV"]
+    reader = Reader(dash_redis)
+    row = reader.stay(target.stay_id)
+    df = pd.read_csv(io.StringIO(stay_csv(row, reader.measurements(target.stay_id)).decode()))
+    assert set(df["record"]) == {"score", "alert", "input"}
+    mortality = df[(df["record"] == "score") & (df["name"] == "mortality")]
+    assert len(mortality) == len(row.history["medm2t"])
+    assert (mortality["model_version"] == target.medm2t.model_version).all()
+    assert (mortality["calibration"] == target.medm2t.tasks["mortality"].calibration).all()
+    assert len(df[df["record"] == "alert"]) == len(row.alerts)
+    assert len(df[df["record"] == "input"]) == len(reader.measurements(target.stay_id))
+    assert pd.to_datetime(df["clinical_time"]).is_monotonic_increasing
+
+
 def test_patient_page_switches_stay_with_the_picker(dash_redis):
     stays = write_sample_ward(dash_redis)
     at = run_app("Patient", stays[0].stay_id)

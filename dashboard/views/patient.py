@@ -6,10 +6,10 @@ import html
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, vitals
+from dashboard import charts, export, vitals
 from dashboard import ecg as ecg_view
 from dashboard import format as fmt
-from dashboard.data import Reader, StayRow
+from dashboard.data import STAY_ALERTS, TRAJECTORY_POINTS, Reader, StayRow
 from dashboard.views import actions
 
 NO_STAYS = "No data yet: no active stays to show. Start the worker and a replay (`medm2t demo` does both)."
@@ -60,6 +60,7 @@ def render(reader: Reader, stay_id: int) -> None:
             "results": st.column_config.NumberColumn("results", help="results kept for this stay")})
     _ecg(reader, stay_id)
     _audit(row)
+    _export(row, measurements)
 
 
 def _audit(row: StayRow) -> None:
@@ -201,3 +202,12 @@ def _ecg(reader: Reader, stay_id: int) -> None:
         if said != was:
             st.caption("Statements new since the previous ECG: " + ("; ".join(sorted(said - was)) or "none")
                        + ". No longer stated: " + ("; ".join(sorted(was - said)) or "none") + ".")
+
+
+def _export(row: StayRow, measurements) -> None:
+    st.download_button(
+        "Download this stay as CSV", export.stay_csv(row, measurements), file_name=f"stay-{row.stay_id}.csv",
+        mime="text/csv", key="export_stay", on_click="ignore",
+        help=f"One row per score (with its model version, task and calibration; the newest "
+             f"{TRAJECTORY_POINTS:,} per scorer), per alert record (the newest {STAY_ALERTS}) and per input "
+             "measurement, on the stay's clinical clock.")

@@ -62,7 +62,8 @@ def _run(*args, timeout=600):
 @pytest.mark.skipif(not DEMO_CHECKPOINT.exists(), reason="no demo checkpoint")
 def test_calibrate_writes_a_policy_the_worker_loads(synth_cohort, tmp_path):
     out = tmp_path / "ck-copy" / POLICY_FILE
-    done = _run("--data", f"synth:{synth_cohort}", "--budget", "3", "--limit", "12", "--out", str(out), "--json")
+    done = _run("--data", f"synth:{synth_cohort}", "--budget", "3", "--skip", "2", "--limit", "12", "--out", str(out),
+                "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     policy = read_policy(out)
@@ -78,3 +79,5 @@ def test_calibrate_says_why_it_cannot_run(tmp_path):
     assert done.returncode != 0 and "no MedM2T checkpoint" in done.stderr
     done = _run("--data", "synth:/nonexistent", "--budget", "0")
     assert done.returncode != 0 and "--budget must be a positive" in done.stderr
+    done = _run("--data", "synth:/nonexistent", "--budget", "1", "--skip", "-1")
+    assert done.returncode != 0 and "--skip must be 0 or more" in done.stderr

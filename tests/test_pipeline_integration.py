@@ -237,7 +237,9 @@ def _quality_from_topics(alert_values: list[bytes], outcome_values: list[bytes])
         o = Outcome.model_validate_json(v)
         outcomes[o.stay_id] = o
     alerts = [a for a in map(Alert.model_validate_json, alert_values) if a.stay_id in outcomes]
-    days = sum((o.icu_outtime - o.icu_intime).total_seconds() / 86400 for o in outcomes.values())
+    # ICU days; PhysioNet 2012 outcomes give only a length of stay (docs/alert-quality.md, caveats)
+    days = sum((o.icu_outtime - o.icu_intime).total_seconds() / 86400 if o.icu_intime and o.icu_outtime
+               else o.los_days or 0.0 for o in outcomes.values())
     deaths = [o for o in outcomes.values() if o.hospital_death]
     report = {}
     for scorer in {a.scorer for a in alerts}:
@@ -247,8 +249,9 @@ def _quality_from_topics(alert_values: list[bytes], outcome_values: list[bytes])
         for a in clinical:
             if a.level in ("urgent", "emergency") and a.state != "cleared":
                 urgent[a.stay_id].append(a.at)
+        urgent = dict(urgent)  # reading a defaultdict would add every unflagged death to `flagged` below
         leads = [o.deathtime - min(t for t in urgent[o.stay_id] if t <= o.deathtime) for o in deaths
-                 if o.deathtime and any(t <= o.deathtime for t in urgent[o.stay_id])]
+                 if o.deathtime and any(t <= o.deathtime for t in urgent.get(o.stay_id, ()))]
         leads_h = sorted(x.total_seconds() / 3600 for x in leads)
         median = None if not leads_h else (leads_h[(len(leads_h) - 1) // 2] + leads_h[len(leads_h) // 2]) / 2
         flagged = [s for s in urgent if outcomes[s].hospital_death is not None]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import tempfile
@@ -40,7 +41,9 @@ def register_calibrate(acts: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, default=s.checkpoint,
                    help=f"MedM2T checkpoint to score with (default {s.checkpoint})")
     p.add_argument("--out", type=Path, default=None, help="where to write the policy (default CHECKPOINT/alert-policy.json)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N stays of the source only")
+    p.add_argument("--skip", type=int, default=0, metavar="N",
+                   help="leave out the first N stays of the source (e.g. those a replay with --limit N reports on)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="use at most N stays (after --skip)")
     p.add_argument("--json", action="store_true", help="print the chosen figures as JSON instead of a table")
     p.set_defaults(handler=_run)
 
@@ -61,6 +64,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.budget > 0:
         raise UserError("--budget must be a positive number of alerts per patient-day")
+    if args.skip < 0:
+        raise UserError("--skip must be 0 or more stays")
     if not (args.checkpoint / "meta.json").exists():
         raise UserError(f"no MedM2T checkpoint at {args.checkpoint} (run `make demo` once, or pass --checkpoint)")
     settings = get_settings().model_copy(update={"checkpoint": args.checkpoint})
@@ -71,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     scorers = _scorers(args.checkpoint, settings)
     print(f"reading {args.data} ...", file=sys.stderr)
-    messages, outcomes = backlog(select_stays(reader.stays(), None, args.limit), partitions=6)
+    stays = itertools.islice(select_stays(reader.stays(), None, None), args.skip, None)  # as replay counts them
+    messages, outcomes = backlog(select_stays(stays, None, args.limit), partitions=6)
     if not outcomes:
         raise UserError(f"{args.data} has no outcomes: alert quality cannot be measured without them")
     deaths = sum(bool(o.hospital_death) for o in outcomes)

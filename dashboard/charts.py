@@ -14,36 +14,38 @@ def time_axis(span=None) -> alt.X:
     return alt.X("time:T", title="clinical time", scale=scale)
 
 
-def news2_trajectory(history: list[RiskScore], alerts: list[Alert], thresholds: dict[str, float] | None = None,
-                     span=None) -> alt.Chart:
-    """NEWS2 points over time, with the alert policy's thresholds ({level: points}) as dashed lines."""
-    df = pd.DataFrame({"time": [s.scored_at for s in history if "news2" in s.tasks],
-                       "points": [s.tasks["news2"].value for s in history if "news2" in s.tasks]})
+def points_trajectory(history: list[RiskScore], scorer: str, task: str, title: str, alerts: list[Alert],
+                      thresholds: dict[str, float] | None = None, span=None) -> alt.Chart:
+    """A rule score's points over time, with the alert policy's thresholds ({level: points}) as dashed lines.
+    The scorer's other rules (NEWS2's single parameter, stale data) are not on this axis: diamonds along the
+    bottom mark when they happened."""
+    df = pd.DataFrame({"time": [s.scored_at for s in history if task in s.tasks],
+                       "points": [s.tasks[task].value for s in history if task in s.tasks]})
     line = alt.Chart(df).mark_line(point=True, color="#455a64").encode(
         x=time_axis(span),
-        y=alt.Y("points:Q", title="NEWS2 (points)", scale=alt.Scale(domain=[0, max(12, int(df.points.max() or 0) + 1)])),
-        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("points:Q", title="NEWS2 points")])
+        y=alt.Y("points:Q", title=title, scale=alt.Scale(domain=[0, max(12, int(df.points.max() or 0) + 1)])),
+        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("points:Q", title=title)])
     chart = line + _threshold_rules(thresholds) if thresholds else line
-    single = [a for a in alerts if a.scorer == "news2" and a.task != "news2"]
-    if single:  # a single parameter's 0-3 points are not on the aggregate's axis: mark when, along the bottom
-        df_single = pd.DataFrame({"time": [a.at for a in single], "state": [a.state for a in single],
-                                  "reason": [a.reason for a in single], "level": [a.level for a in single]})
-        chart += alt.Chart(df_single).mark_point(shape="diamond", size=80, filled=True, color=TIER_COLOURS["info"][1]).encode(
+    other = [a for a in alerts if a.scorer == scorer and a.task != task]
+    if other:
+        df_other = pd.DataFrame({"time": [a.at for a in other], "state": [a.state for a in other],
+                                 "reason": [a.reason for a in other], "level": [a.level for a in other]})
+        chart += alt.Chart(df_other).mark_point(shape="diamond", size=80, filled=True, color=TIER_COLOURS["info"][1]).encode(
             x="time:T", y=alt.value(212), tooltip=["time:T", "level:N", "state:N", "reason:N"])
-    return _with_alerts(chart, [a for a in alerts if a.scorer == "news2" and a.task == "news2"], "points")
+    return _with_alerts(chart, [a for a in alerts if a.scorer == scorer and a.task == task], "points")
 
 
-def probability_trajectory(history: list[RiskScore], task: str, alerts: list[Alert],
+def probability_trajectory(history: list[RiskScore], scorer: str, task: str, title: str, alerts: list[Alert],
                            thresholds: dict[str, float] | None = None, span=None) -> alt.Chart:
     rows = [(s.scored_at, s.tasks[task].value) for s in history if task in s.tasks]
     df = pd.DataFrame(rows, columns=["time", "risk"])
     line = alt.Chart(df).mark_line(point=True, color="#1565c0").encode(
         x=time_axis(span),
-        y=alt.Y("risk:Q", title=f"{task} risk", axis=alt.Axis(format=".0%"),
+        y=alt.Y("risk:Q", title=title, axis=alt.Axis(format=".0%"),
                 scale=alt.Scale(domain=[0, 1])),  # fixed 0-100 %: a rescaled axis makes 3 % look like a crisis
-        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("risk:Q", format=".0%", title=f"{task} (rounded)")])
+        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("risk:Q", format=".0%", title=f"{title} (rounded)")])
     chart = line + _threshold_rules(thresholds) if thresholds else line
-    return _with_alerts(chart, [a for a in alerts if a.scorer == "medm2t" and a.task == task], "risk")
+    return _with_alerts(chart, [a for a in alerts if a.scorer == scorer and a.task == task], "risk")
 
 
 def _threshold_rules(thresholds: dict[str, float]) -> alt.Chart:

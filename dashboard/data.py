@@ -14,13 +14,13 @@ from datetime import datetime
 import redis
 from pydantic import BaseModel, ValidationError
 
+from medm2t.cards import ModelCard, TaskCard
 from medm2t.connections import redis_sync, safe_url  # noqa: F401 - safe_url is part of this module's API
 from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened
 from stream import keys
 from stream.alerts import RANK, signal_of
 from stream.policy import DEFAULT_POLICY, AlertPolicy
 
-SCORERS = ("news2", "medm2t")
 BOARD_ROWS = 100           # highest-risk stays drawn on the ward board
 SPARK_POINTS = 48          # history points drawn in a ward-board sparkline
 TRAJECTORY_POINTS = 2000   # history points drawn on the patient page
@@ -30,7 +30,6 @@ LATENCY_POINTS = 500
 # Seconds of wall-clock silence after which a stay's data is flagged stale. The worker stamps `last_wall`
 # when data arrives, so this measures the feed, whatever the replay speed.
 STALE_AFTER_S = 120.0
-NEWS2_BAND_RANK = {"low": 0, "low-medium": 1, "medium": 2, "high": 3}
 
 
 def connect(url: str | None = None, settings=None) -> redis.Redis:
@@ -109,13 +108,27 @@ class StayRow:
         signal = signal_of(alert.scorer, alert.task) if score else None
         return None if signal is None else signal(score)
 
-    def risk_key(self) -> tuple:
-        """Sort key, highest risk first after reverse: worst open alert, NEWS2 band, MedM2T mortality, NEWS2 points."""
-        news2 = self.task("news2", "news2")
-        mort = self.task("medm2t", "mortality")
-        worst = max((RANK[a.level] for a in self.open_alerts), default=0)
-        return (worst, NEWS2_BAND_RANK.get(news2.band, -1) if news2 else -1,
-                mort.value if mort else -1.0, news2.value if news2 else -1.0)
+    def risk_key(self, cards: dict[str, ModelCard]) -> tuple:
+        """Sort key, highest risk first after reverse: the worst open alert, then each board task in card order
+        (its band where it has bands, then its value). `sort_rule` says it in words."""
+        key: list = [max((RANK[a.level] for a in self.open_alerts), default=0)]
+        for scorer, task in board_tasks(cards):
+            score = self.task(scorer, task.name)
+            key += [task.bands.index(score.band) if score and score.band in task.bands else -1,
+                    score.value if score else -1.0]
+        return tuple(key)
+
+
+def board_tasks(cards: dict[str, ModelCard]) -> list[tuple[str, TaskCard]]:
+    """(scorer, task) of every ward-board column, in card order."""
+    return [(scorer, t) for scorer, card in cards.items() for t in card.tasks if t.board]
+
+
+def sort_rule(cards: dict[str, ModelCard]) -> str:
+    """The ward board's order in words, from the cards."""
+    parts = ["worst open alert"] + [f"{cards[s].name} {t.display}" + (" band, then its value" if t.bands else "")
+                                    for s, t in board_tasks(cards)]
+    return ", then ".join(parts)
 
 
 @dataclass
@@ -124,6 +137,7 @@ class Reader:
 
     r: redis.Redis
     problems: list[str] = field(default_factory=list)
+    _cards: dict[str, ModelCard] | None = None
 
     def _parse(self, model: type[BaseModel], raw: str | None, where: str):
         if raw is None:
@@ -154,28 +168,33 @@ class Reader:
         """Every active stay, highest risk first. Ranking needs only the latest scores, so sparkline history
         is read for the first `limit` rows alone (the ones the board draws)."""
         ids = self.active_stay_ids()
+        cards = self.cards()
+        scorers = list(cards)
         pipe = self.r.pipeline(transaction=False)
         for sid in ids:
             pipe.hgetall(keys.meta(sid))
-            pipe.mget([keys.latest_score(sid, scorer) for scorer in SCORERS])
+            if scorers:  # none before the worker has published its model cards
+                pipe.mget([keys.latest_score(sid, scorer) for scorer in scorers])
             pipe.lrange(keys.stay_alerts(sid), 0, STAY_ALERTS - 1)
         replies = iter(pipe.execute()) if ids else iter(())
         rows = []
         for sid in ids:
-            meta, latest, alerts = next(replies), next(replies), next(replies)
-            scores = {scorer: score for scorer, raw in zip(SCORERS, latest)
+            meta = next(replies)
+            latest = next(replies) if scorers else []
+            alerts = next(replies)
+            scores = {scorer: score for scorer, raw in zip(scorers, latest)
                       if (score := self._parse(RiskScore, raw, keys.latest_score(sid, scorer))) is not None}
-            rows.append(self._row(sid, meta, scores, {scorer: [] for scorer in SCORERS},
+            rows.append(self._row(sid, meta, scores, {scorer: [] for scorer in scorers},
                                   self._parse_all(Alert, alerts, keys.stay_alerts(sid))))
-        rows.sort(key=StayRow.risk_key, reverse=True)
+        rows.sort(key=lambda row: row.risk_key(cards), reverse=True)
         shown = rows[:limit]
         pipe = self.r.pipeline(transaction=False)
         for row in shown:
-            for scorer in SCORERS:
+            for scorer in scorers:
                 pipe.zrange(keys.score_history(row.stay_id, scorer), -history_points, -1)
-        replies = iter(pipe.execute()) if shown else iter(())
+        replies = iter(pipe.execute()) if shown and scorers else iter(())
         for row in shown:
-            for scorer in SCORERS:
+            for scorer in scorers:
                 row.history[scorer] = self._parse_all(RiskScore, next(replies), keys.score_history(row.stay_id, scorer))
         return rows
 
@@ -197,16 +216,17 @@ class Reader:
 
     def stay(self, stay_id: int) -> StayRow | None:
         """One stay with its full (bounded) score history; None when Redis knows nothing of it."""
+        scorers = list(self.cards())
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(keys.meta(stay_id))
-        for scorer in SCORERS:
+        for scorer in scorers:
             pipe.get(keys.latest_score(stay_id, scorer))
             pipe.zrange(keys.score_history(stay_id, scorer), -TRAJECTORY_POINTS, -1)
         pipe.lrange(keys.stay_alerts(stay_id), 0, STAY_ALERTS - 1)
         replies = iter(pipe.execute())
         meta = next(replies)
         scores, history = {}, {}
-        for scorer in SCORERS:
+        for scorer in scorers:
             latest = self._parse(RiskScore, next(replies), keys.latest_score(stay_id, scorer))
             if latest is not None:
                 scores[scorer] = latest
@@ -261,6 +281,20 @@ class Reader:
                 continue
             cards[name] = card if isinstance(card, dict) else {"value": card}
         return cards
+
+    def cards(self) -> dict[str, ModelCard]:
+        """scorer -> typed model card, in card order: the scorers the pages show. Read once per page."""
+        if self._cards is None:
+            typed = {}
+            for name, raw in self.model_cards().items():
+                try:
+                    typed[name] = ModelCard.model_validate(raw)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    self.problems.append(f"{keys.model_card(name)}: skipped a malformed model card "
+                                         f"({'.'.join(map(str, first['loc']))}: {first['msg']})")
+            self._cards = dict(sorted(typed.items(), key=lambda kv: (kv[1].order, kv[0])))
+        return self._cards
 
     def alert_policy(self) -> AlertPolicy:
         """The alert policy the workers published (alerts:policy); the built-in one until they have."""

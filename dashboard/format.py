@@ -39,6 +39,18 @@ def points(v: float | None) -> str:
     return "–" if v is None else f"{v:.0f}"
 
 
+def score_text(kind: str, score) -> str:
+    """A TaskScore as its kind says to read it (the kinds of medm2t.cards.TaskCard)."""
+    if kind == "points":
+        return points(score.value)
+    if kind == "days":
+        return days(score.value)
+    if kind == "class_probabilities" and score.probabilities:
+        top, p = max(score.probabilities.items(), key=lambda kv: kv[1])
+        return f"{CVD_CLASSES.get(top, top)} {probability(p)}"
+    return probability(score.value)
+
+
 def task_value(task: str, value: float) -> str:
     """A value of a known task (as alerts carry it, without its TaskScore kind). NEWS2 alerts carry points,
     the aggregate ("news2") or the highest single parameter ("news2:single-parameter", 0-3)."""
@@ -71,9 +83,9 @@ def clock(t: datetime | None) -> str:
     return "–" if t is None else t.strftime("%Y-%m-%d %H:%M")
 
 
-def model_label(task_name: str, version: str, calibration: str) -> str:
-    """e.g. 'MedM2T mortality risk (model small-v0.1, uncalibrated)'."""
-    return f"MedM2T {task_name} (model {version}, {calibration})"
+def model_label(scorer: str, task: str, version: str, calibration: str) -> str:
+    """e.g. 'MedM2T in-hospital mortality risk (model small-v0.1, uncalibrated)'."""
+    return f"{scorer} {task} (model {version}, {calibration})"
 
 
 def tier_badge(tier: str | None, text: str | None = None, title: str | None = None) -> str:

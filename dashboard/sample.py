@@ -15,7 +15,8 @@ import redis
 from medm2t.events import (LEADS, Alert, Ecg, Measurement, RiskScore, StaticFeatures, StayOpened, TaskScore,
                            Waveform, make_event_id)
 from stream import keys
-from stream.news2 import response_band
+from stream.news2 import VERSION as NEWS2_VERSION
+from stream.news2 import News2Scorer, response_band
 
 NEWS2_CAL = "rule score (RCP 2017), not a probability"
 VITALS = {  # concept: (label, unit, baseline, spread)
@@ -94,7 +95,7 @@ def write_sample_ward(r: redis.Redis, n_stays: int = 4, seed: int = 7, hours: in
         for h in range(hours + 1):
             at = admit + timedelta(hours=h)
             points = int(np.clip(round(1 + 2.5 * i * h / hours + rng.normal() * 0.4), 0, 20))
-            n2 = RiskScore(stay_id=stay_id, subject_id=subject_id, scorer="news2", model_version="news2-rcp2017",
+            n2 = RiskScore(stay_id=stay_id, subject_id=subject_id, scorer="news2", model_version=NEWS2_VERSION,
                            scored_at=at, hours_since_admission=float(h), inputs_seen=5 * (h + 1),
                            tasks={"news2": TaskScore(value=points, kind="points", band=response_band(points, {}),
                                                      calibration=NEWS2_CAL,
@@ -122,7 +123,7 @@ def write_sample_ward(r: redis.Redis, n_stays: int = 4, seed: int = 7, hours: in
         if news2_hist[-1].tasks["news2"].band in ("medium", "high"):
             level = "emergency" if news2_hist[-1].tasks["news2"].band == "high" else "urgent"
             alerts.append(Alert(alert_id=make_event_id("alert", stay_id, "news2"), stay_id=stay_id, subject_id=subject_id,
-                                scorer="news2", model_version="news2-rcp2017", task="news2", level=level, state="raised",
+                                scorer="news2", model_version=NEWS2_VERSION, task="news2", level=level, state="raised",
                                 reason=f"NEWS2 {news2_hist[-1].tasks['news2'].value:.0f} points (band "
                                        f"{news2_hist[-1].tasks['news2'].band})",
                                 value=news2_hist[-1].tasks["news2"].value, at=last_time - timedelta(minutes=30)))
@@ -143,10 +144,12 @@ def write_sample_ward(r: redis.Redis, n_stays: int = 4, seed: int = 7, hours: in
     r.hset(keys.COUNTERS, mapping={"events_in": 1234, "duplicates": 3, "deadletters": 1, "batches": 210,
                                    "scores": 420, "alerts": sum(len(s.alerts) for s in written)})
     r.rpush(keys.LATENCY, *[round(float(x), 1) for x in rng.gamma(4, 6, size=60)])
-    r.set(keys.model_card("news2"), json.dumps({"name": "NEWS2", "version": "news2-rcp2017",
-                                                "intended_use": "Rule score of the Royal College of Physicians, 2017."}))
+    from model.scorer import TASK_CARDS
+
+    r.set(keys.model_card("news2"), json.dumps(News2Scorer().card()))
     r.set(keys.model_card("medm2t"), json.dumps({
-        "name": "MedM2T", "version": "small-v0.1", "preset": "small", "training_data": "synthetic cohort (demo)",
+        "name": "MedM2T", "version": "small-v0.1", "order": 20, "tasks": [t.model_dump() for t in TASK_CARDS],
+        "preset": "small", "training_data": "synthetic cohort (demo)",
         "metrics": {"mortality_auroc": None}, "intended_use": "Demonstration only; not for clinical decisions.",
         "calibration": "uncalibrated"}))
     return written

@@ -25,9 +25,16 @@ from typing import Sequence
 
 import numpy as np
 
+from medm2t.cards import TaskCard
 from medm2t.events import Measurement, RiskScore, StayOpened, TaskScore, _Event
 from model.explain import FREQUENCY
 from stream.scoring import Needs, StayPoint, StayView, score_views
+
+TASK_CARDS = (
+    TaskCard(name="mortality", display="in-hospital mortality risk", kind="probability", alerts=True, board=True),
+    TaskCard(name="los_remaining", display="remaining ICU stay", kind="days"),
+    TaskCard(name="cvd_90d", display="90-day CVD, most likely", kind="class_probabilities"),
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +152,8 @@ class MedM2TScorer:
         meta = self.predictor.meta
         cadence = self.needs.cadence.total_seconds() / 60 if self.needs.cadence else None
         return {
-            "name": "MedM2T", "version": self.version, "architecture": meta.get("architecture"),
+            "name": "MedM2T", "version": self.version, "order": 20, "tasks": [t.model_dump() for t in TASK_CARDS],
+            "architecture": meta.get("architecture"),
             "preset": meta.get("preset"), "n_parameters": meta.get("n_parameters"), "created": meta.get("created"),
             "device": self.predictor.device, "calibration": dict(self._calibration),
             "calibration_fit": meta.get("calibration"),

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Sequence
 
+from medm2t.cards import TaskCard
 from medm2t.events import Measurement, RiskScore, StayOpened, TaskScore, _Event
 from stream.scoring import Needs, StayPoint, StayView, score_views
 
 NAME = "news2"
 VERSION = "RCP 2017 NEWS2 (SpO2 scale 1)"
 CALIBRATION = "rule score (RCP 2017 NEWS2), not a probability"
+TASK_CARDS = (TaskCard(name="news2", display="rule score, points", kind="points", alerts=True, board=True,
+                       scale=(0, 20), bands=("low", "low-medium", "medium", "high")),)
 LOOKBACK = timedelta(hours=24)
 PARAMETERS = ("rr", "spo2", "oxygen", "sbp", "hr", "consciousness", "temp")
 MEDIUM_AT, HIGH_AT = 5, 7  # RCP 2017 response bands of the aggregate: medium (urgent response), high (emergency)
@@ -195,5 +198,6 @@ class News2Scorer:
         return score_views(self, stays)
 
     def card(self) -> dict:
-        return {"name": NAME, "version": VERSION, "calibration": CALIBRATION, "lookback_hours": LOOKBACK / timedelta(hours=1),
+        return {"name": "NEWS2", "version": VERSION, "order": 10, "tasks": [t.model_dump() for t in TASK_CARDS],
+                "calibration": CALIBRATION, "lookback_hours": LOOKBACK / timedelta(hours=1),
                 "parameters": list(PARAMETERS), "reference": "Royal College of Physicians. National Early Warning Score (NEWS) 2. 2017."}

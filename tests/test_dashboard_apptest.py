@@ -12,6 +12,7 @@ from dashboard.sample import write_sample_ward
 from medm2t.events import Alert
 from medm2t.settings import get_settings
 from stream import keys
+from stream.news2 import VERSION as NEWS2_VERSION
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 DASHBOARD_DB = 9  # a database of its own on the session Redis, flushed per test
@@ -63,7 +64,7 @@ def test_ward_board_lists_every_seeded_stay_sorted_by_risk(dash_redis):
             assert fmt.probability(s.medm2t.tasks["mortality"].value) in board
     # Header says what the number is, with model version and calibration as the score states them.
     model = next(s.medm2t for s in stays if s.medm2t)
-    assert fmt.model_label("mortality risk", model.model_version, model.tasks["mortality"].calibration) in board
+    assert fmt.model_label("MedM2T", "in-hospital mortality risk", model.model_version, model.tasks["mortality"].calibration) in board
     assert "NEWS2 (rule score, points)" in board
     # Highest risk first: the stays with open alerts come before those without.
     alerting = [s.stay_id for s in stays if s.alerts]
@@ -90,7 +91,7 @@ def test_patient_page_shows_scores_vitals_labs_and_ecg(dash_redis):
     assert f"NEWS2 (rule score, points) {target.news2.tasks['news2'].value:.0f}" in text
     assert fmt.probability(target.medm2t.tasks["mortality"].value) in text
     assert target.alerts[0].reason in text
-    assert f"Top drivers of this mortality risk: {target.medm2t.tasks['mortality'].detail['drivers']}." in text
+    assert f"Top drivers of this MedM2T in-hospital mortality risk: {target.medm2t.tasks['mortality'].detail['drivers']}." in text
     assert "the deep network adds +0.05, not attributed to inputs" in text
     assert {"Score trajectory", "Vitals", "Labs (latest value of each)", "12-lead ECG"} <= {s.value for s in at.subheader}
     labs = at.dataframe[0].value
@@ -129,12 +130,43 @@ def test_one_stay_exports_as_csv_with_its_scores_alerts_and_inputs(dash_redis):
     assert pd.to_datetime(df["clinical_time"]).is_monotonic_increasing
 
 
+def test_a_third_scorer_appears_from_its_model_card_alone(dash_redis):
+    """No dashboard edit: a card that declares a board task with alerts gives a board column, a patient-page
+    metric and a trajectory; the board sorts by it after the others, and says so."""
+    from datetime import timedelta
+
+    from medm2t.cards import ModelCard, TaskCard
+    from medm2t.events import RiskScore, TaskScore
+
+    stays = write_sample_ward(dash_redis)
+    target = stays[0]
+    card = ModelCard(name="SOFA", version="sofa-1996", order=30, tasks=(TaskCard(
+        name="sofa", display="organ failure score, points", kind="points", alerts=True, board=True, scale=(0, 24)),))
+    dash_redis.set(keys.model_card("sofa"), card.model_dump_json())
+    start = target.news2.scored_at - timedelta(hours=3)
+    for h, points in enumerate((2, 5, 9)):
+        score = RiskScore(stay_id=target.stay_id, subject_id=target.subject_id, scorer="sofa", model_version="sofa-1996",
+                          scored_at=start + timedelta(hours=h), tasks={"sofa": TaskScore(
+                              value=points, kind="points", calibration="rule score (Vincent 1996), not a probability")})
+        dash_redis.zadd(keys.score_history(target.stay_id, "sofa"), {score.model_dump_json(): score.scored_at.timestamp()})
+    dash_redis.set(keys.latest_score(target.stay_id, "sofa"), score.model_dump_json())
+
+    board = page_text(run_app("Ward board"))
+    assert "SOFA (organ failure score, points)" in board
+    assert "then SOFA organ failure score, points" in board  # the sort rule, in words
+    at = run_app("Patient", target.stay_id)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["SOFA (organ failure score, points)"] == "9"
+    charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert any("SOFA (points)" in json.dumps(c) for c in charts)
+
+
 def test_patient_page_switches_stay_with_the_picker(dash_redis):
     stays = write_sample_ward(dash_redis)
     at = run_app("Patient", stays[0].stay_id)
     at.selectbox(key="patient_stay").select(stays[-1].stay_id).run()
     assert f"Stay {stays[-1].stay_id}" in page_text(at)
-    assert "MedM2T not scored" in page_text(at)  # the last sample stay has no model score
+    assert "MedM2T in-hospital mortality risk not scored" in page_text(at)  # the last sample stay has no model score
 
 
 def test_alert_feed_newest_first_with_levels(dash_redis):
@@ -162,7 +194,7 @@ def test_system_page_shows_counters_latency_and_model_cards(dash_redis):
         assert metrics[name.replace("_", " ")] == f"{float(value):,.0f}"
     assert "p95 (ms)" in metrics
     text = page_text(at)
-    assert "#### NEWS2 · version `news2-rcp2017`" in text and "#### MedM2T · version `small-v0.1`" in text
+    assert f"#### NEWS2 · version `{NEWS2_VERSION}`" in text and "#### MedM2T · version `small-v0.1`" in text
     assert [e.label for e in at.expander] == ["Raw model card (JSON)"] * 2
 
 

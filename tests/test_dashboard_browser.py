@@ -47,7 +47,7 @@ VITALS_AXES = ("Heart rate (bpm)", "Blood pressure (mmHg)", "Respiratory rate (b
 
 
 def _axes(chart) -> list[str]:
-    """The axis descriptions Vega writes for screen readers, e.g. "Y-axis titled 'mortality risk' ... 0% to 100%"."""
+    """The axis descriptions Vega writes for screen readers, e.g. "Y-axis titled 'in-hospital mortality risk' ... 0% to 100%"."""
     return [x.get_attribute("aria-label") or "" for x in chart.locator('[aria-label*="-axis titled"]').all()]
 
 
@@ -97,7 +97,7 @@ def test_every_page_in_headless_chromium(served_dashboard, tmp_path):
             time.sleep(3)  # across at least one refresh
             expect(page.get_by_text(f"Stay {target.stay_id}", exact=True)).to_have_count(1)
             axes = [a for i in range(charts.count()) for a in _axes(charts.nth(i))]
-            assert any(a.startswith("Y-axis titled 'mortality risk'") and a.endswith("from 0% to 100%") for a in axes), axes
+            assert any(a.startswith("Y-axis titled 'in-hospital mortality risk'") and a.endswith("from 0% to 100%") for a in axes), axes
             for title in VITALS_AXES:
                 assert any(a.startswith(f"Y-axis titled '{title}'") for a in axes), (title, axes)
             assert any(a.startswith("X-axis titled 'seconds (25 mm/s; large square 0.2 s") for a in axes), axes

@@ -93,46 +93,52 @@ def _header(row: StayRow) -> None:
 
 
 def _scores(reader: Reader, row: StayRow) -> None:
-    news2 = row.task("news2", "news2")
-    cols = st.columns(4)
-    if news2:
-        cols[0].metric("NEWS2 (rule score, points)", fmt.points(news2.value), help=news2.calibration)
-        cols[0].markdown(fmt.tier_badge(news2.band, f"band {news2.band}"), unsafe_allow_html=True)
-    else:
-        cols[0].metric("NEWS2 (rule score, points)", "–")
-    model = row.scores.get("medm2t")
-    if model is None:
-        cols[1].metric("MedM2T", "not scored", help="No MedM2T score for this stay yet.")
-    else:
-        mort, los, cvd = (model.tasks.get(t) for t in ("mortality", "los_remaining", "cvd_90d"))
-        if mort:
-            cols[1].metric("MedM2T mortality risk", fmt.probability(mort.value), help="Rounded to whole percent.")
-            cols[1].caption(f"model {model.model_version}, {mort.calibration}")
-        if los:
-            cols[2].metric("MedM2T remaining ICU stay", fmt.days(los.value), help="Rounded to half a day.")
-            cols[2].caption(f"model {model.model_version}, {los.calibration}")
-        if cvd and cvd.probabilities:
-            top = sorted(cvd.probabilities.items(), key=lambda kv: -kv[1])
-            cols[3].metric("MedM2T 90-day CVD, most likely", fmt.CVD_CLASSES.get(top[0][0], top[0][0]),
-                           help="Probability of each class, rounded: "
-                                + ", ".join(f"{fmt.CVD_CLASSES.get(k, k)} {fmt.probability(v)}" for k, v in top))
-            cols[3].caption(f"{fmt.probability(top[0][1])}; model {model.model_version}, {cvd.calibration}")
-        if mort and mort.detail.get("drivers"):
-            st.caption(_drivers_caption(mort.detail))
+    """The newest value of every task of every scorer's card, each saying what it is."""
+    cards = reader.cards()
+    tasks = [(scorer, card, task) for scorer, card in cards.items() for task in card.tasks]
+    for i in range(0, len(tasks), 4):
+        for col, (scorer, card, task) in zip(st.columns(4), tasks[i:i + 4]):
+            _metric(col, row, scorer, card, task)
+    for scorer, card in cards.items():
+        model = row.scores.get(scorer)
+        if model is None:
+            continue
+        for task in card.tasks:
+            score = model.tasks.get(task.name)
+            if score and score.detail.get("drivers"):
+                st.caption(_drivers_caption(f"{card.name} {task.display}", score.detail))
+            elif score and task.kind == "points" and score.detail:
+                st.caption(f"{card.name} sub-scores: " + ", ".join(f"{k} {v}" for k, v in score.detail.items()))
         if model.missing:
-            st.caption("MedM2T had no " + ", ".join(model.missing) + " for this score.")
-    if news2 and news2.detail:
-        st.caption("NEWS2 sub-scores: " + ", ".join(f"{k} {v}" for k, v in news2.detail.items()))
+            st.caption(f"{card.name} had no " + ", ".join(model.missing) + " for this score.")
     if row.open_alerts:
         st.markdown("<br>".join(row.chips(long=True)), unsafe_allow_html=True)
         actions.panel(reader.r, row.open_alerts, "patient")
 
 
-def _drivers_caption(detail: dict) -> str:
-    """The mortality score's top drivers (model/explain.py) and what the figures mean."""
+def _metric(col, row: StayRow, scorer: str, card, task) -> None:
+    label = f"{card.name} ({task.display})" if task.kind == "points" else f"{card.name} {task.display}"
+    score = row.task(scorer, task.name)
+    if score is None:
+        col.metric(label, "not scored", help=f"No {card.name} score for this stay yet.")
+        return
+    rounding = {"probability": "Rounded to whole percent.", "days": "Rounded to half a day."}.get(task.kind)
+    if task.kind == "class_probabilities" and score.probabilities:
+        rounding = "Probability of each class, rounded: " + ", ".join(
+            f"{fmt.CVD_CLASSES.get(k, k)} {fmt.probability(v)}" for k, v in sorted(score.probabilities.items(),
+                                                                                 key=lambda kv: -kv[1]))
+    col.metric(label, fmt.score_text(task.kind, score), help=rounding or score.calibration)
+    if score.band:
+        col.markdown(fmt.tier_badge(score.band, f"band {score.band}"), unsafe_allow_html=True)
+    if task.kind != "points":
+        col.caption(f"model {row.scores[scorer].model_version}, {score.calibration}")
+
+
+def _drivers_caption(what: str, detail: dict) -> str:
+    """A score's top drivers (model/explain.py) and what the figures mean."""
     deep = detail.get("deep_log_odds")
     deep_words = f"; the deep network adds {deep:+.2f}, not attributed to inputs" if isinstance(deep, float) else ""
-    return (f"Top drivers of this mortality risk: {detail['drivers']}. In brackets: each input's share of the "
+    return (f"Top drivers of this {what}: {detail['drivers']}. In brackets: each input's share of the "
             "log-odds against a typical patient (median values, average age and categories), exact for the "
             f"model's linear part{deep_words}. Drivers are associations the model learned, not causes.")
 
@@ -144,31 +150,40 @@ def _clinical_span(row: StayRow, measurements) -> tuple | None:
 
 
 def _trajectories(reader: Reader, row: StayRow, span) -> None:
+    """One chart per task that the alert policy watches (its card says `alerts`), two per row."""
     st.subheader("Score trajectory", anchor=False)
     policy = reader.alert_policy()
-    left, right = st.columns(2)
-    with left:
-        if row.history["news2"]:
-            news2_at = policy.thresholds("news2", "news2")
-            st.altair_chart(charts.news2_trajectory(row.history["news2"], row.alerts, news2_at, span), width="stretch")
-            st.caption(f"Dashed lines: the alert policy's NEWS2 levels ({_levels(news2_at, '{:g}')}; policy "
-                       f"{html.escape(policy.name)}). Triangles: aggregate alert transitions, at their points. "
-                       "Diamonds along the bottom: single-parameter (3 points) and stale-data alerts, when they "
-                       "happened (their values are not on this axis).")
-        else:
-            st.caption("No NEWS2 history yet.")
-    with right:
-        if row.history["medm2t"]:
-            mortality_at = policy.thresholds("medm2t", "mortality")
-            st.altair_chart(charts.probability_trajectory(row.history["medm2t"], "mortality", row.alerts,
-                                                          mortality_at, span), width="stretch")
-            latest = row.history["medm2t"][-1]
-            mortality = latest.tasks.get("mortality")
-            st.caption(f"MedM2T mortality risk, model {html.escape(latest.model_version)}; "
-                       f"{html.escape(mortality.calibration if mortality else 'no mortality output')}. Dashed "
-                       f"lines: alert levels ({_levels(mortality_at, '{:.0%}')}; policy {html.escape(policy.name)}).")
-        else:
-            st.caption("No MedM2T history yet.")
+    watched = [(scorer, card, task) for scorer, card in reader.cards().items() for task in card.tasks if task.alerts]
+    for i in range(0, len(watched), 2):
+        for col, (scorer, card, task) in zip(st.columns(2), watched[i:i + 2]):
+            with col:
+                _trajectory(row, policy, scorer, card, task, span)
+
+
+def _trajectory(row: StayRow, policy, scorer: str, card, task, span) -> None:
+    history = row.history.get(scorer, [])
+    if not any(task.name in s.tasks for s in history):
+        st.caption(f"No {card.name} history yet.")
+        return
+    ruled = task.kind == "probability" or f"{scorer}/{task.name}" in policy.rules
+    levels = policy.thresholds(scorer, task.name) if ruled else None
+    where = ""
+    if levels:
+        shown = "{:.0%}" if task.kind == "probability" else "{:g}"
+        where = f" Dashed lines: the alert policy's levels ({_levels(levels, shown)}; policy {html.escape(policy.name)})."
+    if task.kind == "points":
+        st.altair_chart(charts.points_trajectory(history, scorer, task.name, f"{card.name} (points)", row.alerts,
+                                                 levels, span), width="stretch")
+        st.caption(f"{card.name}, {html.escape(history[-1].tasks[task.name].calibration)}.{where} Triangles: alert "
+                   "transitions, at their points. Diamonds along the bottom: its other alert rules (single "
+                   "parameter, stale data), when they happened (their values are not on this axis).")
+    else:
+        st.altair_chart(charts.probability_trajectory(history, scorer, task.name, task.display, row.alerts, levels,
+                                                      span), width="stretch")
+        latest = history[-1]
+        st.caption(f"{card.name} {task.display}, model {html.escape(latest.model_version)}; "
+                   f"{html.escape(latest.tasks[task.name].calibration if task.name in latest.tasks else 'no output')}."
+                   f"{where}")
 
 
 def _levels(thresholds: dict[str, float], fmt: str) -> str:

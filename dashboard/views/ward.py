@@ -8,7 +8,8 @@ import streamlit as st
 
 from dashboard import format as fmt
 from dashboard.views import actions
-from dashboard.data import BOARD_ROWS, STALE_AFTER_S, Reader, StayRow
+from dashboard.data import BOARD_ROWS, STALE_AFTER_S, Reader, StayRow, board_tasks, sort_rule
+from medm2t.cards import ModelCard, TaskCard
 
 NO_DATA = "No data yet: no active stays in Redis. Start the worker and a replay (`medm2t demo` does both)."
 
@@ -30,55 +31,70 @@ def render(reader: Reader) -> None:
     if feed_age is not None and feed_age > STALE_AFTER_S:
         st.warning(f"No stay has received data for {fmt.age(feed_age)}: is the replay or the worker stopped?")
 
-    st.markdown(board_html(rows[:BOARD_ROWS], now), unsafe_allow_html=True)
+    st.markdown(board_html(rows[:BOARD_ROWS], now, reader.cards()), unsafe_allow_html=True)
     actions.panel(reader.r, [a for r in rows[:BOARD_ROWS] for a in r.open_alerts], "board")
     if len(rows) > BOARD_ROWS:
         st.caption(f"Showing the {BOARD_ROWS} highest-risk of {len(rows)} active stays; open any stay on the Patient page.")
-    st.caption("Sorted by worst open alert, then NEWS2 band, then MedM2T mortality risk. NEWS2 is a rule score "
-               "in points, not a probability. MedM2T figures are model outputs shown with the model version and "
-               "its calibration status; probabilities are rounded to whole percent. Open a stay on the Patient page.")
+    cards = reader.cards()
+    st.caption(f"Sorted by {sort_rule(cards)}. Rule scores are in points, not probabilities. Model figures are "
+               "shown with the model version and its calibration status; probabilities are rounded to whole "
+               "percent. Open a stay on the Patient page.")
 
 
-def _mortality_header(rows: list[StayRow]) -> tuple[str, str]:
-    versions = sorted(_versions(rows))
+def _header(card: ModelCard, scorer: str, task: TaskCard, rows: list[StayRow]) -> tuple[str, str]:
+    label = f"{card.name} {task.display}"
+    if task.kind == "points":
+        return f"{card.name} ({task.display})", next(
+            (s.calibration for r in rows if (s := r.task(scorer, task.name))), f"{card.name}: a rule score in points")
+    versions = sorted(_versions(rows, scorer, task.name))
     if not versions:
-        return "MedM2T mortality risk (no model score yet)", "No stay on the board has a MedM2T score yet."
-    if len(versions) == 1:
-        version, calibration = versions[0]
-        title = fmt.model_label("mortality risk", version, calibration)
-    else:
-        title = "MedM2T mortality risk (model and calibration per row)"
-    return title, ("In-hospital mortality probability from MedM2T, rounded to whole percent. Read it as an observed "
-                   "frequency only where the header says calibrated, and only for patients like the calibration data.")
+        return f"{label} (no score yet)", f"No stay on the board has a {card.name} score yet."
+    title = fmt.model_label(card.name, task.display, *versions[0]) if len(versions) == 1 \
+        else f"{label} (model and calibration per row)"
+    return title, (f"{card.name} model output, rounded. Read a probability as an observed frequency only where the "
+                   "header says calibrated, and only for patients like the calibration data.")
 
 
-def board_html(rows: list[StayRow], now: float) -> str:
+def _cell(row: StayRow, card: ModelCard, scorer: str, task: TaskCard, per_row_versions: bool) -> str:
+    score = row.task(scorer, task.name)
+    if score is None:
+        return f'<span style="color:#9e9e9e" title="No {html.escape(card.name)} score for this stay yet">not scored</span>'
+    text = fmt.score_text(task.kind, score)
+    if score.band:
+        return fmt.tier_badge(score.band, f"{text} · {score.band}")
+    cell = html.escape(text)
+    if per_row_versions:
+        cell += f'<br><small>{html.escape(row.scores[scorer].model_version)}, {html.escape(score.calibration)}</small>'
+    return cell
+
+
+def _trend(row: StayRow, scorer: str, task: TaskCard, colour: str) -> str:
+    values = [s.tasks[task.name].value for s in row.history.get(scorer, []) if task.name in s.tasks]
+    lo, hi = task.scale or (0.0, 1.0)
+    return fmt.sparkline(values, lo, hi, colour=colour) if len(values) > 1 else ""
+
+
+def board_html(rows: list[StayRow], now: float, cards: dict[str, ModelCard]) -> str:
+    columns = board_tasks(cards)
+    colours = [TREND_COLOURS[i % len(TREND_COLOURS)] for i in range(len(columns))]
+    trend_help = "; ".join(f"{cards[s].name} {t.display} ({TREND_NAMES[colours[i]]}, "
+                           f"{_range_words(t)})" for i, (s, t) in enumerate(columns))
     headers = [
         ("Bed", "Bed on the ward, where the source gives one (ward-mode replays do); – if unknown"),
         ("Stay", "ICU stay id (subject id below)"),
         ("Hours since admission", "Clinical time from ICU admission to the newest data"),
-        ("NEWS2 (rule score, points)", "National Early Warning Score 2 (RCP 2017): points and band; not a probability"),
-        _mortality_header(rows),
-        ("Trend", "NEWS2 points (grey, 0–20) and MedM2T mortality risk (blue, 0–100%) over the recent score history"),
+        *[_header(cards[s], s, t, rows) for s, t in columns],
+        ("Trend", f"Over the recent score history: {trend_help or 'no scorer yet'}"),
         ("Last data", f"Wall-clock time since the stay last received data; stale after {STALE_AFTER_S:.0f} s"),
         ("Open alerts", "Per open alert (raised, escalated or de-escalated, not yet cleared): level, rule, since "
                         "when (clinical time) at which value, and the value in the newest score; hover for the reason"),
     ]
+    per_row = {(s, t.name): len(_versions(rows, s, t.name)) > 1 for s, t in columns}
     body = []
     for r in rows:
-        news2 = r.task("news2", "news2")
-        mort = r.task("medm2t", "mortality")
-        news2_cell = fmt.tier_badge(news2.band, f"{fmt.points(news2.value)} · {news2.band}") if news2 else "–"
-        if mort:
-            mort_cell = html.escape(fmt.probability(mort.value))
-            if len(_versions(rows)) > 1:
-                mort_cell += f'<br><small>{html.escape(r.scores["medm2t"].model_version)}, {html.escape(mort.calibration)}</small>'
-        else:
-            mort_cell = '<span style="color:#9e9e9e" title="No MedM2T score for this stay yet">not scored</span>'
-        trend = fmt.sparkline([s.tasks["news2"].value for s in r.history["news2"] if "news2" in s.tasks], 0, 20)
-        mort_hist = [s.tasks["mortality"].value for s in r.history["medm2t"] if "mortality" in s.tasks]
-        if len(mort_hist) > 1:
-            trend += "<br>" + fmt.sparkline(mort_hist, 0, 1, colour="#1565c0")
+        cells = [_cell(r, cards[s], s, t, per_row[(s, t.name)]) for s, t in columns]
+        trend = "<br>".join(x for i, (s, t) in enumerate(columns) if (x := _trend(r, s, t, colours[i]))) or \
+            '<span style="color:#9e9e9e">–</span>'
         age = r.age_s(now)
         fresh = html.escape(fmt.age(age))
         if r.stale(now):
@@ -87,11 +103,20 @@ def board_html(rows: list[StayRow], now: float) -> str:
         stay = (f'<a href="?view=Patient&stay={r.stay_id}" target="_self"><b>{r.stay_id}</b></a>'
                 f'<br><small>subject {r.subject_id if r.subject_id is not None else "?"}</small>')
         bed = html.escape(r.opened.bed) if r.opened is not None and r.opened.bed else "–"
-        body.append([f"<b>{bed}</b>", stay, html.escape(fmt.hours(r.hours_since_admission)), news2_cell, mort_cell, trend, fresh,
+        body.append([f"<b>{bed}</b>", stay, html.escape(fmt.hours(r.hours_since_admission)), *cells, trend, fresh,
                      alerts_cell])
     return fmt.html_table(headers, body, "ward-table")
 
 
-def _versions(rows: list[StayRow]) -> set:
-    return {(r.scores["medm2t"].model_version, r.task("medm2t", "mortality").calibration)
-            for r in rows if r.task("medm2t", "mortality")}
+TREND_COLOURS = ("#455a64", "#1565c0", "#6a1b9a", "#2e7d32")
+TREND_NAMES = {"#455a64": "grey", "#1565c0": "blue", "#6a1b9a": "purple", "#2e7d32": "green"}
+
+
+def _range_words(task: TaskCard) -> str:
+    if task.scale:
+        return f"{task.scale[0]:g}–{task.scale[1]:g} {task.kind}"
+    return "0–100%" if task.kind == "probability" else "0–1"
+
+
+def _versions(rows: list[StayRow], scorer: str, task: str) -> set:
+    return {(r.scores[scorer].model_version, r.task(scorer, task).calibration) for r in rows if r.task(scorer, task)}

@@ -82,16 +82,17 @@ def backlog(stays, partitions: int) -> tuple[list[tuple[int, bytes, bytes]], lis
 
 
 async def run_backlog(redis_url: str, scorers, messages, partitions: int, batches: Batches | None = None,
-                      **pipeline_options) -> MemorySink:
-    """Feed `messages` through a fresh pipeline on an emptied Redis db at `redis_url` (no Kafka); returns what
-    it published, topic by topic."""
+                      flush: bool = True, **pipeline_options) -> MemorySink:
+    """Feed `messages` through a fresh pipeline on the Redis db at `redis_url` (no Kafka), emptied first
+    unless `flush` is False; returns what it published, topic by topic."""
     from medm2t.connections import redis_async
     from medm2t.settings import RedisSettings, Settings
     from stream.state import StayStore
 
     redis = redis_async(Settings(redis_url=redis_url, redis=RedisSettings(password="")))
     try:
-        await redis.flushdb()
+        if flush:
+            await redis.flushdb()
         sink = MemorySink()
         pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, sink.send,
                             **{"idle_ms": 10**9, **pipeline_options})

@@ -2,9 +2,11 @@
 (NEWS2 always, plus MedM2T when its checkpoint folder exists and the model package loads)."""
 from __future__ import annotations
 
+import json
 import logging
 
 from medm2t.settings import Settings
+from stream import keys
 from stream.news2 import News2Scorer
 from stream.scoring import Scorer
 
@@ -58,3 +60,11 @@ def card(scorer: Scorer) -> dict:
     if isinstance(fn, dict):
         return fn
     return {"name": scorer.name, "version": scorer.version}
+
+
+async def publish_cards(redis, scorers, policy) -> None:
+    """What the dashboard's system page reads: each scorer's model card and the alert policy the pipeline runs
+    (`redis` is a redis.asyncio client)."""
+    for scorer in scorers:
+        await redis.set(keys.model_card(scorer.name), json.dumps(card(scorer), default=str))
+    await redis.set(keys.ALERT_POLICY, policy.model_dump_json())

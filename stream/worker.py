@@ -19,7 +19,7 @@ from typing import Sequence
 from medm2t import topics
 from medm2t.connections import faust_options, redis_sync, set_fetch_max_wait
 from medm2t.settings import Settings
-from stream import keys, metrics, quality
+from stream import metrics, quality
 from stream.pipeline import INGEST_CHUNK, Message, Pipeline
 from stream.policy import DEFAULT_POLICY, AlertPolicy
 from stream.scoring import Scorer
@@ -145,13 +145,9 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
 
     @app.task
     async def publish_cards():
-        import json
+        from stream.scorers import publish_cards
 
-        from stream.scorers import card
-
-        for scorer in scorers:
-            await redis.set(keys.model_card(scorer.name), json.dumps(card(scorer), default=str))
-        await redis.set(keys.ALERT_POLICY, policy.model_dump_json())
+        await publish_cards(redis, scorers, policy)
 
     app.pipeline = pipeline  # for tests and introspection
     return app

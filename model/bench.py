@@ -213,8 +213,10 @@ def run_benchmark(opts: BenchOptions) -> dict:
     import torch
     from tqdm import tqdm
 
+    from model.allocator import reuse_freed_memory
     from model.inference import resolve_device
 
+    reuse_freed_memory()  # as Predictor does for the worker
     if not opts.batch_sizes or min(opts.batch_sizes) < 1:
         raise ValueError("batch sizes must be positive integers")
     if opts.stays < 1 or opts.repeats < 1 or opts.updates < 1 or opts.warmup < 0:

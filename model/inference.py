@@ -27,8 +27,10 @@ def resolve_device(device: str = "auto") -> str:
 
 class Predictor:
     def __init__(self, checkpoint_dir: str | Path, device: str = "auto"):
+        from model.allocator import reuse_freed_memory
         from model.checkpoint import load_checkpoint
 
+        reuse_freed_memory()
         self.device = resolve_device(device)
         self.model, self.featurizer, self.cfg, self.meta = load_checkpoint(checkpoint_dir, self.device)
         self.version: str = self.meta["model_version"]

@@ -327,9 +327,11 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
     """The `medm2t train` pipeline; writes a checkpoint to `out` and returns its metrics."""
     import torch
 
+    from model.allocator import reuse_freed_memory
     from model.checkpoint import save_checkpoint
     from model.data import Cohort, describe, fold_indices, load_cohort, split_indices
 
+    reuse_freed_memory()
     t_start = time.monotonic()
     torch.manual_seed(opts.seed)
     out.mkdir(parents=True, exist_ok=True)

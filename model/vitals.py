@@ -28,11 +28,11 @@ class SegmentEncoder(nn.Module):
         self.out = mlp(self.res.out_dim, [d_out], dropout, norm)
 
     def forward(self, seg: torch.Tensor) -> torch.Tensor:
-        """(N, C, w) -> (N, d_out)"""
-        x = self.inp(seg.transpose(1, 2)) + self.pos
+        """(N, w, C) -> (N, d_out)"""
+        x = self.inp(seg) + self.pos
         if self.attn is not None:
             x = self.attn(x, x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
-        return self.out(self.res(x.transpose(1, 2)))
+        return self.out(self.res(x.transpose(1, 2)))  # already ResNet1d's channels-last layout: no copy
 
 
 class VitalsEncoder(nn.Module):
@@ -56,8 +56,9 @@ class VitalsEncoder(nn.Module):
     def segment_embeddings(self, grid: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, S, d_hf1 + d_hf2)"""
         b, c, _ = grid.shape
-        seg1 = grid[:, :, self.idx1].permute(0, 2, 1, 3).reshape(b * self.segments, c, -1)
-        seg2 = grid[:, :, self.idx2].permute(0, 2, 1, 3).reshape(b * self.segments, c, -1)
+        steps = grid.transpose(1, 2)  # (B, T, C)
+        seg1 = steps[:, self.idx1.flatten()].view(b * self.segments, -1, c)  # (B * S, w, C)
+        seg2 = steps[:, self.idx2.flatten()].view(b * self.segments, -1, c)
         return torch.cat([self.hf1(seg1), self.hf2(seg2)], dim=-1).view(b, self.segments, -1)
 
     def forward(self, grid: torch.Tensor, tfeat: torch.Tensor):

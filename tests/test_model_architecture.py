@@ -243,3 +243,59 @@ def test_loss_falls_on_tiny_set(fitted):
         opt.step()
         losses.append(loss.item())
     assert math.isfinite(losses[-1]) and losses[-1] < 0.7 * losses[0]
+
+
+def test_masked_softmax_equals_torch_softmax_and_empty_rows_attend_to_nothing():
+    from model.blocks import masked_softmax
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(16, 4, 7, 12, generator=g) * 8
+    valid = torch.rand(16, 1, 1, 12, generator=g) > 0.4
+    valid[3] = False  # a sample without any valid key
+    want = torch.softmax(scores.masked_fill(~valid, float("-inf")), -1).nan_to_num(0.0)
+    got = masked_softmax(scores, valid)
+    torch.testing.assert_close(got, want, atol=1e-7, rtol=1e-6)
+    assert torch.all(got[3] == 0) and torch.all(got[~valid.expand_as(got)] == 0)
+    x = scores.clone().requires_grad_()
+    (masked_softmax(x, valid) * torch.randn(scores.shape, generator=g)).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch", "none"])
+def test_resnet1d_in_channels_last_layout_computes_the_plain_conv1d_network(norm):
+    """ResNet1d runs its convolutions as channels-last 2-D convolutions (speed); the parameters are
+    nn.Conv1d's, and the output equals the same network written with torch.nn.functional.conv1d."""
+    from torch.nn import functional as F
+
+    from model.blocks import ResNet1d
+
+    torch.manual_seed(0)
+    net = ResNet1d(8, 24, ((16, 24), (32, 12)), 3, 0.0, norm).eval()
+    with torch.no_grad():
+        for m in net.modules():  # non-trivial running statistics for the batch-norm case
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(5, 8, 24)
+
+    def norm_ref(mod, y):
+        if isinstance(mod, torch.nn.GroupNorm):
+            return F.group_norm(y, 1, mod.weight, mod.bias, mod.eps)
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            return F.batch_norm(y, mod.running_mean, mod.running_var, mod.weight, mod.bias, False, 0.0, mod.eps)
+        return y
+
+    def conv_ref(c, y):
+        return F.conv1d(y, c.weight, c.bias, c.stride, c.padding)
+
+    with torch.no_grad():
+        conv, bn, _ = net.stem
+        y = torch.relu(norm_ref(bn, conv_ref(conv, x)))
+        for u in net.units:
+            skip = y
+            for m in u.skip:
+                skip = F.max_pool1d(skip, m.kernel_size[1]) if isinstance(m, torch.nn.MaxPool2d) else conv_ref(m, skip)
+            h = conv_ref(u.conv2, torch.relu(norm_ref(u.bn1, conv_ref(u.conv1, y))))
+            y = torch.relu(norm_ref(u.bn2, h + skip))
+        torch.testing.assert_close(net(x), y.flatten(1), atol=1e-5, rtol=1e-5)
+    assert set(net.state_dict()) >= {"stem.0.weight", "units.0.conv1.weight", "units.0.skip.1.weight"}
+    assert net.state_dict()["units.0.conv1.weight"].shape == (32, 16, 3)  # Conv1d's shape: old checkpoints load

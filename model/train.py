@@ -58,6 +58,7 @@ class TrainOptions:
     weight_decay: float | None = None
     patience: int = 2
     n_random: int = 3                  # random landmarks per stay, besides end-of-data
+    prefixes_per_epoch: int | None = None  # fine-tuning sees this many of each stay's prefixes per epoch (None: all)
     val_fraction: float = 0.15         # when no --val spec is given
     refit: bool | None = None          # after early stopping, retrain on train+val for the best epoch count
     modalities: tuple[str, ...] | None = None  # None: default_modalities(training cohort)
@@ -169,6 +170,18 @@ def pretrain(model, samples, opts: TrainOptions, state: dict, save_state) -> Non
         save_state()
 
 
+def per_stay(samples: list, k: int | None, rng: np.random.Generator) -> list:
+    """At most `k` of each stay's samples, drawn afresh each call (None: all of them). Fewer correlated
+    prefixes of one stay per epoch regularise the deep part (issue 10's "one prefix per stay per epoch")."""
+    if k is None:
+        return samples
+    by_stay: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_stay.setdefault(s.stay_id, []).append(i)
+    keep = [i for idx in by_stay.values() for i in (idx if len(idx) <= k else rng.choice(idx, k, replace=False))]
+    return [samples[i] for i in sorted(keep)]
+
+
 def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict, save_state,
              fixed_epochs: int | None = None) -> dict:
     """Stage 2: end to end with early stopping on validation loss; restores the best epoch's weights.
@@ -195,7 +208,8 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
         rng = np.random.default_rng([opts.seed, 1000 + epoch])
         model.train()
         losses = []
-        bar = tqdm(list(iterate(train_samples, opts.batch_size, rng)), desc=f"fine-tune {epoch + 1}/{max_epochs}",
+        seen = per_stay(train_samples, opts.prefixes_per_epoch, rng)
+        bar = tqdm(list(iterate(seen, opts.batch_size, rng)), desc=f"fine-tune {epoch + 1}/{max_epochs}",
                    unit="batch", disable=not opts.progress, leave=False)
         for chunk in bar:
             if len(chunk) < 2:

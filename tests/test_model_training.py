@@ -273,3 +273,19 @@ def test_a_bad_data_spec_is_one_clear_line(command, tmp_path):
     out = subprocess.run([MEDM2T, command, *argv], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert "medm2t: error: bad data spec" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_prefixes_per_epoch_draws_k_of_each_stays_samples_afresh():
+    from types import SimpleNamespace
+
+    from model.train import per_stay
+
+    samples = [SimpleNamespace(stay_id=s, k=k) for s in range(20) for k in range(4)] + [SimpleNamespace(stay_id=99, k=0)]
+    assert per_stay(samples, None, np.random.default_rng(0)) is samples
+    rng = np.random.default_rng(0)
+    draws = [per_stay(samples, 1, rng) for _ in range(3)]
+    for d in draws:
+        assert sorted(s.stay_id for s in d) == list(range(20)) + [99]  # one per stay, a stay with one kept
+    assert len({tuple(s.k for s in d) for d in draws}) > 1  # a new draw each epoch
+    two = per_stay(samples, 2, rng)
+    assert all(sum(s.stay_id == i for s in two) == 2 for i in range(20))

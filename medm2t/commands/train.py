@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (preset default: small 0.05, paper 1e-4)")
     p.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")
     p.add_argument("--landmarks", type=int, default=3, help="random prediction times per stay (plus end of data)")
+    p.add_argument("--prefixes-per-epoch", type=int, metavar="K",
+                   help="fine-tuning sees K of each stay's training prefixes per epoch, drawn afresh each epoch "
+                        "(default: all of them, --landmarks + 1)")
     p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                    help="after early stopping, refit the wide head and retrain on training + validation stays for "
                         "the best epoch count; the reported validation metrics are from before the refit "
@@ -76,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         unknown = sorted(set(modalities) - set(MODALITIES))
         if unknown or not modalities:
             raise UserError(f"--modalities: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(MODALITIES)}")
+    if args.prefixes_per_epoch is not None and args.prefixes_per_epoch < 1:
+        raise UserError("--prefixes-per-epoch must be at least 1")
     if args.resume and not any(args.out.glob("train_state*.pt")):
         raise UserError(f"--resume: no train_state.pt in {args.out}")
     import torch
@@ -90,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--device cuda: no CUDA device is available")
     opts = TrainOptions(
         preset=args.preset, seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience, n_random=args.landmarks, refit=args.refit,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience, n_random=args.landmarks,
+        prefixes_per_epoch=args.prefixes_per_epoch, refit=args.refit,
         device=device, use_cache=not args.no_cache, progress=not args.quiet, max_minutes=args.max_minutes,
         modalities=modalities,
     )

@@ -2,8 +2,10 @@
 
 Each stay has a severity s(t) >= 0 (0 = physiologically normal, ~3 = shocked) that is stable, deteriorating
 or recovering. Vitals, labs and ECGs are drawn from s(t); death, length of stay and the CVD class follow
-from the course parameters plus hidden patient-level noise (`frailty`), so outcomes are learnable from the
-first day's data but never fully determined by it.
+from the course parameters plus patient-level `frailty`, which the first labs show only in part (baseline
+creatinine, haemoglobin, heart rate: vitals_labs.baseline), so outcomes are learnable from the first day's
+data but never fully determined by it. No single input gives a CVD class away: each class shifts labs,
+vitals, ECG findings and the care unit, and every one of those also occurs without it.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ class Cohort:
     course: np.ndarray         # STABLE / DETERIORATING / RECOVERING
     s0: np.ndarray             # severity at ICU admission
     rate: np.ndarray           # deteriorating: severity gained per day; recovering: decay time constant (days)
-    frailty: np.ndarray        # hidden patient-level noise
+    frailty: np.ndarray        # patient-level risk, partly visible in baseline labs
     af: np.ndarray             # atrial fibrillation during the stay
     ischaemia: np.ndarray      # 0 none, 1 inferior ST elevation, 2 anterior ST elevation, 3 T inversion only
     death: np.ndarray
@@ -117,7 +119,7 @@ def make_cohort(n: int, seed: int, time_scale: float = 1.0) -> Cohort:
 
     af_p = np.select([cvd == CVD_HF, cvd == CVD_STROKE, cvd == CVD_CHD], [0.4, 0.3, 0.12], 0.07)
     af = rng.random(n) < af_p * (1 + 0.3 * np.clip(older, 0, None))
-    isch_p = np.select([cvd == CVD_CHD, cvd == CVD_HF], [0.65, 0.2], 0.05)
+    isch_p = np.select([cvd == CVD_CHD, cvd == CVD_HF], [0.5, 0.25], 0.08)  # ECG changes: neither needed nor exclusive
     ischaemic = rng.random(n) < isch_p
     ischaemia = np.where(ischaemic, rng.integers(1, 4, n), 0)
 

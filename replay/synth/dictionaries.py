@@ -132,10 +132,15 @@ RACES = ("WHITE", "BLACK/AFRICAN AMERICAN", "UNKNOWN", "HISPANIC/LATINO - PUERTO
          "WHITE - OTHER EUROPEAN", "UNABLE TO OBTAIN")
 RACE_P = (0.62, 0.14, 0.06, 0.05, 0.04, 0.04, 0.03, 0.02)
 ANCHOR_YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")
+_MICU, _SICU, _MSICU, _TSICU = ("Medical Intensive Care Unit (MICU)", "Surgical Intensive Care Unit (SICU)",
+                                 "Medical/Surgical Intensive Care Unit (MICU/SICU)", "Trauma SICU (TSICU)")
+_CCU, _CVICU, _NSICU = ("Coronary Care Unit (CCU)", "Cardiac Vascular Intensive Care Unit (CVICU)",
+                        "Neuro Surgical Intensive Care Unit (Neuro SICU)")
+# First care unit by the admission's CVD class: (unit, probability). Every class can land in several
+# units, and the cardiac and neuro units also take patients without that diagnosis.
 CAREUNITS = {
-    "none": ("Medical Intensive Care Unit (MICU)", "Surgical Intensive Care Unit (SICU)",
-             "Medical/Surgical Intensive Care Unit (MICU/SICU)", "Trauma SICU (TSICU)"),
-    "chd": ("Coronary Care Unit (CCU)", "Cardiac Vascular Intensive Care Unit (CVICU)"),
-    "hf": ("Coronary Care Unit (CCU)", "Medical Intensive Care Unit (MICU)"),
-    "stroke": ("Neuro Surgical Intensive Care Unit (Neuro SICU)", "Medical/Surgical Intensive Care Unit (MICU/SICU)"),
+    "none": ((_MICU, 0.35), (_SICU, 0.2), (_MSICU, 0.22), (_TSICU, 0.1), (_CCU, 0.06), (_CVICU, 0.04), (_NSICU, 0.03)),
+    "chd": ((_CCU, 0.45), (_CVICU, 0.25), (_MICU, 0.2), (_MSICU, 0.1)),
+    "hf": ((_CCU, 0.4), (_MICU, 0.45), (_CVICU, 0.15)),
+    "stroke": ((_NSICU, 0.5), (_MSICU, 0.3), (_MICU, 0.2)),
 }

@@ -98,8 +98,15 @@ def _hospital(c: Cohort) -> dict[str, np.ndarray]:
         "marital": rng.choice(len(d.MARITAL), n, p=d.MARITAL_P), "race": rng.choice(len(d.RACES), n, p=d.RACE_P),
         "english": rng.random(n) < 0.92, "provider": rng.integers(0, 36 ** 5, n),
         "ed_before": (rng.uniform(1, 8, n) * HOUR).astype(np.int64), "ed_after": (rng.uniform(0.2, 3, n) * HOUR).astype(np.int64),
-        "careunit": rng.integers(0, 2, n), "transfer": rng.random(n) < 0.1,
+        "careunit": rng.random(n), "transfer": rng.random(n) < 0.1,
     }
+
+
+def _careunit(cvd_class: str, u: float) -> str:
+    """The unit whose cumulative probability first exceeds the uniform draw `u`."""
+    units = d.CAREUNITS[cvd_class]
+    cum = np.cumsum([p for _, p in units])
+    return units[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(units) - 1)][0]
 
 
 def _times(pl, seconds: np.ndarray):
@@ -144,8 +151,8 @@ def _write_chunk(pl, c: Cohort, h: dict, idx: range, tables, record_list, machin
         edouttime=_times(pl, np.where(ed, h["admittime"][ix] + h["ed_after"][ix], -1)),
     ))
 
-    first = [d.CAREUNITS[d.CVD_CLASSES[k]][u] for k, u in zip(c.cvd[ix], h["careunit"][ix])]
-    last = [d.CAREUNITS["none"][0] if t else f for f, t in zip(first, h["transfer"][ix])]
+    first = [_careunit(d.CVD_CLASSES[k], u) for k, u in zip(c.cvd[ix], h["careunit"][ix])]
+    last = [d.CAREUNITS["none"][0][0] if t else f for f, t in zip(first, h["transfer"][ix])]
     tables["icu/icustays"].write(pl.DataFrame({
         "subject_id": c.subject_id[ix], "hadm_id": c.hadm_id[ix], "stay_id": c.stay_id[ix],
         "first_careunit": first, "last_careunit": last,

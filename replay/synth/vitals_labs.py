@@ -54,11 +54,15 @@ class Baseline:
 
 
 def baseline(rng: np.random.Generator, cohort: Cohort, i: int) -> Baseline:
+    """Frail patients (the outcome model's hidden `frailty`) partly show it from the first labs, as chronic
+    kidney disease and anaemia do; heart failure adds cardiorenal creatinine."""
+    frail = float(cohort.frailty[i])
+    renal = 1.2 if cohort.cvd[i] == CVD_HF else 1.0
     return Baseline(
-        hr=rng.normal(80, 9), sbp=rng.normal(124, 13) + 0.2 * (cohort.age[i] - 64), dbp_offset=rng.normal(0, 5),
-        rr=rng.normal(16, 1.5), temp=rng.normal(36.9, 0.25), hb=rng.normal(12.0 + 1.0 * cohort.male[i], 1.4),
-        creat=float(np.exp(rng.normal(np.log(0.9 + 0.2 * cohort.male[i]), 0.3))), plt=float(np.exp(rng.normal(np.log(230), 0.3))),
-        on_oxygen_at=rng.uniform(0.9, 1.6),
+        hr=rng.normal(80, 9) + 2.5 * frail, sbp=rng.normal(124, 13) + 0.2 * (cohort.age[i] - 64), dbp_offset=rng.normal(0, 5),
+        rr=rng.normal(16, 1.5), temp=rng.normal(36.9, 0.25), hb=rng.normal(12.0 + 1.0 * cohort.male[i], 1.4) - 0.5 * frail,
+        creat=renal * float(np.exp(rng.normal(np.log(0.9 + 0.2 * cohort.male[i]), 0.3) + 0.2 * frail)),
+        plt=float(np.exp(rng.normal(np.log(230), 0.3))), on_oxygen_at=rng.uniform(0.9, 1.6),
     )
 
 
@@ -78,9 +82,11 @@ def vitals(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> 
     sbp = np.clip(base.sbp - 11 * sev + 9 * noise[1], 55, 230)
     dbp = np.clip(0.55 * sbp + 5 + base.dbp_offset + 5 * noise[2], 25, 140)
     map_ = (sbp + 2 * dbp) / 3 + 2 * noise[3]
-    rr = np.clip(base.rr + 2.6 * sev + 2.2 * noise[4], 6, 50)
-    spo2 = np.clip(98.5 - 1.6 * sev + 1.2 * noise[5], 70, 100)
-    temp_c = base.temp + 0.35 * sev * (cohort.cvd[i] == 0) + 0.3 * noise[6]
+    congested = cohort.cvd[i] == CVD_HF  # pulmonary congestion: faster breathing, lower saturation
+    rr = np.clip(base.rr + 2.6 * sev + 2.0 * congested + 2.2 * noise[4], 6, 50)
+    spo2 = np.clip(98.5 - 1.6 * sev - 1.2 * congested + 1.2 * noise[5], 70, 100)
+    # fever with severity in everyone, more where infection (not a CVD) brought the patient in
+    temp_c = base.temp + (0.35 if cohort.cvd[i] == 0 else 0.2) * sev + 0.3 * noise[6]
     fio2 = np.clip(21 + 22 * (sev - base.on_oxygen_at) + 5 * noise[7], 21, 100)
 
     parts: list[Rows] = []
@@ -116,8 +122,8 @@ def vitals(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> 
 
 
 def _gcs(rng: np.random.Generator, cohort: Cohort, i: int, sev: np.ndarray) -> dict[int, np.ndarray]:
-    deficit = np.clip(1.3 * np.maximum(sev - 0.8, 0) + (3.5 if cohort.cvd[i] == CVD_STROKE else 0)
-                      + rng.normal(0, 0.8, len(sev)), 0, 12)
+    stroke = rng.uniform(0.0, 5.0) if cohort.cvd[i] == CVD_STROKE else 0.0  # from minor to dense deficits
+    deficit = np.clip(1.3 * np.maximum(sev - 0.8, 0) + stroke + rng.normal(0, 0.8, len(sev)), 0, 12)
     return {
         d.GCS_EYE: np.clip(np.round(4 - 0.3 * deficit), 1, 4),
         d.GCS_VERBAL: np.clip(np.round(5 - 0.4 * deficit), 1, 5),
@@ -171,7 +177,8 @@ def labs(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> tu
         extra = [50813] if rng.random() < 0.3 + 0.2 * sev[k] else []
         if rng.random() < 0.3:
             extra.append(50885)
-        if rng.random() < (0.85 if cvd == CVD_CHD and k < 3 else 0.2 if cvd == CVD_HF else 0.1):
+        # troponin: asked for on suspicion (chest pain, dyspnoea, shock), not only in coronary disease
+        if rng.random() < (0.6 if cvd == CVD_CHD and k < 3 else 0.3 if cvd == CVD_HF else 0.12) + 0.08 * sev[k]:
             extra.append(51003)
         if extra:
             items.append((tuple(extra), 90))
@@ -199,8 +206,10 @@ def labs(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> tu
 
 
 def _troponin(rng: np.random.Generator, cvd: int, sev: np.ndarray, n: int) -> np.ndarray:
+    """Coronary disease: a peak from barely raised (unstable angina) to large infarcts, then decay. Everyone
+    else: demand ischaemia raises it with severity (type 2 injury), more in heart failure."""
     if cvd == CVD_CHD:
-        peak = np.exp(rng.normal(np.log(0.5), 1.0))
+        peak = np.exp(rng.normal(np.log(0.2), 1.4))
         return peak * np.exp(-0.3 * np.arange(n)) + 0.02 * np.exp(rng.normal(0, 0.5, n))
-    scale = 0.04 if cvd == CVD_HF else 0.008
-    return scale * (1 + 0.5 * sev) * np.exp(rng.normal(0, 0.6, n))
+    scale = 0.03 if cvd == CVD_HF else 0.01
+    return scale * (1 + 1.2 * sev) * np.exp(rng.normal(0, 0.7, n))

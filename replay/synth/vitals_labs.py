@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from replay.synth import dictionaries as d
-from replay.synth.course import CVD_CHD, CVD_HF, CVD_STROKE, DAY, Cohort
+from replay.synth.course import CVD_CHD, CVD_HF, CVD_NONE, CVD_STROKE, DAY, Cohort
 
 HOUR = 3600
 MINUTE = 60
@@ -86,7 +86,7 @@ def vitals(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> 
     rr = np.clip(base.rr + 2.6 * sev + 2.0 * congested + 2.2 * noise[4], 6, 50)
     spo2 = np.clip(98.5 - 1.6 * sev - 1.2 * congested + 1.2 * noise[5], 70, 100)
     # fever with severity in everyone, more where infection (not a CVD) brought the patient in
-    temp_c = base.temp + (0.35 if cohort.cvd[i] == 0 else 0.2) * sev + 0.3 * noise[6]
+    temp_c = base.temp + (0.35 if cohort.cvd[i] == CVD_NONE else 0.2) * sev + 0.3 * noise[6]
     fio2 = np.clip(21 + 22 * (sev - base.on_oxygen_at) + 5 * noise[7], 21, 100)
 
     parts: list[Rows] = []

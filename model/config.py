@@ -37,6 +37,7 @@ class ModelConfig:
     last_item_dim: int = 16           # per-item embedding of the current value token (0 = off, the reference)
     item_summary: bool = True         # per-item count and mean/min/max value rank so far (False = the reference)
     wide_head: bool = True            # linear term of static + item summaries added to every head (wide & deep)
+    window_time_dim: int = 0          # learned encoding of each window's distance from the prediction time (0 = off)
     # Static
     d_static: int = 32
     static_dropout: float = 0.3

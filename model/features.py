@@ -246,6 +246,7 @@ class Featurizer:
             "n_items": dict(self._n_items), "n_values": dict(self._n_vals), "n_static": self.n_static,
             "n_statements": len(self.ecg_spec["statements"]) + 2, "windows": {k: len(v) + 1 for k, v in self.edges.items()},
             "value_rank": {g: self.value_ranks(g) for g in SPARSE_GROUPS},
+            "edges": {g: list(self.edges[g]) for g in SPARSE_GROUPS},  # interior window edges, hours
         }
 
     def value_ranks(self, group: str) -> list[float]:
@@ -601,6 +602,7 @@ def collate(items: Sequence[StayInputs], cfg: ModelConfig | None = None) -> Batc
             "seg": torch.from_numpy(seg),
             "last": torch.from_numpy(np.stack([s.sparse[g].last for s in items]).astype(np.int64)),
             "frac": torch.from_numpy(np.stack([s.sparse[g].frac for s in items])),
+            "elapsed": torch.from_numpy(elapsed),
         }
     n_e = [len(s.ecg_win) for s in items]
     stmts = [t for s in items for t in s.ecg_stmt]

@@ -162,6 +162,7 @@ class IncrementalEncoder:
         m, f, dev = self.model, self.featurizer, self.device
         at_h = np.asarray([max(0.0, hours(at, s.admit)) if s.admit else 0.0 for s, at in zip(states, ats)])
         tfeat = torch.from_numpy(time_features(at_h).astype(np.float32)).to(dev)
+        elapsed = torch.from_numpy(at_h.astype(np.float32)).to(dev)
         b = len(states)
         enc = {}
         present = {name: torch.tensor([s.present[name] for s in states], device=dev) for name in m.modalities}
@@ -175,7 +176,7 @@ class IncrementalEncoder:
             summary = torch.stack([s.summary[g] for s in states]) if m.encoders[g].summary else None
             enc[g] = m.encoders[g].from_accumulators(torch.stack([s.sums[g] for s in states]),
                                                      torch.stack([s.counts[g] for s in states]), last, frac, tfeat,
-                                                     summary)
+                                                     summary, elapsed)
         if "vitals" in m.encoders:
             grids = [vitals_grid(self.cfg, self.inputs_for_grid(s, h)) for s, h in zip(states, at_h)]
             enc["vitals"] = m.encoders["vitals"](torch.from_numpy(np.stack(grids)).to(dev), tfeat)

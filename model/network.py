@@ -52,7 +52,8 @@ class MedM2T(nn.Module):
         s = self.spec
         return SparseEncoder(s["n_values"][group], s["n_items"][group], s["windows"][group], d,
                              self.cfg.lstm_layers, self.cfg.sparse_dropout, self.cfg.norm,
-                             self.cfg.last_item_dim, s["value_rank"][group] if self.cfg.item_summary else None)
+                             self.cfg.last_item_dim, s["value_rank"][group] if self.cfg.item_summary else None,
+                             s["edges"][group], self.cfg.window_time_dim)
 
     def encode(self, name: str, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(pooled (B, d), tokens (B, L, d_tok), token mask (B, L))"""

@@ -29,11 +29,35 @@ N_TFEAT = 2
 N_SUMMARY = 4  # per item: log count, mean, min and max value rank (see summary_features)
 
 
+class WindowTimeEncoding(nn.Module):
+    """How long ago each window closed, as seen from the prediction time: Δ = elapsed - window end (0 for the
+    window that holds the prediction time and those after it), encoded as Δ/48 h and k - 1 learned
+    sinusoids sin(ω·log1p(Δ) + φ) (mTAND's learned time embedding, on a log scale of hours because
+    recency matters most in the last hours). Δ is computed at scoring time from the window edges, so the
+    streaming state is unchanged."""
+
+    def __init__(self, ends: list[float], dim: int):
+        super().__init__()
+        self.register_buffer("ends", torch.tensor(ends, dtype=torch.float32), persistent=False)
+        self.omega = nn.Parameter(torch.linspace(0.25, 4.0, dim - 1))
+        self.phi = nn.Parameter(torch.zeros(dim - 1))
+        self.dim = dim
+
+    def forward(self, elapsed: torch.Tensor) -> torch.Tensor:
+        """(B,) hours since admission -> (B, W, dim); the last window is open-ended (Δ = 0)."""
+        delta = (elapsed.unsqueeze(1) - self.ends).clamp(min=0.0)
+        delta = torch.cat([delta, torch.zeros_like(delta[:, :1])], dim=1)
+        return torch.cat([delta.unsqueeze(-1) / 48.0, torch.sin(torch.log1p(delta).unsqueeze(-1) * self.omega + self.phi)], -1)
+
+
 class SparseEncoder(nn.Module):
     def __init__(self, n_values: int, n_items: int, n_windows: int, d: int, layers: int, dropout: float,
-                 norm: str = "batch", last_dim: int = 0, value_rank: list[float] | None = None):
+                 norm: str = "batch", last_dim: int = 0, value_rank: list[float] | None = None,
+                 window_ends: list[float] | None = None, time_dim: int = 0):
         super().__init__()
         self.n_windows, self.d, self.n_items = n_windows, d, n_items
+        # optional learned encoding of each window's distance from the prediction time (time_dim > 0)
+        self.time_enc = WindowTimeEncoding(window_ends, time_dim) if time_dim else None
         # per-item summary (count, mean/min/max value rank) of the whole history so far, each item in its own
         # slot; value_rank[token] is the token's approximate quantile within its item, < 0 = not numeric
         self.summary = value_rank is not None
@@ -47,7 +71,7 @@ class SparseEncoder(nn.Module):
             self.val.weight[0].zero_()
             self.item.weight[0].zero_()
         self.empty = nn.Parameter(torch.zeros(d))
-        self.lstm = nn.LSTM(2 * d + 3, d // 2, num_layers=layers, batch_first=True, bidirectional=True,
+        self.lstm = nn.LSTM(2 * d + 3 + time_dim, d // 2, num_layers=layers, batch_first=True, bidirectional=True,
                             dropout=dropout if layers > 1 else 0.0)
         # current value of every item, each in its own slot (the window means blur items together)
         self.last_val = nn.Embedding(n_values, last_dim, padding_idx=0) if last_dim else None
@@ -115,7 +139,8 @@ class SparseEncoder(nn.Module):
         feats = self.summary_features(summary).view(*current.shape, 4)
         return torch.cat([feats.flatten(1), current, 4 * current ** 2, 4 * feats[..., 1] ** 2], dim=-1)
 
-    def from_accumulators(self, sums, counts, last, frac, tfeat, summary=None):
+    def from_accumulators(self, sums, counts, last, frac, tfeat, summary=None, elapsed=None):
+        """`elapsed` (B,) hours since admission: needed only with the window time encoding."""
         csum, ccount = sums.cumsum(1), counts.cumsum(1)
         has = (ccount > 0).unsqueeze(-1)
         mean = torch.where(has, csum / ccount.clamp(min=1.0).unsqueeze(-1), self.empty)
@@ -123,7 +148,8 @@ class SparseEncoder(nn.Module):
         last_e = self.val(last) * self.item.weight  # (B, W, I, d): column i is item token i
         last_mean = (last_e * lm.unsqueeze(-1)).sum(2) / lm.sum(2).clamp(min=1.0).unsqueeze(-1)
         wfeat = torch.stack([frac, torch.log1p(ccount) / 5.0, has.squeeze(-1).to(sums.dtype)], dim=-1)
-        out, (h, _) = self.lstm(torch.cat([mean, last_mean, wfeat], dim=-1))
+        steps = [mean, last_mean, wfeat] + ([self.time_enc(elapsed)] if self.time_enc is not None else [])
+        out, (h, _) = self.lstm(torch.cat(steps, dim=-1))
         current = [self.last_val(last[:, -1]).flatten(1)] if self.last_val is not None else []
         if self.summary:
             current.append(self.summary_features(summary))
@@ -139,9 +165,9 @@ class SparseEncoder(nn.Module):
 
     def forward(self, sp: dict[str, torch.Tensor], tfeat: torch.Tensor, summary: torch.Tensor | None = None):
         """`summary`: batch_summary(sp, B) when the caller already has it (MedM2T.forward shares it with the
-        wide head); computed here otherwise."""
+        wide head); computed here otherwise. `sp["elapsed"]` (B,) hours: the prediction times (collate)."""
         b = tfeat.shape[0]
         sums, counts = self.accumulate(sp, b)
         if summary is None:
             summary = self.batch_summary(sp, b)
-        return self.from_accumulators(sums, counts, sp["last"], sp["frac"], tfeat, summary)
+        return self.from_accumulators(sums, counts, sp["last"], sp["frac"], tfeat, summary, sp.get("elapsed"))

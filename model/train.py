@@ -1,6 +1,8 @@
 """Training: supervised pre-training of each modality encoder, then end-to-end fine-tuning.
 
 Stages (all on landmark prefixes, see model/landmarks.py):
+0. self-supervised (off by default; `ssl_epochs > 0`): masked-item pre-training of the sparse encoders on
+   the inputs of the training and validation stays, without labels (model/selfsupervised.py).
 1. pre-train: for every modality, its encoder + its pre-training head on the multi-task loss, using
    only samples in which that modality is present (as the paper's unimodal stage, without B3/B4).
    Off by default in the small preset (see PRESET_DEFAULTS); `pretrain_epochs > 0` turns it on.
@@ -52,12 +54,15 @@ class TrainOptions:
     seed: int = 0
     epochs: int | None = None          # fine-tuning epochs (max, early stopping may end sooner)
     pretrain_epochs: int | None = None
+    ssl_epochs: int | None = None      # self-supervised masked-item pre-training of the sparse encoders
+    window_time_dim: int | None = None  # ModelConfig.window_time_dim (None: the preset's)
     batch_size: int = 128
     lr: float | None = None
     pretrain_lr: float | None = None
     weight_decay: float | None = None
     patience: int = 2
     n_random: int = 3                  # random landmarks per stay, besides end-of-data
+    freeze_wide: bool | None = None    # fine-tuning leaves the fitted wide head as it is (the deep part is a residual)
     prefixes_per_epoch: int | None = None  # fine-tuning sees this many of each stay's prefixes per epoch (None: all)
     val_fraction: float = 0.15         # when no --val spec is given
     refit: bool | None = None          # after early stopping, retrain on train+val for the best epoch count
@@ -73,10 +78,10 @@ class TrainOptions:
 # overfits within 2-3 epochs there (4 correlated landmarks per stay), hence the strong weight decay, and
 # pre-training is off: its ~7 min are better spent on fine-tuning (`--pretrain-epochs N` turns it on).
 PRESET_DEFAULTS = {
-    "small": {"epochs": 6, "pretrain_epochs": 0, "lr": 1e-3, "pretrain_lr": 2e-3, "weight_decay": 0.05,
-              "max_minutes": 20.0, "refit": True},
-    "paper": {"epochs": 20, "pretrain_epochs": 5, "lr": 5e-5, "pretrain_lr": 1e-3, "weight_decay": 1e-4,
-              "max_minutes": None, "refit": False},
+    "small": {"epochs": 6, "pretrain_epochs": 0, "ssl_epochs": 0, "freeze_wide": False, "lr": 1e-3, "pretrain_lr": 2e-3,
+              "weight_decay": 0.05, "max_minutes": 20.0, "refit": True},
+    "paper": {"epochs": 20, "pretrain_epochs": 5, "ssl_epochs": 0, "freeze_wide": False, "lr": 5e-5, "pretrain_lr": 1e-3,
+              "weight_decay": 1e-4, "max_minutes": None, "refit": False},
 }
 
 
@@ -170,6 +175,14 @@ def pretrain(model, samples, opts: TrainOptions, state: dict, save_state) -> Non
         save_state()
 
 
+def self_supervised(model, samples, opts: TrainOptions) -> dict:
+    """Stage 0 (off unless ssl_epochs > 0): masked-item pre-training of the sparse encoders (model/selfsupervised.py)."""
+    from model.selfsupervised import pretrain_sparse
+
+    return pretrain_sparse(model, samples, _opt(opts, "ssl_epochs"), _opt(opts, "pretrain_lr"),
+                           _opt(opts, "weight_decay"), opts.batch_size, opts.device, opts.seed, opts.progress)
+
+
 def per_stay(samples: list, k: int | None, rng: np.random.Generator) -> list:
     """At most `k` of each stay's samples, drawn afresh each call (None: all of them). Fewer correlated
     prefixes of one stay per epoch regularise the deep part (issue 10's "one prefix per stay per epoch")."""
@@ -190,7 +203,11 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
     from tqdm import tqdm
 
     max_epochs = _opt(opts, "epochs") if fixed_epochs is None else fixed_epochs
-    optim = torch.optim.AdamW(model.parameters(), lr=_opt(opts, "lr"), weight_decay=_opt(opts, "weight_decay"))
+    wide = model.fusion.heads.wide
+    if wide is not None:
+        wide.requires_grad_(not _opt(opts, "freeze_wide"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=_opt(opts, "lr"), weight_decay=_opt(opts, "weight_decay"))
     budget = _opt(opts, "max_minutes")
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(1, max_epochs))
     ft = state.setdefault("finetune", {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "bad": 0, "history": []})
@@ -220,7 +237,7 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
                 continue
             optim.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
             optim.step()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
@@ -251,6 +268,8 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
             break
     if "best_state" in ft:
         model.load_state_dict(ft["best_state"])
+    if wide is not None:
+        wide.requires_grad_(True)
     return {"epochs_run": ft["epoch"], "best_epoch": ft["best_epoch"],
             "best_val_loss": None if math.isinf(ft["best_loss"]) else ft["best_loss"], "history": ft["history"]}
 
@@ -294,6 +313,8 @@ def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_pa
 
     cfg = ModelConfig.from_preset(opts.preset)
     cfg.modalities = tuple(opts.modalities or default_modalities(cohort, train_idx))
+    if opts.window_time_dim is not None:
+        cfg.window_time_dim = opts.window_time_dim
     state: dict = {}
     if resume and state_path is not None and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -322,6 +343,9 @@ def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_pa
             tmp.replace(state_path)
 
     t0 = time.monotonic()
+    if "ssl" not in state:  # inputs only: the validation stays' too, their labels are never read
+        state["ssl"] = self_supervised(model, train_samples + val_samples, opts)
+        save_state()
     pretrain(model, train_samples, opts, state, save_state)
     if "wide" not in state:
         state["wide"] = fit_wide_head(model, train_samples, val_samples, opts.device)
@@ -329,7 +353,8 @@ def fit_one(cohort, train_idx, val_cohort, val_idx, opts: TrainOptions, state_pa
     t1 = time.monotonic()
     ft = finetune(model, train_samples, val_samples, opts, state, save_state)
     info = {"pretrain_seconds": round(t1 - t0, 1), "finetune_seconds": round(time.monotonic() - t1, 1),
-            "train_samples": len(train_samples), "val_samples": len(val_samples), "wide_head": state["wide"], **ft}
+            "train_samples": len(train_samples), "val_samples": len(val_samples), "wide_head": state["wide"],
+            **({"self_supervised": state["ssl"]} if state["ssl"] else {}), **ft}
     return model, featurizer, cfg, info
 
 
@@ -439,6 +464,7 @@ def refit(cohort, train_idx, val_cohort, val_idx, cfg, opts: TrainOptions, epoch
                                opts.use_cache, opts.progress)
     model = build_model(cfg, featurizer, opts.seed + 1).to(opts.device)
     state: dict = {}
+    self_supervised(model, samples, opts)
     pretrain(model, samples, opts, state, lambda: None)
     fit_wide_head(model, samples, [], opts.device, l2=wide_l2)
     ft = finetune(model, samples, [], opts, state, lambda: None, fixed_epochs=epochs)

@@ -19,6 +19,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread i
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
+    return _checkpoint(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_time_encoding(tmp_path_factory):
+    """The same stays and model with the sparse encoders' window time encoding on."""
+    return _checkpoint(tmp_path_factory, window_time_dim=6)
+
+
+def _checkpoint(tmp_path_factory, **overrides):
     from model.checkpoint import save_checkpoint
     from model.config import ModelConfig
     from model.features import Featurizer
@@ -27,6 +37,8 @@ def checkpoint(tmp_path_factory):
     rng = np.random.default_rng(7)
     stays = [make_stay(100 + i, rng, ecgs=i % 2, n=50) for i in range(12)]
     cfg = ModelConfig.from_preset("small")
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
     feat = Featurizer.fit(stays, cfg)
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec()).eval()
@@ -49,12 +61,15 @@ def _recompute(model, feat, cfg, events, at):
         return model(collate([feat.encode(events, at)], cfg))
 
 
-def test_incremental_equals_recompute(checkpoint):
+@pytest.mark.parametrize("which", ["checkpoint", "checkpoint_time_encoding"])
+def test_incremental_equals_recompute(which, request):
     from model.checkpoint import load_checkpoint
     from model.incremental import IncrementalEncoder
 
-    ck, _ = checkpoint
+    ck, _ = request.getfixturevalue(which)
     model, feat, cfg, _ = load_checkpoint(ck)
+    assert cfg.window_time_dim == (6 if which == "checkpoint_time_encoding" else 0)
+    assert all((model.encoders[g].time_enc is not None) == (cfg.window_time_dim > 0) for g in model.sparse_groups)
     rng = np.random.default_rng(11)
     stays = [make_stay(200 + i, rng, hours=60, n=90, ecgs=2) for i in range(3)]
     inc = IncrementalEncoder(model, feat)

@@ -289,3 +289,44 @@ def test_prefixes_per_epoch_draws_k_of_each_stays_samples_afresh():
     assert len({tuple(s.k for s in d) for d in draws}) > 1  # a new draw each epoch
     two = per_stay(samples, 2, rng)
     assert all(sum(s.stay_id == i for s in two) == 2 for i in range(20))
+
+
+def test_freeze_wide_fine_tunes_the_deep_part_only():
+    from model.train import TrainOptions, fit_one
+
+    cohort = tiny_cohort(32)
+    tr = list(range(len(cohort.compact)))
+    opts = dict(epochs=2, batch_size=16, patience=10, progress=False, use_cache=False, n_random=1)
+    # no validation stays: every epoch is kept (nothing to stop early on)
+    frozen, _, _, info = fit_one(cohort, tr, cohort, [], TrainOptions(freeze_wide=True, **opts), None, False)
+    moved, _, _, _ = fit_one(cohort, tr, cohort, [], TrainOptions(freeze_wide=False, **opts), None, False)
+    opts["epochs"] = 0
+    refitted, _, _, _ = fit_one(cohort, tr, cohort, [], TrainOptions(**opts), None, False)  # the wide head alone
+    assert info["best_epoch"] == 2, info["history"]
+    wide = lambda m: m.fusion.heads.wide.weight  # noqa: E731
+    assert torch.equal(wide(frozen), wide(refitted))      # the L-BFGS fit, untouched
+    assert not torch.equal(wide(moved), wide(refitted))   # without the option fine-tuning moves it
+    assert not torch.equal(frozen.fusion.heads.mortality.weight, refitted.fusion.heads.mortality.weight)
+    assert frozen.fusion.heads.wide.weight.requires_grad  # given back to later stages
+
+
+def test_cli_self_supervised_time_encoding_and_frozen_wide_head(tmp_path, monkeypatch):
+    from medm2t.cli import main
+
+    monkeypatch.setenv("MEDM2T_CACHE_DIR", str(tmp_path / "cache"))
+    data, ck = tmp_path / "synth", tmp_path / "ck"
+    assert main(["synth", "--stays", "24", "--seed", "3", "--out", str(data), "--no-progress"]) == 0
+    assert main(["train", "--data", f"synth:{data}", "--out", str(ck), "--epochs", "1", "--ssl-epochs", "2",
+                 "--time-encoding", "4", "--freeze-wide", "--landmarks", "1", "--batch-size", "16",
+                 "--modalities", "static,labs,vitals_tok", "--quiet"]) == 0
+    assert json.loads((ck / "config.json").read_text())["window_time_dim"] == 4
+    info = json.loads((ck / "meta.json").read_text())["train_info"]
+    ssl = info["self_supervised"]
+    assert set(ssl["relative_error"]) == {"labs", "vitals_tok"} and all(len(v) == 2 for v in ssl["relative_error"].values())
+    assert info["options"]["freeze_wide"] is True
+    from model.checkpoint import load_checkpoint
+
+    model, _, cfg, _ = load_checkpoint(ck)
+    assert all(model.encoders[g].time_enc.dim == 4 for g in ("labs", "vitals_tok"))
+    assert main(["train", "--data", f"synth:{data}", "--out", str(ck), "--time-encoding", "1"]) == 2
+    assert main(["train", "--data", f"synth:{data}", "--out", str(ck), "--ssl-epochs", "-1"]) == 2

@@ -9,11 +9,11 @@ from model.config import MODALITIES
 
 EPILOG = """Data specs: physionet2012:ARCHIVE[:OUTCOMES]  mimic:DIR[,ecg=DIR]  synth:DIR  meds:PATH
 
-Stages: optional supervised pre-training of every modality encoder (on the stays that have it); the wide
-head (a regularised linear model on static inputs and per-item lab/vital summaries, its L2 strength
-chosen on validation data); then end-to-end fine-tuning from it with early stopping on the validation
-loss (--val, else a subject-grouped 15 % split of --data), where "0 epochs" (the wide head alone) also
-competes. The small preset then refits on training + validation stays (--no-refit to skip).
+Stages: optional self-supervised pre-training of the lab and vital encoders (--ssl-epochs); optional
+supervised pre-training of every modality encoder (on the stays that have it); the wide head (a
+regularised linear model on static inputs and per-item lab/vital summaries, its L2 strength chosen on
+validation data); then end-to-end fine-tuning from it with early stopping on the validation loss (--val,
+else a subject-grouped 15 % split of --data), where "0 epochs" (the wide head alone) also competes. The small preset then refits on training + validation stays (--no-refit to skip).
 Every stay is sampled at random prediction times plus its end of data (landmark training).
 With --folds K, K-fold cross-validation grouped by subject is reported first (pooled out-of-fold and
 mean +/- SD), then the saved model is trained on all of --data.
@@ -43,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="max fine-tuning epochs (preset default: small 6, paper 20)")
     p.add_argument("--pretrain-epochs", type=int,
                    help="pre-training epochs per modality encoder (preset default: small 0 = off, paper 5)")
+    p.add_argument("--ssl-epochs", type=int, metavar="N",
+                   help="self-supervised pre-training epochs of the lab and vital encoders before anything else: "
+                        "hide some items of each sample and predict their values, on the inputs of the training "
+                        "and validation stays, labels unread (default 0 = off)")
+    p.add_argument("--time-encoding", type=int, metavar="K", dest="window_time_dim",
+                   help="give the lab and vital encoders a learned K-dimensional encoding of how long ago each of "
+                        "their time windows closed (mTAND-style sinusoids of log hours; default 0 = off)")
     p.add_argument("--batch-size", type=int, default=128, help="stays (landmark prefixes) per training step (default 128)")
     p.add_argument("--lr", type=float, help="fine-tuning learning rate (preset default: small 1e-3, paper 5e-5)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (preset default: small 0.05, paper 1e-4)")
@@ -55,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="after early stopping, refit the wide head and retrain on training + validation stays for "
                         "the best epoch count; the reported validation metrics are from before the refit "
                         "(preset default: small on, paper off)")
+    p.add_argument("--freeze-wide", action=argparse.BooleanOptionalAction, default=None,
+                   help="fine-tuning trains the deep part only, as a correction on top of the fitted wide head, "
+                        "instead of moving both (default off)")
     p.add_argument("--modalities", metavar="M,M,...",
                    help=f"encoders to use, from {','.join(MODALITIES)} (default: every modality the training "
                         "data have; PhysioNet 2012 without dense vitals)")
@@ -79,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         unknown = sorted(set(modalities) - set(MODALITIES))
         if unknown or not modalities:
             raise UserError(f"--modalities: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(MODALITIES)}")
+    if args.window_time_dim is not None and not (args.window_time_dim == 0 or 2 <= args.window_time_dim <= 64):
+        raise UserError("--time-encoding must be 0 (off) or from 2 to 64")
+    if args.ssl_epochs is not None and args.ssl_epochs < 0:
+        raise UserError("--ssl-epochs must be 0 or more")
     if args.prefixes_per_epoch is not None and args.prefixes_per_epoch < 1:
         raise UserError("--prefixes-per-epoch must be at least 1")
     if args.resume and not any(args.out.glob("train_state*.pt")):
@@ -95,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--device cuda: no CUDA device is available")
     opts = TrainOptions(
         preset=args.preset, seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience, n_random=args.landmarks,
-        prefixes_per_epoch=args.prefixes_per_epoch, refit=args.refit,
+        ssl_epochs=args.ssl_epochs, window_time_dim=args.window_time_dim, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, patience=args.patience, n_random=args.landmarks, prefixes_per_epoch=args.prefixes_per_epoch, freeze_wide=args.freeze_wide, refit=args.refit,
         device=device, use_cache=not args.no_cache, progress=not args.quiet, max_minutes=args.max_minutes,
         modalities=modalities,
     )

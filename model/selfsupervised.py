@@ -88,16 +88,18 @@ def masked_item_loss(model, heads: MaskedItemHeads, batch, g: str, gen: torch.Ge
 def pretrain_sparse(model, samples: Sequence, epochs: int, lr: float, weight_decay: float, batch_size: int,
                     device: str, seed: int, progress: bool = True) -> dict:
     """Masked-item pre-training of `model`'s sparse encoders, in place, on the inputs of `samples` (their
-    targets are never read). Returns per group and epoch the loss relative to predicting the median
-    (1.0 = no better than the median, lower = the encoder has learnt something)."""
+    targets are never read). Returns per group and epoch the squared error relative to predicting the
+    median (1.0 = no better than the median, lower = the encoder has learnt something)."""
     from tqdm import tqdm
 
-    groups = [g for g in model.sparse_groups if model.encoders[g].summary]
-    if epochs <= 0 or not groups or len(samples) < 2:
+    if epochs <= 0:
         return {}
-    if len(groups) < len(model.sparse_groups):
-        log.warning("self-supervised pre-training needs item summaries (item_summary): skipped for %s",
-                    sorted(set(model.sparse_groups) - set(groups)))
+    groups = [g for g in model.sparse_groups if model.encoders[g].summary]
+    if len(groups) < len(model.sparse_groups):  # the targets are the item summaries' ranks
+        log.warning("self-supervised pre-training needs item summaries (ModelConfig.item_summary): skipped for %s",
+                    ", ".join(sorted(set(model.sparse_groups) - set(groups))))
+    if not groups or len(samples) < 2:
+        return {}
     heads = MaskedItemHeads(model, groups).to(device)
     params = [p for g in groups for p in model.encoders[g].parameters()] + list(heads.parameters())
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -129,8 +131,8 @@ def pretrain_sparse(model, samples: Sequence, epochs: int, lr: float, weight_dec
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optim.step()
         for g in groups:
-            rel = sums[g][0] / sums[g][1] if sums[g][1] else float("nan")
-            history[g].append(round(rel, 4))
-            log.info("self-supervised epoch %d, %s: masked-item error %.3f of the median's", epoch + 1, g, rel)
+            rel = round(sums[g][0] / sums[g][1], 4) if sums[g][1] else None  # None: no item with data
+            history[g].append(rel)
+            log.info("self-supervised epoch %d, %s: masked-item error %s of the median's", epoch + 1, g, rel)
     model.eval()
     return {"relative_error": history, "mask_rate": MASK_RATE, "samples": len(samples)}

@@ -57,6 +57,17 @@ def multitask_loss(out: dict, targets: dict, weights: dict = TASK_WEIGHTS):
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
+def optimizer_step(optim, loss, params, max_norm: float = 5.0) -> float:
+    """One step of every training loop here: backward, gradient norm clipped at `max_norm`, update; the loss."""
+    import torch
+
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optim.step()
+    return float(loss.detach())
+
+
 def predict(model, samples: Sequence, batch_size: int = 256, device: str = "cpu", calibration=None) -> dict:
     """Eval-mode predictions: mortality probability, los_remaining days, cvd_90d class probabilities
     (calibrated when a model.calibration.Calibration is given)."""

@@ -602,7 +602,6 @@ def collate(items: Sequence[StayInputs], cfg: ModelConfig | None = None) -> Batc
             "seg": torch.from_numpy(seg),
             "last": torch.from_numpy(np.stack([s.sparse[g].last for s in items]).astype(np.int64)),
             "frac": torch.from_numpy(np.stack([s.sparse[g].frac for s in items])),
-            "elapsed": torch.from_numpy(elapsed),
         }
     n_e = [len(s.ecg_win) for s in items]
     stmts = [t for s in items for t in s.ecg_stmt]

@@ -64,7 +64,7 @@ class MedM2T(nn.Module):
             return enc(batch.vitals, batch.tfeat)
         if name == "ecg":
             return enc(batch.ecg, batch.tfeat)
-        return enc(batch.sparse[name], batch.tfeat)
+        return enc(batch.sparse[name], batch.tfeat, batch.elapsed_h)
 
     def encoder_forward(self, name: str, batch) -> torch.Tensor:
         return self.encode(name, batch)[0]
@@ -91,6 +91,6 @@ class MedM2T(nn.Module):
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         summaries = self._summaries(batch)  # shared by the sparse encoders and the wide head
-        enc = {m: self.encoders[m](batch.sparse[m], batch.tfeat, summaries[m]) if m in summaries
+        enc = {m: self.encoders[m](batch.sparse[m], batch.tfeat, batch.elapsed_h, summaries[m]) if m in summaries
                else self.encode(m, batch) for m in self.modalities}
         return self.fusion(enc, batch.present, batch.tfeat, self.wide_features_of(batch, summaries))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.batches import iterate
+from model.batches import iterate, optimizer_step
 from model.features import collate
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def masked_item_loss(model, heads: MaskedItemHeads, batch, g: str, gen: torch.Ge
     if not has.any():
         return None, None
     hide = draw_hidden(has, rate, gen)
-    pooled = enc(mask_items(sp, hide, enc.n_windows), batch.tfeat)[0]
+    pooled = enc(mask_items(sp, hide, enc.n_windows), batch.tfeat, batch.elapsed_h)[0]
     err = (heads(g, pooled) - target)[hide]
     return err.pow(2).mean(), target[hide].pow(2).mean()
 
@@ -126,10 +126,7 @@ def pretrain_sparse(model, samples: Sequence, epochs: int, lr: float, weight_dec
                 total = loss if total is None else total + loss
             if total is None:
                 continue
-            optim.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            optim.step()
+            optimizer_step(optim, total, params)
         for g in groups:
             rel = round(sums[g][0] / sums[g][1], 4) if sums[g][1] else None  # None: no item with data
             history[g].append(rel)

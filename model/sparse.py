@@ -141,6 +141,8 @@ class SparseEncoder(nn.Module):
 
     def from_accumulators(self, sums, counts, last, frac, tfeat, summary=None, elapsed=None):
         """`elapsed` (B,) hours since admission: needed only with the window time encoding."""
+        if self.time_enc is not None and elapsed is None:
+            raise ValueError("this encoder has a window time encoding: pass the prediction times (elapsed)")
         csum, ccount = sums.cumsum(1), counts.cumsum(1)
         has = (ccount > 0).unsqueeze(-1)
         mean = torch.where(has, csum / ccount.clamp(min=1.0).unsqueeze(-1), self.empty)
@@ -163,11 +165,12 @@ class SparseEncoder(nn.Module):
             return None
         return self.summary_accumulate(sp["val"], sp["item"], sp["seg"] // self.n_windows, batch_size)
 
-    def forward(self, sp: dict[str, torch.Tensor], tfeat: torch.Tensor, summary: torch.Tensor | None = None):
-        """`summary`: batch_summary(sp, B) when the caller already has it (MedM2T.forward shares it with the
-        wide head); computed here otherwise. `sp["elapsed"]` (B,) hours: the prediction times (collate)."""
+    def forward(self, sp: dict[str, torch.Tensor], tfeat: torch.Tensor, elapsed: torch.Tensor,
+                summary: torch.Tensor | None = None):
+        """`elapsed` (B,) hours since admission (Batch.elapsed_h); `summary`: batch_summary(sp, B) when the
+        caller already has it (MedM2T.forward shares it with the wide head), computed here otherwise."""
         b = tfeat.shape[0]
         sums, counts = self.accumulate(sp, b)
         if summary is None:
             summary = self.batch_summary(sp, b)
-        return self.from_accumulators(sums, counts, sp["last"], sp["frac"], tfeat, summary, sp.get("elapsed"))
+        return self.from_accumulators(sums, counts, sp["last"], sp["frac"], tfeat, summary, elapsed)

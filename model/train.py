@@ -39,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from model.batches import iterate, make_batch, mean_loss, multitask_loss
+from model.batches import iterate, make_batch, mean_loss, multitask_loss, optimizer_step
 from model.calibration import short_data_name
 from model.checkpoint import HELD_OUT_OF_REFIT
 from model.evaluate import evaluate_model, metrics_from_predictions
@@ -164,11 +164,7 @@ def pretrain(model, samples, opts: TrainOptions, state: dict, save_state) -> Non
                 loss, _ = _pretrain_loss(model, name, batch, targets)
                 if loss is None:
                     continue
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 5.0)
-                optim.step()
-                losses.append(float(loss.detach()))
+                losses.append(optimizer_step(optim, loss, params))
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             log.info("pre-train %s epoch %d: loss %.4f", name, epoch + 1, np.mean(losses) if losses else float("nan"))
         done.append(name)
@@ -235,11 +231,7 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
             loss, _ = multitask_loss(model(batch), targets)
             if loss is None:
                 continue
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            optim.step()
-            losses.append(float(loss.detach()))
+            losses.append(optimizer_step(optim, loss, params))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         sched.step()
         recalibrate_batchnorm(model, train_samples, max(opts.batch_size, 128), opts.device, opts.seed + epoch)
@@ -464,11 +456,12 @@ def refit(cohort, train_idx, val_cohort, val_idx, cfg, opts: TrainOptions, epoch
                                opts.use_cache, opts.progress)
     model = build_model(cfg, featurizer, opts.seed + 1).to(opts.device)
     state: dict = {}
-    self_supervised(model, samples, opts)
+    ssl = self_supervised(model, samples, opts)
     pretrain(model, samples, opts, state, lambda: None)
     fit_wide_head(model, samples, [], opts.device, l2=wide_l2)
     ft = finetune(model, samples, [], opts, state, lambda: None, fixed_epochs=epochs)
-    return model, featurizer, {"stays": len(compact), "epochs": epochs, "samples": len(samples), **ft}
+    return model, featurizer, {"stays": len(compact), "epochs": epochs, "samples": len(samples),
+                               **({"self_supervised": ssl} if ssl else {}), **ft}
 
 
 def _summarise_folds(per_fold: list[dict], pooled: list[dict]) -> dict:

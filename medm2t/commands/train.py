@@ -13,7 +13,8 @@ Stages: optional self-supervised pre-training of the lab and vital encoders (--s
 supervised pre-training of every modality encoder (on the stays that have it); the wide head (a
 regularised linear model on static inputs and per-item lab/vital summaries, its L2 strength chosen on
 validation data); then end-to-end fine-tuning from it with early stopping on the validation loss (--val,
-else a subject-grouped 15 % split of --data), where "0 epochs" (the wide head alone) also competes. The small preset then refits on training + validation stays (--no-refit to skip).
+else a subject-grouped 15 % split of --data), where "0 epochs" (the wide head alone) also competes.
+The small preset then refits on training + validation stays (--no-refit to skip).
 Every stay is sampled at random prediction times plus its end of data (landmark training).
 With --folds K, K-fold cross-validation grouped by subject is reported first (pooled out-of-fold and
 mean +/- SD), then the saved model is trained on all of --data.
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     opts = TrainOptions(
         preset=args.preset, seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
         ssl_epochs=args.ssl_epochs, window_time_dim=args.window_time_dim, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, patience=args.patience, n_random=args.landmarks, prefixes_per_epoch=args.prefixes_per_epoch, freeze_wide=args.freeze_wide, refit=args.refit,
+        weight_decay=args.weight_decay, patience=args.patience, n_random=args.landmarks,
+        prefixes_per_epoch=args.prefixes_per_epoch, freeze_wide=args.freeze_wide, refit=args.refit,
         device=device, use_cache=not args.no_cache, progress=not args.quiet, max_minutes=args.max_minutes,
         modalities=modalities,
     )

@@ -1,9 +1,10 @@
 """FHIR R4 `RiskAssessment` for every probability score, published on fhir.riskassessment.v1.
 
-`risk_assessment(score)` builds the resource with the `fhir.resources` models (their R4B package: the
-RiskAssessment resource is the same in R4 and R4B), so a message that leaves the worker has passed FHIR's
-own validation. `RiskAssessmentV1` is the closed profile of exactly what we publish: its JSON Schema,
-exported by `medm2t schema export`, is the topic's contract (docs/schemas.md).
+`risk_assessment_json(score)` builds the resource as plain JSON, once per score on the worker's hot path;
+`risk_assessment(score)` is the same resource as a `fhir.resources` model (their R4B package: RiskAssessment
+is the same in R4 and R4B), so FHIR's own validation runs on it, and tests/test_schemas.py proves the two
+equal over generated scores. `RiskAssessmentV1` is the closed profile of exactly what we publish: its JSON
+Schema, exported by `medm2t schema export`, is the topic's contract (docs/schemas.md).
 
 Mapping from a `RiskScore`:
 - id / identifier: the score's deterministic score_id, so a replay republishes the same resources;
@@ -16,16 +17,12 @@ Mapping from a `RiskScore`:
 """
 from __future__ import annotations
 
+import json
+
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from fhir.resources.R4B.annotation import Annotation
-from fhir.resources.R4B.codeableconcept import CodeableConcept
-from fhir.resources.R4B.coding import Coding
-from fhir.resources.R4B.identifier import Identifier
-from fhir.resources.R4B.period import Period
-from fhir.resources.R4B.reference import Reference
-from fhir.resources.R4B.riskassessment import RiskAssessment, RiskAssessmentPrediction
+from fhir.resources.R4B.riskassessment import RiskAssessment
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from medm2t.events import RiskScore, TaskScore
@@ -37,8 +34,19 @@ CVD_DISPLAY = {"chd": "Coronary heart disease", "stroke": "Stroke", "hf": "Heart
 CVD_HORIZON = timedelta(days=90)
 
 
+def risk_assessment_json(score: RiskScore) -> bytes | None:
+    """The score as a FHIR RiskAssessment in JSON, or None when it holds no probability (NEWS2 points)."""
+    resource = _resource(score)
+    return None if resource is None else json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def risk_assessment(score: RiskScore) -> RiskAssessment | None:
-    """The score as a FHIR RiskAssessment, or None when it holds no probability (NEWS2 points)."""
+    """The same resource, validated by fhir.resources (tests; not on the hot path)."""
+    resource = _resource(score)
+    return None if resource is None else RiskAssessment.model_validate(resource)
+
+
+def _resource(score: RiskScore) -> dict | None:
     predictions = [p for name, task in score.tasks.items() for p in _predictions(score, name, task)]
     if not predictions:
         return None
@@ -49,43 +57,49 @@ def risk_assessment(score: RiskScore) -> RiskAssessment | None:
     if score.missing:
         notes.append("Missing inputs: " + ", ".join(score.missing) + ".")
     at = _utc(score.scored_at)
-    return RiskAssessment(
-        id=score.score_id,
-        identifier=[Identifier(system=SCORE_SYSTEM, value=score.score_id)],
-        status="final",
-        code=CodeableConcept(text=f"ICU risk assessment ({score.scorer})"),
-        subject=Reference(reference=f"Patient/{score.subject_id}"),
-        encounter=Reference(reference=f"Encounter/{score.stay_id}"),
-        occurrenceDateTime=at,
-        method=CodeableConcept(coding=[Coding(system=MODEL_SYSTEM, code=score.model_version)],
-                               text=f"{score.scorer} {score.model_version}"),
-        basis=[Reference(display=f"{score.inputs_seen} inputs of ICU stay {score.stay_id} "
-                                 f"available by {at.isoformat()}")],
-        prediction=predictions,
-        note=[Annotation(text=n) for n in notes] or None,
-    )
+    resource = {
+        "resourceType": "RiskAssessment",
+        "id": score.score_id,
+        "identifier": [{"system": SCORE_SYSTEM, "value": score.score_id}],
+        "status": "final",
+        "method": {"coding": [{"system": MODEL_SYSTEM, "code": score.model_version}],
+                   "text": f"{score.scorer} {score.model_version}"},
+        "code": {"text": f"ICU risk assessment ({score.scorer})"},
+        "subject": {"reference": f"Patient/{score.subject_id}"},
+        "encounter": {"reference": f"Encounter/{score.stay_id}"},
+        "occurrenceDateTime": _instant(at),
+        "basis": [{"display": f"{score.inputs_seen} inputs of ICU stay {score.stay_id} available by {at.isoformat()}"}],
+        "prediction": predictions,
+    }
+    if notes:
+        resource["note"] = [{"text": n} for n in notes]
+    return resource
 
 
-def _predictions(score: RiskScore, name: str, task: TaskScore) -> list[RiskAssessmentPrediction]:
+def _predictions(score: RiskScore, name: str, task: TaskScore) -> list[dict]:
     at = _utc(score.scored_at)
     if name == "mortality" and task.kind == "probability":
         # in-hospital death: from now until hospital discharge, which has no fixed end
         return [_prediction("death_in_hospital", "Death before hospital discharge", task.value,
-                            Period(start=at), task.calibration)]
+                            {"start": _instant(at)}, task.calibration)]
     if name == "cvd_90d" and task.probabilities:
         # the label: a CVD admission within 90 days of ICU admission (replay/mimic.py)
         admitted = at - timedelta(hours=score.hours_since_admission or 0.0)
-        horizon = Period(start=admitted, end=admitted + CVD_HORIZON)
+        horizon = {"start": _instant(admitted), "end": _instant(admitted + CVD_HORIZON)}
         return [_prediction(f"cvd_90d_{c}", f"{label} within 90 days of ICU admission", task.probabilities[c],
                             horizon, task.calibration)
                 for c, label in CVD_DISPLAY.items() if c in task.probabilities]
     return []
 
 
-def _prediction(code: str, text: str, p: float, when: Period, calibration: str) -> RiskAssessmentPrediction:
-    return RiskAssessmentPrediction(
-        outcome=CodeableConcept(coding=[Coding(system=OUTCOME_SYSTEM, code=code, display=text)], text=text),
-        probabilityDecimal=p, whenPeriod=when, rationale=f"Model output; {calibration}.")
+def _prediction(code: str, text: str, p: float, when: dict, calibration: str) -> dict:
+    return {"outcome": {"coding": [{"system": OUTCOME_SYSTEM, "code": code, "display": text}], "text": text},
+            "probabilityDecimal": p, "whenPeriod": when, "rationale": f"Model output; {calibration}."}
+
+
+def _instant(t: datetime) -> str:
+    """FHIR's UTC form, as fhir.resources writes it: microseconds only when there are any, then 'Z'."""
+    return t.astimezone(timezone.utc).replace(tzinfo=None).isoformat() + "Z"
 
 
 def _utc(t: datetime) -> datetime:

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".medm2t/data"), description="Where the demo caches its synthetic cohort.")
 
     # Worker
-    batch_max: int = Field(256, description="Most stays per scoring batch (batches are scored at once; they grow under load).")
+    batch_max: int = Field(256, description="Most stays per scoring batch, and most points per model pass (batches take what is due at once; they grow under load).")
     fetch_max_wait_ms: int = Field(20, description="Longest a fetch of input events waits at the broker for data. "
                                    "Brokers that answer a waiting fetch only when it times out (tansu) add up to "
                                    "this much event->score latency; Faust's own 1,500 ms is too long there.")

@@ -19,7 +19,7 @@ and applies each micro-batch's new events to it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Iterable, Sequence
 
@@ -113,6 +113,18 @@ class IncrementalEncoder:
             state.ecg_time = [state.ecg_time[i] for i in order]
             state.ecg_emb = [state.ecg_emb[i] for i in order]
         return state
+
+    @staticmethod
+    def snapshot(state: StayState) -> StayState:
+        """A copy of `state` as of now, for `score` only: later updates of `state` do not reach it. It copies
+        what `update` changes in place (window sums and counts, last tokens, the ECG and pending lists) and
+        shares what `update` replaces (summaries, vitals, the static vector)."""
+        return replace(state, sums={g: t.clone() for g, t in state.sums.items()},
+                       counts={g: t.clone() for g, t in state.counts.items()},
+                       last={g: a.copy() for g, a in state.last.items()},
+                       last_time={g: a.copy() for g, a in state.last_time.items()},
+                       summary=dict(state.summary), ecg_avail=list(state.ecg_avail), ecg_time=list(state.ecg_time),
+                       ecg_emb=list(state.ecg_emb), pending=list(state.pending))
 
     def _add_sparse(self, state: StayState, g: str, pg) -> None:
         if not len(pg.val):

@@ -102,6 +102,10 @@ class MedM2TScorer:
                         type(exc).__name__)
             state.broken = STATIC_ONLY_NOTE.format(type(exc).__name__)
 
+    def snapshot(self, state: MedM2TState) -> MedM2TState:
+        """The state as of now, for `score`: the worker scores several points of one stay in one pass."""
+        return MedM2TState(self.incremental.snapshot(state.encoder), state.opened, state.broken, dict(state.recent))
+
     def score(self, items: Sequence[tuple[MedM2TState, StayPoint]]) -> list[RiskScore]:
         if not items:
             return []

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from medm2t.events import Alert, Outcome, RiskScore
-from stream.alerts import AlertRules, RuleState, step
+from stream.alerts import AlertRules, RuleState, advance
 from stream.policy import AlertPolicy, RulePolicy, probability_tiers
 from stream.quality import ScorerQuality, scorer_quality
 
@@ -47,7 +47,8 @@ def with_rule(policy: AlertPolicy, scorer: str, task: str, urgent: float, emerge
 
 
 def alert_trails(policy: AlertPolicy, scores_by_stay: dict[int, Sequence[RiskScore]]) -> dict[int, list[Alert]]:
-    """Each stay's alert records under `policy`, from its scores in point order (what the worker would raise)."""
+    """Each stay's alert records under `policy`, from its scores in point order (what the worker would raise:
+    timers fire between scores; a stay's last score is its close, after which none fire)."""
     rules = AlertRules(policy)
     trails: dict[int, list[Alert]] = {}
     for stay_id, scores in scores_by_stay.items():
@@ -55,9 +56,8 @@ def alert_trails(policy: AlertPolicy, scores_by_stay: dict[int, Sequence[RiskSco
         trail = trails[stay_id] = []
         for score in scores:
             for rule in rules.for_score(score):
-                states[rule.key], alert = step(rule, states.get(rule.key, RuleState()), score, policy)
-                if alert is not None:
-                    trail.append(alert)
+                states[rule.key], records = advance(rule, states.get(rule.key, RuleState()), score, policy)
+                trail += records
     return trails
 
 

@@ -11,13 +11,20 @@ immediate (no confirmation delay on a deteriorating patient). After an alert cle
 a stay cleared at 15:22 and was raised again at 15:23 (issue 9). A drop to a lower, still-active tier is
 reported as `de-escalated` at the lower level.
 
-The lifecycle (IHE ACM-like), all on the clinical clock, checked at each score of the stay:
+The lifecycle (IHE ACM-like), all on the clinical clock:
   raised -> acknowledged: by a person; stops escalation at this level.
-  raised -> escalated:    an urgent or emergency alert nobody acknowledged within `escalate_after` (once
-                          per level); a rise in level is also 'escalated', and needs a new acknowledgement.
+  raised -> escalated:    an urgent or emergency alert whose condition still stands (its signal at or above
+                          its tier's clear_below) and that nobody acknowledged within `escalate_after` of its
+                          level beginning (once per level); a rise in level is also 'escalated', and needs a
+                          new acknowledgement.
+  -> resolving:           the signal is below its tier but the hysteresis has not cleared it yet: it does not
+                          escalate meanwhile (`RuleState.resolving`).
   -> snoozed (until T):   by a person with a reason, at most `snooze_max`; no escalation meanwhile. A higher
                           level breaks through; at T the alert is 're-presented' and must be acknowledged again.
   -> cleared:             by the hysteresis above.
+Escalation and the end of a snooze are timers: `next_timer` says when one is due, and `tick` fires it at that
+clinical time, whether or not a score came in between (the worker fires it once the stay's clinical time
+has passed it; `advance` fires those that fell before a score, then steps the score).
 Actions on an alert that has cleared are rejected (ActionRejected), except comments.
 
 Every number here (tiers, hysteresis, refractory period, escalation and snooze times) comes from the alert
@@ -31,7 +38,7 @@ The per-(stay, rule) state is a small JSON blob the caller persists (Redis hash 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -59,6 +66,10 @@ class Rule:
     clear_after: int = 2                            # consecutive scores below clear_below before leaving a tier
     clear_hold: timedelta = timedelta(hours=1)      # ... spanning at least this much clinical time
     refractory: timedelta = timedelta(hours=1)      # after clearing, no new alert at or below the cleared level
+
+    def level_text(self, level: str | None, value: float) -> str:
+        """A timer record's reason: no score came with it, so it states the latest one's value."""
+        return f"still {level}, {value:g} at the latest score"
 
     def target(self, value: float, current: str | None) -> str | None:
         """The level the signal asks for, honouring hysteresis on the current tier."""
@@ -94,9 +105,18 @@ class RuleState:
     snoozed_until: datetime | None = None
     escalation: int = 0                  # times it escalated because nobody acknowledged it
     overdue: bool = False                # escalated for that since `since`
+    value: float | None = None           # the signal at the open alert's latest score (for timer records)
+    version: str = ""                    # ... and that score's model version
+
+    @property
+    def resolving(self) -> bool:
+        """Open, but its signal is back below its tier: waiting out the hysteresis, not escalating."""
+        return self.level is not None and self.below > 0
 
     def dumps(self) -> str:
-        return json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()})
+        """Compact JSON: only the fields that differ from a fresh state (loads fills in the rest)."""
+        return json.dumps({f.name: v.isoformat() if isinstance(v, datetime) else v for f in fields(self)
+                           if (v := getattr(self, f.name)) != f.default}, separators=(",", ":"))
 
     @classmethod
     def loads(cls, raw: str | bytes | None) -> RuleState:
@@ -119,6 +139,13 @@ def step(rule: Rule, state: RuleState, score: RiskScore, policy: AlertPolicy = D
     value = rule.signal(score)
     if value is None:
         return state, None
+    new, alert = _step(rule, state, score, value, policy)
+    if new.level is not None:
+        new = replace(new, value=value, version=score.model_version)
+    return new, alert
+
+
+def _step(rule: Rule, state: RuleState, score: RiskScore, value: float, policy: AlertPolicy):
     at = score.scored_at
     target = rule.target(value, state.level)
     if state.level is None and state.cleared_at is not None:
@@ -127,52 +154,111 @@ def step(rule: Rule, state: RuleState, score: RiskScore, policy: AlertPolicy = D
     if RANK[target] > RANK[state.level]:
         if state.level is None:
             new = RuleState(target, since=at)
-            return new, _record(rule, score, value, new, "raised", rule.describe(score, value))
+            return new, _record(rule, _moment(score), value, new, "raised", rule.describe(score, value))
         # A higher level needs its own acknowledgement, and breaks through a snooze.
         new = replace(state, level=target, below=0, below_since=None, since=at, acked_by=None, snoozed_until=None,
                       overdue=False)
-        return new, _record(rule, score, value, new, "escalated", rule.describe(score, value))
+        return new, _record(rule, _moment(score), value, new, "escalated", rule.describe(score, value))
     if RANK[target] == RANK[state.level]:
-        return _timers(rule, replace(state, below=0, below_since=None), score, value, policy)
+        return _timers(rule, replace(state, below=0, below_since=None), _moment(score), value, policy)
     below = state.below + 1
     since = state.below_since or at
     if below < rule.clear_after or at - since < rule.clear_hold:
-        return _timers(rule, replace(state, below=below, below_since=since), score, value, policy)
+        return _timers(rule, replace(state, below=below, below_since=since), _moment(score), value, policy)
     if target is None:
         reason = f"below threshold for {below} scores since {since:%Y-%m-%d %H:%M}: {rule.describe(score, value)}"
-        return state.cleared(at), _record(rule, score, value, state, "cleared", reason)
+        return state.cleared(at), _record(rule, _moment(score), value, state, "cleared", reason)
     new = replace(state, level=target, below=0, below_since=None, since=at, overdue=False)
-    return new, _record(rule, score, value, new, "de-escalated", f"de-escalated from {state.level}: {rule.describe(score, value)}")
+    return new, _record(rule, _moment(score), value, new, "de-escalated",
+                        f"de-escalated from {state.level}: {rule.describe(score, value)}")
 
 
-def _timers(rule: Rule, state: RuleState, score: RiskScore, value: float,
-            policy: AlertPolicy) -> tuple[RuleState, Alert | None]:
-    """An open alert whose level holds: re-present it when its snooze ends, escalate it if nobody acknowledged it."""
-    at = score.scored_at
+def _escalates(state: RuleState) -> bool:
+    """Open at an escalating level, its condition standing, and nobody has acknowledged it or been told yet."""
+    return (state.level in ESCALATING and state.acked_by is None and not state.overdue and state.since is not None
+            and not state.resolving)
+
+
+def next_timer(state: RuleState, policy: AlertPolicy = DEFAULT_POLICY) -> datetime | None:
+    """The clinical time at which this rule's open alert changes by the clock alone: its snooze ends, or it
+    escalates because nobody acknowledged it. None when no timer runs."""
+    if state.level is None:
+        return None
     if state.snoozed_until is not None:
-        if at < state.snoozed_until:
+        return state.snoozed_until
+    return state.since + policy.escalate_after if _escalates(state) else None
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Where an engine record is made: the stay, its clinical time, and the score behind it (none for a timer)."""
+    stay_id: int
+    subject_id: int
+    at: datetime
+    model_version: str
+    score_id: str | None = None
+
+
+def _moment(score: RiskScore) -> Moment:
+    return Moment(score.stay_id, score.subject_id, score.scored_at, score.model_version, score.score_id or None)
+
+
+def tick(rule: Rule, state: RuleState, stay_id: int, subject_id: int,
+         policy: AlertPolicy = DEFAULT_POLICY) -> tuple[RuleState, Alert | None]:
+    """Fire the rule's due timer (`next_timer`) at its own clinical time: no score came before it."""
+    at = next_timer(state, policy)
+    if at is None:
+        return state, None
+    return _timers(rule, state, Moment(stay_id, subject_id, at, state.version), state.value or 0.0, policy)
+
+
+def advance(rule: Rule, state: RuleState, score: RiskScore,
+            policy: AlertPolicy = DEFAULT_POLICY) -> tuple[RuleState, list[Alert]]:
+    """Fire the timers that fell before this score, then step the rule by it."""
+    state, records = run_timers(rule, state, score.stay_id, score.subject_id, lambda due: due < score.scored_at,
+                                policy)
+    state, alert = step(rule, state, score, policy)
+    return state, records + ([alert] if alert is not None else [])
+
+
+def run_timers(rule: Rule, state: RuleState, stay_id: int, subject_id: int, passed: Callable[[datetime], bool],
+               policy: AlertPolicy = DEFAULT_POLICY) -> tuple[RuleState, list[Alert]]:
+    """Fire, in order, every timer whose clinical time has `passed` (a re-presented alert starts a new one)."""
+    records = []
+    while (due := next_timer(state, policy)) is not None and passed(due):
+        state, alert = tick(rule, state, stay_id, subject_id, policy)
+        if alert is None:
+            break
+        records.append(alert)
+    return state, records
+
+
+def _timers(rule: Rule, state: RuleState, m: Moment, value: float,
+            policy: AlertPolicy) -> tuple[RuleState, Alert | None]:
+    """An open alert whose level holds: re-present it when its snooze ends, escalate it if its condition
+    stands and nobody acknowledged it in time."""
+    if state.snoozed_until is not None:
+        if m.at < state.snoozed_until:
             return state, None
-        new = replace(state, snoozed_until=None, since=at, acked_by=None, overdue=False)
-        return new, _record(rule, score, value, new, "re-presented", f"snooze ended: {rule.describe(score, value)}")
-    if (state.level in ESCALATING and state.acked_by is None and not state.overdue and state.since is not None
-            and at - state.since >= policy.escalate_after):
+        new = replace(state, snoozed_until=None, since=m.at, acked_by=None, overdue=False)
+        return new, _record(rule, m, value, new, "re-presented",
+                            f"snooze ended at {state.snoozed_until:%H:%M}: {rule.level_text(new.level, value)}")
+    if _escalates(state) and m.at - state.since >= policy.escalate_after:
         new = replace(state, escalation=state.escalation + 1, overdue=True)
-        minutes = policy.escalate_after_min
-        return new, _record(rule, score, value, new, "escalated",
-                            f"not acknowledged within {minutes:g} min: {rule.describe(score, value)}")
+        return new, _record(rule, m, value, new, "escalated",
+                            f"not acknowledged within {policy.escalate_after_min:g} min of {state.since:%H:%M}: "
+                            f"{rule.level_text(new.level, value)}")
     return state, None
 
 
-def _record(rule: Rule, score: RiskScore, value: float, state: RuleState, transition: str, reason: str) -> Alert:
+def _record(rule: Rule, m: Moment, value: float, state: RuleState, transition: str, reason: str) -> Alert:
     """The engine's record of a transition; `state` is the alert's state after it (before it, for a clear)."""
-    at = score.scored_at
-    alert_id = make_event_id("alert", score.stay_id, rule.scorer, rule.key, transition, state.level, at.isoformat())
+    alert_id = make_event_id("alert", m.stay_id, rule.scorer, rule.key, transition, state.level, m.at.isoformat())
     if state.episode is None:
         state.episode = alert_id
-    return Alert(alert_id=alert_id, stay_id=score.stay_id, subject_id=score.subject_id, scorer=rule.scorer,
-                 model_version=score.model_version, task=rule.key, level=state.level, state=transition, reason=reason,
-                 value=value, at=at, wall_at=datetime.utcnow(), score_id=score.score_id or None,
-                 **_lifecycle_fields(state))
+    return Alert(alert_id=alert_id, stay_id=m.stay_id, subject_id=m.subject_id, scorer=rule.scorer,
+                 model_version=m.model_version, task=rule.key, level=state.level, state=transition, reason=reason,
+                 value=value, at=m.at, wall_at=datetime.utcnow(), score_id=m.score_id, **_lifecycle_fields(state))
 
 
 def _lifecycle_fields(state: RuleState) -> dict:

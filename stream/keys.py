@@ -9,7 +9,7 @@ and can be updated atomically in one MULTI/EXEC or Lua script.
 |                                  |        | closed ("0"/"1"), closed_at, clock (latest point, epoch s), scored   |
 |                                  |        | (last scored point), scored:SCORER, band, n_inputs, last_time (ISO   |
 |                                  |        | of the scored point), last_wall (epoch s of the last arrival),       |
-|                                  |        | n_events                                                             |
+|                                  |        | n_events, timer (epoch s of the next alert timer, "" when none)      |
 | {stay:ID}:ids                    | hash   | event_id -> digest@point of the bytes first applied (idempotency)    |
 | {stay:ID}:events                 | zset   | Measurement JSON, score = effective point (epoch s), trimmed to the  |
 |                                  |        | scorers' lookback (all of the stay when a scorer reads all of it)     |

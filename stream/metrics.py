@@ -12,6 +12,8 @@ ALERTS = Counter("medm2t_alerts", "Alert transitions published")
 POINTS_PENDING = Gauge("medm2t_points_pending", "Scoring points buffered and not yet scored")
 CONSUMER_LAG = Gauge("medm2t_consumer_lag", "Messages behind the end of the input partitions owned")
 BATCH_STAYS = Histogram("medm2t_batch_stays", "Stays per scoring batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+FORWARD_POINTS = Histogram("medm2t_forward_points", "Points scored in one pass of a cadence scorer (the model's batch)",
+                           ["scorer"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 BATCH_SECONDS = Histogram("medm2t_batch_seconds", "Wall time of one scoring batch",
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
@@ -39,6 +41,10 @@ def count(name: str, n: int = 1) -> None:
 def observe_batch(stays: int, seconds: float) -> None:
     BATCH_STAYS.observe(stays)
     BATCH_SECONDS.observe(seconds)
+
+
+def observe_forward(scorer: str, points: int) -> None:
+    FORWARD_POINTS.labels(scorer).observe(points)
 
 
 _STAGE_HISTOGRAMS = [POINT_STAGE.labels(stage) for stage in STAGES]

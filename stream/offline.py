@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Sequence
 
@@ -31,6 +31,7 @@ class Batches:
     """Stays and seconds of each scoring batch."""
     sizes: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    forward: dict[str, Counter] = field(default_factory=dict)  # cadence scorer -> {points per pass: passes}
 
 
 async def score_all_ready(pipeline: Pipeline, batches: Batches | None = None) -> None:
@@ -98,6 +99,8 @@ async def run_backlog(redis_url: str, scorers, messages, partitions: int, batche
                             **{"idle_ms": 10**9, **pipeline_options})
         await pipeline.assign(set(range(partitions)))
         await feed(pipeline, messages, batches=batches)
+        if batches is not None:
+            batches.forward.update(pipeline.forward_sizes)
         return sink
     finally:
         await redis.aclose()

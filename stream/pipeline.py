@@ -20,18 +20,18 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 from medm2t import topics
-from medm2t.fhir import risk_assessment
+from medm2t.fhir import risk_assessment_json
 from medm2t.events import (
     Alert, AlertAction, DeadLetter, Ecg, Measurement, RiskScore, StayClosed, StayOpened, _Event, make_event_id,
 )
 from stream import metrics
-from stream.alerts import ActionRejected, AlertRules, RuleState, act, step
+from stream.alerts import ActionRejected, AlertRules, RuleState, act, advance, next_timer, run_timers
 from stream.policy import DEFAULT_POLICY, AlertPolicy
 from stream.scoring import Scorer, StayPoint, canonical_order
 from stream.state import Incoming, StayStore, StoredStay, epoch, from_epoch
@@ -71,7 +71,9 @@ class StayRuntime:
     n_inputs: int = 0                                          # measurements and ECGs applied
     buffer: dict[datetime, list[_Event]] = field(default_factory=lambda: defaultdict(list))  # unscored points
     timeline: dict[datetime, list[float]] = field(default_factory=dict)  # point -> its first event's stage times
-    alert_state: dict[str, str] = field(default_factory=dict)
+    alert_state: dict[str, RuleState] = field(default_factory=dict)       # SCORER/RULE -> its alert engine state
+    timer: datetime | None = None                              # the earliest alert timer due (see _set_timer)
+    timed: datetime | None = None                              # the clinical time of the last timer fired
     held: dict[str, list[_Event]] = field(default_factory=lambda: defaultdict(list))  # cadence scorer -> not applied
 
 
@@ -90,6 +92,7 @@ class Pipeline:
         self.consumed: dict[int, int] = {}          # partition -> last offset delivered (bad messages too)
         self.owned: set[int] | None = None          # partitions this worker owns (None: all)
         self.stats: dict[str, int] = defaultdict(int)
+        self.forward_sizes: dict[str, Counter] = defaultdict(Counter)  # cadence scorer -> {points per pass: passes}
         self._uncounted: dict[str, int] = defaultdict(int)  # Redis counters not yet written: they ride along
                                                              # with the next round trip (or the next idle tick)
         self._actions: list[tuple[Message, AlertAction]] = []  # valid actions, applied by the scoring loop
@@ -225,6 +228,7 @@ class Pipeline:
             rt.opened = event
         elif isinstance(event, StayClosed):
             rt.closed_at = at
+            self._set_timer(rt)
 
     async def dead_letter(self, msg: Message, reason: str) -> None:
         letter = DeadLetter(topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500],
@@ -276,14 +280,17 @@ class Pipeline:
                 await self._ensure_loaded([(action.stay_id, None)])
                 rt = self.stays[action.stay_id]
                 rule_key = f"{acted_on.scorer}/{acted_on.task}"
+                now = max(filter(None, (rt.scored, rt.timed)), default=acted_on.at)
                 try:
-                    new, record = act(RuleState.loads(rt.alert_state.get(rule_key)), action, acted_on,
-                                      rt.scored or acted_on.at, self.rules.policy)
+                    new, record = act(rt.alert_state.get(rule_key) or RuleState(), action, acted_on, now,
+                                      self.rules.policy)
                 except ActionRejected as exc:
                     await self.dead_letter(msg, str(exc))
                     continue
                 states, records, applied = by_stay.setdefault(action.stay_id, ({}, [], {}))
-                states[rule_key] = rt.alert_state[rule_key] = new.dumps()
+                rt.alert_state[rule_key] = new
+                states[rule_key] = new.dumps()
+                self._set_timer(rt)
                 records.append((record.alert_id, record.model_dump_json()))
                 applied[action.action_id] = action.alert_id
                 deliveries.append(await self.send(topics.ALERTS, str(action.stay_id).encode(), records[-1][1].encode()))
@@ -293,7 +300,7 @@ class Pipeline:
             async def write():
                 pipe = self.store.r.pipeline(transaction=False)
                 for sid, (states, records, applied) in by_stay.items():
-                    self.store.record(pipe, sid, states, records, applied)
+                    self.store.record(pipe, sid, states, records, applied, self.stays[sid].timer)
                 self.store.note_batch(pipe, feed, {"actions": len(feed)})
                 return await pipe.execute()
 
@@ -324,7 +331,8 @@ class Pipeline:
         rt.closed_at = st.mark("closed_at")
         rt.band = meta.get("band") or None
         rt.n_inputs = int(meta.get("n_inputs") or 0)
-        rt.alert_state = dict(st.alert_state)
+        rt.alert_state = {k: RuleState.loads(v) for k, v in st.alert_state.items()}
+        self._set_timer(rt)
         rt.last_by = {s.name: t for s in self.scorers if (t := st.mark(f"scored:{s.name}")) is not None}
         done = []
         for at, e in sorted(st.events, key=lambda x: (x[0], x[1].available_time, x[1].time, x[1].event_id)):
@@ -391,10 +399,20 @@ class Pipeline:
                     self.flushed[p] = upto
                     self._wake.set()
 
+    def _set_timer(self, rt: StayRuntime) -> None:
+        """The stay's earliest alert timer (escalation, snooze end). Timers after the stay's close never fire."""
+        due = [t for st in rt.alert_state.values() if (t := next_timer(st, self.rules.policy)) is not None
+               and (rt.closed_at is None or t <= rt.closed_at)]
+        rt.timer = min(due, default=None)
+
+    def _timer_due(self, rt: StayRuntime) -> bool:
+        """A timer is due once its clinical time is complete, like a point, and no unscored point precedes it."""
+        return rt.timer is not None and self._complete(rt, rt.timer) and (not rt.buffer or rt.timer < min(rt.buffer))
+
     def ready(self) -> list[StayRuntime]:
         out = []
         for rt in self.stays.values():
-            if rt.buffer and self._complete(rt, min(rt.buffer)):
+            if (rt.buffer and self._complete(rt, min(rt.buffer))) or self._timer_due(rt):
                 out.append(rt)
                 if len(out) >= self.batch_max:
                     break
@@ -431,12 +449,14 @@ class Pipeline:
         return len(batch)
 
     def _take(self, batch: list[StayRuntime]):
-        """Apply each stay's complete points in order and score the every-point scorers; stop a stay at a
-        point a cadence scorer is due at. Synchronous: it runs under the state lock."""
+        """Apply each stay's complete points in order and score the every-point scorers. A cadence scorer's
+        due points are queued, each with the events held for it since the previous one, to be scored
+        together off the event loop; a stay stops once a cadence scorer has `batch_max` points queued (a
+        dynamic batch: as much as is due, up to its size). Synchronous: it runs under the state lock."""
         every = [s for s in self.scorers if s.needs.cadence is None]
         cadenced = [s for s in self.scorers if s.needs.cadence is not None]
         per_stay: dict[int, dict[str, list[RiskScore]]] = {}
-        due: dict[str, list[tuple[StayRuntime, StayPoint]]] = defaultdict(list)
+        due: dict[str, list[tuple[StayRuntime, list[_Event], StayPoint]]] = defaultdict(list)
         timelines: list[list[float]] = []
         last_point: dict[int, datetime] = {}
         for rt in batch:
@@ -450,7 +470,7 @@ class Pipeline:
                 rt.n_inputs += sum(isinstance(e, (Measurement, Ecg)) for e in events)
                 for s in every:
                     s.apply(rt.states[s.name], events)
-                for s in cadenced:  # applied in one go when the scorer is next due (off the event loop)
+                for s in cadenced:  # applied when the scorer is next due (off the event loop)
                     rt.held[s.name] += events
                 point = StayPoint(rt.stay_id, rt.subject_id, at, rt.opened, rt.n_inputs)
                 band_changed = False
@@ -461,26 +481,27 @@ class Pipeline:
                     if s.name == "news2":
                         band_changed, rt.band = band != rt.band and rt.scored is not None, band
                 last_point[rt.stay_id] = rt.scored = at
-                stop = False
+                full = False
                 for s in cadenced:
                     if self._due(rt, s, at, band_changed):
-                        due[s.name].append((rt, point))
+                        due[s.name].append((rt, rt.held.pop(s.name, []), point))
                         rt.last_by[s.name] = at
-                        stop = True
-                if stop:  # a cadence scorer reads the state as of this point: score it before moving on
+                        full = full or len(due[s.name]) >= self.batch_max
+                if full:
                     break
         return per_stay, due, last_point, timelines
 
     async def _score_taken(self, batch, start, per_stay, due, last_point, timelines) -> None:
-        cadenced = [s for s in self.scorers if s.needs.cadence is not None]
         loop = asyncio.get_running_loop()
-        for s in cadenced:
+        for s in self.scorers:
             items = due.get(s.name)
             if not items:
                 continue
-            work = [(rt.states[s.name], rt.held.pop(s.name, []), p) for rt, p in items]
+            work = [(rt.states[s.name], events, p) for rt, events, p in items]
             scores = await loop.run_in_executor(None, _apply_and_score, s, work)
-            for (rt, _), score in zip(items, scores):
+            self.forward_sizes[s.name][len(work)] += 1
+            metrics.observe_forward(s.name, len(work))
+            for (rt, _, _), score in zip(items, scores):
                 per_stay[rt.stay_id][s.name].append(score)
         await self._publish_and_commit(batch, start, per_stay, last_point, timelines)
 
@@ -498,6 +519,28 @@ class Pipeline:
                 and rt.scored >= rt.closed_at:
             del self.stays[stay_id]
 
+    def _fire_timers(self, rt: StayRuntime, changed: set[str]) -> list[tuple[str, str]]:
+        """Fire the stay's alert timers whose clinical time has passed with no score after them: complete,
+        before its next unscored point, and not after its close. Returns their records (alert_id, JSON)."""
+        horizon = min(rt.buffer) if rt.buffer else None
+
+        def passed(due: datetime) -> bool:
+            return ((horizon is None or due < horizon) and self._complete(rt, due)
+                    and (rt.closed_at is None or due <= rt.closed_at))
+
+        out = []
+        for rule_key, state in list(rt.alert_state.items()):
+            scorer, _, key = rule_key.partition("/")
+            new, records = run_timers(self.rules.rule(scorer, key), state, rt.stay_id, rt.subject_id, passed,
+                                      self.rules.policy)
+            if records:
+                rt.alert_state[rule_key] = new
+                changed.add(rule_key)
+                rt.timed = max(filter(None, (rt.timed, records[-1].at)))
+                out += [(a.alert_id, a.model_dump_json()) for a in records]
+        self._set_timer(rt)
+        return out
+
     async def _publish_and_commit(self, batch, start, per_stay, last_point, timelines) -> None:
         """Publish the batch's scores and alerts, wait until they are delivered, then COMMIT each stay and the
         batch's bookkeeping in one Redis round trip."""
@@ -505,7 +548,7 @@ class Pipeline:
         n_scores = n_alerts = 0
         for rt in batch:
             alerts: list[tuple[str, str]] = []
-            changed: dict[str, str] = {}
+            changed: set[str] = set()
             scores_by: dict[str, list[tuple[datetime, str]]] = {}
             key = str(rt.stay_id).encode()
             for name, scores in per_stay[rt.stay_id].items():
@@ -516,21 +559,24 @@ class Pipeline:
                     raw = score.model_dump_json()
                     raws.append((score.scored_at, raw))
                     deliveries.append(await self.send(topics.SCORES, key, raw.encode()))
-                    fhir = risk_assessment(score)
+                    fhir = risk_assessment_json(score)
                     if fhir is not None:
-                        deliveries.append(await self.send(topics.FHIR_RISK, key, fhir.model_dump_json().encode()))
+                        deliveries.append(await self.send(topics.FHIR_RISK, key, fhir))
                     for rule in self.rules.for_score(score):
                         rule_key = f"{score.scorer}/{rule.key}"
-                        new, alert = step(rule, RuleState.loads(rt.alert_state.get(rule_key)), score, self.rules.policy)
-                        changed[rule_key] = rt.alert_state[rule_key] = new.dumps()
-                        if alert is not None:
-                            alerts.append((alert.alert_id, alert.model_dump_json()))
+                        new, records = advance(rule, rt.alert_state.get(rule_key) or RuleState(), score,
+                                               self.rules.policy)
+                        rt.alert_state[rule_key] = new
+                        changed.add(rule_key)
+                        alerts += [(a.alert_id, a.model_dump_json()) for a in records]
                 n_scores += len(scores)
+            alerts += self._fire_timers(rt, changed)
+            states = {k: rt.alert_state[k].dumps() for k in changed}  # once per rule and batch
             for _, a in alerts:
                 deliveries.append(await self.send(topics.ALERTS, key, a.encode()))
             n_alerts += len(alerts)
             feed += [(rt.stay_id, alert_id, a) for alert_id, a in alerts]
-            commits.append((rt, scores_by, changed, alerts))
+            commits.append((rt, scores_by, states, alerts))
         await asyncio.gather(*deliveries)   # published before committed: a crash here only republishes
         published = time.time()
         for timeline in timelines:
@@ -543,9 +589,9 @@ class Pipeline:
 
         async def commit():
             pipe = self.store.r.pipeline(transaction=False)
-            for rt, scores_by, changed, alerts in commits:
-                self.store.commit(pipe, rt.stay_id, last_point[rt.stay_id], rt.n_inputs, rt.band,
-                                        scores_by, changed, alerts)
+            for rt, scores_by, states, alerts in commits:
+                self.store.commit(pipe, rt.stay_id, last_point.get(rt.stay_id, rt.scored), rt.n_inputs, rt.band,
+                                  scores_by, states, alerts, rt.timer)
             self.store.note_batch(pipe, feed, bookkeeping, seconds * 1000.0)
             return await pipe.execute()
 
@@ -561,10 +607,15 @@ class Pipeline:
 
 
 def _apply_and_score(scorer: Scorer, work: list[tuple[Any, list[_Event], StayPoint]]) -> list[RiskScore]:
-    for state, events, _ in work:
+    """Apply each due point's held events to its stay's state and score all the points in one pass. A stay
+    with several points in `work` is scored at each from a snapshot of its state as of that point."""
+    last = {id(state): i for i, (state, _, _) in enumerate(work)}
+    items = []
+    for i, (state, events, point) in enumerate(work):
         if events:
             scorer.apply(state, events)
-    return scorer.score([(state, point) for state, _, point in work])
+        items.append((state if last[id(state)] == i else scorer.snapshot(state), point))
+    return scorer.score(items)
 
 
 def _part(msg: Message) -> int:

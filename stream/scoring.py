@@ -54,6 +54,9 @@ class Scorer(Protocol):
         """One RiskScore per (state, point), in order. Must not raise: report gaps in `missing`."""
         ...
 
+    # A cadence scorer (needs.cadence set) also offers `snapshot(state) -> state`: a copy as of now that later
+    # `apply` calls do not change, so that several points of one stay are scored in one pass.
+
 
 def canonical_order(events: Iterable[_Event]) -> list[_Event]:
     """The order in which a point's events are applied, whatever order they arrived in."""

@@ -72,10 +72,12 @@ return out
 
 
 
-def _store_alerts(state_key: int, list_key: int, by_id_key: int) -> str:
-    """Lua shared by COMMIT and RECORD: rule states into one hash, alert records onto the stay's list (newest
-    first) and into its by-id hash; the arguments are the KEYS indices of the three."""
+def _store_alerts(state_key: int, list_key: int, by_id_key: int, meta_key: int) -> str:
+    """Lua shared by COMMIT and RECORD: the stay's next alert timer into its meta, rule states into one hash,
+    alert records onto the stay's list (newest first) and into its by-id hash; the arguments are the KEYS
+    indices of the four."""
     return f"""
+redis.call('HSET', KEYS[{meta_key}], 'timer', ARGV[a]); a = a + 1
 local n_state = tonumber(ARGV[a]); a = a + 1
 for i = 0, n_state - 1 do redis.call('HSET', KEYS[{state_key}], ARGV[a], ARGV[a + 1]); a = a + 2 end
 local n_alerts = tonumber(ARGV[a]); a = a + 1
@@ -89,7 +91,7 @@ _COMMIT = """
 -- KEYS: meta events ecgs alertstate alerts alertbyid, then per scorer: latest history
 -- ARGV: scored scored_iso n_inputs lookback_s ecgs_keep band n_scorers,
 --       per scorer: name n_hist latest (n_hist x (epoch json)),
---       n_state (n_state x (field json)), n_alerts (n_alerts x (alert_id json))
+--       timer, n_state (n_state x (field json)), n_alerts (n_alerts x (alert_id json))
 local scored = tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'scored', ARGV[1], 'last_time', ARGV[2], 'n_inputs', ARGV[3], 'band', ARGV[6])
 local lookback = tonumber(ARGV[4])
@@ -114,18 +116,18 @@ for s = 0, tonumber(ARGV[7]) - 1 do
 end
 STORE_ALERTS
 return 1
-""".replace("STORE_ALERTS", _store_alerts(4, 5, 6)).replace("HISTORY", str(SCORE_HISTORY))
+""".replace("STORE_ALERTS", _store_alerts(4, 5, 6, 1)).replace("HISTORY", str(SCORE_HISTORY))
 
 _RECORD = """
 -- What people did with a stay's alerts: the rules' new states, the action records, and the action ids applied.
--- KEYS: alertstate alerts alertbyid actions
--- ARGV: n_state (n_state x (field json)), n_alerts (n_alerts x (alert_id json)), n_actions (n x (action_id alert_id))
+-- KEYS: alertstate alerts alertbyid actions meta
+-- ARGV: timer, n_state (n_state x (field json)), n_alerts (n_alerts x (alert_id json)), n_actions (n x (action_id alert_id))
 local a = 1
 STORE_ALERTS
 local n_actions = tonumber(ARGV[a]); a = a + 1
 for i = 0, n_actions - 1 do redis.call('HSET', KEYS[4], ARGV[a], ARGV[a + 1]); a = a + 2 end
 return 1
-""".replace("STORE_ALERTS", _store_alerts(1, 2, 3))
+""".replace("STORE_ALERTS", _store_alerts(1, 2, 3, 5))
 
 
 def epoch(dt: datetime) -> float:
@@ -205,9 +207,9 @@ class StayStore:
 
     def commit(self, pipe, stay_id: int, scored: datetime, n_inputs: int, band: str | None,
                      per_scorer: dict[str, list[tuple[datetime, str]]], alert_state: dict[str, str],
-                     alerts: Sequence[tuple[str, str]]) -> None:
+                     alerts: Sequence[tuple[str, str]], timer: datetime | None) -> None:
         """Queue one stay's COMMIT: the scores of its points up to `scored` ((scored_at, JSON) per scorer, in
-        point order) and its alert records ((alert_id, JSON), oldest first)."""
+        point order), its alert records ((alert_id, JSON), oldest first) and its next alert timer."""
         ks = [keys.meta(stay_id), keys.events(stay_id), keys.ecgs(stay_id), keys.alert_state(stay_id),
               keys.stay_alerts(stay_id), keys.alert_by_id(stay_id)]
         lookback = -1 if self.lookback is None else self.lookback.total_seconds()
@@ -218,15 +220,16 @@ class StayStore:
             args += [name, len(scores), scores[-1][1] if scores else ""]
             for scored_at, raw in scores:
                 args += [stamp(scored_at), raw]
-        args += _alert_args(alert_state, alerts)
+        args += _alert_args(timer, alert_state, alerts)
         pipe.execute_command(EVALSHA, self._commit.sha, len(ks), *ks, *args)
 
     def record(self, pipe, stay_id: int, alert_state: dict[str, str], alerts: Sequence[tuple[str, str]],
-               actions: dict[str, str]) -> None:
+               actions: dict[str, str], timer: datetime | None) -> None:
         """Queue one stay's RECORD of people's actions: rule states, action records ((alert_id, JSON), oldest
         first) and the ids of the actions applied (action_id -> alert_id), in one atomic call."""
-        ks = [keys.alert_state(stay_id), keys.stay_alerts(stay_id), keys.alert_by_id(stay_id), keys.actions(stay_id)]
-        args = _alert_args(alert_state, alerts) + [len(actions)]
+        ks = [keys.alert_state(stay_id), keys.stay_alerts(stay_id), keys.alert_by_id(stay_id), keys.actions(stay_id),
+              keys.meta(stay_id)]
+        args = _alert_args(timer, alert_state, alerts) + [len(actions)]
         for action_id, alert_id in actions.items():
             args += [action_id, alert_id]
         pipe.execute_command(EVALSHA, self._record.sha, len(ks), *ks, *args)
@@ -257,15 +260,16 @@ class StayStore:
         return {int(p): int(o) for p, o in (await self.r.hgetall(keys.OFFSETS)).items()}
 
     async def pending_stays(self) -> dict[int, int]:
-        """stay_id -> partition of every stay with events after its scored mark (read on start and rebalance)."""
+        """stay_id -> partition of every stay with events after its scored mark or an alert timer to run (read on
+        start and rebalance)."""
         metas = [k async for k in self.r.scan_iter(match="{stay:*}:meta", count=1000)]
         out: dict[int, int] = {}
         for start in range(0, len(metas), 500):
             pipe = self.r.pipeline(transaction=False)
             for k in metas[start:start + 500]:
-                pipe.hmget(k, "stay_id", "partition", "clock", "scored")
-            for sid, part, clock, scored in await pipe.execute():
-                if sid and clock and (not scored or float(clock) > float(scored)):
+                pipe.hmget(k, "stay_id", "partition", "clock", "scored", "timer")
+            for sid, part, clock, scored, timer in await pipe.execute():
+                if sid and clock and (not scored or float(clock) > float(scored) or timer):
                     out[int(sid)] = int(part) if part is not None else -1
         return out
 
@@ -303,8 +307,8 @@ class StayStore:
             pipe.lpush(keys.LATENCY, f"{latency_ms:.1f}")
             pipe.ltrim(keys.LATENCY, 0, LATENCY_POINTS - 1)
 
-def _alert_args(alert_state: dict[str, str], alerts: Sequence[tuple[str, str]]) -> list:
-    args: list = [len(alert_state)]
+def _alert_args(timer: datetime | None, alert_state: dict[str, str], alerts: Sequence[tuple[str, str]]) -> list:
+    args: list = ["" if timer is None else stamp(timer), len(alert_state)]
     for k, v in alert_state.items():
         args += [k, v]
     args.append(len(alerts))

@@ -138,6 +138,29 @@ def test_a_snoozed_alert_comes_back_when_the_snooze_ends_and_must_be_acknowledge
     assert "fluids running" in aggregate[1].reason
 
 
+def test_an_alert_escalates_at_its_deadline_when_only_the_partition_clock_moves_on(pipeline_settings):
+    """Stay 1 gets no score after its urgent alert is raised; stay 2's vitals on the same partition tell the
+    worker that clinical time passed, so stay 1 escalates at T + 15 min, not at its next score."""
+    ward = Ward(pipeline_settings)
+    ward.run([ward.vitals(0)] + [ward.vitals(m, stays=(2,), rr=16, spo2=98) for m in (10, 14)])
+    assert _states(ward.audit(1)) == [("raised", "system")]  # the partition clock (14 min) has not passed 15
+    ward.run([ward.vitals(m, stays=(2,), rr=16, spo2=98) for m in (40, 70)])
+    raised, escalated = [a for a in ward.audit(1) if a.task == "news2"]
+    assert (raised.level, escalated.state, escalated.level) == ("urgent", "escalated", "urgent")
+    assert escalated.at == T0 + timedelta(minutes=15) and escalated.score_id is None
+    assert escalated.value == raised.value
+
+
+def test_a_snooze_ends_at_its_own_time_without_a_score_of_the_stay(pipeline_settings):
+    ward = Ward(pipeline_settings)
+    ward.run([ward.vitals(0, stays=(1,))])
+    snooze = _action(ward.raised(1), "snooze", 1, reason="fluids running", snooze_minutes=20)
+    ward.run([ward.action(snooze)] + [ward.vitals(m, stays=(2,)) for m in (1, 60)])
+    states = [(a.state, a.at - T0) for a in ward.audit(1) if a.task == "news2"]
+    assert states == [("raised", timedelta(0)), ("snoozed", timedelta(0)), ("re-presented", timedelta(minutes=20)),
+                      ("escalated", timedelta(minutes=35))]
+
+
 def test_bad_actions_are_dead_lettered_with_a_reason_and_change_nothing(pipeline_settings):
     ward = Ward(pipeline_settings)
     ward.run([ward.vitals(0, stays=(1,))])

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from medm2t.events import AlertAction, RiskScore, TaskScore
 from stream import news2
-from stream.alerts import ActionRejected, AlertRules, RuleState, act, step
+from stream.alerts import ActionRejected, AlertRules, RuleState, act, advance, next_timer, run_timers, step
 from stream.policy import AlertPolicy
 
 T0 = datetime(2150, 1, 1, 8, 0)
@@ -175,3 +175,60 @@ def test_rule_state_blobs_of_older_versions_still_load():
     state = RuleState.loads(old)
     assert (state.level, state.below, state.episode, state.acked_by) == ("urgent", 1, None, None)
     assert RuleState.loads(state.dumps()) == state
+
+
+# ---- timers on the clinical clock ------------------------------------------------------------------------
+
+
+def _fire_until(t: Timeline, minute: int) -> list:
+    """What the worker does when the stay's clinical time passes `minute` with no score: fire due timers."""
+    t.state, records = run_timers(RULE, t.state, 1, 2, lambda due: due <= T0 + timedelta(minutes=minute), LIFE)
+    t.records += records
+    return records
+
+
+def test_an_emergency_with_no_score_after_it_escalates_at_its_own_deadline():
+    t = Timeline()
+    raised = t.score(7, 0)
+    assert next_timer(t.state, LIFE) == T0 + timedelta(minutes=15)
+    assert _fire_until(t, 14) == []
+    escalated, = _fire_until(t, 60)  # clinical time passed 15 min long before the next score
+    assert (escalated.state, escalated.level, escalated.escalation) == ("escalated", "emergency", 1)
+    assert escalated.at == T0 + timedelta(minutes=15)
+    assert escalated.value == 7 and escalated.score_id is None and escalated.episode_id == raised.alert_id
+    assert "not acknowledged within 15 min of 08:00" in escalated.reason
+    assert next_timer(t.state, LIFE) is None and _fire_until(t, 600) == []  # once per level
+
+
+def test_a_snooze_ends_at_its_own_time_and_the_re_presented_alert_escalates_15_min_later():
+    t = Timeline()
+    raised = t.score(5, 0)
+    t.act(_action("snooze", raised.alert_id, snooze_minutes=30), 5)
+    back, escalated = _fire_until(t, 120)
+    assert (back.state, back.at) == ("re-presented", T0 + timedelta(minutes=35))
+    assert (escalated.state, escalated.at) == ("escalated", T0 + timedelta(minutes=50))
+
+
+def test_advance_fires_the_timers_that_fell_before_a_score_at_their_own_time():
+    t = Timeline()
+    t.score(5, 0)
+    t.state, records = advance(RULE, t.state, _score(5, 60), LIFE)
+    assert [(a.state, a.at) for a in records] == [("escalated", T0 + timedelta(minutes=15))]
+
+
+def test_a_resolving_alert_does_not_escalate_and_one_that_stands_again_does():
+    t = Timeline()
+    t.score(7, 0)
+    assert t.score(5, 10) is None  # below the emergency tier's clear_below (6): resolving, not yet cleared
+    assert t.state.resolving and next_timer(t.state, LIFE) is None
+    assert _fire_until(t, 60) == [] and t.score(5, 20) is None
+    late = t.score(7, 40)  # the condition stands again after its deadline: escalates at once
+    assert (late.state, late.at, late.escalation) == ("escalated", T0 + timedelta(minutes=40), 1)
+
+
+def test_a_resolving_alert_clears_as_the_policy_says_without_escalating():
+    t = Timeline()
+    t.score(5, 0)
+    for minute in (10, 40, 70):
+        t.score(3, minute)
+    assert [s for s, *_ in t.states()] == ["raised", "cleared"]

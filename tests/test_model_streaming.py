@@ -93,6 +93,28 @@ def test_incremental_equals_recompute(which, request):
     assert all(len(st.vit) < sum(isinstance(e, Measurement) and e.concept is not None for e in ev) for st, ev in zip(states, streams))
 
 
+def test_a_snapshot_keeps_the_state_as_of_its_point_while_the_state_moves_on(checkpoint):
+    """The worker scores several points of one stay in one pass from snapshots: each equals the recompute at
+    its own point, whatever was applied to the live state after it (sparse windows, vitals, ECGs)."""
+    from model.checkpoint import load_checkpoint
+    from model.incremental import IncrementalEncoder
+
+    ck, _ = checkpoint
+    model, feat, cfg, _ = load_checkpoint(ck)
+    stay = [e for e in make_stay(400, np.random.default_rng(3), hours=40, n=90, ecgs=3)
+            if isinstance(e, (StayOpened, Measurement, Ecg))]
+    inc = IncrementalEncoder(model, feat)
+    state, snaps, ats = inc.new_state(), [], [T0 + timedelta(hours=h) for h in (2, 9, 21, 39)]
+    for at in ats:
+        inc.update(state, [e for e in stay if e.available_time <= at])
+        snaps.append(inc.snapshot(state))
+    got = inc.score(snaps, ats)
+    for i, at in enumerate(ats):
+        want = _recompute(model, feat, cfg, [e for e in stay if e.available_time <= at], at)
+        for k in want:
+            assert torch.allclose(got[k][i], want[k][0], atol=1e-5), (at, k)
+
+
 def test_incremental_with_fewer_encoders_ignores_the_other_modalities(checkpoint):
     """A model without ECG or dense-vitals encoders (e.g. trained on PhysioNet 2012) scores stays that have
     ECGs incrementally, equal to recompute, instead of failing on the missing encoder."""

@@ -13,7 +13,9 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from medm2t import topics
 from medm2t.events import RiskScore, TaskScore
-from medm2t.fhir import risk_assessment
+from hypothesis import given, settings as hsettings, strategies as st
+
+from medm2t.fhir import risk_assessment, risk_assessment_json
 from medm2t.schemas import MESSAGE_TYPES, export_schemas, schema_of
 from medm2t.settings import DEMO_CHECKPOINT
 from stream.news2 import News2Scorer
@@ -80,6 +82,41 @@ def test_a_risk_assessment_validates_with_fhir_resources_and_its_schema():
     hf = by_code["cvd_90d_hf"].whenPeriod
     assert hf.end - hf.start == timedelta(days=90) and hf.start.replace(tzinfo=None) == T0
     assert any("ICU days remaining: 2.4" in n.text for n in back.note)
+
+
+_text = st.from_regex(r"[\w%().,;:+/µ≥-]+( [\w%().,;:+/µ≥-]+){0,5}", fullmatch=True)  # FHIR strings and codes
+_p = st.floats(0.0, 1.0)
+
+
+@st.composite
+def _scores(draw) -> RiskScore:
+    tasks = {}
+    if draw(st.booleans()):
+        tasks["mortality"] = TaskScore(value=draw(_p), kind="probability", calibration=draw(_text),
+                                       detail=draw(st.fixed_dictionaries({}, optional={"drivers": _text})))
+    if draw(st.booleans()):
+        tasks["los_remaining"] = TaskScore(value=draw(st.floats(0, 60)), kind="days", calibration=draw(_text))
+    if draw(st.booleans()):
+        probabilities = draw(st.dictionaries(st.sampled_from(["none", "chd", "stroke", "hf"]), _p, min_size=1))
+        tasks["cvd_90d"] = TaskScore(value=draw(_p), kind="class_probabilities", calibration=draw(_text),
+                                     probabilities=probabilities)
+    return RiskScore(score_id=draw(st.text("0123456789abcdef", min_size=24, max_size=24)), stay_id=draw(st.integers(1, 10**9)),
+                     subject_id=draw(st.integers(1, 10**9)), scorer="medm2t", model_version=draw(_text),
+                     scored_at=draw(st.datetimes(datetime(2100, 1, 1), datetime(2200, 1, 1))),
+                     hours_since_admission=draw(st.none() | st.floats(0, 2000)), inputs_seen=draw(st.integers(0, 10**6)),
+                     missing=tuple(draw(st.lists(_text, max_size=3))), tasks=tasks)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(_scores())
+def test_the_worker_s_plain_json_equals_the_fhir_resources_model(score):
+    """The worker writes risk_assessment_json without fhir.resources on the hot path: it must be the same
+    resource that FHIR's own models build and validate."""
+    fast, model = risk_assessment_json(score), risk_assessment(score)
+    if model is None:
+        assert fast is None
+        return
+    assert json.loads(fast) == json.loads(model.model_dump_json())
 
 
 def test_the_schema_rejects_what_the_profile_does_not_allow():

@@ -130,7 +130,8 @@ async def _backlog_run(url: str, scorers, messages) -> dict:
     sink = await run_backlog(url, scorers, messages, PARTITIONS, batches)
     seconds = time.perf_counter() - start
     return {"events": len(messages), "seconds": seconds, "scores": len(sink.sent[topics.SCORES]),
-            "alerts": len(sink.sent[topics.ALERTS]), "sizes": batches.sizes, "times": batches.seconds}
+            "alerts": len(sink.sent[topics.ALERTS]), "sizes": batches.sizes, "times": batches.seconds,
+            "forward": batches.forward}
 
 
 async def _per_event_cost(url: str, history: int, n_stays: int = 64, rounds: int = 10) -> float:
@@ -175,4 +176,16 @@ def _format(names: str, f: dict) -> str:
     return (f"  {names:<14} {f['events'] / f['seconds']:>8,.0f} events/s ({f['seconds']:.1f} s), "
             f"{f['scores']:,} scores, {f['alerts']:,} alerts, {len(sizes)} batches of "
             f"{statistics.mean(sizes) if sizes else 0:.0f} stays on average (max {max(sizes, default=0)}), "
-            f"batch time p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms")
+            f"batch time p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms"
+            + "".join(_forward(name, passes, f["seconds"]) for name, passes in f["forward"].items()))
+
+
+def _forward(scorer: str, passes: dict[int, int], seconds: float) -> str:
+    """One cadence scorer's forward passes: how many points each held (the model's batch sizes)."""
+    sizes = sorted(n for n, k in passes.items() for _ in range(k))
+    if not sizes:
+        return ""
+    q = lambda x: nearest_rank(sizes, x)  # noqa: E731
+    return (f"\n  {'':<14} {scorer}: {sum(sizes):,} points in {len(sizes):,} passes ({sum(sizes) / seconds:,.0f} "
+            f"scores/s), points per pass mean {statistics.mean(sizes):.0f}, p10 {q(0.1)}, p50 {q(0.5)}, "
+            f"p90 {q(0.9)}, max {sizes[-1]}")

@@ -94,8 +94,8 @@ def sample_stay_events(i: int, deteriorating: bool, hours: int, rng: np.random.G
 @lru_cache(maxsize=1)
 def _scorers():
     from medm2t.settings import Settings
-    from model.scorer import MedM2TScorer
-    from stream.news2 import News2Scorer
+    from stream.scorers.medm2t import MedM2TScorer
+    from stream.scorers.news2 import News2Scorer
     from stream.policy import load_policy
 
     settings = Settings()

@@ -102,7 +102,7 @@ def _fmt(x: float) -> str:
 def _concept_ranges() -> dict[str, _Range]:
     # The catalogue's `valid` ranges ("impossible, not merely abnormal") for the bedside concepts, except:
     # a heart rate of 0 is rejected, FiO2 is a percent (21-100) or a fraction (0.21-1.0, see
-    # stream/news2.on_oxygen), and PhysioNet 2012's total GCS is 3-15.
+    # stream/scorers/news2.on_oxygen), and PhysioNet 2012's total GCS is 3-15.
     out = {c: _Range(item.valid) for c, item in _catalogue.CONCEPT_ITEMS.items() if item.valid}
     out["hr"] = _Range((0.0, out["hr"].parts[0][1]), lo_open=True, text=f"(0, {_fmt(out['hr'].parts[0][1])}]")
     out["fio2"] = _Range((0.21, 1.0), (21.0, 100.0), text="[0.21, 1] (fraction) or [21, 100] (percent)")

@@ -85,7 +85,7 @@ def results_from_outputs(out: dict, rows: Sequence[tuple[float, dict[str, bool],
     """Model outputs (the dict MedM2T.forward returns, batch of len(rows)) -> one result dict per row:
     mortality probability, remaining and total ICU LOS (days), CVD class probabilities, plus the row's
     (elapsed hours, modalities present, number of unknown items). Shared by the full-recompute path
-    (Predictor.predict_inputs) and the incremental one (model.scorer.MedM2TScorer)."""
+    (Predictor.predict_inputs) and the incremental one (stream.scorers.medm2t.MedM2TScorer)."""
     from model.config import CVD_CLASSES
 
     arrays = output_arrays(out, calibration)

@@ -20,7 +20,7 @@ from typing import Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stream import keys
-from stream.news2 import HIGH_AT, MEDIUM_AT
+from stream.scorers.news2 import HIGH_AT, MEDIUM_AT
 
 POLICY_FILE = "alert-policy.json"  # in a checkpoint folder: the policy `alerts calibrate` tuned for that model
 Level = Literal["info", "urgent", "emergency"]

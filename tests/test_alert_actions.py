@@ -34,7 +34,7 @@ class Ward:
     def run(self, steps) -> dict[str, list[bytes]]:
         """Run `steps` (async callables of the pipeline) on a fresh Pipeline; returns what it published."""
         from medm2t.connections import redis_async
-        from stream.news2 import News2Scorer
+        from stream.scorers.news2 import News2Scorer
         from stream.offline import MemorySink, score_all_ready
         from stream.pipeline import Pipeline
         from stream.policy import load_policy

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from medm2t.events import AlertAction, RiskScore, TaskScore
-from stream import news2
+from stream.scorers import news2
 from stream.alerts import ActionRejected, AlertRules, RuleState, act, advance, next_timer, run_timers, step
 from stream.policy import AlertPolicy
 

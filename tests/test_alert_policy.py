@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from medm2t.events import RiskScore, TaskScore
 from medm2t.settings import Settings
-from stream import news2
+from stream.scorers import news2
 from stream.alerts import AlertRules, RuleState, step
 from stream.policy import (
     DEFAULT_POLICY, POLICY_FILE, AlertPolicy, PolicyError, RulePolicy, TierPolicy, dumps, load_policy,

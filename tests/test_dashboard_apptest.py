@@ -13,7 +13,7 @@ from dashboard.sample import write_sample_ward
 from medm2t.events import Alert
 from medm2t.settings import get_settings
 from stream import keys
-from stream.news2 import VERSION as NEWS2_VERSION
+from stream.scorers.news2 import VERSION as NEWS2_VERSION
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 DASHBOARD_DB = 9  # a database of its own on the session Redis, flushed per test
@@ -209,8 +209,8 @@ def test_system_page_reads_the_real_model_cards_as_tables(dash_redis):
     import json
 
     from medm2t.settings import DEMO_CHECKPOINT
-    from model.scorer import MedM2TScorer
-    from stream.news2 import News2Scorer
+    from stream.scorers.medm2t import MedM2TScorer
+    from stream.scorers.news2 import News2Scorer
 
     if not DEMO_CHECKPOINT.exists():
         pytest.skip("no demo checkpoint committed")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def scorer():
-    from model.scorer import MedM2TScorer
+    from stream.scorers.medm2t import MedM2TScorer
 
     return MedM2TScorer.load(DEMO, "cpu")
 
@@ -109,7 +109,7 @@ def test_scores_and_alert_reasons_carry_the_drivers_in_clinical_words(scorer, st
 
 
 def test_driver_words():
-    from model.scorer import MedM2TState, _driver_words
+    from stream.scorers.medm2t import MedM2TState, _driver_words
     from stream.scoring import StayPoint
 
     t = datetime(2150, 1, 1)

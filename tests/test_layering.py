@@ -61,3 +61,11 @@ def test_model_has_no_import_cycle():
         if start not in state:
             cycle = cycle_from(start, [])
             assert cycle is None, " -> ".join(cycle)
+
+
+def test_model_imports_neither_the_stream_nor_the_dashboard():
+    """model/ is the network and its inference; the worker's adapter (stream/scorers/medm2t.py) imports it,
+    never the other way round."""
+    offenders = [f"{_module(p)} imports {imp}" for p in _sources("model") for imp in _imports(p)
+                 if imp.split(".")[0] in ("stream", "dashboard")]
+    assert _sources("model") and offenders == []

@@ -182,7 +182,7 @@ def test_predictor_batches_and_reports_total_los(checkpoint):
 
 
 def test_scorer_protocol_and_odd_stays(checkpoint):
-    from model.scorer import MedM2TScorer
+    from stream.scorers.medm2t import MedM2TScorer
 
     ck, stays = checkpoint
     scorer = MedM2TScorer.load(ck, device="cpu")

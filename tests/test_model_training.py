@@ -188,7 +188,7 @@ def test_train_then_evaluate_cli_round_trip(tmp_path, monkeypatch, capsys):
     assert calibrated["mortality"]["auroc"] == pytest.approx(raw["mortality"]["auroc"])  # a temperature keeps the ranking
     assert calibrated["mortality"]["brier"] != raw["mortality"]["brier"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from model.scorer import MedM2TScorer
+    from stream.scorers.medm2t import MedM2TScorer
 
     scorer = MedM2TScorer.load(ck, device="cpu")
     assert scorer.version == fitted["model_version"]

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from medm2t.events import Measurement, StaticFeatures, StayOpened, make_event_id
-from stream import news2
+from stream.scorers import news2
 from stream.scoring import Scorer, StayView
 
 T0 = datetime(2150, 1, 1, 8, 0)

@@ -51,7 +51,7 @@ def _run(settings, db: int, messages: list[tuple[bytes, bytes]], around_chunk=No
     point complete. `around_chunk(redis)` may return stream.offline.feed's hook. Returns (messages sent per
     topic, stored events per stay, counters)."""
     from medm2t.connections import redis_async, redis_sync
-    from stream.news2 import News2Scorer
+    from stream.scorers.news2 import News2Scorer
     from stream.offline import MemorySink, feed
     from stream.pipeline import Pipeline
     from stream.state import StayStore
@@ -87,7 +87,7 @@ def _without_wall_clock(alerts: list[bytes]) -> list[str]:
 
 
 def test_ten_thousand_bad_messages_change_nothing_but_the_dead_letter_topic(pipeline_settings, good_stream):
-    from stream.news2 import News2Scorer
+    from stream.scorers.news2 import News2Scorer
 
     good = [(str(e.stay_id).encode(), dump_event(e)) for e in good_stream]
     cases = bad_message_cases(N_BAD, seed=11, good=[v for _, v in good[:400]])

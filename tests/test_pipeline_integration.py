@@ -134,7 +134,7 @@ def _assert_same_as_undisturbed(settings, want, undisturbed) -> None:
 
 @pytest.fixture(scope="module")
 def cohort_expectation(synth_cohort):
-    from stream.news2 import News2Scorer
+    from stream.scorers.news2 import News2Scorer
 
     per_stay = _per_stay(synth_cohort)
     n_inputs = sum(len(evs) for evs in per_stay.values())

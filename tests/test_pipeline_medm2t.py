@@ -84,8 +84,8 @@ def _latest(r, sid, scorer) -> RiskScore:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_live_medm2t_stream_is_the_contracts(settings, checkpoint, replayed):
-    from model.scorer import MedM2TScorer
-    from stream.news2 import News2Scorer
+    from stream.scorers.medm2t import MedM2TScorer
+    from stream.scorers.news2 import News2Scorer
 
     assert "replayed 30 stays" in replayed["summary"]
     assert "scoring with NEWS2 only" not in replayed["log"].read_text()
@@ -148,8 +148,8 @@ def test_each_live_medm2t_score_has_one_valid_fhir_risk_assessment(settings, rep
 def test_state_rebuilt_from_redis_scores_like_the_live_state(settings, checkpoint, replayed):
     """What the store keeps of a stay (all measurements, the latest ECGs) is enough to rebuild MedM2T's state
     after a restart: rescoring each stay's last point from Redis alone gives its live score."""
-    from model.scorer import MedM2TScorer
-    from stream.news2 import News2Scorer
+    from stream.scorers.medm2t import MedM2TScorer
+    from stream.scorers.news2 import News2Scorer
     from stream.pipeline import Pipeline
     from stream.scoring import StayPoint
     from stream.state import StayStore
@@ -215,14 +215,14 @@ def test_auto_falls_back_to_news2_on_a_checkpoint_of_another_version(checkpoint,
 
 
 def test_a_non_finite_model_output_is_reported_not_turned_into_a_number(checkpoint, synth_cohort, caplog):
-    from model.scorer import MedM2TScorer
+    from stream.scorers.medm2t import MedM2TScorer
     from replay.sources import parse_spec
 
     stay = next(iter(parse_spec(f"synth:{synth_cohort}").stays()))
     scorer = MedM2TScorer.load(checkpoint[0], "cpu")
     with torch.no_grad():
         scorer.predictor.model.fusion.heads.mortality.bias.fill_(float("nan"))
-    with caplog.at_level("WARNING", logger="model.scorer"):
+    with caplog.at_level("WARNING", logger="stream.scorers.medm2t"):
         score, = scorer.score_batch([_views_at(stay, stay[-1].available_time)[0]])
     assert "mortality" not in score.tasks and {"los_remaining", "cvd_90d"} <= set(score.tasks)
     assert "mortality (non-finite model output)" in score.missing
@@ -253,7 +253,7 @@ def test_incremental_scorer_equals_a_full_recompute_over_growing_micro_batches(c
     """The worker's use of MedM2TScorer: one state per stay, each point's new events applied, many stays
     scored in one pass. Batch after batch its scores equal a from-scratch Predictor.predict on the same
     events, and scoring the same points again changes nothing."""
-    from model.scorer import MedM2TScorer
+    from stream.scorers.medm2t import MedM2TScorer
     from replay.sources import parse_spec
     from stream.scoring import StayPoint, canonical_order
 
@@ -262,7 +262,7 @@ def test_incremental_scorer_equals_a_full_recompute_over_growing_micro_batches(c
     states = {s[0].stay_id: scorer.new_state() for s in stays}
     applied = {sid: 0 for sid in states}
     checked = 0
-    caplog.set_level("WARNING", logger="model.scorer")
+    caplog.set_level("WARNING", logger="stream.scorers.medm2t")
     for hour in (0.5, 3, 9, 20, 45, 400):
         # each stay on its own clock, the later ones joining the batches a few hours after the first
         batch = [_views_at(s, s[0].time + timedelta(hours=hour - 4 * k)) for k, s in enumerate(stays)]
@@ -299,9 +299,9 @@ def test_a_stay_with_more_ecgs_than_the_model_reads_scores_the_same_live_and_reb
     from Redis after a restart, so a restart can never change what the model sees."""
     from medm2t.connections import redis_async, redis_sync
     from medm2t.events import Ecg, dump_event, make_event_id
-    from model.scorer import MedM2TScorer
+    from stream.scorers.medm2t import MedM2TScorer
     from replay.sources import parse_spec
-    from stream.news2 import News2Scorer
+    from stream.scorers.news2 import News2Scorer
     from stream.pipeline import Message, Pipeline
     from stream.scoring import StayPoint
     from stream.state import StayStore

@@ -18,7 +18,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from medm2t.fhir import risk_assessment, risk_assessment_json
 from medm2t.schemas import MESSAGE_TYPES, export_schemas, schema_of
 from medm2t.settings import DEMO_CHECKPOINT
-from stream.news2 import News2Scorer
+from stream.scorers.news2 import News2Scorer
 from stream.scoring import StayView
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "docs" / "schemas"
@@ -136,7 +136,7 @@ def test_a_points_score_has_no_risk_assessment():
 
 @pytest.mark.skipif(not DEMO_CHECKPOINT.exists(), reason="no demo checkpoint")
 def test_a_real_medm2t_score_maps_to_a_valid_risk_assessment():
-    from model.scorer import MedM2TScorer
+    from stream.scorers.medm2t import MedM2TScorer
     from test_model_architecture import make_stay
 
     stay = make_stay(1, np.random.default_rng(0), hours=12, ecgs=1)

@@ -134,8 +134,8 @@ def _run(args: argparse.Namespace) -> int:
 def _scorers(checkpoint: Path, settings):
     from datetime import timedelta
 
-    from model.scorer import MedM2TScorer
-    from stream.news2 import News2Scorer
+    from stream.scorers.medm2t import MedM2TScorer
+    from stream.scorers.news2 import News2Scorer
 
     # NEWS2 runs too: MedM2T also scores where the NEWS2 band changes, as in the worker
     return [News2Scorer(), MedM2TScorer.load(checkpoint, "auto", cadence=timedelta(minutes=settings.medm2t_cadence_min))]

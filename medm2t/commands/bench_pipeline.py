@@ -77,14 +77,14 @@ def _histories(text: str) -> list[int]:
 
 def _scorers(names: list[str], checkpoint: Path):
     from medm2t.cli import UserError
-    from stream.news2 import News2Scorer
+    from stream.scorers.news2 import News2Scorer
 
     out = []
     for name in names:
         if name == "news2":
             out.append(News2Scorer())
         elif name == "medm2t":
-            from model.scorer import MedM2TScorer
+            from stream.scorers.medm2t import MedM2TScorer
 
             if not (checkpoint / "meta.json").exists():
                 raise UserError(f"no MedM2T checkpoint at {checkpoint} (run `make demo` once, or pass --checkpoint)")
@@ -137,7 +137,7 @@ async def _backlog_run(url: str, scorers, messages) -> dict:
 async def _per_event_cost(url: str, history: int, n_stays: int = 64, rounds: int = 10) -> float:
     """µs per new event (ingest + score + commit) for stays that already hold `history` measurements."""
     from medm2t.events import Measurement, dump_event, make_event_id
-    from stream.news2 import News2Scorer
+    from stream.scorers.news2 import News2Scorer
     from stream.offline import score_all_ready
     from stream.pipeline import Message
 

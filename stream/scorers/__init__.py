@@ -7,7 +7,7 @@ import logging
 
 from medm2t.settings import Settings
 from stream import keys
-from stream.news2 import News2Scorer
+from stream.scorers.news2 import News2Scorer
 from stream.scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def _load_medm2t(settings: Settings) -> Scorer:
     if not settings.checkpoint.is_dir():
         raise ScorerConfigError(f"MedM2T checkpoint folder {settings.checkpoint} does not exist (train one or set MEDM2T_CHECKPOINT)")
     try:
-        from model.scorer import MedM2TScorer
+        from stream.scorers.medm2t import MedM2TScorer
     except ImportError as exc:
         raise ScorerConfigError(f"the MedM2T scorer cannot be imported: {exc}") from exc
     try:

@@ -14,8 +14,12 @@ through as a generic lab measurement (item = the code) only if it carries a nume
 falls inside a stay; value-less codes (medication orders, transfers, diagnoses) are not measurements.
 
 Static and outcomes: GENDER//F|M, MEDS_BIRTH (age at ICU admission), the last HOSPITAL_ADMISSION//type//
-location before the stay, and MEDS_DEATH. hospital_death = a death dated no later than the first
-HOSPITAL_DISCHARGE after the stay. No CVD label (MEDS carries no primary-diagnosis flag).
+location before the stay, and the death. hospital_death comes from the first HOSPITAL_DISCHARGE//<location>
+after the stay began (its admission's discharge; ICU out-times can run past it), as MIMIC-IV's
+hospital_expire_flag does: `DIED` is a death in hospital, any other known location is not (a hospice
+discharge is alive). Only where the location is missing or `UNK` does it fall back to MEDS_DEATH dated no
+later than that discharge (MEDS_DEATH is the date of death from any source, often after discharge).
+No CVD label (MEDS carries no primary-diagnosis flag).
 """
 from __future__ import annotations
 
@@ -32,6 +36,17 @@ from replay import items as catalogue
 SOURCE = "meds"
 _STRUCTURAL = ("ICU_ADMISSION//", "ICU_DISCHARGE//", "HOSPITAL_ADMISSION//", "HOSPITAL_DISCHARGE//", "GENDER//",
                "MEDS_BIRTH", "MEDS_DEATH")
+
+
+def _hospital_death(discharge: datetime | None, where: str | None,
+                    death: datetime | None) -> tuple[bool | None, datetime | None]:
+    """(died in hospital, when) from the discharge after the stay: its location where known, else the death date."""
+    if discharge is None:
+        return None, None
+    if where and where.upper() not in ("UNK", "UNKNOWN"):
+        return (True, discharge) if where.upper() == "DIED" else (False, None)
+    died = bool(death and death.date() <= discharge.date())
+    return died, death if died else None
 
 
 class MedsReader:
@@ -147,7 +162,7 @@ class MedsReader:
                 parts = code.split("//")
                 admissions.append((time, parts[1] if len(parts) > 1 else None, parts[2] if len(parts) > 2 else None))
             elif code.startswith("HOSPITAL_DISCHARGE//") and time is not None:
-                discharges.append(time)
+                discharges.append((time, code.split("//")[1] if code.count("//") else None))
         timed = [r for r in rows if r[1] is not None]
         times = [r[1] for r in timed]
         for k, (start, end, unit) in enumerate(self._derive_stays(rows), start=1):
@@ -172,12 +187,12 @@ class MedsReader:
             body.sort(key=lambda e: (e.available_time, e.time, e.event_id))
             closed = StayClosed(event_id=make_event_id(SOURCE, subject, start, "close"), stay_id=stay_id, subject_id=subject,
                                 time=stop, available_time=stop, source=SOURCE)
-            discharge = next((d for d in discharges if d >= stop), None)
-            in_hospital = None if discharge is None else bool(death and death.date() <= discharge.date())
+            discharge, where = next(((d, w) for d, w in sorted(discharges) if d >= start), (None, None))
+            in_hospital, deathtime = _hospital_death(discharge, where, death)
             known = max(stop, discharge) if discharge else stop
             outcome = Outcome(event_id=make_event_id(SOURCE, subject, start, "outcome"), stay_id=stay_id, subject_id=subject,
                               time=known, available_time=known, source=SOURCE, hospital_death=in_hospital,
-                              deathtime=death if in_hospital else None, icu_intime=start, icu_outtime=end,
+                              deathtime=deathtime, icu_intime=start, icu_outtime=end,
                               los_days=(end - start).total_seconds() / 86400 if end else None)
             yield [opened, *body, closed, outcome]
 

@@ -80,3 +80,41 @@ def test_real_demo(shared_data):
         hr_rows += len(hr)
         hr_stays += bool(hr)
     assert hr_stays == 30 and hr_rows > 1_000
+
+
+def test_the_discharge_location_decides_a_death_in_hospital(tmp_path):
+    """DIED is a death in hospital even when MEDS_DEATH is missing; a hospice discharge is alive even when
+    MEDS_DEATH falls on the discharge day; UNK falls back to MEDS_DEATH; the ICU out-time may run past the
+    hospital discharge of a death (the admission's discharge still decides)."""
+    rows = []
+    for subject, where, death_day, icu_out in ((1, "DIED", None, T.replace(day=3, hour=2)), (2, "HOSPICE", 3, None),
+                                               (3, "UNK", 3, None), (4, "HOME", None, None)):
+        rows += [(subject, T.replace(hour=2), "ICU_ADMISSION//MICU", None),
+                 (subject, T.replace(hour=3), "LAB//220045//bpm", 90.0),
+                 (subject, icu_out or T.replace(hour=6), "ICU_DISCHARGE//MICU", None),
+                 (subject, T.replace(day=3), f"HOSPITAL_DISCHARGE//{where}", None)]
+        if death_day:
+            rows.append((subject, T.replace(day=death_day, hour=20), "MEDS_DEATH", None))
+    _meds(tmp_path / "t.parquet", rows)
+    outcomes = {e[-1].subject_id: e[-1] for e in MedsReader(tmp_path / "t.parquet").stays()}
+    assert {s: o.hospital_death for s, o in outcomes.items()} == {1: True, 2: False, 3: True, 4: False}
+    assert outcomes[1].deathtime == T.replace(day=3)
+
+
+def test_the_demo_read_as_meds_and_as_mimic_files_has_the_same_deaths(shared_data):
+    """One outcome whatever the source: the same 140 stays (matched by subject and ICU admission minute) have
+    the same in-hospital deaths in both forms of the MIMIC-IV demo."""
+    from replay.sources import parse_spec
+
+    def deaths(spec: str) -> dict:
+        out = {}
+        for stay in parse_spec(spec).stays():
+            o = next(e for e in stay if e.kind == "outcome")
+            out[o.subject_id, o.icu_intime.replace(second=0, microsecond=0)] = o.hospital_death
+        return out
+
+    mimic = deaths(f"mimic:{shared_data / 'mimic-iv-demo-2.2'}")
+    meds = deaths(f"meds:{shared_data / 'mimic-iv-demo-meds'}")
+    assert len(mimic) == 140 and set(mimic) == set(meds)
+    assert sum(v is True for v in mimic.values()) == 20
+    assert {k: (v, meds[k]) for k, v in mimic.items() if v != meds[k]} == {}

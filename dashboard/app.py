@@ -1,7 +1,9 @@
 """Streamlit entry point (`medm2t dashboard` runs `streamlit run dashboard/app.py`).
 
 It reads Redis only. The page body is one fragment that reruns every `dashboard_refresh_s`; the view
-picker and the stay picker sit outside it, so choosing reruns the page while the data refreshes alone.
+picker and the stay picker sit outside it, so choosing reruns the page while the data refreshes alone. The
+alert action panel is a second fragment with no timer, so a person's open panel, half-filled form or error
+message survives the refreshes.
 Nothing accumulates in session state, and the Redis client is shared through st.cache_resource, so a
 page left open for hours keeps a flat memory profile.
 """
@@ -97,6 +99,24 @@ def main() -> None:
                        + (f"\n- … and {extra} more" if extra > 0 else ""))
 
     live()
+
+    @st.fragment
+    def acting() -> None:
+        """The action panel, its own fragment without a timer: the live refresh never closes it."""
+        reader = Reader(client(url))
+        try:
+            if view == "Ward board":
+                actions.panel(reader.r, ward.open_alerts(reader), "board")
+            elif view == "Alerts":
+                actions.panel(reader.r, alerts.open_in_feed(reader), "feed")
+            elif view == "Patient" and stay_id is not None:
+                row = reader.stay(stay_id)
+                actions.panel(reader.r, row.open_alerts if row else [], "patient")
+        except redis.RedisError:
+            pass  # the live fragment says Redis is unreachable
+
+    if view in ("Ward board", "Alerts", "Patient"):
+        acting()
 
 
 main()

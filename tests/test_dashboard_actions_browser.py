@@ -23,12 +23,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 DB = 11
 T0 = datetime(2150, 1, 1, 8, 0)
 STAYS = (31, 32)
+NEW_STAY = 33  # raises its alert while the board's action panel is open
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
-def _events():
-    """Two stays with RR 25 and SpO2 91 (NEWS2 6: an urgent alert each), left open."""
-    for sid in STAYS:
+def _events(stays=STAYS):
+    """Stays with RR 25 and SpO2 91 (NEWS2 6: an urgent alert each), left open."""
+    for sid in stays:
         yield StayOpened(event_id=f"o{sid}", stay_id=sid, subject_id=100 + sid, time=T0, available_time=T0,
                          source="test", static=StaticFeatures(), bed=f"B{sid}")
         for concept, value in (("rr", 25), ("spo2", 91)):
@@ -76,25 +77,47 @@ def live_ward(pipeline_settings, tmp_path_factory):
                                 start_new_session=True, env={**service_env(settings), "MEDM2T_DASHBOARD_REFRESH_S": "2"})
         try:
             wait_for_port(port, timeout=60, proc=proc)
-            yield f"http://127.0.0.1:{port}", r, run
+            yield f"http://127.0.0.1:{port}", r, run, settings
         finally:
             stop_process_group(proc, timeout=10)
             log.close()
     r.flushdb()
 
 
-def _act(page, user: str) -> None:
+def _act(page, user: str, meanwhile=lambda: None) -> None:
     name = page.get_by_label("Your name (for alert actions)", exact=True)
     name.fill(user)
     name.press("Enter")
     time.sleep(1)  # the sidebar's rerun
     page.get_by_text("Act on an open alert").first.click()
+    meanwhile()
+    # A person takes their time: the panel must survive at least two live refreshes (every 2 s here), even
+    # while the ward's alerts change under it.
+    time.sleep(5)
+    assert page.get_by_role("button", name="Acknowledge").is_visible(), "the action panel closed on a refresh"
+
+
+def _new_alert(settings, r, sid: int):
+    """Another stay raises an alert while the person is reading the panel."""
+    from stream.kafka import make_producer
+
+    def send():
+        producer = make_producer(settings)
+        for e in _events((sid,)):
+            producer.send(topics.EVENTS, key=str(e.stay_id).encode(), value=dump_event(e))
+        producer.flush()
+        producer.close()
+        deadline = time.monotonic() + 60
+        while not any(a.state == "raised" for a in _records(r, sid)):
+            assert time.monotonic() < deadline, "the worker raised no alert for the new stay"
+            time.sleep(0.2)
+    return send
 
 
 def test_acknowledge_on_the_board_and_snooze_on_the_patient_page(live_ward):
     from playwright.sync_api import expect, sync_playwright
 
-    base, r, run = live_ward
+    base, r, run, settings = live_ward
     shots = Path(os.environ["MEDM2T_SCREENSHOT_DIR"]) if os.environ.get("MEDM2T_SCREENSHOT_DIR") else None
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM),
@@ -104,7 +127,7 @@ def test_acknowledge_on_the_board_and_snooze_on_the_patient_page(live_ward):
             page.goto(base, wait_until="domcontentloaded", timeout=60_000)
             board = page.locator("#ward-table")
             board.wait_for(timeout=60_000)
-            _act(page, "nurse.kim")
+            _act(page, "nurse.kim", _new_alert(settings, r, NEW_STAY))
             page.get_by_role("button", name="Acknowledge").click()
             expect(board.get_by_text("acknowledged by nurse.kim")).to_have_count(1, timeout=30_000)
             acked = next(sid for sid in STAYS if any(a.state == "acknowledged" for a in _records(r, sid)))

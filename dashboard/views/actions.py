@@ -3,6 +3,7 @@ to risk.alert-actions.v1 (stream/alert_actions.py), exactly as `medm2t alerts ac
 records it; the page shows the worker's record, so what you see is what the audit trail holds."""
 from __future__ import annotations
 
+import time
 
 import streamlit as st
 
@@ -28,12 +29,18 @@ def user_box() -> None:
 
 
 def panel(r, open_alerts: list[Alert], key: str) -> None:
-    """Buttons for `open_alerts` (newest record of each): acknowledge, snooze (minutes and a reason), comment."""
+    """Buttons for `open_alerts` (newest record of each): acknowledge, snooze (minutes and a reason), comment.
+    The caller runs it in its own fragment, outside the live refresh: the panel stays open, and what it says
+    after an action stays until the person acts again or refreshes the list."""
     if not open_alerts:
+        st.caption(f"No open alerts to act on (as of {time.strftime('%H:%M:%S')}).")
+        st.button("Refresh the list", key=f"{key}-refresh-empty")
         return
     settings = get_settings()
     by_id = {a.alert_id: a for a in sorted(open_alerts, key=lambda a: RANK[a.level], reverse=True)}
     with st.expander(f"Act on an open alert ({len(open_alerts)})", expanded=False):
+        st.caption(f"Open alerts as of {time.strftime('%H:%M:%S')} (wall clock); the list refreshes when you act.")
+        st.button("Refresh the list", key=f"{key}-refresh")
         chosen = st.selectbox("Alert", list(by_id), key=f"{key}-alert", format_func=lambda i: _label(by_id[i]))
         alert = by_id[chosen]
         ack, snooze, comment = st.columns(3)

@@ -7,9 +7,16 @@ import streamlit as st
 
 from dashboard import format as fmt
 from dashboard.data import FEED_ALERTS, Reader, open_alerts
-from dashboard.views import actions
 
 NO_ALERTS = "No alerts yet: the worker has raised none (or is not running)."
+
+
+def open_in_feed(reader: Reader) -> list:
+    """The open alerts among the feed's records (for the action panel)."""
+    by_stay: dict[int, list] = {}
+    for a in reader.alert_feed():  # newest first, so each stay's list is too
+        by_stay.setdefault(a.stay_id, []).append(a)
+    return [a for group in by_stay.values() for a in open_alerts(group)]
 
 
 def render(reader: Reader) -> None:
@@ -19,10 +26,6 @@ def render(reader: Reader) -> None:
         return
     levels = st.multiselect("Levels", ["emergency", "urgent", "info"], default=["emergency", "urgent", "info"],
                             key="feed_levels")
-    by_stay: dict[int, list] = {}
-    for a in alerts:  # newest first, so each stay's list is too
-        by_stay.setdefault(a.stay_id, []).append(a)
-    actions.panel(reader.r, [a for group in by_stay.values() for a in open_alerts(group)], "feed")
     shown = [a for a in alerts if a.level in levels]
     headers = [("When (clinical)", "Clinical time of the alert record"), ("Level", "info, urgent or emergency"),
                ("State", "raised, escalated, acknowledged, snoozed, re-presented, commented or cleared"),

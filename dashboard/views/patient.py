@@ -10,7 +10,6 @@ from dashboard import charts, export, vitals
 from dashboard import ecg as ecg_view
 from dashboard import format as fmt
 from dashboard.data import STAY_ALERTS, TRAJECTORY_POINTS, Reader, StayRow
-from dashboard.views import actions
 
 NO_STAYS = "No data yet: no active stays to show. Start the worker and a replay (`medm2t demo` does both)."
 
@@ -113,7 +112,6 @@ def _scores(reader: Reader, row: StayRow) -> None:
             st.caption(f"{card.name} had no " + ", ".join(model.missing) + " for this score.")
     if row.open_alerts:
         st.markdown("<br>".join(row.chips(long=True)), unsafe_allow_html=True)
-        actions.panel(reader.r, row.open_alerts, "patient")
 
 
 def _metric(col, row: StayRow, scorer: str, card, task) -> None:

@@ -7,7 +7,6 @@ import time
 import streamlit as st
 
 from dashboard import format as fmt
-from dashboard.views import actions
 from dashboard.data import BOARD_ROWS, STALE_AFTER_S, Reader, StayRow, board_tasks, sort_rule
 from medm2t.cards import ModelCard, TaskCard
 
@@ -32,13 +31,17 @@ def render(reader: Reader) -> None:
         st.warning(f"No stay has received data for {fmt.age(feed_age)}: is the replay or the worker stopped?")
 
     st.markdown(board_html(rows[:BOARD_ROWS], now, reader.cards()), unsafe_allow_html=True)
-    actions.panel(reader.r, [a for r in rows[:BOARD_ROWS] for a in r.open_alerts], "board")
     if len(rows) > BOARD_ROWS:
         st.caption(f"Showing the {BOARD_ROWS} highest-risk of {len(rows)} active stays; open any stay on the Patient page.")
     cards = reader.cards()
     st.caption(f"Sorted by {sort_rule(cards)}. Rule scores are in points, not probabilities. Model figures are "
                "shown with the model version and its calibration status; probabilities are rounded to whole "
                "percent. Open a stay on the Patient page.")
+
+
+def open_alerts(reader: Reader) -> list:
+    """The open alerts of the stays on the board (for the action panel)."""
+    return [a for r in reader.ward(BOARD_ROWS) for a in r.open_alerts]
 
 
 def _header(card: ModelCard, scorer: str, task: TaskCard, rows: list[StayRow]) -> tuple[str, str]:

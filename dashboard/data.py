@@ -90,17 +90,23 @@ class StayRow:
         score = self.scores.get(scorer)
         return None if score is None else score.tasks.get(task)
 
-    def opened_at(self, alert: Alert) -> datetime:
-        """When `alert` (any record of it) was raised, on the clinical clock (its own time if that is not read)."""
-        raised = next((a for a in self.alerts if a.alert_id == alert.episode_id), None)
-        return (raised or alert).at
+    def raised_record(self, alert: Alert) -> Alert:
+        """The record that raised `alert` (any record of it); the record itself if that one is not read."""
+        return next((a for a in self.alerts if a.alert_id == alert.episode_id), alert)
 
-    def chips(self, long: bool = False) -> list[str]:
-        """The open alerts as badges, worst first."""
+    def chips(self, long: bool = False, policy: AlertPolicy | None = None) -> list[str]:
+        """The open alerts as badges, worst first. With the policy, an alert whose newest value is back under
+        its level's threshold says it is resolving (it does not escalate while it waits to clear)."""
         from dashboard.format import alert_chip
 
         ranked = sorted(self.open_alerts, key=lambda a: RANK[a.level], reverse=True)
-        return [alert_chip(a, self.current_value(a), long, self.opened_at(a)) for a in ranked]
+        return [alert_chip(a, self.current_value(a), self.raised_record(a), long, self._resolving(a, policy),
+                           self.last_time) for a in ranked]
+
+    def _resolving(self, alert: Alert, policy: AlertPolicy | None) -> bool:
+        current = self.current_value(alert)
+        threshold = policy.rule(alert.scorer, alert.task).raise_at(alert.level) if policy else None
+        return current is not None and threshold is not None and current < threshold
 
     def current_value(self, alert: Alert) -> float | None:
         """The alert's signal in the stay's newest score (an alert's own value is the one at its transition)."""

@@ -113,15 +113,19 @@ def lifecycle(alert) -> str:
     return ", ".join(parts)
 
 
-def alert_chip(alert, current: float | None, long: bool = False, since=None) -> str:
-    """One open alert (its newest record) as a badge: level, what, since when (clinical time, `since` or the
-    record's), its value then and now, and who has it. `long` adds the reason (patient page); the board keeps it
-    in the tooltip."""
+def alert_chip(alert, current: float | None, raised, long: bool = False, resolving: bool = False,
+               now: datetime | None = None) -> str:
+    """One open alert as a badge. Each piece comes from the record it names: the level and lifecycle from the
+    newest record (`alert`), since when and at which value from the record that raised it (`raised`), and the
+    value now from the newest score (`current`), how long ago on the stay's clinical clock (`now`, its newest
+    data). `long` adds the reason (patient page); the board keeps it in the tooltip."""
     what = ALERT_TASKS.get(alert.task, f"{alert.scorer} {alert.task}")
-    word = "de-escalated" if alert.state == "de-escalated" else "since"
-    now = "now –" if current is None else f"now {task_value(alert.task, current)}"
-    text = (f"{alert.level} · {what} {word} {(since or alert.at):%d %b %H:%M} at {task_value(alert.task, alert.value)}"
-            f" · {now}")
+    ago = f" ({age((now - raised.at).total_seconds())} clinical)" if now is not None and now >= raised.at else ""
+    current = "now –" if current is None else f"now {task_value(alert.task, current)}"
+    text = (f"{alert.level} · {what} · raised {raised.at:%d %b %H:%M}{ago} at "
+            f"{task_value(alert.task, raised.value)} · {current}")
+    if resolving:
+        text += " · resolving"
     if lifecycle(alert):
         text += f" · {lifecycle(alert)}"
     return tier_badge(alert.level, f"{text} · {alert.reason}" if long else text, title=alert.reason)

@@ -13,12 +13,13 @@ reported as `de-escalated` at the lower level.
 
 The lifecycle (IHE ACM-like), all on the clinical clock:
   raised -> acknowledged: by a person; stops escalation at this level.
-  raised -> escalated:    an urgent or emergency alert whose condition still stands (its signal at or above
-                          its tier's clear_below) and that nobody acknowledged within `escalate_after` of its
-                          level beginning (once per level); a rise in level is also 'escalated', and needs a
-                          new acknowledgement.
-  -> resolving:           the signal is below its tier but the hysteresis has not cleared it yet: it does not
-                          escalate meanwhile (`RuleState.resolving`).
+  raised -> escalated:    an urgent or emergency alert whose condition still stands (its latest signal at or
+                          above its tier's threshold) and that nobody acknowledged within `escalate_after` of
+                          its level beginning (once per level); a rise in level is also 'escalated', and needs
+                          a new acknowledgement.
+  -> resolving:           the latest signal is back under its tier's threshold, but the hysteresis has not
+                          cleared the alert yet: it does not escalate meanwhile (`Rule.resolving`); if the
+                          condition stands again after the deadline, it escalates at that score.
   -> snoozed (until T):   by a person with a reason, at most `snooze_max`; no escalation meanwhile. A higher
                           level breaks through; at T the alert is 're-presented' and must be acknowledged again.
   -> cleared:             by the hysteresis above.
@@ -67,6 +68,13 @@ class Rule:
     clear_hold: timedelta = timedelta(hours=1)      # ... spanning at least this much clinical time
     refractory: timedelta = timedelta(hours=1)      # after clearing, no new alert at or below the cleared level
 
+    def raise_at(self, level: str) -> float:
+        return next(t.raise_at for t in self.tiers if t.level == level)
+
+    def resolving(self, state: RuleState) -> bool:
+        """Open, but its latest signal is under its tier's threshold: waiting out the hysteresis."""
+        return state.level is not None and state.value is not None and state.value < self.raise_at(state.level)
+
     def level_text(self, level: str | None, value: float) -> str:
         """A timer record's reason: no score came with it, so it states the latest one's value."""
         return f"still {level}, {value:g} at the latest score"
@@ -107,11 +115,6 @@ class RuleState:
     overdue: bool = False                # escalated for that since `since`
     value: float | None = None           # the signal at the open alert's latest score (for timer records)
     version: str = ""                    # ... and that score's model version
-
-    @property
-    def resolving(self) -> bool:
-        """Open, but its signal is back below its tier: waiting out the hysteresis, not escalating."""
-        return self.level is not None and self.below > 0
 
     def dumps(self) -> str:
         """Compact JSON: only the fields that differ from a fresh state (loads fills in the rest)."""
@@ -173,20 +176,21 @@ def _step(rule: Rule, state: RuleState, score: RiskScore, value: float, policy: 
                         f"de-escalated from {state.level}: {rule.describe(score, value)}")
 
 
-def _escalates(state: RuleState) -> bool:
-    """Open at an escalating level, its condition standing, and nobody has acknowledged it or been told yet."""
+def _escalates(rule: Rule, state: RuleState, value: float | None) -> bool:
+    """Open at an escalating level, its condition standing (`value`, the latest signal, at or above its
+    tier's threshold), and nobody has acknowledged it or been told yet."""
     return (state.level in ESCALATING and state.acked_by is None and not state.overdue and state.since is not None
-            and not state.resolving)
+            and value is not None and value >= rule.raise_at(state.level))
 
 
-def next_timer(state: RuleState, policy: AlertPolicy = DEFAULT_POLICY) -> datetime | None:
+def next_timer(rule: Rule, state: RuleState, policy: AlertPolicy = DEFAULT_POLICY) -> datetime | None:
     """The clinical time at which this rule's open alert changes by the clock alone: its snooze ends, or it
     escalates because nobody acknowledged it. None when no timer runs."""
     if state.level is None:
         return None
     if state.snoozed_until is not None:
         return state.snoozed_until
-    return state.since + policy.escalate_after if _escalates(state) else None
+    return state.since + policy.escalate_after if _escalates(rule, state, state.value) else None
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ def _moment(score: RiskScore) -> Moment:
 def tick(rule: Rule, state: RuleState, stay_id: int, subject_id: int,
          policy: AlertPolicy = DEFAULT_POLICY) -> tuple[RuleState, Alert | None]:
     """Fire the rule's due timer (`next_timer`) at its own clinical time: no score came before it."""
-    at = next_timer(state, policy)
+    at = next_timer(rule, state, policy)
     if at is None:
         return state, None
     return _timers(rule, state, Moment(stay_id, subject_id, at, state.version), state.value or 0.0, policy)
@@ -225,7 +229,7 @@ def run_timers(rule: Rule, state: RuleState, stay_id: int, subject_id: int, pass
                policy: AlertPolicy = DEFAULT_POLICY) -> tuple[RuleState, list[Alert]]:
     """Fire, in order, every timer whose clinical time has `passed` (a re-presented alert starts a new one)."""
     records = []
-    while (due := next_timer(state, policy)) is not None and passed(due):
+    while (due := next_timer(rule, state, policy)) is not None and passed(due):
         state, alert = tick(rule, state, stay_id, subject_id, policy)
         if alert is None:
             break
@@ -243,7 +247,7 @@ def _timers(rule: Rule, state: RuleState, m: Moment, value: float,
         new = replace(state, snoozed_until=None, since=m.at, acked_by=None, overdue=False)
         return new, _record(rule, m, value, new, "re-presented",
                             f"snooze ended at {state.snoozed_until:%H:%M}: {rule.level_text(new.level, value)}")
-    if _escalates(state) and m.at - state.since >= policy.escalate_after:
+    if _escalates(rule, state, value) and m.at - state.since >= policy.escalate_after:
         new = replace(state, escalation=state.escalation + 1, overdue=True)
         return new, _record(rule, m, value, new, "escalated",
                             f"not acknowledged within {policy.escalate_after_min:g} min of {state.since:%H:%M}: "
@@ -388,6 +392,11 @@ class AlertRules:
             signal, describe = NEWS2_SIGNALS[key] if scorer == "news2" else (_probability(key), _describe_probability(key))
             self._rules[scorer, key] = make_rule(scorer, key, signal, describe, self.policy.rule(scorer, key))
         return self._rules[scorer, key]
+
+    def by_key(self, rule_key: str) -> Rule:
+        """A rule by its SCORER/RULE key (the alert state hash's field)."""
+        scorer, _, key = rule_key.partition("/")
+        return self.rule(scorer, key)
 
     def for_score(self, score: RiskScore) -> tuple[Rule, ...]:
         keys = tuple(NEWS2_SIGNALS) if score.scorer == "news2" else \

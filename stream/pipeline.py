@@ -401,7 +401,8 @@ class Pipeline:
 
     def _set_timer(self, rt: StayRuntime) -> None:
         """The stay's earliest alert timer (escalation, snooze end). Timers after the stay's close never fire."""
-        due = [t for st in rt.alert_state.values() if (t := next_timer(st, self.rules.policy)) is not None
+        due = [t for key, st in rt.alert_state.items()
+               if (t := next_timer(self.rules.by_key(key), st, self.rules.policy)) is not None
                and (rt.closed_at is None or t <= rt.closed_at)]
         rt.timer = min(due, default=None)
 
@@ -530,8 +531,7 @@ class Pipeline:
 
         out = []
         for rule_key, state in list(rt.alert_state.items()):
-            scorer, _, key = rule_key.partition("/")
-            new, records = run_timers(self.rules.rule(scorer, key), state, rt.stay_id, rt.subject_id, passed,
+            new, records = run_timers(self.rules.by_key(rule_key), state, rt.stay_id, rt.subject_id, passed,
                                       self.rules.policy)
             if records:
                 rt.alert_state[rule_key] = new

@@ -190,14 +190,14 @@ def _fire_until(t: Timeline, minute: int) -> list:
 def test_an_emergency_with_no_score_after_it_escalates_at_its_own_deadline():
     t = Timeline()
     raised = t.score(7, 0)
-    assert next_timer(t.state, LIFE) == T0 + timedelta(minutes=15)
+    assert next_timer(RULE, t.state, LIFE) == T0 + timedelta(minutes=15)
     assert _fire_until(t, 14) == []
     escalated, = _fire_until(t, 60)  # clinical time passed 15 min long before the next score
     assert (escalated.state, escalated.level, escalated.escalation) == ("escalated", "emergency", 1)
     assert escalated.at == T0 + timedelta(minutes=15)
     assert escalated.value == 7 and escalated.score_id is None and escalated.episode_id == raised.alert_id
     assert "not acknowledged within 15 min of 08:00" in escalated.reason
-    assert next_timer(t.state, LIFE) is None and _fire_until(t, 600) == []  # once per level
+    assert next_timer(RULE, t.state, LIFE) is None and _fire_until(t, 600) == []  # once per level
 
 
 def test_a_snooze_ends_at_its_own_time_and_the_re_presented_alert_escalates_15_min_later():
@@ -219,9 +219,9 @@ def test_advance_fires_the_timers_that_fell_before_a_score_at_their_own_time():
 def test_a_resolving_alert_does_not_escalate_and_one_that_stands_again_does():
     t = Timeline()
     t.score(7, 0)
-    assert t.score(5, 10) is None  # below the emergency tier's clear_below (6): resolving, not yet cleared
-    assert t.state.resolving and next_timer(t.state, LIFE) is None
-    assert _fire_until(t, 60) == [] and t.score(5, 20) is None
+    assert t.score(6, 10) is None  # under the emergency threshold (7), above its clear_below (6): resolving
+    assert RULE.resolving(t.state) and next_timer(RULE, t.state, LIFE) is None
+    assert _fire_until(t, 60) == [] and t.score(6, 20) is None
     late = t.score(7, 40)  # the condition stands again after its deadline: escalates at once
     assert (late.state, late.at, late.escalation) == ("escalated", T0 + timedelta(minutes=40), 1)
 

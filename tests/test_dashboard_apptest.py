@@ -351,21 +351,29 @@ def test_open_alerts_show_level_since_when_and_the_value_then_and_now(dash_redis
                    reason="NEWS2 aggregate high at raise", at=target.news2.scored_at - timedelta(hours=2), **common)
     single = Alert(alert_id="test-single", task="news2:single-parameter", level="info", state="raised", value=3.0,
                    reason="NEWS2 single parameter max 3 (spo2)", at=target.news2.scored_at - timedelta(hours=1), **common)
-    for a in (raised, single):
+    # A later record of the same alert, at another value: the badge's raise time and value stay the raise's.
+    later = raised.model_copy(update={"alert_id": "test-agg-ack", "state": "acknowledged", "by": "nurse.kim",
+                                      "acknowledged_by": "nurse.kim", "episode_id": "test-agg", "value": news2.value + 9,
+                                      "at": raised.at + timedelta(minutes=30)})
+    raised = raised.model_copy(update={"episode_id": "test-agg"})
+    for a in (raised, single, later):
         dash_redis.lpush(keys.stay_alerts(target.stay_id), a.model_dump_json())
         dash_redis.lpush(keys.ALERT_FEED, a.model_dump_json())
     single_now = news2.detail.get("max_single")
     single_now = "now –" if single_now is None else f"now {fmt.task_value(single.task, float(single_now))}"
-    want = [f"emergency · NEWS2 since {raised.at:%d %b %H:%M} at {fmt.task_value('news2', raised.value)} · "
-            f"now {fmt.task_value('news2', news2.value)}",
-            f"info · NEWS2 single parameter since {single.at:%d %b %H:%M} at 3 points · {single_now}"]
+    ago = lambda a: fmt.age((target.news2.scored_at - a.at).total_seconds())  # noqa: E731 - the stay's clinical clock
+    want = [f"emergency · NEWS2 · raised {raised.at:%d %b %H:%M} ({ago(raised)} clinical) at "
+            f"{fmt.task_value('news2', raised.value)} · now {fmt.task_value('news2', news2.value)}",
+            f"info · NEWS2 single parameter · raised {single.at:%d %b %H:%M} ({ago(single)} clinical) at 3 points · "
+            f"{single_now}"]
 
     board = next(m.value for m in run_app().markdown if 'id="ward-table"' in m.value)
-    assert all(w in board for w in want) and f'title="{raised.reason}"' in board
+    assert all(w in board for w in want), board
+    assert f'title="{later.reason}"' in board and "acknowledged by nurse.kim" in board
 
     at = run_app("Patient", target.stay_id)
     text = page_text(at)
-    assert all(f"{w} · " in text for w in want) and raised.reason in text
+    assert all(w in text for w in want) and later.reason in text
     news2_chart, medm2t_chart = (c.proto.spec for c in at.get("vega_lite_chart")[:2])
     assert '"diamond"' in news2_chart  # single-parameter alerts: along the bottom, not at 3 points
     assert re.search(r'"domain":\s*\[\s*0,\s*1\s*\]', medm2t_chart)

@@ -111,7 +111,7 @@ def _scores(reader: Reader, row: StayRow) -> None:
         if model.missing:
             st.caption(f"{card.name} had no " + ", ".join(model.missing) + " for this score.")
     if row.open_alerts:
-        st.markdown("<br>".join(row.chips(long=True)), unsafe_allow_html=True)
+        st.markdown("<br>".join(row.chips(long=True, policy=reader.alert_policy())), unsafe_allow_html=True)
 
 
 def _metric(col, row: StayRow, scorer: str, card, task) -> None:

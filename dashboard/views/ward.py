@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard import format as fmt
 from dashboard.data import BOARD_ROWS, STALE_AFTER_S, Reader, StayRow, board_tasks, sort_rule
 from medm2t.cards import ModelCard, TaskCard
+from stream.policy import AlertPolicy
 
 NO_DATA = "No data yet: no active stays in Redis. Start the worker and a replay (`medm2t demo` does both)."
 
@@ -22,15 +23,19 @@ def render(reader: Reader) -> None:
     feed_age = reader.feed_age_s()
     n_alerting = sum(1 for r in rows if r.open_alerts)
     n_stale = sum(1 for r in rows if r.stale(now))
-    c = st.columns(4)
-    c[0].metric("Active stays", len(rows))
-    c[1].metric("Stays with open alerts", n_alerting)
-    c[2].metric("Stale stays", n_stale, help=f"No new data for more than {STALE_AFTER_S:.0f} s (wall clock).")
-    c[3].metric("Newest data", fmt.age(feed_age), help="Wall-clock time since any stay last received data.")
+    clinical = max((r.last_time for r in rows if r.last_time is not None), default=None)
+    c = st.columns(5)
+    c[0].metric("Clinical time", clinical.strftime("%d %b %H:%M") if clinical else "–",
+                help="The ward's clinical clock: the newest data of any stay (a replay runs it faster than the wall "
+                     "clock). Alert times and 'ago' on the board are on this clock.")
+    c[1].metric("Active stays", len(rows))
+    c[2].metric("Stays with open alerts", n_alerting)
+    c[3].metric("Stale stays", n_stale, help=f"No new data for more than {STALE_AFTER_S:.0f} s (wall clock).")
+    c[4].metric("Newest data", fmt.age(feed_age), help="Wall-clock time since any stay last received data.")
     if feed_age is not None and feed_age > STALE_AFTER_S:
         st.warning(f"No stay has received data for {fmt.age(feed_age)}: is the replay or the worker stopped?")
 
-    st.markdown(board_html(rows[:BOARD_ROWS], now, reader.cards()), unsafe_allow_html=True)
+    st.markdown(board_html(rows[:BOARD_ROWS], now, reader.cards(), reader.alert_policy()), unsafe_allow_html=True)
     if len(rows) > BOARD_ROWS:
         st.caption(f"Showing the {BOARD_ROWS} highest-risk of {len(rows)} active stays; open any stay on the Patient page.")
     cards = reader.cards()
@@ -77,7 +82,7 @@ def _trend(row: StayRow, scorer: str, task: TaskCard, colour: str) -> str:
     return fmt.sparkline(values, lo, hi, colour=colour) if len(values) > 1 else ""
 
 
-def board_html(rows: list[StayRow], now: float, cards: dict[str, ModelCard]) -> str:
+def board_html(rows: list[StayRow], now: float, cards: dict[str, ModelCard], policy: AlertPolicy | None = None) -> str:
     columns = board_tasks(cards)
     colours = [TREND_COLOURS[i % len(TREND_COLOURS)] for i in range(len(columns))]
     trend_help = "; ".join(f"{cards[s].name} {t.display} ({TREND_NAMES[colours[i]]}, "
@@ -89,8 +94,9 @@ def board_html(rows: list[StayRow], now: float, cards: dict[str, ModelCard]) -> 
         *[_header(cards[s], s, t, rows) for s, t in columns],
         ("Trend", f"Over the recent score history: {trend_help or 'no scorer yet'}"),
         ("Last data", f"Wall-clock time since the stay last received data; stale after {STALE_AFTER_S:.0f} s"),
-        ("Open alerts", "Per open alert (raised, escalated or de-escalated, not yet cleared): level, rule, since "
-                        "when (clinical time) at which value, and the value in the newest score; hover for the reason"),
+        ("Open alerts", "Per open alert (not yet cleared): level, rule, when it was raised (clinical time, and how "
+                        "long ago on the stay's clinical clock) at which value, and the value in the newest score; "
+                        "'resolving': back under its threshold, waiting to clear, not escalating; hover for the reason"),
     ]
     per_row = {(s, t.name): len(_versions(rows, s, t.name)) > 1 for s, t in columns}
     body = []
@@ -102,7 +108,7 @@ def board_html(rows: list[StayRow], now: float, cards: dict[str, ModelCard]) -> 
         fresh = html.escape(fmt.age(age))
         if r.stale(now):
             fresh = fmt.tier_badge("urgent", f"stale · {fmt.age(age)}")
-        alerts_cell = "<br>".join(r.chips()) or "none"
+        alerts_cell = "<br>".join(r.chips(policy=policy)) or "none"
         stay = (f'<a href="?view=Patient&stay={r.stay_id}" target="_self"><b>{r.stay_id}</b></a>'
                 f'<br><small>subject {r.subject_id if r.subject_id is not None else "?"}</small>')
         bed = html.escape(r.opened.bed) if r.opened is not None and r.opened.bed else "–"

@@ -218,6 +218,37 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_scoring_goes_on(pipeline_s
     assert _counter(r, "events_in") == n_inputs + 1
 
 
+def test_every_unacknowledged_escalation_is_on_time_and_at_or_above_its_threshold(pipeline_settings, undisturbed):
+    """Issue 26's done-when, on a replay nobody acknowledges: each 'not acknowledged' escalation comes exactly
+    escalate_after_min clinical minutes after its level began (or, after resolving, at the score where its
+    condition stands again), and none is below its level's threshold."""
+    from stream.policy import DEFAULT_POLICY
+
+    records: dict[str, list[Alert]] = defaultdict(list)
+    seen = set()
+    for a in map(Alert.model_validate_json, _read(pipeline_settings, topics.ALERTS)):
+        if a.alert_id not in seen:  # per stay in order: one partition each
+            seen.add(a.alert_id)
+            records[a.episode_id].append(a)
+    on_time = late = 0
+    for trail in records.values():
+        began, escalation = None, 0
+        for a in trail:
+            if a.state in ("raised", "de-escalated", "re-presented", "unsnoozed") or \
+                    (a.state == "escalated" and a.escalation == escalation):  # the level began (or rose) here
+                began = a.at
+            elif a.state == "escalated":
+                threshold = DEFAULT_POLICY.rule(a.scorer, a.task).raise_at(a.level)
+                assert a.value >= threshold, f"escalated below its threshold: {a}"
+                if a.at - began == timedelta(minutes=DEFAULT_POLICY.escalate_after_min):
+                    on_time += 1
+                else:
+                    assert a.score_id is not None and a.at > began, f"escalated off its deadline: {a}"
+                    late += 1  # resolving at the deadline, standing again at this score
+            escalation = a.escalation
+    assert on_time > 0 and on_time >= 5 * late, (on_time, late)
+
+
 def test_alerts_command_prints_what_the_worker_raised(pipeline_settings, undisturbed):
     done = subprocess.run([MEDM2T, "alerts", "--json", "--from-beginning"], env=service_env(pipeline_settings),
                           capture_output=True, text=True, timeout=60)

@@ -4,8 +4,11 @@ A validation source is replayed offline through the worker's own pipeline (strea
 scoring points, the same scores as a live recorded replay). Then, for each candidate urgent threshold and
 refractory period, the same alert engine (stream/alerts.py) steps over each stay's scores, and the same
 figures as the live Quality page (stream/quality.py) are computed from its alert records and the outcomes.
-The chosen candidate meets the budget (alerts per patient-day) and flags the most deaths at least 2 h ahead;
-ties go to fewer alerts, then to the higher PPV.
+The chosen candidate is the one a ward can carry: within the budget (alerts per patient-day), it flags at least
+the target share of deaths at least 2 h ahead, and among those it alerts the fewest stays (then the higher
+PPV, then fewer alerts). When no candidate reaches the target within the budget, the one that flags the most
+deaths does, and `Choice.reached` says so. `tradeoff` is the curve behind the choice: for each share of
+deaths flagged, the fewest stays alerted and alerts per patient-day that reach it.
 """
 from __future__ import annotations
 
@@ -31,10 +34,15 @@ class Candidate:
     refractory_min: float
     quality: ScorerQuality
 
-    def key(self) -> tuple:
-        """Larger is better: deaths flagged >= 2 h ahead, then fewer alerts, then PPV."""
+    def flagged(self) -> float:
+        """Share of deaths flagged >= 2 h ahead (1.0 when there are no deaths: nothing to miss)."""
         q = self.quality
-        return (q.deaths_flagged_2h_count, -(q.alerts_per_patient_day or 0.0), q.ppv or 0.0)
+        return 1.0 if not q.deaths else q.deaths_flagged_2h_count / q.deaths
+
+    def load(self) -> tuple:
+        """Smaller is lighter for the ward: fewer stays alerted, then higher PPV, then fewer alerts."""
+        q = self.quality
+        return (q.stays_alerted or 0.0, -(q.ppv or 0.0), q.alerts_per_patient_day or 0.0)
 
 
 def with_rule(policy: AlertPolicy, scorer: str, task: str, urgent: float, emergency: float,
@@ -87,8 +95,34 @@ def search(policy: AlertPolicy, scorer: str, task: str, scores_by_stay, outcomes
     return out
 
 
-def choose(candidates: Sequence[Candidate], budget: float) -> Candidate | None:
-    """The best candidate within the budget, or None when none is."""
+@dataclass(frozen=True)
+class Choice:
+    candidate: Candidate
+    reached: bool   # it flags at least the target share of deaths
+
+
+def choose(candidates: Sequence[Candidate], budget: float, target: float = 0.8) -> Choice | None:
+    """Within the budget: the lightest candidate that flags at least `target` of the deaths >= 2 h ahead, else
+    the one that flags the most (then the lightest). None when no candidate is within the budget."""
     feasible = [c for c in candidates if c.quality.alerts_per_patient_day is not None
                 and c.quality.alerts_per_patient_day <= budget]
-    return max(feasible, key=Candidate.key) if feasible else None
+    if not feasible:
+        return None
+    reaching = [c for c in feasible if c.flagged() >= target - 1e-9]
+    if reaching:
+        return Choice(min(reaching, key=Candidate.load), True)
+    most = max(c.flagged() for c in feasible)
+    return Choice(min((c for c in feasible if c.flagged() == most), key=Candidate.load), False)
+
+
+def tradeoff(candidates: Sequence[Candidate]) -> list[dict]:
+    """For each share of deaths flagged >= 2 h ahead that some candidate reaches, the lightest candidate that
+    reaches it: the curve of deaths flagged against stays alerted and alerts per patient-day."""
+    curve = []
+    for share in sorted({round(c.flagged(), 4) for c in candidates}):
+        best = min((c for c in candidates if c.flagged() >= share - 1e-9), key=Candidate.load)
+        q = best.quality
+        curve.append({"deaths_flagged_2h": share, "stays_alerted": q.stays_alerted,
+                      "alerts_per_patient_day": q.alerts_per_patient_day, "ppv": q.ppv, "urgent": best.urgent,
+                      "refractory_min": best.refractory_min})
+    return curve

@@ -25,7 +25,8 @@ HISTORY_LENGTH = 2000
 # How the report shows each figure: (label, key, format), for `medm2t report` and the dashboard.
 ROWS = (("stays with an outcome", "stays", "{:d}"), ("patient-days", "patient_days", "{:.1f}"),
         ("alerts raised", "alerts", "{:d}"), ("alerts per patient-day", "alerts_per_patient_day", "{:.2f}"),
-        ("stays alerted", "stays_alerted", "{:.0%}"), ("deaths", "deaths", "{:d}"),
+        ("stays alerted", "stays_alerted", "{:.0%}"),
+        ("bed-time with an urgent+ alert open", "beds_urgent", "{:.0%}"), ("deaths", "deaths", "{:d}"),
         ("deaths flagged >= 2 h ahead", "deaths_flagged_2h", "{:.0%}"),
         ("  of them, count", "deaths_flagged_2h_count", "{:d}"),
         ("  deaths without a death time", "deaths_without_time", "{:d}"),
@@ -53,6 +54,7 @@ class ScorerQuality:
     urgent_alerts: int                # alert episodes that reached urgent or emergency
     acknowledged: float | None        # fraction of those a person acknowledged
     median_minutes_to_ack: float | None  # clinical minutes from raised to the first acknowledgement
+    beds_urgent: float | None = None  # share of occupied bed-time (ICU in to out) with an open urgent+ alert
 
 
 def _icu_days(o: Outcome) -> float:
@@ -106,6 +108,10 @@ def scorer_quality(scorer: str, outcomes: Sequence[Outcome], trails: dict[int, S
             ep["urgent"] |= _flags(a)
             if a.state == "acknowledged" and ep["ack"] is None:
                 ep["ack"] = a.at
+    timed = [o for o in outcomes if o.icu_intime is not None and o.icu_outtime is not None and o.icu_outtime > o.icu_intime]
+    bed_time = sum((o.icu_outtime - o.icu_intime).total_seconds() for o in timed)
+    urgent_time = sum(_urgent_seconds(o, [a for a in trails.get(o.stay_id, ()) if a.scorer == scorer
+                                         and a.task not in TECHNICAL_RULES]) for o in timed)
     urgent = [e for e in episodes.values() if e["urgent"] and e["raised"] is not None]
     acked = [(e["ack"] - e["raised"]).total_seconds() / 60.0 for e in urgent if e["ack"] is not None]
     days = sum(_icu_days(o) for o in outcomes)
@@ -116,7 +122,24 @@ def scorer_quality(scorer: str, outcomes: Sequence[Outcome], trails: dict[int, S
         deaths_without_time=without_time, median_lead_hours=_median(leads),
         ppv=_ratio(flagged_died, flagged_stays), stays_flagged=flagged_stays,
         urgent_alerts=len(urgent), acknowledged=_ratio(len(acked), len(urgent)), median_minutes_to_ack=_median(acked),
+        beds_urgent=_ratio(urgent_time, bed_time),
     )
+
+
+def _urgent_seconds(o: Outcome, alerts: Sequence[Alert]) -> float:
+    """Seconds of the stay's ICU time (in to out) during which any of its alerts was open at urgent or higher."""
+    level: dict[str, bool] = {}  # episode -> open at urgent or higher after its latest record
+    total, since = 0.0, None
+    for a in sorted((a for a in alerts if a.state != "commented"), key=lambda a: a.at):  # a note changes nothing
+        at = min(max(a.at, o.icu_intime), o.icu_outtime)
+        level[a.episode_id or a.alert_id] = _flags(a)
+        if any(level.values()) and since is None:
+            since = at
+        elif not any(level.values()) and since is not None:
+            total, since = total + (at - since).total_seconds(), None
+    if since is not None:
+        total += (o.icu_outtime - since).total_seconds()
+    return total
 
 
 def figures(scorers: Iterable[str], outcomes: Sequence[Outcome], trails: dict[int, Sequence[Alert]]) -> dict[str, dict]:

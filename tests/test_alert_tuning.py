@@ -11,7 +11,7 @@ import pytest
 from conftest import MEDM2T
 from medm2t.events import Outcome, RiskScore, TaskScore
 from medm2t.settings import DEMO_CHECKPOINT, Settings
-from stream.alert_tuning import alert_trails, choose, evaluate, search, with_rule
+from stream.alert_tuning import alert_trails, choose, evaluate, search, tradeoff, with_rule
 from stream.policy import DEFAULT_POLICY, POLICY_FILE, load_policy, read_policy
 from stream.quality import scorer_quality
 
@@ -42,13 +42,22 @@ def test_the_search_picks_the_threshold_that_flags_the_deaths_within_the_budget(
     candidates = search(DEFAULT_POLICY, "medm2t", "mortality", scores, outcomes, refractory_min=(60.0, 240.0))
     # the default 0.30 flags nothing; a threshold between the survivors' plateau and the deaths' rise flags both
     assert evaluate(DEFAULT_POLICY, "medm2t", scores, outcomes).deaths_flagged_2h_count == 0
-    best = choose(candidates, budget=10.0)
-    assert best.quality.deaths_flagged_2h_count == 2 and 0.15 < best.urgent <= 0.2
-    # a budget below two alerts over the ward's patient-days leaves room for one death only
+    choice = choose(candidates, budget=10.0)
+    best = choice.candidate
+    assert choice.reached and best.quality.deaths_flagged_2h_count == 2 and 0.15 < best.urgent <= 0.2
+    # of the thresholds that flag both deaths, the one that alerts no survivor: the lightest load
+    assert best.quality.stays_alerted == 2 / 6 and best.quality.ppv == 1.0
+    # a budget below two alerts over the ward's patient-days leaves room for one death only: target missed
     days = sum((o.icu_outtime - o.icu_intime).total_seconds() for o in outcomes) / 86400
     tight = choose(candidates, budget=1.5 / days)
-    assert tight.quality.alerts == 1 and tight.quality.deaths_flagged_2h_count == 1
+    assert not tight.reached and tight.candidate.quality.alerts == 1
+    assert tight.candidate.quality.deaths_flagged_2h_count == 1
     assert choose(candidates, budget=0.5 / days) is None
+    # half the deaths is reachable with one alerted stay; the curve rises with the share flagged
+    assert choose(candidates, budget=10.0, target=0.5).candidate.quality.stays_alerted == 1 / 6
+    curve = tradeoff(candidates)
+    assert [p["deaths_flagged_2h"] for p in curve] == sorted(p["deaths_flagged_2h"] for p in curve)
+    assert curve[-1]["deaths_flagged_2h"] == 1.0 and curve[-1]["stays_alerted"] == 2 / 6
     # every candidate's figures are the live figures of its policy through the same engine
     tuned = with_rule(DEFAULT_POLICY, "medm2t", "mortality", best.urgent, best.emergency, best.refractory_min)
     assert scorer_quality("medm2t", outcomes, alert_trails(tuned, scores)) == best.quality

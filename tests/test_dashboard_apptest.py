@@ -406,4 +406,6 @@ def test_quality_page_shows_the_reports_figures_and_their_history(dash_redis):
     assert table.loc["deaths", "news2"] == "1"
     from dashboard.views.quality import PLOTTED
 
-    assert len(at.get("vega_lite_chart")) == len(PLOTTED)  # st.line_chart, one per figure
+    # one per figure, plus the trade-off curve of the demo checkpoint's tuned policy (the sample ward runs it)
+    assert len(at.get("vega_lite_chart")) == len(PLOTTED) + 1 and "Alert policy trade-off" in text
+    assert "bed-time with an urgent+ alert open" in table.index

@@ -71,3 +71,17 @@ def test_the_outcome_agent_accepts_only_outcomes_keyed_by_their_stay():
                             (closed.model_dump_json().encode(), b"7", "only outcomes belong there")):
         with pytest.raises(InvalidMessage, match=why):
             validate_outcome(value, key)
+
+
+def test_bed_time_with_an_urgent_alert_open_is_the_union_of_the_open_spells():
+    """Stay 1 (24 h): urgent from 2 h, a second rule's emergency overlapping 4-8 h, cleared at 6 h and 8 h:
+    6 h red. Stay 2 (24 h): info only, then urgent from 20 h to the end: 4 h. A comment changes nothing."""
+    outs = [outcome(1, days=1), outcome(2, days=1)]
+    trails = {
+        1: [alert(1, 2 * H, episode="u"), alert(1, 4 * H, level="emergency", task="news2:x", episode="x"),
+            alert(1, 6 * H, "cleared", episode="u"), alert(1, 8 * H, "cleared", level="emergency", episode="x"),
+            alert(1, 9 * H, "commented", episode="u")],
+        2: [alert(2, 1 * H, level="info", task="news2:single-parameter"), alert(2, 20 * H, episode="v")],
+    }
+    assert scorer_quality("news2", outs, trails).beds_urgent == pytest.approx((6 + 4) / 48)
+    assert scorer_quality("news2", outs, {}).beds_urgent == 0.0

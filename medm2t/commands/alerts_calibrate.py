@@ -13,9 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HELP = """Replay a validation source offline through the worker's own pipeline and alert engine, and pick the
-MedM2T mortality thresholds and refractory period that stay within --budget alerts per patient-day while
-flagging the most deaths at least 2 h ahead (ties: fewer alerts, then higher PPV). The figures are those of
-the live Quality page and `medm2t report` (docs/alert-quality.md), over the source's stays and outcomes.
+MedM2T mortality thresholds and refractory period a ward can carry: within --budget alerts per patient-day,
+flagging at least --target of the deaths at least 2 h ahead, with the fewest stays alerted (ties: higher PPV,
+then fewer alerts). When no candidate reaches the target within the budget, it takes the one that flags the
+most deaths, and says so. It prints the trade-off curve (deaths flagged against stays alerted and alerts per
+patient-day) and stores it in the policy. The figures are those of the live Quality page and `medm2t report`
+(docs/alert-quality.md), over the source's stays and outcomes.
 
 It writes the tuned policy next to the checkpoint (alert-policy.json, unless --out), where the worker finds
 it whenever MedM2T runs from that checkpoint (MEDM2T_ALERT_POLICY names another file). Use a validation
@@ -38,6 +41,8 @@ def register_calibrate(acts: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="SPEC", help=f"validation source: {SPEC_HELP}")
     p.add_argument("--budget", required=True, type=float, metavar="ALERTS_PER_PATIENT_DAY",
                    help="most MedM2T alerts raised per ICU patient-day, e.g. 1.2")
+    p.add_argument("--target", type=float, default=0.8, metavar="SHARE",
+                   help="share of deaths to flag at least 2 h ahead, 0-1 (default 0.8)")
     p.add_argument("--checkpoint", type=Path, default=s.checkpoint,
                    help=f"MedM2T checkpoint to score with (default {s.checkpoint})")
     p.add_argument("--out", type=Path, default=None, help="where to write the policy (default CHECKPOINT/alert-policy.json)")
@@ -56,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     from medm2t.settings import get_settings
     from replay.engine import select_stays
     from replay.sources import SourceError, parse_spec
-    from stream.alert_tuning import choose, evaluate, search, with_rule
+    from stream.alert_tuning import choose, evaluate, search, tradeoff, with_rule
     from stream.offline import backlog, run_backlog
     from stream.policy import POLICY_FILE, PolicyError, dumps, load_policy
     from stream.services import free_port, redis_service
@@ -64,6 +69,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.budget > 0:
         raise UserError("--budget must be a positive number of alerts per patient-day")
+    if not 0 < args.target <= 1:
+        raise UserError("--target must be a share of deaths between 0 and 1, e.g. 0.8")
     if args.skip < 0:
         raise UserError("--skip must be 0 or more stays")
     if not (args.checkpoint / "meta.json").exists():
@@ -102,16 +109,22 @@ def _run(args: argparse.Namespace) -> int:
                                                    disable=not sys.stderr.isatty()))
     if not candidates:
         raise UserError(f"MedM2T gave no mortality probability on {args.data}: nothing to tune")
-    best = choose(candidates, args.budget)
-    if best is None:
+    choice = choose(candidates, args.budget, args.target)
+    if choice is None:
         lowest = min(candidates, key=lambda c: c.quality.alerts_per_patient_day or 0.0)
         raise UserError(f"no candidate meets {args.budget:g} alerts per patient-day: the fewest was "
                         f"{lowest.quality.alerts_per_patient_day:.2f} (urgent at {lowest.urgent:.3f}, refractory "
                         f"{lowest.refractory_min:g} min); nothing written")
+    best, curve = choice.candidate, tradeoff(candidates)
+    if not choice.reached:
+        print(f"warning: no candidate flags {args.target:.0%} of the deaths >= 2 h ahead within {args.budget:g} "
+              f"alerts per patient-day; chose the one that flags the most ({best.flagged():.0%})", file=sys.stderr)
     tuned_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     tuned = with_rule(base, "medm2t", "mortality", best.urgent, best.emergency, best.refractory_min).model_copy(
-        update={"name": f"calibrated for {args.budget:g} alerts/patient-day on {args.data}",
+        update={"name": f"calibrated on {len(outcomes)} {args.data.split(':', 1)[0]} validation stays for at most "
+                        f"{args.budget:g} alerts per patient-day and {args.target:.0%} of deaths flagged 2 h ahead",
                 "tuned": {"data": args.data, "stays": len(outcomes), "deaths": deaths, "budget": args.budget,
+                          "target": args.target, "target_reached": choice.reached, "tradeoff": curve,
                           "checkpoint": scorers[1].version, "candidates": len(candidates), "at": tuned_at,
                           "urgent": best.urgent, "emergency": best.emergency, "refractory_min": best.refractory_min,
                           "figures": asdict(best.quality)}})
@@ -122,10 +135,16 @@ def _run(args: argparse.Namespace) -> int:
             "MedM2T, calibrated": best.quality, "NEWS2 (RCP 2017)": evaluate(base, "news2", scores, outcomes)}
     if args.json:
         print(json.dumps({"policy": str(out), "urgent": best.urgent, "emergency": best.emergency,
-                          "refractory_min": best.refractory_min,
+                          "refractory_min": best.refractory_min, "target_reached": choice.reached, "tradeoff": curve,
                           "figures": {name: asdict(q) for name, q in rows.items()}}, indent=2))
     else:
         print(figures_table({name: asdict(q) for name, q in rows.items()}, column=24))
+        print("\ntrade-off (lightest policy per share of deaths flagged >= 2 h ahead):")
+        print(f"  {'deaths flagged':>14}  {'stays alerted':>13}  {'alerts/pt-day':>13}  {'PPV':>5}  urgent at")
+        for point in curve:
+            ppv = "–" if point["ppv"] is None else f"{point['ppv']:.2f}"
+            print(f"  {point['deaths_flagged_2h']:>14.0%}  {point['stays_alerted'] or 0:>13.0%}  "
+                  f"{point['alerts_per_patient_day'] or 0:>13.2f}  {ppv:>5}  {point['urgent']:.3f}")
         print(f"\nchose urgent at {best.urgent:.3f}, emergency at {best.emergency:.3f}, refractory "
               f"{best.refractory_min:g} min, out of {len(candidates)} candidates; wrote {out}")
     return 0

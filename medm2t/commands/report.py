@@ -10,6 +10,7 @@ them). Definitions: docs/alert-quality.md.
 
   alerts_per_patient_day  clinical alerts raised per ICU patient-day (technical stale-data alerts excluded)
   stays_alerted           fraction of stays with at least one alert
+  beds_urgent             share of occupied bed-time with an urgent/emergency alert open
   deaths                  in-hospital deaths
   deaths_flagged_2h       fraction of deaths with an urgent or emergency alert >= 2 h before the death time
   median_lead_hours       how long before death the first urgent/emergency alert came (median)

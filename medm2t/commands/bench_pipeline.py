@@ -21,8 +21,9 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser("pipeline", help="throughput of the worker core on a backlog, and cost per event vs history",
                         description="Replay a synthetic cohort as a backlog through the worker's pipeline on a "
                                     "fresh local Redis (no Kafka) and print events/s, scores, batch sizes and "
-                                    "batch times per scorer set; then the cost of one new event at short and "
-                                    "long stay histories.")
+                                    "batch times per scorer set, and each cadence scorer's points per model pass "
+                                    "(MEDM2T_BATCH_MAX, on MEDM2T_DEVICE); then the cost of one new event at "
+                                    "short and long stay histories. On a GPU: tools/bench_gpu.sh.")
     p.add_argument("--stays", type=int, default=100, help="synthetic stays in the backlog (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scorers", default="news2;news2,medm2t",
@@ -42,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--stays must be at least 1")
     settings = Settings()
     checkpoint = args.checkpoint or settings.checkpoint
-    scorer_sets = [(names, _scorers(names.split(","), checkpoint)) for names in args.scorers.split(";")]
+    scorer_sets = [(names, _scorers(names.split(","), checkpoint, settings.device)) for names in args.scorers.split(";")]
     histories = _histories(args.histories)
     with tempfile.TemporaryDirectory(prefix="medm2t-bench-pipeline-") as tmp:
         redis = redis_service(free_port(), Path(tmp), persist=False)
@@ -50,10 +51,12 @@ def _run(args: argparse.Namespace) -> int:
         try:
             url = f"redis://127.0.0.1:{redis.port}/0"
             messages = _backlog(args.stays, args.seed, Path(tmp) / "cohort")
+            devices = {s.name: s.predictor.device for _, ss in scorer_sets for s in ss if hasattr(s, "predictor")}
             print(f"pipeline: {args.stays} synthetic stays, {len(messages):,} events, {PARTITIONS} partitions, "
-                  f"chunks of {INGEST_CHUNK}, Redis at {url} (no Kafka)")
+                  f"chunks of {INGEST_CHUNK}, at most {settings.batch_max} points per pass, Redis at {url} (no Kafka)"
+                  + "".join(f", {name} on {device}" for name, device in devices.items()))
             for names, scorers in scorer_sets:
-                figures = asyncio.run(_backlog_run(url, scorers, messages))
+                figures = asyncio.run(_backlog_run(url, scorers, messages, settings.batch_max))
                 print(_format(names, figures))
             for h in histories:
                 us = asyncio.run(_per_event_cost(url, h))
@@ -75,7 +78,7 @@ def _histories(text: str) -> list[int]:
     return out
 
 
-def _scorers(names: list[str], checkpoint: Path):
+def _scorers(names: list[str], checkpoint: Path, device: str):
     from medm2t.cli import UserError
     from stream.scorers.news2 import News2Scorer
 
@@ -88,7 +91,7 @@ def _scorers(names: list[str], checkpoint: Path):
 
             if not (checkpoint / "meta.json").exists():
                 raise UserError(f"no MedM2T checkpoint at {checkpoint} (run `make demo` once, or pass --checkpoint)")
-            out.append(MedM2TScorer.load(checkpoint, "auto"))
+            out.append(MedM2TScorer.load(checkpoint, device))
         else:
             raise UserError(f"unknown scorer {name!r} in --scorers (news2, medm2t)")
     return out
@@ -122,12 +125,12 @@ async def _pipeline(url: str, scorers, idle_ms: int):
     return pipeline, sink, redis
 
 
-async def _backlog_run(url: str, scorers, messages) -> dict:
+async def _backlog_run(url: str, scorers, messages, batch_max: int) -> dict:
     from stream.offline import Batches, run_backlog
 
     batches = Batches()
     start = time.perf_counter()
-    sink = await run_backlog(url, scorers, messages, PARTITIONS, batches)
+    sink = await run_backlog(url, scorers, messages, PARTITIONS, batches, batch_max=batch_max)
     seconds = time.perf_counter() - start
     return {"events": len(messages), "seconds": seconds, "scores": len(sink.sent[topics.SCORES]),
             "alerts": len(sink.sent[topics.ALERTS]), "sizes": batches.sizes, "times": batches.seconds,

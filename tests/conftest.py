@@ -103,14 +103,14 @@ def service_env(settings) -> dict:
 
 
 @contextmanager
-def running_worker(settings, log: Path, **extra_env):
-    """`medm2t worker` as a subprocess in its own process group, stopped (and waited for) on exit."""
+def running_worker(settings, log: Path, *args: str, **extra_env):
+    """`medm2t worker ARGS` as a subprocess in its own process group, stopped (and waited for) on exit."""
     import subprocess
 
     from stream.services import stop_process_group
 
     with open(log, "ab") as out:
-        proc = subprocess.Popen([MEDM2T, "worker"], env={**service_env(settings), **extra_env},
+        proc = subprocess.Popen([MEDM2T, "worker", *args], env={**service_env(settings), **extra_env},
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield proc

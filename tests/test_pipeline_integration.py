@@ -450,6 +450,34 @@ def test_a_second_worker_joining_mid_replay_gives_the_same_scores_and_alerts(pip
             _assert_same_as_undisturbed(pipeline_settings, want, undisturbed)
 
 
+def test_one_command_runs_a_worker_per_core_and_restarts_one_that_is_killed(pipeline_settings, synth_cohort,
+                                                                              cohort_expectation, undisturbed):
+    """`medm2t worker --processes 2`: two processes in one consumer group split the partitions; one is killed
+    (-9) mid-replay and the command restarts it; together they publish the undisturbed stream, and SIGTERM
+    to the command stops both."""
+    import psutil
+
+    _, n_inputs, want = cohort_expectation
+    r, replay = _disturbed_run(pipeline_settings, synth_cohort, undisturbed)
+    log = pipeline_settings.run_dir / "worker-processes.log"
+    with running_worker(pipeline_settings, log, "--processes", "2") as proc:
+        workers = lambda: psutil.Process(proc.pid).children()  # noqa: E731
+        _wait(lambda: len(workers()) == 2, 30, "two worker processes", log)
+        _wait(lambda: _counter(r, "events_in") >= n_inputs // 3, 180, "a third of the events applied", log)
+        victim = workers()[0]
+        victim.kill()
+        _wait(lambda: "restarting it" in log.read_text() and len(workers()) == 2 and victim not in workers(), 30,
+              "the killed worker process restarted", log)
+        assert replay.wait(timeout=180) == 0
+        _wait(lambda: _idle(r, n_inputs), 240, "every point scored by the two processes", log)
+        assert proc.poll() is None
+        _assert_same_as_undisturbed(pipeline_settings, want, undisturbed)
+        children = workers()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
 def test_the_worker_on_a_3_node_redis_cluster_gives_the_same_scores_and_alerts(pipeline_settings, synth_cohort,
                                                                                 cohort_expectation, undisturbed,
                                                                                 tmp_path_factory):

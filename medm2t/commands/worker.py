@@ -18,7 +18,9 @@ risk.alert-actions.v1; outcomes on icu.outcomes.v1 feed only the alert-quality f
 never a scorer.
 
 Scorers (MEDM2T_SCORERS / --scorers): 'auto' runs NEWS2 plus MedM2T when the checkpoint folder exists,
-side by side. Start more workers to split the partitions; stop with Ctrl-C.
+side by side. Workers split the partitions: --processes auto starts one worker process per core (at most
+one per partition) from this one command, restarts one that dies and stops all on Ctrl-C; more shells or
+machines running `medm2t worker` join the same group.
 
 Services come from MEDM2T_KAFKA_URL / MEDM2T_REDIS_URL or --kafka / --redis; MEDM2T_REDIS_CLUSTER=1 when
 the URL is a node of a Redis Cluster (docs/deployment.md: how it scales). MEDM2T_FETCH_MAX_WAIT_MS (default
@@ -42,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-max", type=int, help=f"most stays per scoring batch (default {s.batch_max}, MEDM2T_BATCH_MAX)")
     p.add_argument("--medm2t-cadence-min", type=float,
                    help="MedM2T scores at most once per this many clinical minutes; 0 = every point")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT (0 = off)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT (0 = off; with "
+                                                    "--processes N, ports PORT to PORT+N-1)")
+    p.add_argument("--processes", metavar="N|auto", help="worker processes to run from this command (default 1; "
+                                                         "'auto': one per core, at most one per partition)")
     p.set_defaults(handler=_run)
 
 
@@ -57,6 +62,16 @@ def settings_from(args: argparse.Namespace):
         "metrics_port": getattr(args, "metrics_port", None),
     }.items() if v is not None}
     return get_settings().model_copy(update=overrides)
+
+
+def _passed_on(args: argparse.Namespace) -> list[str]:
+    """The command line each worker process gets (the supervisor sets --processes and --metrics-port)."""
+    out = []
+    for flag, value in (("--kafka", args.kafka), ("--redis", args.redis), ("--scorers", args.scorers),
+                        ("--batch-max", args.batch_max), ("--medm2t-cadence-min", args.medm2t_cadence_min)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def check_redis(settings, attempts: int = 5):
@@ -85,10 +100,15 @@ def _run(args: argparse.Namespace) -> int:
     from stream.scorers import ScorerConfigError, select_scorers
     from stream.worker import APP_ID, build_app
 
+    from medm2t.commands.worker_processes import processes_wanted, supervise
+
     settings = settings_from(args)
     if settings.batch_max < 1 or settings.medm2t_cadence_min < 0:
         raise UserError("--batch-max must be >= 1 and --medm2t-cadence-min >= 0")
+    n = processes_wanted(args.processes, settings.partitions)
     check_redis(settings).close()
+    if n > 1:
+        return supervise(n, _passed_on(args), settings.metrics_port, args.verbose)
     try:
         ensure_topics(settings)
     except BrokerUnreachable as exc:

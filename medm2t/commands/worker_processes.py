@@ -1,0 +1,83 @@
+"""`medm2t worker --processes N`: one command for the whole machine. It starts N worker processes that join
+the same consumer group (each takes a share of the partitions, docs/deployment.md), restarts one that dies,
+and stops them all on Ctrl-C or SIGTERM. One Python worker uses about one core, so the default is one per
+core; more processes than partitions leave the extra ones idle."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("medm2t.worker")
+RESTARTS_PER_MINUTE = 5  # a worker that dies more often than this is broken, not unlucky: stop
+
+
+def processes_wanted(text: str | None, partitions: int) -> int:
+    """--processes: a whole number, or 'auto' (one per core, at most one per partition)."""
+    from medm2t.cli import UserError
+
+    if text in (None, "1"):
+        return 1
+    if text == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, partitions))
+    try:
+        n = int(text)
+    except ValueError:
+        raise UserError(f"--processes must be a whole number or 'auto', not {text!r}") from None
+    if n < 1:
+        raise UserError("--processes must be at least 1")
+    return n
+
+
+def supervise(n: int, argv: list[str], metrics_port: int, verbose: bool = False) -> int:
+    """Run `medm2t worker` N times with `argv` (each with its own metrics port when one is set) until stopped."""
+    exe = str(Path(sys.executable).parent / "medm2t")
+
+    def start(i: int) -> subprocess.Popen:
+        args = [exe, *(["--verbose"] if verbose else []), "worker", *argv, "--processes", "1"]
+        if metrics_port:
+            args += ["--metrics-port", str(metrics_port + i)]
+        proc = subprocess.Popen(args)
+        log.info("worker process %d of %d started (pid %d)", i + 1, n, proc.pid)
+        return proc
+
+    procs = [start(i) for i in range(n)]
+    stopping = False
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    restarts: list[float] = []
+    while not stopping:
+        time.sleep(0.5)
+        for i, p in enumerate(procs):
+            code = p.poll()
+            if code is None or stopping:
+                continue
+            restarts = [t for t in restarts if time.monotonic() - t < 60] + [time.monotonic()]
+            if len(restarts) > RESTARTS_PER_MINUTE:
+                log.error("worker processes died %d times within a minute (last exit %s): stopping all",
+                          len(restarts), code)
+                stop(None, None)
+                break
+            log.warning("worker process %d (pid %d) exited with %s: restarting it", i + 1, p.pid, code)
+            procs[i] = start(i)
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=30))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes.append(p.wait())
+    return 0 if all(c in (0, -signal.SIGTERM) for c in codes) and len(restarts) <= RESTARTS_PER_MINUTE else 1

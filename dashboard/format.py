@@ -83,11 +83,6 @@ def clock(t: datetime | None) -> str:
     return "–" if t is None else t.strftime("%Y-%m-%d %H:%M")
 
 
-def model_label(scorer: str, task: str, version: str, calibration: str) -> str:
-    """e.g. 'MedM2T in-hospital mortality risk (model small-v0.1, uncalibrated)'."""
-    return f"{scorer} {task} (model {version}, {calibration})"
-
-
 def tier_badge(tier: str | None, text: str | None = None, title: str | None = None) -> str:
     if not tier:
         return html.escape(text or "–")
@@ -98,7 +93,30 @@ def tier_badge(tier: str | None, text: str | None = None, title: str | None = No
 
 
 ALERT_TASKS = {"news2": "NEWS2", "news2:single-parameter": "NEWS2 single parameter",
-               "news2:stale-vitals": "stale vitals (technical)"}
+               "news2:stale-vitals": "stale vitals (technical)", "mortality": "MedM2T in-hospital mortality risk"}
+NEWS2_PARAMETERS = {"rr": "respiration rate", "spo2": "SpO2", "oxygen": "air or oxygen", "sbp": "systolic BP",
+                    "hr": "pulse", "consciousness": "consciousness", "temp": "temperature"}
+
+
+def alert_name(alert) -> str:
+    """The rule of an alert in words: 'NEWS2 single parameter', 'MedM2T in-hospital mortality risk'."""
+    return ALERT_TASKS.get(alert.task, f"{alert.scorer} {alert.task.replace('_', ' ')}")
+
+
+def news2_detail(detail: dict) -> str:
+    """NEWS2's sub-scores in words, with units: 'respiration rate 3 points, SpO2 3 points, ...'."""
+    parts = []
+    for key, words in NEWS2_PARAMETERS.items():
+        value = detail.get(f"{key}_points")
+        parts.append(f"{words} not charted" if value is None else f"{words} {value} point" + ("" if value == 1 else "s"))
+    text = "; ".join([", ".join(parts)])
+    if isinstance(detail.get("max_single"), (int, float)):
+        text += f"; highest single parameter {detail['max_single']} points"
+    if isinstance(detail.get("newest_vital_age_h"), (int, float)):
+        text += f"; newest vital sign {detail['newest_vital_age_h']:.1f} h old"
+    if str(detail.get("complete", "")).startswith("no"):
+        text += "; the aggregate is a lower bound (a parameter is not charted)"
+    return text
 
 
 def lifecycle(alert) -> str:
@@ -119,7 +137,7 @@ def alert_chip(alert, current: float | None, raised, long: bool = False, resolvi
     newest record (`alert`), since when and at which value from the record that raised it (`raised`), and the
     value now from the newest score (`current`), how long ago on the stay's clinical clock (`now`, its newest
     data). `long` adds the reason (patient page); the board keeps it in the tooltip."""
-    what = ALERT_TASKS.get(alert.task, f"{alert.scorer} {alert.task}")
+    what = alert_name(alert)
     ago = f" ({age((now - raised.at).total_seconds())} clinical)" if now is not None and now >= raised.at else ""
     current = "now –" if current is None else f"now {task_value(alert.task, current)}"
     text = (f"{alert.level} · {what} · raised {raised.at:%d %b %H:%M}{ago} at "

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".medm2t/data"), description="Where the demo caches its synthetic cohort.")
 
     # Worker
+    worker_group: str = Field("medm2t-worker", description="Kafka consumer group (the Faust app id) the workers "
+                                                           "share; another name runs an independent deployment.")
     batch_max: int = Field(256, description="Most stays per scoring batch, and most points per model pass (batches take what is due at once; they grow under load).")
     fetch_max_wait_ms: int = Field(20, description="Longest a fetch of input events waits at the broker for data. "
                                    "Brokers that answer a waiting fetch only when it times out (tansu) add up to "

@@ -26,7 +26,6 @@ from stream.scoring import Scorer
 from stream.state import StayStore
 
 log = logging.getLogger("medm2t.worker")
-APP_ID = "medm2t-worker"
 INGEST_WAIT_S = 0.005       # ... or what arrived within this long (a small chunk at once when idle)
 STATS_EVERY_S = 10.0
 QUALITY_EVERY_S = 10.0   # how often the alert-quality history gets a point (when outcomes have arrived)
@@ -38,7 +37,7 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
     from faust.types import TP
 
     app = faust.App(
-        APP_ID,
+        settings.worker_group,
         **faust_options(settings),
         store="memory://",
         datadir=str(settings.run_dir / "worker-data"),

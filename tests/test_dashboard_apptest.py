@@ -63,9 +63,13 @@ def test_ward_board_lists_every_seeded_stay_sorted_by_risk(dash_redis):
         assert f"{news2.value:.0f} · {news2.band}" in board
         if s.medm2t is not None:
             assert fmt.probability(s.medm2t.tasks["mortality"].value) in board
-    # Header says what the number is, with model version and calibration as the score states them.
+    # The header says what the number is in a short name; its tooltip gives the model version and calibration
+    # as the score states them.
+    import html as _html
+
     model = next(s.medm2t for s in stays if s.medm2t)
-    assert fmt.model_label("MedM2T", "in-hospital mortality risk", model.model_version, model.tasks["mortality"].calibration) in board
+    tip = _html.escape(f"Model {model.model_version}; {model.tasks['mortality'].calibration}.")
+    assert f'title="{tip}' in board and ">MedM2T in-hospital mortality risk</th>" in board
     assert "NEWS2 (rule score, points)" in board
     # Highest risk first: a stay whose worst open alert is worse comes before one whose is less bad.
     from dashboard.data import RANK, open_alerts

@@ -67,8 +67,8 @@ def panel(r, open_alerts: list[Alert], key: str) -> None:
 
 
 def _label(a: Alert) -> str:
-    what = fmt.ALERT_TASKS.get(a.task, f"{a.scorer} {a.task}")
-    return f"stay {a.stay_id} · {a.level} · {what} · {fmt.lifecycle(a) or a.state} · {a.alert_id}"
+    what = fmt.alert_name(a)
+    return f"stay {a.stay_id} · {a.level} · {what} · {fmt.lifecycle(a) or a.state} · record of {a.at:%d %b %H:%M}"
 
 
 def _send(r, alert: Alert, action: str, reason: str | None = None, minutes: float | None = None) -> None:

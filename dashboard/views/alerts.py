@@ -34,7 +34,7 @@ def render(reader: Reader) -> None:
                ("Model", "Scorer version that produced the score")]
     rows = []
     for a in shown:
-        what = a.scorer if a.scorer == a.task else f"{a.scorer} {a.task}"
+        what = fmt.alert_name(a)
         value = fmt.task_value(a.task, a.value)
         rows.append([html.escape(fmt.clock(a.at)), fmt.tier_badge(a.level),
                      fmt.tier_badge("cleared", a.state) if a.state == "cleared" else html.escape(a.state),

@@ -107,9 +107,10 @@ def _scores(reader: Reader, row: StayRow) -> None:
             if score and score.detail.get("drivers"):
                 st.caption(_drivers_caption(f"{card.name} {task.display}", score.detail))
             elif score and task.kind == "points" and score.detail:
-                st.caption(f"{card.name} sub-scores: " + ", ".join(f"{k} {v}" for k, v in score.detail.items()))
+                st.caption(f"{card.name} sub-scores: {fmt.news2_detail(score.detail)}")
         if model.missing:
-            st.caption(f"{card.name} had no " + ", ".join(model.missing) + " for this score.")
+            st.caption(f"{card.name} had no " + ", ".join(model.missing) + f" for this score (scored at "
+                       f"{model.scored_at:%d %b %H:%M}).")
     if row.open_alerts:
         st.markdown("<br>".join(row.chips(long=True, policy=reader.alert_policy())), unsafe_allow_html=True)
 

@@ -57,10 +57,13 @@ def _header(card: ModelCard, scorer: str, task: TaskCard, rows: list[StayRow]) -
     versions = sorted(_versions(rows, scorer, task.name))
     if not versions:
         return f"{label} (no score yet)", f"No stay on the board has a {card.name} score yet."
-    title = fmt.model_label(card.name, task.display, *versions[0]) if len(versions) == 1 \
-        else f"{label} (model and calibration per row)"
-    return title, (f"{card.name} model output, rounded. Read a probability as an observed frequency only where the "
-                   "header says calibrated, and only for patients like the calibration data.")
+    if len(versions) == 1:
+        version, calibration = versions[0]
+        return label, (f"Model {version}; {calibration}. {card.name} model output, rounded. Read a probability as "
+                       "an observed frequency only where it is calibrated, and only for patients like the "
+                       "calibration data.")
+    return f"{label} (model and calibration per row)", (f"{card.name} model output, rounded; the model version and "
+                                                         "calibration differ between rows and are shown in each.")
 
 
 def _cell(row: StayRow, card: ModelCard, scorer: str, task: TaskCard, per_row_versions: bool) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-HELP = """Run the scoring worker (a Faust app, consumer group 'medm2t-worker').
+HELP = """Run the scoring worker (a Faust app, consumer group MEDM2T_WORKER_GROUP, default 'medm2t-worker').
 
 It consumes icu.events.v1, stores each event in the stay's Redis state exactly once (deduplicated by
 event_id; the same id with other content is dead-lettered as a conflict) and scores each stay at its
@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     from stream.kafka import BrokerUnreachable, ensure_topics
     from stream.policy import PolicyError, load_policy
     from stream.scorers import ScorerConfigError, select_scorers
-    from stream.worker import APP_ID, build_app
+    from stream.worker import build_app
 
     from medm2t.commands.worker_processes import processes_wanted, supervise
 
@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
 
         serve(settings.metrics_port)
     log.info("worker starting app=%s kafka=%s redis=%s scorers=%s batch_max=%d cadence_min=%g alert_policy=%s",
-             APP_ID, settings.kafka_url, safe_url(settings.redis_url),
+             settings.worker_group, settings.kafka_url, safe_url(settings.redis_url),
              ",".join(f"{s.name}@{s.version}" for s in scorers), settings.batch_max, settings.medm2t_cadence_min,
              policy.name)
     # Our own INFO lines (stats, dead letters) without Faust's verbose startup tables.

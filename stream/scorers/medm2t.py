@@ -38,8 +38,8 @@ TASK_CARDS = (
 
 log = logging.getLogger(__name__)
 
-MODALITY_LABELS = {"static": "stay_opened (static features)", "labs": "labs", "vitals_tok": "vital signs",
-                   "vitals": "vital-sign grid (last 24 h)", "ecg": "ecg"}
+MODALITY_LABELS = {"static": "admission details (age, sex, unit)", "labs": "lab results", "vitals_tok": "vital signs",
+                   "vitals": "vital signs of the last 24 h", "ecg": "12-lead ECG"}
 STATIC_ONLY_NOTE = "inputs could not be read ({}); scored on static features only"
 DEFAULT_CADENCE = timedelta(hours=1)
 TOP_DRIVERS = 3

@@ -209,8 +209,8 @@ def test_scorer_protocol_and_odd_stays(checkpoint):
         assert cvd.kind == "class_probabilities" and set(cvd.probabilities) == {"none", "chd", "stroke", "hf"}
         assert "untrained head" in cvd.calibration and r.tasks["mortality"].calibration == "uncalibrated model output"
     assert full.tasks["mortality"].detail["unknown_items_ignored"] == 1 and full.inputs_seen == len(meas) + 1
-    assert "ecg" in full.missing and "labs" not in full.missing
-    assert "labs" in empty.missing and "no measurements" in empty.tasks["mortality"].detail["note"]
-    assert orphan.hours_since_admission is None and any("stay_opened" in m for m in orphan.missing)
+    assert "12-lead ECG" in full.missing and "lab results" not in full.missing  # in clinical words
+    assert "lab results" in empty.missing and "no measurements" in empty.tasks["mortality"].detail["note"]
+    assert orphan.hours_since_admission is None and any("admission details" in m for m in orphan.missing)
     assert full.tasks["los_remaining"].detail["los_total_days"] >= full.tasks["los_remaining"].value
     assert scorer.score_batch([]) == []

@@ -104,3 +104,26 @@ async def run_backlog(redis_url: str, scorers, messages, partitions: int, batche
         return sink
     finally:
         await redis.aclose()
+
+
+def scores_by_stay(scorers, messages, partitions: int = 6) -> dict[int, list]:
+    """Score a backlog offline on a private, throwaway Redis: each stay's RiskScores in point order (what a
+    live recorded replay publishes; `medm2t alerts calibrate` and tools/policy_figures.py read them)."""
+    import tempfile
+    from pathlib import Path
+
+    from medm2t.events import RiskScore
+    from stream.services import free_port, redis_service
+
+    with tempfile.TemporaryDirectory(prefix="medm2t-offline-") as tmp:
+        redis = redis_service(free_port(), Path(tmp), persist=False)
+        redis.start()
+        try:
+            sink = asyncio.run(run_backlog(f"redis://127.0.0.1:{redis.port}/0", scorers, messages, partitions))
+        finally:
+            redis.stop()
+    out: dict[int, list] = defaultdict(list)
+    for raw in sink.sent[topics.SCORES]:
+        score = RiskScore.model_validate_json(raw)
+        out[score.stay_id].append(score)
+    return out

@@ -8,26 +8,20 @@ checkpoint's MedM2T, hourly cadence), as `medm2t alerts calibrate` does, and eac
 come from the same alert engine, so the figures are those `medm2t report` prints after a recorded replay
 (docs/alert-quality.md). One JSON line per scorer and policy.
 """
-import asyncio
 import json
 import sys
-import tempfile
-from collections import defaultdict
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
-from medm2t import topics
-from medm2t.events import RiskScore
 from medm2t.settings import DEMO_CHECKPOINT
 from replay.engine import select_stays
 from replay.sources import parse_spec
 from stream.alert_tuning import evaluate
-from stream.offline import backlog, run_backlog
+from stream.offline import backlog, scores_by_stay
 from stream.policy import DEFAULT_POLICY, read_policy
 from stream.scorers.medm2t import MedM2TScorer
 from stream.scorers.news2 import News2Scorer
-from stream.services import free_port, redis_service
 
 FIGURES = ("stays", "patient_days", "deaths", "alerts_per_patient_day", "stays_alerted", "beds_urgent",
            "deaths_flagged_2h", "ppv", "median_lead_hours")
@@ -37,17 +31,7 @@ def main(spec: str, named: list[str]) -> None:
     policies = {name: read_policy(Path(path)) for name, path in (a.split("=", 1) for a in named)}
     scorers = [News2Scorer(), MedM2TScorer.load(DEMO_CHECKPOINT, "auto", cadence=timedelta(minutes=60))]
     messages, outcomes = backlog(select_stays(parse_spec(spec).stays(), None, None), partitions=6)
-    with tempfile.TemporaryDirectory() as tmp:
-        redis = redis_service(free_port(), Path(tmp), persist=False)
-        redis.start()
-        try:
-            sink = asyncio.run(run_backlog(f"redis://127.0.0.1:{redis.port}/0", scorers, messages, 6))
-        finally:
-            redis.stop()
-    scores = defaultdict(list)
-    for raw in sink.sent[topics.SCORES]:
-        score = RiskScore.model_validate_json(raw)
-        scores[score.stay_id].append(score)
+    scores = scores_by_stay(scorers, messages, partitions=6)
     rows = {f"MedM2T {name}": evaluate(policy, "medm2t", scores, outcomes) for name, policy in policies.items()}
     rows["NEWS2"] = evaluate(DEFAULT_POLICY, "news2", scores, outcomes)
     for name, quality in rows.items():

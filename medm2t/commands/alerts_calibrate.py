@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import sys
-import tempfile
-from collections import defaultdict
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,17 +51,14 @@ def register_calibrate(acts: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medm2t import topics
     from medm2t.cli import UserError
     from medm2t.commands.report import figures_table
-    from medm2t.events import RiskScore
     from medm2t.settings import get_settings
     from replay.engine import select_stays
     from replay.sources import SourceError, parse_spec
     from stream.alert_tuning import choose, evaluate, search, tradeoff, with_rule
-    from stream.offline import backlog, run_backlog
+    from stream.offline import backlog, scores_by_stay
     from stream.policy import POLICY_FILE, PolicyError, dumps, load_policy
-    from stream.services import free_port, redis_service
     from tqdm import tqdm
 
     if not args.budget > 0:
@@ -90,17 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     deaths = sum(bool(o.hospital_death) for o in outcomes)
     print(f"scoring {len(outcomes)} stays ({len(messages):,} events) offline with NEWS2 and MedM2T "
           f"{scorers[1].version} ...", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="medm2t-calibrate-") as tmp:
-        redis = redis_service(free_port(), Path(tmp), persist=False)
-        redis.start()
-        try:
-            sink = asyncio.run(run_backlog(f"redis://127.0.0.1:{redis.port}/0", scorers, messages, 6))
-        finally:
-            redis.stop()
-    scores = defaultdict(list)
-    for raw in sink.sent[topics.SCORES]:
-        score = RiskScore.model_validate_json(raw)
-        scores[score.stay_id].append(score)
+    scores = scores_by_stay(scorers, messages, partitions=6)
     if deaths == 0:
         print("warning: no deaths among these stays: every candidate flags 0 of 0, so the fewest alerts wins",
               file=sys.stderr)

@@ -109,7 +109,7 @@ def news2_detail(detail: dict) -> str:
     for key, words in NEWS2_PARAMETERS.items():
         value = detail.get(f"{key}_points")
         parts.append(f"{words} not charted" if value is None else f"{words} {value} point" + ("" if value == 1 else "s"))
-    text = "; ".join([", ".join(parts)])
+    text = ", ".join(parts)
     if isinstance(detail.get("max_single"), (int, float)):
         text += f"; highest single parameter {detail['max_single']} points"
     if isinstance(detail.get("newest_vital_age_h"), (int, float)):

@@ -406,14 +406,15 @@ class Pipeline:
                and (rt.closed_at is None or t <= rt.closed_at)]
         rt.timer = min(due, default=None)
 
-    def _timer_due(self, rt: StayRuntime) -> bool:
-        """A timer is due once its clinical time is complete, like a point, and no unscored point precedes it."""
-        return rt.timer is not None and self._complete(rt, rt.timer) and (not rt.buffer or rt.timer < min(rt.buffer))
-
     def ready(self) -> list[StayRuntime]:
+        """Stays whose first unscored point is complete, or whose alert timer is: complete like a point, with
+        no unscored point before it."""
         out = []
         for rt in self.stays.values():
-            if (rt.buffer and self._complete(rt, min(rt.buffer))) or self._timer_due(rt):
+            first = min(rt.buffer) if rt.buffer else None
+            point_due = first is not None and self._complete(rt, first)
+            timer_due = rt.timer is not None and (first is None or rt.timer < first) and self._complete(rt, rt.timer)
+            if point_due or timer_due:
                 out.append(rt)
                 if len(out) >= self.batch_max:
                     break

@@ -6,6 +6,7 @@ import pandas as pd
 
 from medm2t.events import Alert, Measurement, RiskScore
 from dashboard.format import TIER_COLOURS
+from replay.items import ITEMS, Item, Range, Sex
 
 
 def time_axis(span=None) -> alt.X:
@@ -69,12 +70,43 @@ def _with_alerts(chart: alt.Chart, alerts: list[Alert], field: str) -> alt.Chart
 
 
 LAB_OLD_AFTER_H = 24.0  # a result older than this (clinical time, against the stay's newest data) is flagged
+FLAG_WORDS = {"L": "low", "H": "high"}  # Item.flag() in the labs table's words
+SEX_WORDS = {"F": "female", "M": "male"}  # whose range a sex-specific lab's range text is
 
 
-def labs_table(measurements: list[Measurement]) -> pd.DataFrame:
-    """Per lab: latest value, its change from the previous result, the trend of every numeric result, when,
-    how many, and whether the latest is old (more than LAB_OLD_AFTER_H hours before the stay's newest data)."""
-    cols = ["lab", "latest", "unit", "change", "trend", "at", "age_h", "old", "results"]
+def _range_words(normal: Range) -> str:
+    low, high = normal
+    return f"{low:g}–{high:g}" if low is not None and high is not None else f"≥ {low:g}" if low is not None \
+        else f"≤ {high:g}"
+
+
+def reference_range_text(item: Item, sex: Sex | None = None) -> str:
+    """An item's reference range for a patient of this sex in clinical words with its unit, e.g. "3.3–5.1 mEq/L";
+    a sex-specific lab's says whose it is, "11.2–15.7 g/dL (female)", and with the sex unknown gives both,
+    "female 11.2–15.7, male 14–18 g/dL" (labelled, so not mistaken for the patient's; Item.flag() then gives
+    no flag); "" without a range."""
+    unit = f" {item.unit}" if item.unit else ""
+    if item.sex_specific:
+        if sex is None:
+            return ", ".join(f"{SEX_WORDS[s]} {_range_words(r)}" for s, r in item.normal_by_sex) + unit
+        normal = item.reference_range(sex)
+        return f"{_range_words(normal)}{unit} ({SEX_WORDS[sex]})" if normal is not None else ""
+    return _range_words(item.normal) + unit if item.normal is not None else ""
+
+
+def _catalogued(m: Measurement) -> Item | None:
+    """The catalogue item of a lab result, where its range applies: same code and same unit (sources with
+    their own item names or units, e.g. PhysioNet 2012, get no range rather than a wrong one)."""
+    item = ITEMS.get(m.item)
+    return item if item is not None and item.category == "lab" and (m.unit or None) == (item.unit or None) else None
+
+
+def labs_table(measurements: list[Measurement], sex: Sex | None = None) -> pd.DataFrame:
+    """Per lab: latest value, its adult reference range (for the patient's `sex` where the range depends on it:
+    "F", "M" or None for unknown) and whether the latest is low or high against it, its change from the
+    previous result, the trend of every numeric result, when, how many, and whether the latest is old (more
+    than LAB_OLD_AFTER_H hours before the stay's newest data)."""
+    cols = ["lab", "latest", "unit", "range", "flag", "change", "trend", "at", "age_h", "old", "results"]
     labs = sorted((m for m in measurements if m.category == "lab"), key=lambda m: m.time)
     if not labs:
         return pd.DataFrame(columns=cols)
@@ -92,7 +124,10 @@ def labs_table(measurements: list[Measurement]) -> pd.DataFrame:
             arrow = "↑" if last.value > prev else "↓" if last.value < prev else "→"
             change = f"{arrow} from {prev:g}"
         age_h = (newest - last.time).total_seconds() / 3600
+        item = _catalogued(last)
         rows.append({"lab": lab, "latest": f"{last.value:g}" if last.value is not None else str(last.text),
-                     "unit": last.unit or "", "change": change, "trend": numbers, "at": last.time,
-                     "age_h": round(age_h, 1), "old": age_h > LAB_OLD_AFTER_H, "results": len(results)})
+                     "unit": last.unit or "", "range": reference_range_text(item, sex) if item else "",
+                     "flag": FLAG_WORDS.get(item.flag(last.value, sex), "") if item else "", "change": change,
+                     "trend": numbers, "at": last.time, "age_h": round(age_h, 1), "old": age_h > LAB_OLD_AFTER_H,
+                     "results": len(results)})
     return pd.DataFrame(rows, columns=cols)

@@ -1,5 +1,6 @@
 """The model's item catalogue: one home for which labs and vitals MedM2T reads, how source ids merge
-onto a representative id, labels, units, categorical vs numeric, and the bedside `concept` of vitals.
+onto a representative id, labels, units, categorical vs numeric, the bedside `concept` of vitals, and the
+adult reference ranges of labs (REFERENCE_RANGES, from MIMIC-IV's own lab records).
 
 Lab items (74, Tasks 2/3) and vital merges follow docs/medm2t-reference.md §2.2–2.3. Labels come from
 the MIMIC-IV dictionaries (hosp/d_labitems, icu/d_items). Every reader maps its own ids through
@@ -14,6 +15,9 @@ from typing import Callable, Literal
 # dropped with a counted warning; abnormal-but-possible values are kept for the model's extreme bins.
 _NONNEG = (0.0, 1e6)
 
+Range = tuple[float | None, float | None]  # a reference range (lower, upper); either bound may be open (None)
+Sex = Literal["F", "M"]                    # as medm2t.events.StaticFeatures.gender
+
 
 @dataclass(frozen=True)
 class Item:
@@ -25,13 +29,117 @@ class Item:
     concept: str | None = None                 # hr, sbp, dbp, map, rr, spo2, fio2, temp, gcs_eye, ...
     valid: tuple[float, float] | None = _NONNEG
     merged: tuple[int, ...] = field(default=())  # source ids merged onto `code` (besides itself)
+    normal: Range | None = None                # adult reference range, where it is the same for both sexes
+    normal_by_sex: tuple[tuple[Sex, Range], ...] = field(default=())  # (("F", range), ("M", range)) where not
 
     def is_valid(self, value: float) -> bool:
         return self.valid is None or self.valid[0] <= value <= self.valid[1]
 
+    @property
+    def sex_specific(self) -> bool:
+        """Whether the lab's reference range depends on the patient's sex (REFERENCE_RANGES holds one per sex)."""
+        return bool(self.normal_by_sex)
+
+    def reference_range(self, sex: Sex | None = None) -> Range | None:
+        """The adult reference range that applies to a patient of this sex ("F", "M" or None for unknown).
+        For a sex-specific lab and unknown sex: None, no range, rather than the other sex's (a wrong flag) or
+        the union of both (it would hide e.g. a man's haemoglobin of 12 g/dL, low for him): not flagging
+        is the safer failure, and the table still shows both ranges."""
+        if not self.normal_by_sex:
+            return self.normal
+        return dict(self.normal_by_sex).get(sex) if sex is not None else None
+
+    def flag(self, value: float | None, sex: Sex | None = None) -> Literal["L", "H"] | None:
+        """The abnormal flag of a value for a patient of this sex: "L" below the reference range, "H" above it,
+        None within it (bounds included, as MIMIC-IV flags its own results), where no range applies (no range,
+        or a sex-specific lab and sex unknown, see reference_range()) or the value is None."""
+        normal = self.reference_range(sex)
+        if normal is None or value is None:
+            return None
+        low, high = normal
+        return "L" if low is not None and value < low else "H" if high is not None and value > high else None
+
+
+# Adult reference ranges (lower, upper) of numeric labs, in the item's unit: for each lab the most common
+# (modal) `ref_range_lower`/`ref_range_upper` pair of its rows in the MIMIC-IV Clinical Database Demo v2.2
+# (hosp/labevents, merged source ids counted toward their representative), with how many rows had it.
+# Per sex (hosp/patients `gender`): where women's modal pair differs from men's, the lab is sex-specific and
+# holds both, {"F": (lower, upper), "M": (lower, upper)}, with rows per sex; otherwise one pair, the modal
+# of all rows. Where a range changed over the years it is still the most common one in those records. Labs
+# the demo gives no range for have none. Regenerate (and paste) with
+#     .venv/bin/python tools/lab_reference_ranges.py ../shared/data/mimic-iv-demo-2.2/hosp/labevents.csv.gz
+# tests/test_lab_reference_ranges.py checks this table against that output.
+REFERENCE_RANGES: dict[str, Range | dict[Sex, Range]] = {
+    # 50802 Base Excess: no range in its 889 rows
+    "50808": (1.12, 1.32),  # Free Calcium: 509/509 rows
+    "50809": (70, 105),     # Glucose (blood gas): 262/262 rows
+    # 50810 Hematocrit, Calculated: no range in its 143 rows
+    "50813": (0.5, 2),      # Lactate: 758/758 rows
+    # 50825 Temperature (blood gas): no range in its 201 rows
+    # 220224 Arterial O2 pressure: not in this file
+    # 220227 Arterial O2 Saturation: not in this file
+    # 220235 Arterial CO2 Pressure: not in this file
+    # 223830 PH (Arterial): not in this file
+    # 220274 PH (Venous): not in this file
+    # 223679 TCO2 (calc) Venous: not in this file
+    # 225698 TCO2 (calc) Arterial: not in this file
+    # 226062 Venous CO2 Pressure: not in this file
+    # 226063 Venous O2 Pressure: not in this file
+    "50861": (0, 40),       # Alanine Aminotransferase (ALT): 1163/1163 rows
+    "50862": (3.5, 5.2),    # Albumin: 625/625 rows
+    "50863": {"F": (35, 105), "M": (40, 130)},  # Alkaline Phosphatase: F 422/422, M 716/716 rows
+    "50868": (8, 20),       # Anion Gap: 2310/2860 rows
+    "50878": (0, 40),       # Aspartate Aminotransferase (AST): 1165/1165 rows
+    "50882": (22, 32),      # Bicarbonate: 2863/2863 rows
+    "50885": (0, 1.5),      # Bilirubin, Total: 1164/1164 rows
+    "50893": (8.4, 10.3),   # Calcium, Total: 2377/2377 rows
+    "50902": (96, 108),     # Chloride: 3075/3082 rows
+    "50910": {"F": (29, 201), "M": (47, 322)},  # Creatine Kinase (CK): F 60/60, M 140/140 rows
+    "50911": (0, 10),       # Creatine Kinase, MB Isoenzyme: 187/187 rows
+    "50912": {"F": (0.4, 1.1), "M": (0.5, 1.2)}, # Creatinine: F 1319/1320, M 1689/1689 rows
+    # 50920 Estimated GFR (MDRD equation): no range in its 739 rows
+    "50931": (70, 100),     # Glucose: 2711/2711 rows
+    "50954": (94, 250),     # Lactate Dehydrogenase (LD): 663/663 rows
+    "50960": (1.6, 2.6),    # Magnesium: 2470/2470 rows
+    "50970": (2.7, 4.5),    # Phosphate: 2337/2337 rows
+    "50971": (3.3, 5.1),    # Potassium: 3024/3324 rows
+    "50983": (133, 145),    # Sodium: 2626/3148 rows
+    "51003": (0, 0.01),     # Troponin T: 278/278 rows
+    "51006": (6, 20),       # Urea Nitrogen: 2974/2974 rows
+    # 225664 Glucose finger stick: not in this file
+    "51146": (0, 1),        # Basophils: 569/943 rows
+    "51200": (1, 7),        # Eosinophils: 569/943 rows
+    "51214": (180, 400),    # Fibrinogen, Functional: 160/166 rows
+    "51221": {"F": (34, 45), "M": (40, 51)},    # Hematocrit: F 795/1312, M 814/1601 rows
+    "51222": {"F": (11.2, 15.7), "M": (14, 18)}, # Hemoglobin: F 784/1305, M 838/1625 rows
+    "51237": (0.9, 1.1),    # INR(PT): 1481/1481 rows
+    "51244": (19, 53),      # Lymphocytes: 576/959 rows
+    "51248": (26, 32),      # MCH: 1555/2760 rows
+    "51249": (32, 37),      # MCHC: 1555/2760 rows
+    "51250": (82, 98),      # MCV: 2760/2760 rows
+    "51254": (5, 13),       # Monocytes: 569/943 rows
+    "51256": (34, 71),      # Neutrophils: 569/943 rows
+    "51265": (150, 400),    # Platelet Count: 1602/2827 rows
+    "51274": (9.4, 12.5),   # PT: 1406/1481 rows
+    "51275": (25, 36.5),    # PTT: 1419/1500 rows
+    "51277": (10.5, 15.5),  # RDW: 2760/2760 rows
+    "51279": {"F": (3.9, 5.2), "M": (4.6, 6.1)}, # Red Blood Cells: F 775/1259, M 780/1501 rows
+    "51301": (4, 10),       # White Blood Cells: 1562/2776 rows
+    "52172": (35.1, 46.3),  # RDW-SD: 1555/1555 rows
+    # 51476 Epithelial Cells (urine): no range in its 267 rows
+    "51491": (5, 8),        # pH (urine): 339/342 rows
+    "51493": (0, 2),        # RBC (urine): 267/267 rows
+    "51498": (1.001, 1.035), # Specific Gravity (urine): 339/339 rows
+    "51516": (0, 5),        # WBC (urine): 267/267 rows
+}
+
 
 def _lab(code, label, unit=None, merged=(), kind="numeric", valid=_NONNEG):
-    return Item(str(code), label, "lab", kind, unit, None, None if kind == "categorical" else valid, tuple(merged))
+    numeric = kind == "numeric"
+    normal = REFERENCE_RANGES.get(str(code)) if numeric else None
+    by_sex = tuple(sorted(normal.items())) if isinstance(normal, dict) else ()
+    return Item(str(code), label, "lab", kind, unit, None, valid if numeric else None, tuple(merged),
+                None if by_sex else normal, by_sex)
 
 
 def _cat(code, label, merged=()):
@@ -145,6 +253,8 @@ VITALS: tuple[Item, ...] = (
 )
 
 ITEMS: dict[str, Item] = {item.code: item for item in (*LABS, *VITALS)}
+if set(REFERENCE_RANGES) - {item.code for item in LABS if item.normal or item.sex_specific}:
+    raise RuntimeError("item catalogue: a reference range for an item that is not a numeric lab")
 
 
 def _f_to_c(v: float) -> float:

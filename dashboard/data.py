@@ -149,7 +149,7 @@ class Reader:
         if raw is None:
             return None
         try:
-            return model.model_validate_json(raw)
+            return model.read(raw) if model is Alert else model.model_validate_json(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             self.problems.append(f"{where}: skipped a malformed {model.__name__} "
@@ -254,6 +254,19 @@ class Reader:
 
     def alert_feed(self, n: int = FEED_ALERTS) -> list[Alert]:
         return self._parse_all(Alert, self.r.lrange(keys.ALERT_FEED, 0, n - 1), keys.ALERT_FEED)
+
+    def beds(self, stay_ids) -> dict[int, str]:
+        """stay id -> bed label, from each stay's StayOpened, where the source gives a bed (one round trip)."""
+        ids = sorted(set(stay_ids))
+        pipe = self.r.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hget(keys.meta(sid), "opened")
+        out = {}
+        for sid, raw in zip(ids, pipe.execute() if ids else []):
+            opened = self._parse(StayOpened, raw, keys.meta(sid))
+            if opened is not None and opened.bed:
+                out[sid] = opened.bed
+        return out
 
     def counters(self) -> dict[str, float]:
         out = {}

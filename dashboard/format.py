@@ -94,6 +94,10 @@ def tier_badge(tier: str | None, text: str | None = None, title: str | None = No
 
 ALERT_TASKS = {"news2": "NEWS2", "news2:single-parameter": "NEWS2 single parameter",
                "news2:stale-vitals": "stale vitals (technical)", "mortality": "MedM2T in-hospital mortality risk"}
+ALERT_STATES = {"raised": "raised", "level-rose": "level rose", "not-acknowledged": "not acknowledged in time",
+                "de-escalated": "level fell", "acknowledged": "acknowledged", "snoozed": "snoozed",
+                "unsnoozed": "snooze cancelled", "re-presented": "back after snooze", "commented": "comment",
+                "cleared": "cleared"}
 NEWS2_PARAMETERS = {"rr": "respiration rate", "spo2": "SpO2", "oxygen": "air or oxygen", "sbp": "systolic BP",
                     "hr": "pulse", "consciousness": "consciousness", "temp": "temperature"}
 
@@ -101,6 +105,11 @@ NEWS2_PARAMETERS = {"rr": "respiration rate", "spo2": "SpO2", "oxygen": "air or 
 def alert_name(alert) -> str:
     """The rule of an alert in words: 'NEWS2 single parameter', 'MedM2T in-hospital mortality risk'."""
     return ALERT_TASKS.get(alert.task, f"{alert.scorer} {alert.task.replace('_', ' ')}")
+
+
+def alert_state(state: str) -> str:
+    """What an alert record did, in words ('not acknowledged in time' for 'not-acknowledged')."""
+    return ALERT_STATES.get(state, state.replace("-", " "))
 
 
 def news2_detail(detail: dict) -> str:
@@ -127,7 +136,7 @@ def lifecycle(alert) -> str:
     if alert.acknowledged_by:
         parts.append(f"acknowledged by {alert.acknowledged_by}")
     elif alert.escalation:
-        parts.append("escalated: not acknowledged")
+        parts.append("not acknowledged in time")
     return ", ".join(parts)
 
 

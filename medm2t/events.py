@@ -523,14 +523,15 @@ class RiskScore(BaseModel):
     missing: tuple[str, ...] = Field(default=(), description="Inputs the scorer wanted but did not have.")
 
 
-AlertState = Literal["raised", "escalated", "de-escalated", "acknowledged", "snoozed", "unsnoozed", "re-presented",
-                     "commented", "cleared"]
+AlertState = Literal["raised", "level-rose", "not-acknowledged", "de-escalated", "acknowledged", "snoozed",
+                     "unsnoozed", "re-presented", "commented", "cleared"]
+ESCALATIONS: tuple[AlertState, ...] = ("level-rose", "not-acknowledged")  # the two ways an alert escalates
 
 
 class Alert(BaseModel):
-    """One record of an alert's lifecycle (IHE ACM-like): raised -> acknowledged / snoozed -> escalated ->
-    cleared, each state change made by the engine or by a person. The records of one stay, in order, are the
-    alert audit trail. Fields added after the first version have defaults, so older records still read."""
+    """One record of an alert's lifecycle (IHE ACM-like): raised -> acknowledged / snoozed -> level-rose or
+    not-acknowledged -> cleared, each state change made by the engine or by a person. The records of one stay,
+    in order, are the alert audit trail. risk.alerts.v2; `as_v1()` gives the deprecated v1 record."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -541,9 +542,9 @@ class Alert(BaseModel):
     model_version: str
     task: str
     level: Literal["info", "urgent", "emergency"]
-    state: AlertState = Field(description="'escalated' with the same escalation count: the level rose; with the "
-                                          "count one higher: nobody acknowledged it in time. 'commented' changes "
-                                          "nothing, it records a note.")
+    state: AlertState = Field(description="'level-rose': the signal crossed a higher level; 'not-acknowledged': "
+                                          "nobody acknowledged it in time while its condition stood. 'commented' "
+                                          "changes nothing, it records a note.")
     reason: str
     value: float = Field(description="The rule's signal in the score that caused the record (the latest score "
                                      "for a person's action).")
@@ -557,6 +558,42 @@ class Alert(BaseModel):
     wall_at: datetime | None = Field(None, description="Wall clock (UTC) the record was made.")
     score_id: str | None = Field(None, description="The score that caused it (engine records).")
     action_id: str | None = Field(None, description="The AlertAction that caused it (a person's records).")
+
+    def as_v1(self) -> AlertV1:
+        """The same record for risk.alerts.v1, which has one state, 'escalated', for both escalations."""
+        return AlertV1.model_construct(**{**dict(self), "state": "escalated" if self.state in ESCALATIONS
+                                          else self.state})
+
+    @classmethod
+    def read(cls, raw: str | bytes) -> Alert:
+        """A record of either version (Redis keeps v1 records written before v2), as v2."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError:
+            return AlertV1.model_validate_json(raw).upgraded()
+
+
+AlertStateV1 = Literal["raised", "escalated", "de-escalated", "acknowledged", "snoozed", "unsnoozed",
+                       "re-presented", "commented", "cleared"]
+
+
+class AlertV1(Alert):
+    """One record of an alert's lifecycle (IHE ACM-like): raised -> acknowledged / snoozed -> escalated ->
+    cleared, each state change made by the engine or by a person. The records of one stay, in order, are the
+    alert audit trail. Fields added after the first version have defaults, so older records still read."""
+
+    model_config = ConfigDict(extra="forbid", title="Alert")
+
+    state: AlertStateV1 = Field(description="'escalated' with the same escalation count: the level rose; with the "
+                                            "count one higher: nobody acknowledged it in time. 'commented' changes "
+                                            "nothing, it records a note.")
+
+    def upgraded(self) -> Alert:
+        """As v2. A v1 'escalated' record says which escalation it was only in its reason."""
+        state = self.state
+        if state == "escalated":
+            state = "not-acknowledged" if self.reason.startswith("not acknowledged") else "level-rose"
+        return Alert(**{**dict(self), "state": state})
 
 
 def _who(v: str) -> str:
@@ -606,3 +643,6 @@ class DeadLetter(BaseModel):
 
 OUTPUT_TYPES: dict[str, type[BaseModel]] = {"risk_score": RiskScore, "alert": Alert, "alert_action": AlertAction,
                                             "dead_letter": DeadLetter}
+# Versions other than SCHEMA_VERSION: the message types that moved to a new topic version, and the older
+# versions still published beside them (docs/schemas.md, the compatibility rule).
+VERSIONS: dict[str, dict[int, type[BaseModel]]] = {"alert": {1: AlertV1, 2: Alert}}

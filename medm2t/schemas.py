@@ -2,7 +2,7 @@
 
 Every schema is closed (`additionalProperties: false` on every object), so the compatibility rule in
 docs/schemas.md applies: a change that an old reader would reject is a new topic version, never an edit
-of v1. `docs/schemas/` holds the published v1 schemas and a test keeps the code equal to them.
+of v1. `docs/schemas/` holds the published schemas and a test keeps the code equal to them.
 """
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from medm2t.events import EVENT_TYPES, OUTPUT_TYPES, SCHEMA_VERSION
+from medm2t.events import EVENT_TYPES, OUTPUT_TYPES, SCHEMA_VERSION, VERSIONS
 from medm2t.fhir import RiskAssessmentV1
 
-MESSAGE_TYPES: dict[str, type[BaseModel]] = {**EVENT_TYPES, **OUTPUT_TYPES,
-                                             "fhir_risk_assessment": RiskAssessmentV1}
+# "{kind}.v{N}" -> its model: every version still published.
+MESSAGE_TYPES: dict[str, type[BaseModel]] = {
+    f"{kind}.v{version}": model
+    for kind, model in {**EVENT_TYPES, **OUTPUT_TYPES, "fhir_risk_assessment": RiskAssessmentV1}.items()
+    for version, model in VERSIONS.get(kind, {SCHEMA_VERSION: model}).items()}
 
 
 def schema_of(model: type[BaseModel]) -> dict:
@@ -23,11 +26,11 @@ def schema_of(model: type[BaseModel]) -> dict:
 
 
 def export_schemas(out_dir: Path) -> list[Path]:
-    """Write one `{kind}.v{N}.schema.json` per message type into out_dir."""
+    """Write one `{kind}.v{N}.schema.json` per message type and version into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for kind, model in MESSAGE_TYPES.items():
-        path = out_dir / f"{kind}.v{SCHEMA_VERSION}.schema.json"
+    for name, model in MESSAGE_TYPES.items():
+        path = out_dir / f"{name}.schema.json"
         path.write_text(json.dumps(schema_of(model), indent=2) + "\n")
         written.append(path)
     return written

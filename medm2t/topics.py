@@ -5,13 +5,14 @@
 EVENTS = "icu.events.v1"        # stay opened/closed, measurements and ECGs (canonical events, JSON)
 OUTCOMES = "icu.outcomes.v1"    # evaluation only: never read by the model
 SCORES = "risk.scores.v1"       # every score update (RiskScore JSON)
-ALERTS = "risk.alerts.v1"       # alert lifecycle and audit trail (Alert JSON)
+ALERTS = "risk.alerts.v2"       # alert lifecycle and audit trail (Alert JSON)
+ALERTS_V1 = "risk.alerts.v1"    # deprecated: the same records with one 'escalated' state (AlertV1); still written
 ACTIONS = "risk.alert-actions.v1"  # people acting on alerts: ack, snooze, unsnooze, comment (AlertAction JSON)
 FHIR_RISK = "fhir.riskassessment.v1"  # a FHIR R4 RiskAssessment per probability score (medm2t.fhir)
 DEADLETTER = "icu.deadletter.v1"  # malformed input with its reason (DeadLetter JSON)
 
 INPUT_TOPICS = (EVENTS,)
-ALL_TOPICS = (EVENTS, OUTCOMES, SCORES, ALERTS, ACTIONS, FHIR_RISK, DEADLETTER)
+ALL_TOPICS = (EVENTS, OUTCOMES, SCORES, ALERTS, ALERTS_V1, ACTIONS, FHIR_RISK, DEADLETTER)
 
 
 def topic_for(kind: str) -> str:

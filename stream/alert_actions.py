@@ -39,7 +39,7 @@ def recorded(redis, action: AlertAction, timeout_s: float = 0.0) -> Alert | None
     while True:
         raw = redis.hget(keys.alert_by_id(action.stay_id), record_id)
         if raw is not None:
-            return Alert.model_validate_json(raw)
+            return Alert.read(raw)
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.2)

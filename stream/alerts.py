@@ -13,10 +13,10 @@ reported as `de-escalated` at the lower level.
 
 The lifecycle (IHE ACM-like), all on the clinical clock:
   raised -> acknowledged: by a person; stops escalation at this level.
-  raised -> escalated:    an urgent or emergency alert whose condition still stands (its latest signal at or
+  -> not-acknowledged:    an urgent or emergency alert whose condition still stands (its latest signal at or
                           above its tier's threshold) and that nobody acknowledged within `escalate_after` of
-                          its level beginning (once per level); a rise in level is also 'escalated', and needs
-                          a new acknowledgement.
+                          its level beginning (once per level).
+  -> level-rose:          the signal reached a higher level: it needs a new acknowledgement.
   -> resolving:           the latest signal is back under its tier's threshold, but the hysteresis has not
                           cleared the alert yet: it does not escalate meanwhile (`Rule.resolving`); if the
                           condition stands again after the deadline, it escalates at that score.
@@ -161,7 +161,7 @@ def _step(rule: Rule, state: RuleState, score: RiskScore, value: float, policy: 
         # A higher level needs its own acknowledgement, and breaks through a snooze.
         new = replace(state, level=target, below=0, below_since=None, since=at, acked_by=None, snoozed_until=None,
                       overdue=False)
-        return new, _record(rule, _moment(score), value, new, "escalated", rule.describe(score, value))
+        return new, _record(rule, _moment(score), value, new, "level-rose", rule.describe(score, value))
     if RANK[target] == RANK[state.level]:
         return _timers(rule, replace(state, below=0, below_since=None), _moment(score), value, policy)
     below = state.below + 1
@@ -249,7 +249,7 @@ def _timers(rule: Rule, state: RuleState, m: Moment, value: float,
                             f"snooze ended at {state.snoozed_until:%H:%M}: {rule.level_text(new.level, value)}")
     if _escalates(rule, state, value) and m.at - state.since >= policy.escalate_after:
         new = replace(state, escalation=state.escalation + 1, overdue=True)
-        return new, _record(rule, m, value, new, "escalated",
+        return new, _record(rule, m, value, new, "not-acknowledged",
                             f"not acknowledged within {policy.escalate_after_min:g} min of {state.since:%H:%M}: "
                             f"{rule.level_text(new.level, value)}")
     return state, None

@@ -230,6 +230,11 @@ class Pipeline:
             rt.closed_at = at
             self._set_timer(rt)
 
+    async def _send_alert(self, key: bytes, alert: Alert, raw: str) -> list:
+        """Send one alert record on its topic, and as v1 on the deprecated topic (docs/schemas.md)."""
+        return [await self.send(topics.ALERTS, key, raw.encode()),
+                await self.send(topics.ALERTS_V1, key, alert.as_v1().model_dump_json().encode())]
+
     async def dead_letter(self, msg: Message, reason: str) -> None:
         letter = DeadLetter(topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500],
                             at=datetime.utcnow())
@@ -258,7 +263,7 @@ class Pipeline:
         self._wake.set()
 
     async def apply_actions(self) -> int:
-        """Apply the queued actions in arrival order: each is one record on risk.alerts.v1 and in the stay's
+        """Apply the queued actions in arrival order: each is one record on the alert topics and in the stay's
         audit trail, published before it is stored (like scores). Returns how many were applied."""
         if not self._actions:
             return 0
@@ -276,7 +281,7 @@ class Pipeline:
                 if raw is None:
                     await self.dead_letter(msg, f"unknown alert {action.alert_id} for stay {action.stay_id}")
                     continue
-                acted_on = Alert.model_validate_json(raw)
+                acted_on = Alert.read(raw)
                 await self._ensure_loaded([(action.stay_id, None)])
                 rt = self.stays[action.stay_id]
                 rule_key = f"{acted_on.scorer}/{acted_on.task}"
@@ -293,7 +298,7 @@ class Pipeline:
                 self._set_timer(rt)
                 records.append((record.alert_id, record.model_dump_json()))
                 applied[action.action_id] = action.alert_id
-                deliveries.append(await self.send(topics.ALERTS, str(action.stay_id).encode(), records[-1][1].encode()))
+                deliveries += await self._send_alert(str(action.stay_id).encode(), record, records[-1][1])
             await asyncio.gather(*deliveries)
             feed = [(sid, alert_id, raw) for sid, (_, records, _) in by_stay.items() for alert_id, raw in records]
 
@@ -521,9 +526,9 @@ class Pipeline:
                 and rt.scored >= rt.closed_at:
             del self.stays[stay_id]
 
-    def _fire_timers(self, rt: StayRuntime, changed: set[str]) -> list[tuple[str, str]]:
+    def _fire_timers(self, rt: StayRuntime, changed: set[str]) -> list[Alert]:
         """Fire the stay's alert timers whose clinical time has passed with no score after them: complete,
-        before its next unscored point, and not after its close. Returns their records (alert_id, JSON)."""
+        before its next unscored point, and not after its close. Returns their records."""
         horizon = min(rt.buffer) if rt.buffer else None
 
         def passed(due: datetime) -> bool:
@@ -538,7 +543,7 @@ class Pipeline:
                 rt.alert_state[rule_key] = new
                 changed.add(rule_key)
                 rt.timed = max(filter(None, (rt.timed, records[-1].at)))
-                out += [(a.alert_id, a.model_dump_json()) for a in records]
+                out += records
         self._set_timer(rt)
         return out
 
@@ -548,7 +553,7 @@ class Pipeline:
         deliveries, feed, commits = [], [], []
         n_scores = n_alerts = 0
         for rt in batch:
-            alerts: list[tuple[str, str]] = []
+            records: list[Alert] = []
             changed: set[str] = set()
             scores_by: dict[str, list[tuple[datetime, str]]] = {}
             key = str(rt.stay_id).encode()
@@ -565,16 +570,17 @@ class Pipeline:
                         deliveries.append(await self.send(topics.FHIR_RISK, key, fhir))
                     for rule in self.rules.for_score(score):
                         rule_key = f"{score.scorer}/{rule.key}"
-                        new, records = advance(rule, rt.alert_state.get(rule_key) or RuleState(), score,
-                                               self.rules.policy)
+                        new, made = advance(rule, rt.alert_state.get(rule_key) or RuleState(), score,
+                                            self.rules.policy)
                         rt.alert_state[rule_key] = new
                         changed.add(rule_key)
-                        alerts += [(a.alert_id, a.model_dump_json()) for a in records]
+                        records += made
                 n_scores += len(scores)
-            alerts += self._fire_timers(rt, changed)
+            records += self._fire_timers(rt, changed)
             states = {k: rt.alert_state[k].dumps() for k in changed}  # once per rule and batch
-            for _, a in alerts:
-                deliveries.append(await self.send(topics.ALERTS, key, a.encode()))
+            alerts = [(a.alert_id, a.model_dump_json()) for a in records]
+            for a, (_, raw) in zip(records, alerts):
+                deliveries += await self._send_alert(key, a, raw)
             n_alerts += len(alerts)
             feed += [(rt.stay_id, alert_id, a) for alert_id, a in alerts]
             commits.append((rt, scores_by, states, alerts))

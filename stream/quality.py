@@ -177,7 +177,7 @@ def read(r) -> dict:
     pipe = r.pipeline(transaction=False)
     for o in outcomes:
         pipe.lrange(keys.stay_alerts(o.stay_id), 0, STAY_ALERTS - 1)
-    trails = {o.stay_id: [Alert.model_validate_json(x) for x in raw] for o, raw in zip(outcomes, pipe.execute())}
+    trails = {o.stay_id: [Alert.read(x) for x in raw] for o, raw in zip(outcomes, pipe.execute())}
     prefix = keys.model_card("")
     scorers = [(k.decode() if isinstance(k, bytes) else k).removeprefix(prefix)
                for k in r.scan_iter(match=prefix + "*")]

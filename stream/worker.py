@@ -1,7 +1,7 @@
 """The scoring worker: a Faust app that consumes icu.events.v1 and runs the Pipeline (stream/pipeline.py):
 per-stay state in Redis, scores at clinical-time points (docs/scoring-contract.md), published to
-risk.scores.v1 / risk.alerts.v1, bad input to icu.deadletter.v1. It also consumes risk.alert-actions.v1
-(people acknowledging, snoozing and commenting on alerts) and records them on risk.alerts.v1, and, apart from
+risk.scores.v1 / risk.alerts.v2 (and v1, deprecated), bad input to icu.deadletter.v1. It also consumes risk.alert-actions.v1
+(people acknowledging, snoozing and commenting on alerts) and records them on risk.alerts.v2, and, apart from
 the scoring, icu.outcomes.v1 for the live alert-quality figures (stream/quality.py).
 
 Delivery is at-least-once (Faust's exactly_once is deliberately not used). Offsets are committed once a

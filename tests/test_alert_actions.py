@@ -107,7 +107,7 @@ def test_acknowledged_alerts_stop_escalating_and_unacknowledged_ones_escalate(pi
     ack = _action(ward.raised(1), "ack", 1)
     sent = ward.run([ward.action(ack)] + [ward.vitals(m) for m in (5, 10, 15, 20, 30)])
     assert _states(ward.audit(1)) == [("raised", "system"), ("acknowledged", "nurse.kim")]
-    assert _states(ward.audit(2)) == [("raised", "system"), ("escalated", "system")]
+    assert _states(ward.audit(2)) == [("raised", "system"), ("not-acknowledged", "system")]
     escalated = ward.audit(2)[-1]
     assert escalated.at == T0 + timedelta(minutes=15) and escalated.escalation == 1 and escalated.level == "urgent"
     acked = ward.audit(1)[-1]
@@ -133,7 +133,7 @@ def test_a_snoozed_alert_comes_back_when_the_snooze_ends_and_must_be_acknowledge
     aggregate = [a for a in ward.audit(1) if a.task == "news2"]
     states = [(a.state, a.at - T0) for a in aggregate]
     assert states == [("raised", timedelta(0)), ("snoozed", timedelta(0)), ("re-presented", timedelta(minutes=20)),
-                      ("escalated", timedelta(minutes=35))]
+                      ("not-acknowledged", timedelta(minutes=35))]
     assert aggregate[1].snoozed_until == T0 + timedelta(minutes=20)
     assert "fluids running" in aggregate[1].reason
 
@@ -146,7 +146,7 @@ def test_an_alert_escalates_at_its_deadline_when_only_the_partition_clock_moves_
     assert _states(ward.audit(1)) == [("raised", "system")]  # the partition clock (14 min) has not passed 15
     ward.run([ward.vitals(m, stays=(2,), rr=16, spo2=98) for m in (40, 70)])
     raised, escalated = [a for a in ward.audit(1) if a.task == "news2"]
-    assert (raised.level, escalated.state, escalated.level) == ("urgent", "escalated", "urgent")
+    assert (raised.level, escalated.state, escalated.level) == ("urgent", "not-acknowledged", "urgent")
     assert escalated.at == T0 + timedelta(minutes=15) and escalated.score_id is None
     assert escalated.value == raised.value
 
@@ -158,7 +158,7 @@ def test_a_snooze_ends_at_its_own_time_without_a_score_of_the_stay(pipeline_sett
     ward.run([ward.action(snooze)] + [ward.vitals(m, stays=(2,)) for m in (1, 60)])
     states = [(a.state, a.at - T0) for a in ward.audit(1) if a.task == "news2"]
     assert states == [("raised", timedelta(0)), ("snoozed", timedelta(0)), ("re-presented", timedelta(minutes=20)),
-                      ("escalated", timedelta(minutes=35))]
+                      ("not-acknowledged", timedelta(minutes=35))]
 
 
 def test_bad_actions_are_dead_lettered_with_a_reason_and_change_nothing(pipeline_settings):

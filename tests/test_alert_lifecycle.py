@@ -57,7 +57,7 @@ def test_an_unacknowledged_urgent_alert_escalates_once_after_the_escalation_time
     raised = t.score(5, 0)
     assert t.score(5, 10) is None  # 10 min: not yet
     escalated = t.score(5, 15)
-    assert (escalated.state, escalated.level, escalated.escalation) == ("escalated", "urgent", 1)
+    assert (escalated.state, escalated.level, escalated.escalation) == ("not-acknowledged", "urgent", 1)
     assert "not acknowledged within 15 min" in escalated.reason
     assert t.score(5, 60) is None  # once per level
     assert escalated.episode_id == raised.alert_id == raised.episode_id
@@ -72,9 +72,9 @@ def test_an_acknowledged_alert_does_not_escalate_until_its_level_rises():
     assert ack.at == T0 + timedelta(minutes=5) and ack.wall_at == datetime(2026, 12, 3, 12, 0)
     assert t.score(5, 30) is None and t.score(5, 120) is None
     up = t.score(7, 130)  # emergency needs its own acknowledgement
-    assert (up.state, up.level, up.acknowledged_by) == ("escalated", "emergency", None)
+    assert (up.state, up.level, up.acknowledged_by) == ("level-rose", "emergency", None)
     late = t.score(7, 145)
-    assert (late.state, late.escalation) == ("escalated", 1)
+    assert (late.state, late.escalation) == ("not-acknowledged", 1)
 
 
 def test_info_alerts_never_escalate():
@@ -100,7 +100,7 @@ def test_a_snooze_holds_escalation_and_the_alert_is_re_presented_when_it_ends():
     back = t.score(5, 35)
     assert (back.state, back.snoozed_until, back.acknowledged_by) == ("re-presented", None, None)
     assert t.score(5, 45) is None
-    assert t.score(5, 50).state == "escalated"  # 15 min after re-presentation, nobody acknowledged it
+    assert t.score(5, 50).state == "not-acknowledged"  # 15 min after re-presentation, nobody acknowledged it
 
 
 def test_a_higher_level_breaks_through_a_snooze():
@@ -108,7 +108,7 @@ def test_a_higher_level_breaks_through_a_snooze():
     raised = t.score(5, 0)
     t.act(_action("snooze", raised.alert_id, snooze_minutes=120), 1)
     up = t.score(7, 10)
-    assert (up.state, up.level, up.snoozed_until) == ("escalated", "emergency", None)
+    assert (up.state, up.level, up.snoozed_until) == ("level-rose", "emergency", None)
 
 
 def test_unsnooze_restarts_the_escalation_clock():
@@ -118,7 +118,7 @@ def test_unsnooze_restarts_the_escalation_clock():
     un = t.act(_action("unsnooze", raised.alert_id, 2), 20)
     assert (un.state, un.snoozed_until) == ("unsnoozed", None)
     assert t.score(5, 30) is None
-    assert t.score(5, 35).state == "escalated"
+    assert t.score(5, 35).state == "not-acknowledged"
 
 
 def test_actions_that_cannot_apply_are_rejected_with_a_reason():
@@ -193,7 +193,7 @@ def test_an_emergency_with_no_score_after_it_escalates_at_its_own_deadline():
     assert next_timer(RULE, t.state, LIFE) == T0 + timedelta(minutes=15)
     assert _fire_until(t, 14) == []
     escalated, = _fire_until(t, 60)  # clinical time passed 15 min long before the next score
-    assert (escalated.state, escalated.level, escalated.escalation) == ("escalated", "emergency", 1)
+    assert (escalated.state, escalated.level, escalated.escalation) == ("not-acknowledged", "emergency", 1)
     assert escalated.at == T0 + timedelta(minutes=15)
     assert escalated.value == 7 and escalated.score_id is None and escalated.episode_id == raised.alert_id
     assert "not acknowledged within 15 min of 08:00" in escalated.reason
@@ -206,14 +206,14 @@ def test_a_snooze_ends_at_its_own_time_and_the_re_presented_alert_escalates_15_m
     t.act(_action("snooze", raised.alert_id, snooze_minutes=30), 5)
     back, escalated = _fire_until(t, 120)
     assert (back.state, back.at) == ("re-presented", T0 + timedelta(minutes=35))
-    assert (escalated.state, escalated.at) == ("escalated", T0 + timedelta(minutes=50))
+    assert (escalated.state, escalated.at) == ("not-acknowledged", T0 + timedelta(minutes=50))
 
 
 def test_advance_fires_the_timers_that_fell_before_a_score_at_their_own_time():
     t = Timeline()
     t.score(5, 0)
     t.state, records = advance(RULE, t.state, _score(5, 60), LIFE)
-    assert [(a.state, a.at) for a in records] == [("escalated", T0 + timedelta(minutes=15))]
+    assert [(a.state, a.at) for a in records] == [("not-acknowledged", T0 + timedelta(minutes=15))]
 
 
 def test_a_resolving_alert_does_not_escalate_and_one_that_stands_again_does():
@@ -223,7 +223,7 @@ def test_a_resolving_alert_does_not_escalate_and_one_that_stands_again_does():
     assert RULE.resolving(t.state) and next_timer(RULE, t.state, LIFE) is None
     assert _fire_until(t, 60) == [] and t.score(6, 20) is None
     late = t.score(7, 40)  # the condition stands again after its deadline: escalates at once
-    assert (late.state, late.at, late.escalation) == ("escalated", T0 + timedelta(minutes=40), 1)
+    assert (late.state, late.at, late.escalation) == ("not-acknowledged", T0 + timedelta(minutes=40), 1)
 
 
 def test_a_resolving_alert_clears_as_the_policy_says_without_escalating():

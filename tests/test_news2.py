@@ -149,7 +149,7 @@ def _run(values, rule=RULES.rule("news2", "news2"), every_minutes=30, life=NO_ES
 
 def test_aggregate_raises_escalates_and_clears():
     got = [a for a in _run([2, 5, 6, 7, 6, 5, 5, 5, 2, 2, 2]) if a]
-    assert got == [("raised", "urgent"), ("escalated", "emergency"), ("de-escalated", "urgent"), ("cleared", "urgent")]
+    assert got == [("raised", "urgent"), ("level-rose", "emergency"), ("de-escalated", "urgent"), ("cleared", "urgent")]
     assert [a for a in _run([7, 2, 2, 2]) if a] == [("raised", "emergency"), ("cleared", "emergency")]
 
 

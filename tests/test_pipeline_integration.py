@@ -129,7 +129,20 @@ def _assert_same_as_undisturbed(settings, want, undisturbed) -> None:
     """The published scores are the contract's and the alert ids the undisturbed run's."""
     scores, _ = score_stream(_read(settings, topics.SCORES))
     assert compare(scores, want) == []
-    assert {Alert.model_validate_json(v).alert_id for v in _read(settings, topics.ALERTS)} == undisturbed["alerts"]
+    alerts = _alerts(settings)
+    extra = [alerts[k] for k in sorted(alerts.keys() - undisturbed["alerts"].keys())]
+    missing = [undisturbed["alerts"][k] for k in sorted(undisturbed["alerts"].keys() - alerts.keys())]
+    assert not extra and not missing, ("alert records differ from the undisturbed run's:\n  extra:\n    "
+                                       + "\n    ".join(extra) + "\n  missing:\n    " + "\n    ".join(missing))
+
+
+def _alerts(settings) -> dict[str, str]:
+    """The published alert records by id, each as a line a reader can compare."""
+    out = {}
+    for v in _read(settings, topics.ALERTS):
+        a = Alert.model_validate_json(v)
+        out[a.alert_id] = f"stay {a.stay_id} {a.scorer} {a.task} {a.state} {a.level} at {a.at} ({a.reason})"
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +165,7 @@ def undisturbed(pipeline_settings, synth_cohort, cohort_expectation):
         r = _redis(pipeline_settings)
         _wait(lambda: _idle(r, n_inputs), 180, "every point scored", log)
         scores, n = score_stream(_read(pipeline_settings, topics.SCORES))
-        alerts = {Alert.model_validate_json(v).alert_id for v in _read(pipeline_settings, topics.ALERTS)}
+        alerts = _alerts(pipeline_settings)
         yield {"proc": proc, "log": log, "summary": summary, "scores": scores, "n_messages": n, "alerts": alerts}
 
 
@@ -170,6 +183,39 @@ def test_the_score_stream_is_the_contracts(pipeline_settings, undisturbed, cohor
     assert r.scard(keys.WARD_STAYS) == 30
     assert r.zcard(keys.WARD_ACTIVE) == 0  # every replayed stay was closed
     assert undisturbed["alerts"], "30 synthetic stays should raise at least one NEWS2 alert"
+
+
+def test_the_deprecated_v1_alert_topic_carries_the_same_records(pipeline_settings, undisturbed):
+    """risk.alerts.v1 is still written (docs/schemas.md): the same records, both escalations as 'escalated'."""
+    from medm2t.events import ESCALATIONS, AlertV1
+
+    v1 = {a.alert_id: a for a in map(AlertV1.model_validate_json, _read(pipeline_settings, topics.ALERTS_V1))}
+    v2 = {a.alert_id: a for a in map(Alert.model_validate_json, _read(pipeline_settings, topics.ALERTS))}
+    assert v1.keys() == v2.keys() == undisturbed["alerts"].keys()
+    assert any(a.state in ESCALATIONS for a in v2.values()), "the cohort should escalate at least once"
+    for alert_id, a in v2.items():
+        assert v1[alert_id].state == ("escalated" if a.state in ESCALATIONS else a.state)
+        assert v1[alert_id].upgraded() == a
+
+
+def test_the_alert_stream_is_the_offline_engines(pipeline_settings, undisturbed, cohort_expectation):
+    """The worker's alert records (timers included) are what the offline engine makes of the contract's
+    scores: timers fire on the clinical clock, whatever the batches and wall-clock timing."""
+    from stream.alert_tuning import alert_trails
+    from stream.policy import load_policy
+
+    _, _, want = cohort_expectation
+    by_stay: dict[int, list] = {}
+    for key in sorted(want, key=lambda k: (k[0], k[2])):
+        by_stay.setdefault(key[0], []).append(want[key])
+    offline = {a.alert_id: a for trail in alert_trails(load_policy(pipeline_settings, ["news2"]), by_stay).values()
+               for a in trail}
+    extra = sorted(undisturbed["alerts"].keys() - offline.keys())
+    missing = sorted(offline.keys() - undisturbed["alerts"].keys())
+    assert not extra and not missing, (
+        "extra:\n  " + "\n  ".join(undisturbed["alerts"][k] for k in extra)
+        + "\nmissing:\n  " + "\n  ".join(f"{a.stay_id} {a.state} {a.level} at {a.at} ({a.reason})"
+                                          for a in (offline[k] for k in missing)))
 
 
 def test_bad_messages_go_to_the_dead_letter_topic_and_scoring_goes_on(pipeline_settings, synth_cohort,
@@ -234,10 +280,10 @@ def test_every_unacknowledged_escalation_is_on_time_and_at_or_above_its_threshol
     for trail in records.values():
         began, escalation = None, 0
         for a in trail:
-            if a.state in ("raised", "de-escalated", "re-presented", "unsnoozed") or \
-                    (a.state == "escalated" and a.escalation == escalation):  # the level began (or rose) here
+            if a.state in ("raised", "level-rose", "de-escalated", "re-presented", "unsnoozed"):  # the level began
                 began = a.at
-            elif a.state == "escalated":
+            elif a.state == "not-acknowledged":
+                assert a.escalation == escalation + 1
                 threshold = DEFAULT_POLICY.rule(a.scorer, a.task).raise_at(a.level)
                 assert a.value >= threshold, f"escalated below its threshold: {a}"
                 if a.at - began == timedelta(minutes=DEFAULT_POLICY.escalate_after_min):

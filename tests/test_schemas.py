@@ -149,3 +149,31 @@ def test_a_real_medm2t_score_maps_to_a_valid_risk_assessment():
     jsonschema.validate(json.loads(raw), _fhir_schema(), format_checker=jsonschema.FormatChecker())
     ra = RiskAssessment.model_validate_json(raw)
     assert len(ra.prediction) == 4 and ra.method.coding[0].code == score.model_version
+
+
+def _alert(state: str, reason: str, escalation: int = 0):
+    from medm2t.events import Alert
+
+    return Alert(alert_id="a1", stay_id=1, subject_id=2, scorer="news2", model_version="news2-rcp2017",
+                 task="news2", level="urgent", state=state, reason=reason, value=5.0, at=datetime(2031, 1, 1),
+                 escalation=escalation)
+
+
+@pytest.mark.parametrize("state, reason, escalation", [
+    ("not-acknowledged", "not acknowledged within 15 min of 08:00: still urgent", 1),
+    ("level-rose", "NEWS2 7 (band high)", 0),
+    ("raised", "NEWS2 5", 0),
+])
+def test_an_alert_record_reads_back_from_v1_as_it_was(state, reason, escalation):
+    """The worker writes each record on risk.alerts.v1 too; Redis may hold v1 records from before v2:
+    Alert.read upgrades them, and a v1 record validates against the published v1 schema."""
+    from medm2t.events import Alert
+
+    alert = _alert(state, reason, escalation)
+    v1 = alert.as_v1().model_dump_json()
+    jsonschema.validate(json.loads(v1), json.loads(Path("docs/schemas/alert.v1.schema.json").read_text()))
+    assert json.loads(v1)["state"] == ("escalated" if state != "raised" else "raised")
+    assert Alert.read(v1) == alert
+    assert Alert.read(alert.model_dump_json()) == alert
+    with pytest.raises(ValueError):
+        Alert.read(v1.replace('"news2-rcp2017"', '1'))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import charts, export, vitals
@@ -45,11 +44,22 @@ def render(reader: Reader, stay_id: int) -> None:
                    "pressure >= 65 mmHg); red dots: values outside it. GCS total where eye, verbal and motor were "
                    "charted together.")
     st.subheader("Labs (latest value of each)", anchor=False)
-    labs = charts.labs_table(measurements)
+    labs = charts.labs_table(measurements, row.opened.static.gender if row.opened else None)
     if labs.empty:
         st.caption("No lab results yet.")
     else:
         st.dataframe(labs, hide_index=True, width="stretch", column_config={
+            "lab": st.column_config.TextColumn("lab"),
+            "latest": st.column_config.TextColumn("latest result", help="the newest result of this lab, in its unit"),
+            "unit": st.column_config.TextColumn("unit"),
+            "range": st.column_config.TextColumn(
+                "reference range (adult)", help="adult reference range with its unit: the most common range MIMIC-IV's "
+                "own lab records (demo v2.2, hosp/labevents) give for this lab; where it differs between women and "
+                "men, the one for the patient's sex (named), or both and no flag where the sex is unknown. Empty "
+                "where those records give none"),
+            "flag": st.column_config.TextColumn(
+                "low / high", help="the latest result against the adult reference range from MIMIC-IV's lab records: "
+                "low (below it) or high (above it); empty within it, bounds included, or without a range"),
             "change": st.column_config.TextColumn("change", help="against the previous result of this lab"),
             "trend": st.column_config.LineChartColumn("trend", help="every numeric result of this stay, oldest first"),
             "at": st.column_config.DatetimeColumn("result time (clinical)"),
@@ -68,14 +78,15 @@ def _audit(row: StayRow) -> None:
         st.caption("No alert records for this stay.")
         return
     headers = [("Clinical time", "The stay's clock when it happened"), ("Wall clock (UTC)", "When it was recorded"),
-               ("Record", "raised, acknowledged, snoozed, escalated, re-presented, commented, cleared ..."),
+               ("Record", "What happened: " + ", ".join(fmt.ALERT_STATES.values())),
                ("Level", "info, urgent or emergency"), ("Alert", "Scorer and rule"), ("By", "system or the user"),
-               ("Reason", "Why"), ("Alert id", "Use it with `medm2t alerts ack|snooze|comment`")]
+               ("Reason", "Why")]
     rows = [[html.escape(fmt.clock(a.at)), html.escape(f"{a.wall_at:%d %b %H:%M:%S}" if a.wall_at else "–"),
-             html.escape(a.state), fmt.tier_badge(a.level), html.escape(fmt.ALERT_TASKS.get(a.task, f"{a.scorer} {a.task}")),
-             html.escape(a.by), html.escape(a.reason), f"<code>{html.escape(a.alert_id)}</code>"] for a in row.alerts]
+             html.escape(fmt.alert_state(a.state)), fmt.tier_badge(a.level), html.escape(fmt.alert_name(a)),
+             html.escape(a.by), html.escape(a.reason)] for a in row.alerts]
     st.markdown(fmt.html_table(headers, rows, "audit-table"), unsafe_allow_html=True)
-    st.caption(f"Newest first; the newest {len(row.alerts)} records read (all of them are on risk.alerts.v1).")
+    st.caption(f"Newest first; the newest {len(row.alerts)} records read (every record is also on the alert "
+               "topic, for other systems).")
 
 
 def _header(row: StayRow) -> None:

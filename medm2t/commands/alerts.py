@@ -1,4 +1,4 @@
-"""`medm2t alerts`: print alert records from risk.alerts.v1, and act on alerts (ack, snooze, unsnooze, comment)."""
+"""`medm2t alerts`: print alert records from risk.alerts.v2, and act on alerts (ack, snooze, unsnooze, comment)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 
 from medm2t.commands.alerts_calibrate import register_calibrate
 
-HELP = """Print alert records (raised / escalated / acknowledged / snoozed / cleared ...) from risk.alerts.v1,
+HELP = """Print alert records (raised / level-rose / not-acknowledged / acknowledged / snoozed / cleared ...) from risk.alerts.v2,
 or act on an alert with one of the actions below.
 
 It reads every partition without a consumer group (nothing is committed, any number of these can run side
@@ -70,7 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def format_alert(alert, colour: bool = False) -> str:
-    mark = alert.state.upper() if alert.state in ("raised", "escalated", "re-presented") else alert.state
+    from medm2t.events import ESCALATIONS
+
+    mark = alert.state.upper() if alert.state in ("raised", *ESCALATIONS, "re-presented") else alert.state
     level = alert.level.upper()
     if colour:
         level = f"{_COLOUR[alert.level]}{level}\033[0m"
@@ -102,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         for record in consumer:
             try:
-                alert = Alert.model_validate_json(record.value)
+                alert = Alert.read(record.value)
             except ValidationError as exc:
                 print(f"skipped a malformed message at {record.topic}/{record.partition}@{record.offset}: "
                       f"{exc.errors()[0]['msg']}", file=sys.stderr)

@@ -12,7 +12,7 @@ scoring points in clinical time: NEWS2 at every point, MedM2T at most once per -
 clinical minutes, on a NEWS2 band change and at the stay's close (docs/scoring-contract.md). The score
 stream is the same however fast the worker runs, however many workers split the partitions, and across
 kill -9 and restarts. Scores go to Redis and risk.scores.v1, a FHIR RiskAssessment per MedM2T score to
-fhir.riskassessment.v1, alert transitions to risk.alerts.v1, bad messages with their reason (never their
+fhir.riskassessment.v1, alert transitions to risk.alerts.v2 (and the deprecated v1), bad messages with their reason (never their
 content) to icu.deadletter.v1. People's actions on alerts come in on
 risk.alert-actions.v1; outcomes on icu.outcomes.v1 feed only the alert-quality figures (`medm2t report`),
 never a scorer.

@@ -54,7 +54,7 @@ def main() -> None:
         st.title("MedM2T ward monitor")
         view = st.radio("View", VIEWS, index=VIEWS.index(wanted_view) if wanted_view in VIEWS else 0, key="view")
         actions.user_box()
-        st.caption(f"Redis {safe_url(url)} · refresh every {refresh_s:g} s")
+        st.caption(f"Live data, refreshed every {refresh_s:g} s")
         st.caption("Research prototype, not a medical device. Model outputs are shown with their version and "
                    "calibration status.")
     st.query_params["view"] = view
@@ -89,7 +89,7 @@ def main() -> None:
                 quality.render(reader)
             else:
                 st.header("System", anchor=False)
-                system.render(reader)
+                system.render(reader, f"Data store: Redis at {safe_url(url)}; the page refreshes every {refresh_s:g} s.")
         except redis.RedisError as exc:
             _unreachable(url, exc, refresh_s)
         if reader.problems:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import html
 from datetime import datetime
 
+from stream.scorers.news2 import PARAMETER_WORDS
+
 # Tier colours (background, text): NEWS2 bands and alert levels share the same scale.
 TIER_COLOURS = {
     "low": ("#e8f5e9", "#1b5e20"), "low-medium": ("#fff8e1", "#8d6e00"), "medium": ("#ffe0b2", "#8a3c00"),
@@ -83,13 +85,15 @@ def clock(t: datetime | None) -> str:
     return "–" if t is None else t.strftime("%Y-%m-%d %H:%M")
 
 
-def tier_badge(tier: str | None, text: str | None = None, title: str | None = None) -> str:
+def tier_badge(tier: str | None, text: str | None = None, title: str | None = None, wrap: bool = False) -> str:
+    """A coloured badge; `wrap` lets a long one (an alert) wrap within its cell instead of widening the table."""
     if not tier:
         return html.escape(text or "–")
     bg, fg = TIER_COLOURS.get(tier, ("#eeeeee", "#212121"))
     tip = f' title="{html.escape(title)}"' if title else ""
+    layout = "display:inline-block;margin:1px 0;white-space:normal" if wrap else "white-space:nowrap"
     return (f'<span style="background:{bg};color:{fg};padding:1px 7px;border-radius:9px;font-weight:600;'
-            f'white-space:nowrap"{tip}>{html.escape(text if text is not None else tier)}</span>')
+            f'{layout}"{tip}>{html.escape(text if text is not None else tier)}</span>')
 
 
 ALERT_TASKS = {"news2": "NEWS2", "news2:single-parameter": "NEWS2 single parameter",
@@ -98,8 +102,6 @@ ALERT_STATES = {"raised": "raised", "level-rose": "level rose", "not-acknowledge
                 "de-escalated": "level fell", "acknowledged": "acknowledged", "snoozed": "snoozed",
                 "unsnoozed": "snooze cancelled", "re-presented": "back after snooze", "commented": "comment",
                 "cleared": "cleared"}
-NEWS2_PARAMETERS = {"rr": "respiration rate", "spo2": "SpO2", "oxygen": "air or oxygen", "sbp": "systolic BP",
-                    "hr": "pulse", "consciousness": "consciousness", "temp": "temperature"}
 
 
 def alert_name(alert) -> str:
@@ -115,7 +117,7 @@ def alert_state(state: str) -> str:
 def news2_detail(detail: dict) -> str:
     """NEWS2's sub-scores in words, with units: 'respiration rate 3 points, SpO2 3 points, ...'."""
     parts = []
-    for key, words in NEWS2_PARAMETERS.items():
+    for key, words in PARAMETER_WORDS.items():
         value = detail.get(f"{key}_points")
         parts.append(f"{words} not charted" if value is None else f"{words} {value} point" + ("" if value == 1 else "s"))
     text = ", ".join(parts)
@@ -155,7 +157,7 @@ def alert_chip(alert, current: float | None, raised, long: bool = False, resolvi
         text += " · resolving"
     if lifecycle(alert):
         text += f" · {lifecycle(alert)}"
-    return tier_badge(alert.level, f"{text} · {alert.reason}" if long else text, title=alert.reason)
+    return tier_badge(alert.level, f"{text} · {alert.reason}" if long else text, title=alert.reason, wrap=True)
 
 
 def sparkline(values: list[float], lo: float, hi: float, colour: str = "#455a64", width: int = 110,

@@ -45,6 +45,7 @@ from typing import Callable
 
 from medm2t.events import Alert, AlertAction, RiskScore, make_event_id
 from stream.policy import DEFAULT_POLICY, AlertPolicy, RulePolicy
+from stream.scorers.news2 import NAME as NEWS2, PARAMETER_WORDS
 
 LEVELS = ("info", "urgent", "emergency")
 RANK = {None: 0, "info": 1, "urgent": 2, "emergency": 3}
@@ -75,9 +76,17 @@ class Rule:
         """Open, but its latest signal is under its tier's threshold: waiting out the hysteresis."""
         return state.level is not None and state.value is not None and state.value < self.raise_at(state.level)
 
+    def show(self, value: float) -> str:
+        """The rule's signal in words, with its unit: '6 points', '4.5 h', '23%'."""
+        if self.scorer != NEWS2:
+            return f"{value:.0%}"
+        if self.key == "news2:stale-vitals":
+            return f"{value:.1f} h"
+        return f"{value:g} point" + ("" if value == 1 else "s")
+
     def level_text(self, level: str | None, value: float) -> str:
         """A timer record's reason: no score came with it, so it states the latest one's value."""
-        return f"still {level}, {value:g} at the latest score"
+        return f"still {level}, {self.show(value)} at the latest score"
 
     def target(self, value: float, current: str | None) -> str | None:
         """The level the signal asks for, honouring hysteresis on the current tier."""
@@ -332,8 +341,9 @@ def _news2_max_single(score: RiskScore) -> float | None:
 
 
 def _news2_three_in(score: RiskScore, value: float) -> str:
-    params = [k.removesuffix("_points") for k, v in score.tasks["news2"].detail.items() if k.endswith("_points") and v == 3]
-    return f"NEWS2 single parameter max {value:g}" + (f" ({', '.join(params)})" if params else "")
+    detail = score.tasks["news2"].detail
+    params = [words for key, words in PARAMETER_WORDS.items() if detail.get(f"{key}_points") == 3]
+    return f"NEWS2 single parameter {value:g} points" + (f" ({', '.join(params)})" if params else "")
 
 
 def _newest_vital_age(score: RiskScore) -> float | None:
@@ -352,13 +362,14 @@ def _probability(task: str) -> Callable[[RiskScore], float | None]:
 def _describe_probability(task: str) -> Callable[[RiskScore, float], str]:
     def describe(s: RiskScore, v: float) -> str:
         drivers = s.tasks[task].detail.get("drivers")
-        return f"{task} probability {v:.2f} ({s.tasks[task].calibration})" + (f"; drivers: {drivers}" if drivers else "")
+        return (f"{task.replace('_', ' ')} risk {v:.0%} ({s.tasks[task].calibration})"
+                + (f"; drivers: {drivers}" if drivers else ""))
     return describe
 
 
 # The NEWS2 rules' signals and wording; their numbers are the policy's (stream/policy.py).
 NEWS2_SIGNALS = {
-    "news2": (_news2_aggregate, lambda s, v: f"NEWS2 aggregate {v:g} (band {s.tasks['news2'].band})"),
+    "news2": (_news2_aggregate, lambda s, v: f"NEWS2 {v:g} points ({s.tasks['news2'].band} band)"),
     "news2:single-parameter": (_news2_max_single, _news2_three_in),
     # Technical, not clinical: the NEWS2 above rests on vitals this old. Clears with the first fresh vital.
     "news2:stale-vitals": (_newest_vital_age,
@@ -368,7 +379,7 @@ NEWS2_SIGNALS = {
 
 def signal_of(scorer: str, key: str) -> Callable[[RiskScore], float | None] | None:
     """The signal a rule reads from a score (the same whatever the policy's numbers); None for an unknown rule."""
-    if scorer == "news2":
+    if scorer == NEWS2:
         return NEWS2_SIGNALS[key][0] if key in NEWS2_SIGNALS else None
     return _probability(key)
 

@@ -354,7 +354,7 @@ def test_open_alerts_show_level_since_when_and_the_value_then_and_now(dash_redis
     raised = Alert(alert_id="test-agg", task="news2", level="emergency", state="raised", value=news2.value + 4,
                    reason="NEWS2 aggregate high at raise", at=target.news2.scored_at - timedelta(hours=2), **common)
     single = Alert(alert_id="test-single", task="news2:single-parameter", level="info", state="raised", value=3.0,
-                   reason="NEWS2 single parameter max 3 (spo2)", at=target.news2.scored_at - timedelta(hours=1), **common)
+                   reason="NEWS2 single parameter 3 points (SpO2)", at=target.news2.scored_at - timedelta(hours=1), **common)
     # A later record of the same alert, at another value: the badge's raise time and value stay the raise's.
     later = raised.model_copy(update={"alert_id": "test-agg-ack", "state": "acknowledged", "by": "nurse.kim",
                                       "acknowledged_by": "nurse.kim", "episode_id": "test-agg", "value": news2.value + 9,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -43,6 +44,14 @@ def served_dashboard(redis_url, tmp_path):
 
 
 VIEWS = ("Ward board", "Patient", "Alerts", "Quality", "System")
+WIDTH = 1600  # the issue's screen: nothing may be cut off at this width
+# What a clinician must never read on a page (the visible text, tooltips aside).
+FORBIDDEN = {
+    "a file path": r"(?:/(?:work|tmp|home|root|usr|opt)/|\w\.(?:py|pt|json|csv|parquet|log)\b)",
+    "a Python repr": r"(?:object at 0x|datetime\.datetime\(|Traceback|\bNone\b|\bnan\b|\{'|\[')",
+    "an internal key": r"(?:\{stay:|\brisk\.(?:alerts|scores)|\bicu\.events|\bnews2:|\b[a-z]+(?:_[a-z0-9]+)+\b)",
+    "a record id": r"\b[0-9a-f]{16,}\b",
+}
 VITALS_AXES = ("Heart rate (bpm)", "Blood pressure (mmHg)", "Respiratory rate (breaths/min)", "SpO2 and FiO2 (%)")
 
 
@@ -58,9 +67,47 @@ def _every_chart_has_both_axes(page, view: str) -> None:
         assert any(a.startswith("X-axis") for a in axes) and any(a.startswith("Y-axis") for a in axes), (view, i, axes)
 
 
+def _nothing_internal(page, view: str) -> None:
+    """The ward's pages and the sidebar show no FORBIDDEN text. The System page is the operators': its
+    connection line and counter names are for them, so it is not checked."""
+    if view == "System":
+        return
+    # Material icons are ligatures (the text "keyboard_arrow_right" drawn as an arrow): not read as words.
+    text = page.evaluate("""() => { const main = document.querySelector("[data-testid='stApp']").cloneNode(true);
+        main.querySelectorAll("[data-testid='stIconMaterial']").forEach(e => e.remove());
+        document.body.appendChild(main); const text = main.innerText; main.remove(); return text; }""")
+    found = {what: sorted(set(re.findall(pattern, text)))[:5] for what, pattern in FORBIDDEN.items()}
+    assert not any(found.values()), (view, {k: v for k, v in found.items() if v})
+
+
+def _nothing_cut_off(page, view: str) -> None:
+    """No scroller of the page (the page itself, an HTML table's frame) holds content wider than it shows."""
+    cut = page.evaluate("""() => [document.scrollingElement, ...document.querySelectorAll('div[style*="overflow-x"]')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1)
+        .map(e => (e.querySelector('table') || e).id || e.tagName + ' ' + e.scrollWidth + '>' + e.clientWidth)""")
+    assert not cut, (view, cut)
+
+
+def _badges_show_their_raise_records(board, stays) -> None:
+    """Each open alert's badge gives the raise record's time and value, not a later record's."""
+    from dashboard.data import open_alerts
+    from dashboard.format import task_value
+
+    text, checked, later_differs = board.inner_text(), 0, 0
+    for s in stays:
+        for alert in open_alerts(s.alerts):
+            raised = next(a for a in s.alerts if a.alert_id == alert.episode_id)
+            shown = rf"raised {raised.at:%d %b %H:%M}(?: \([^)]*\))? at {re.escape(task_value(raised.task, raised.value))}"
+            assert re.search(shown, text), (s.stay_id, shown, text)
+            checked += 1
+            later_differs += alert.value != raised.value
+    assert checked and later_differs, "the sample ward should have an open alert whose newest record has another value"
+
+
 def test_every_page_in_headless_chromium(served_dashboard, tmp_path):
-    """Each page renders with no console errors or warnings and every chart has its axes; the board shows
-    bed numbers; the patient page shows the vitals charts, a MedM2T axis of 0-100 % and the ECG on its grid.
+    """Each page renders at 1,600 px with no console errors or warnings, nothing cut off and nothing internal
+    (FORBIDDEN), and every chart has its axes; the board shows bed numbers and badges from their raise
+    records; the patient page shows the vitals charts, a MedM2T axis of 0-100 % and the ECG on its grid.
     Screenshots go to MEDM2T_SCREENSHOT_DIR, else to the test's temp folder."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -73,7 +120,7 @@ def test_every_page_in_headless_chromium(served_dashboard, tmp_path):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM),
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": WIDTH, "height": 1000})
             view = "start"
             page.on("console", lambda m: console.append((view, m.type, m.text)))
             page.goto(base, wait_until="domcontentloaded", timeout=60_000)
@@ -85,7 +132,10 @@ def test_every_page_in_headless_chromium(served_dashboard, tmp_path):
             expect(board.get_by_text("Bed", exact=True)).to_have_count(1)
             for i in range(1, len(stays) + 1):  # the sample ward's beds are numbered 1..n
                 expect(board.get_by_text(str(i), exact=True)).to_have_count(1)
-            page.screenshot(path=str(shots / "ward_board.png"), full_page=True)
+            page.screenshot(path=str(shots / "ward_board.png"), full_page=True)  # before the checks: evidence
+            _badges_show_their_raise_records(board, stays)
+            _nothing_internal(page, "Ward board")
+            _nothing_cut_off(page, "Ward board")
 
             # The stay link opens the patient page of that stay, and live refresh keeps it there.
             view = "Patient"
@@ -102,18 +152,22 @@ def test_every_page_in_headless_chromium(served_dashboard, tmp_path):
                 assert any(a.startswith(f"Y-axis titled '{title}'") for a in axes), (title, axes)
             assert any(a.startswith("X-axis titled 'seconds (25 mm/s; large square 0.2 s") for a in axes), axes
             _every_chart_has_both_axes(page, view)
+            _nothing_internal(page, view)
+            _nothing_cut_off(page, view)
             # Streamlit scrolls inside its own container: grow the viewport to capture the whole page
-            page.set_viewport_size({"width": 1400, "height": 5200})
+            page.set_viewport_size({"width": WIDTH, "height": 5200})
             time.sleep(1)
             page.screenshot(path=str(shots / "patient.png"))
-            page.set_viewport_size({"width": 1400, "height": 1000})
+            page.set_viewport_size({"width": WIDTH, "height": 1000})
 
             for view in ("Alerts", "Quality", "System"):
                 page.goto(f"{base}/?view={view}", wait_until="domcontentloaded", timeout=60_000)
                 page.get_by_role("heading", name={"Alerts": "Alert feed", "Quality": "Alert quality"}.get(view, view)).first.wait_for(timeout=60_000)
                 time.sleep(3)
-                _every_chart_has_both_axes(page, view)
                 page.screenshot(path=str(shots / f"{view.lower()}.png"), full_page=True)
+                _every_chart_has_both_axes(page, view)
+                _nothing_internal(page, view)
+                _nothing_cut_off(page, view)
         finally:
             browser.close()
     noisy = [m for m in console if m[1] in ("error", "warning")]

@@ -13,7 +13,10 @@ from dashboard.views import model_card
 NO_METRICS = "No metrics yet: the worker has not written any counters (is it running?)."
 
 
-def render(reader: Reader) -> None:
+def render(reader: Reader, connection: str = "") -> None:
+    """`connection`: where the page reads from, for whoever runs the system (this page is not the ward's)."""
+    if connection:
+        st.caption(connection)
     counters = reader.counters()
     st.subheader("Worker counters", anchor=False)
     if not counters:

@@ -21,7 +21,10 @@ CALIBRATION = "rule score (RCP 2017 NEWS2), not a probability"
 TASK_CARDS = (TaskCard(name="news2", display="rule score, points", kind="points", alerts=True, board=True,
                        scale=(0, 20), bands=("low", "low-medium", "medium", "high")),)
 LOOKBACK = timedelta(hours=24)
-PARAMETERS = ("rr", "spo2", "oxygen", "sbp", "hr", "consciousness", "temp")
+# The seven parameters, each with its name in words (RCP 2017's chart).
+PARAMETER_WORDS = {"rr": "respiration rate", "spo2": "SpO2", "oxygen": "air or oxygen", "sbp": "systolic BP",
+                   "hr": "pulse", "consciousness": "consciousness", "temp": "temperature"}
+PARAMETERS = tuple(PARAMETER_WORDS)
 MEDIUM_AT, HIGH_AT = 5, 7  # RCP 2017 response bands of the aggregate: medium (urgent response), high (emergency)
 
 # (inclusive upper bound, points), checked in order; values are rounded to the chart's precision first.

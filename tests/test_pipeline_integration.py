@@ -126,14 +126,38 @@ def _disturbed_run(settings, cohort, undisturbed):
 
 
 def _assert_same_as_undisturbed(settings, want, undisturbed) -> None:
-    """The published scores are the contract's and the alert ids the undisturbed run's."""
+    """The published scores are the contract's and the alert records the undisturbed run's (which are the
+    offline engine's: test_the_alert_stream_is_the_offline_engines)."""
     scores, _ = score_stream(_read(settings, topics.SCORES))
     assert compare(scores, want) == []
-    alerts = _alerts(settings)
-    extra = [alerts[k] for k in sorted(alerts.keys() - undisturbed["alerts"].keys())]
-    missing = [undisturbed["alerts"][k] for k in sorted(undisturbed["alerts"].keys() - alerts.keys())]
-    assert not extra and not missing, ("alert records differ from the undisturbed run's:\n  extra:\n    "
-                                       + "\n    ".join(extra) + "\n  missing:\n    " + "\n    ".join(missing))
+    _assert_same_alerts(_alerts(settings), undisturbed["alerts"], "the undisturbed run", settings, want)
+
+
+def _assert_same_alerts(got: dict[str, str], expected: dict[str, str], what: str, settings, want) -> None:
+    """`got` == `expected` by alert id; on a difference, each record in words and which side the offline
+    engine agrees with."""
+    extra, missing = sorted(got.keys() - expected.keys()), sorted(expected.keys() - got.keys())
+    if extra or missing:
+        offline = _offline_alerts(settings, want)
+        lines = [f"  extra   {got[k]} (offline engine: {'has it' if k in offline else 'not'})" for k in extra]
+        lines += [f"  missing {expected[k]} (offline engine: {'has it' if k in offline else 'not'})" for k in missing]
+        raise AssertionError(f"alert records differ from {what}'s:\n" + "\n".join(lines))
+
+
+def _offline_alerts(settings, want) -> dict[str, str]:
+    """The offline engine's alert records over the contract's scores, in the form of _alerts."""
+    from stream.alert_tuning import alert_trails
+    from stream.policy import load_policy
+
+    by_stay: dict[int, list] = {}
+    for key in sorted(want, key=lambda k: (k[0], k[2])):
+        by_stay.setdefault(key[0], []).append(want[key])
+    trails = alert_trails(load_policy(settings, sorted({k[1] for k in want})), by_stay)
+    return {a.alert_id: _line(a) for trail in trails.values() for a in trail}
+
+
+def _line(a: Alert) -> str:
+    return f"stay {a.stay_id} {a.scorer} {a.task} {a.state} {a.level} at {a.at} ({a.reason})"
 
 
 def _alerts(settings) -> dict[str, str]:
@@ -141,7 +165,7 @@ def _alerts(settings) -> dict[str, str]:
     out = {}
     for v in _read(settings, topics.ALERTS):
         a = Alert.model_validate_json(v)
-        out[a.alert_id] = f"stay {a.stay_id} {a.scorer} {a.task} {a.state} {a.level} at {a.at} ({a.reason})"
+        out[a.alert_id] = _line(a)
     return out
 
 
@@ -201,21 +225,9 @@ def test_the_deprecated_v1_alert_topic_carries_the_same_records(pipeline_setting
 def test_the_alert_stream_is_the_offline_engines(pipeline_settings, undisturbed, cohort_expectation):
     """The worker's alert records (timers included) are what the offline engine makes of the contract's
     scores: timers fire on the clinical clock, whatever the batches and wall-clock timing."""
-    from stream.alert_tuning import alert_trails
-    from stream.policy import load_policy
-
     _, _, want = cohort_expectation
-    by_stay: dict[int, list] = {}
-    for key in sorted(want, key=lambda k: (k[0], k[2])):
-        by_stay.setdefault(key[0], []).append(want[key])
-    offline = {a.alert_id: a for trail in alert_trails(load_policy(pipeline_settings, ["news2"]), by_stay).values()
-               for a in trail}
-    extra = sorted(undisturbed["alerts"].keys() - offline.keys())
-    missing = sorted(offline.keys() - undisturbed["alerts"].keys())
-    assert not extra and not missing, (
-        "extra:\n  " + "\n  ".join(undisturbed["alerts"][k] for k in extra)
-        + "\nmissing:\n  " + "\n  ".join(f"{a.stay_id} {a.state} {a.level} at {a.at} ({a.reason})"
-                                          for a in (offline[k] for k in missing)))
+    _assert_same_alerts(undisturbed["alerts"], _offline_alerts(pipeline_settings, want), "the offline engine",
+                        pipeline_settings, want)
 
 
 def test_bad_messages_go_to_the_dead_letter_topic_and_scoring_goes_on(pipeline_settings, synth_cohort,

@@ -38,6 +38,7 @@ import math
 import re
 import zlib
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
@@ -491,6 +492,54 @@ def dump_event(event: _Event) -> bytes:
     return event.model_dump_json().encode()
 
 
+# ---- Observation sets: several events of one stay in one input message (icu.events.v2) -----------------
+
+MAX_SET_EVENTS = 1000  # members per observation set; a producer splits a larger set into several
+
+
+InputEvent = Annotated[Union[StayOpened, Measurement, Ecg, StayClosed], Field(discriminator="kind")]
+
+
+class ObservationSet(BaseModel):
+    """Events of one stay that became available at the same clinical time, in one message: as an HL7 ORU
+    message carries many OBX segments, or a FHIR Bundle several Observations. A Kafka message costs the
+    worker a fixed amount whatever it carries, so a set of N events costs it once, not N times.
+
+    The worker reads each member on its own (`members` in stream/validation.py): a bad member is dead-lettered
+    with its index, and its good siblings are applied. This model is the schema, and what producers build."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["observation_set"] = "observation_set"
+    stay_id: int = Field(ge=1, description="Every member's stay_id; also the message key.")
+    events: list[InputEvent] = Field(min_length=1, max_length=MAX_SET_EVENTS,
+                                     description="The input events, each exactly as it would travel alone.")
+
+
+def set_messages(events: Sequence[_Event]) -> list[tuple[bytes, list[_Event]]]:
+    """The input messages for `events` (one stay's, at one time), each with the events it carries, each
+    event serialised once as dump_event writes it: the event itself if it is alone, else an ObservationSet,
+    split where a set would pass MAX_SET_EVENTS or MAX_MESSAGE_BYTES (an event too large to share a message
+    travels alone)."""
+    head = b'{"kind":"observation_set","stay_id":%d,"events":[' % events[0].stay_id if events else b""
+    messages, members, raws, size = [], [], [], 0
+    for event in events:
+        raw = dump_event(event)
+        if raws and (len(raws) == MAX_SET_EVENTS or len(head) + size + len(raw) + 2 > MAX_MESSAGE_BYTES):
+            messages.append((_set(head, raws), members))
+            members, raws, size = [], [], 0
+        members.append(event)
+        raws.append(raw)
+        size += len(raw) + 1
+    if raws:
+        messages.append((_set(head, raws), members))
+    return messages
+
+
+def _set(head: bytes, members: list[bytes]) -> bytes:
+    return members[0] if len(members) == 1 else head + b",".join(members) + b"]}"
+
+
 # ---- Outputs of the worker: risk scores, alerts, dead letters -------------------------------------------
 
 
@@ -645,4 +694,5 @@ OUTPUT_TYPES: dict[str, type[BaseModel]] = {"risk_score": RiskScore, "alert": Al
                                             "dead_letter": DeadLetter}
 # Versions other than SCHEMA_VERSION: the message types that moved to a new topic version, and the older
 # versions still published beside them (docs/schemas.md, the compatibility rule).
-VERSIONS: dict[str, dict[int, type[BaseModel]]] = {"alert": {1: AlertV1, 2: Alert}}
+VERSIONS: dict[str, dict[int, type[BaseModel]]] = {"alert": {1: AlertV1, 2: Alert},
+                                                   "observation_set": {2: ObservationSet}}

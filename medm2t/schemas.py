@@ -11,13 +11,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from medm2t.events import EVENT_TYPES, OUTPUT_TYPES, SCHEMA_VERSION, VERSIONS
+from medm2t.events import EVENT_TYPES, OUTPUT_TYPES, SCHEMA_VERSION, VERSIONS, ObservationSet
 from medm2t.fhir import RiskAssessmentV1
 
 # "{kind}.v{N}" -> its model: every version still published.
 MESSAGE_TYPES: dict[str, type[BaseModel]] = {
     f"{kind}.v{version}": model
-    for kind, model in {**EVENT_TYPES, **OUTPUT_TYPES, "fhir_risk_assessment": RiskAssessmentV1}.items()
+    for kind, model in {**EVENT_TYPES, **OUTPUT_TYPES, "fhir_risk_assessment": RiskAssessmentV1,
+                        "observation_set": ObservationSet}.items()
     for version, model in VERSIONS.get(kind, {SCHEMA_VERSION: model}).items()}
 
 

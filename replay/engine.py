@@ -75,6 +75,24 @@ def merge_recorded(stays: Iterable[list[_Event]]) -> Iterator[Released]:
             heapq.heappush(heap, (nxt[0], n, i + 1, nxt[1]))
 
 
+def by_message(released: Iterable[Released]) -> Iterator[tuple[datetime, list[_Event]]]:
+    """The events of each input message, in release order: consecutive releases of one stay at one time
+    travel together (an observation set, medm2t.events.set_messages); outcomes travel alone, on their own
+    topic. Grouping only neighbours reorders nothing, so the score stream is the one single events give."""
+    at, group = None, []
+    for r in released:
+        e = r.event
+        if group and (e.kind == "outcome" or group[0].kind == "outcome" or e.stay_id != group[0].stay_id
+                      or r.at != at):
+            yield at, group
+            group = []
+        if not group:
+            at = r.at
+        group.append(e)
+    if group:
+        yield at, group
+
+
 def merge_ward(stays: Iterable[list[_Event]], beds: int, start: datetime, seed: int = 0) -> Iterator[Released]:
     """Re-anchor stays onto one ward clock starting at `start`, keeping `beds` beds occupied. Each StayOpened
     carries its bed's label ("1".."N"), which the ward board shows."""

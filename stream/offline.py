@@ -69,16 +69,16 @@ async def feed(pipeline: Pipeline, messages: Sequence[tuple[int, bytes | None, b
 def backlog(stays, partitions: int) -> tuple[list[tuple[int, bytes, bytes]], list]:
     """A recorded replay of `stays` (lists of events) as (partition, key, value) input messages in release
     order, keyed by stay as `medm2t replay` sends them, and the stays' Outcome events, which stay apart."""
-    from medm2t.events import dump_event
-    from replay.engine import merge_recorded
+    from medm2t.events import set_messages
+    from replay.engine import by_message, merge_recorded
 
     messages, outcomes = [], []
-    for released in merge_recorded(stays):
-        e = released.event
-        if e.kind == "outcome":
-            outcomes.append(e)
+    for _, events in by_message(merge_recorded(stays)):
+        if events[0].kind == "outcome":
+            outcomes += events
         else:
-            messages.append((e.stay_id % partitions, str(e.stay_id).encode(), dump_event(e)))
+            sid = events[0].stay_id
+            messages += [(sid % partitions, str(sid).encode(), value) for value, _ in set_messages(events)]
     return messages, outcomes
 
 

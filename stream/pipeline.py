@@ -109,13 +109,16 @@ class Pipeline:
                 self.consumed[_part(msg)] = max(self.consumed.get(_part(msg), -1), msg.offset)
         for msg in messages:
             try:
-                event, raw = validate_message(msg.value, msg.key, msg.topic)
+                events, rejected = validate_message(msg.value, msg.key, msg.topic)
             except InvalidMessage as exc:
                 await self.dead_letter(msg, str(exc))
                 continue
-            item = (msg, Incoming(event, raw, hashlib.blake2b(raw, digest_size=12).hexdigest(), NEVER))
-            by_stay[event.stay_id].append(item)
-            arrival.append(item)
+            for reason in rejected:  # a bad member of a set, alone: its siblings go on
+                await self.dead_letter(msg, reason)
+            for event, raw in events:
+                item = (msg, Incoming(event, raw, hashlib.blake2b(raw, digest_size=12).hexdigest(), NEVER))
+                by_stay[event.stay_id].append(item)
+                arrival.append(item)
         if not by_stay:
             return
         async with self._state:  # the scoring loop sees a chunk's clocks only together with its events
@@ -125,17 +128,22 @@ class Pipeline:
     async def _ingest_valid(self, by_stay: dict[int, list[tuple[Message, Incoming]]],
                             arrival: list[tuple[Message, Incoming]]) -> None:
         await self._ensure_loaded([(sid, items[0][0].partition) for sid, items in by_stay.items()])
-        # Floors follow each partition's own order, message by message (not chunk by chunk).
+        # Floors follow each partition's own order, message by message (not chunk by chunk). The chunk's
+        # clocks reach self.clock only once its events are buffered: the publish path fires alert timers
+        # outside the state lock, while this chunk's APPLY is in flight (seconds, if Redis is down), and a
+        # clock ahead of the buffers would fire a stay's timer before its own point in this very chunk.
+        clock: dict[int, datetime] = {}
         for msg, item in arrival:
             p = _part(msg)
             rt = self.stays[item.event.stay_id]
             rt.subject_id = rt.subject_id or item.event.subject_id  # a stay new to Redis has no meta yet
-            floor = epoch(self.clock[p]) if p in self.clock else NEVER
-            done = max(filter(None, (rt.closed_at, self.flushed.get(p))), default=None)
+            now = clock.get(p, self.clock.get(p))
+            floor = NEVER if now is None else epoch(now)
+            done = max(filter(None, (rt.closed_at, self._flushed_point(rt))), default=None)
             if done is not None:
                 floor = max(floor, epoch(done + LATE_STEP))
             item.floor = floor
-            self.clock[p] = max(self.clock.get(p, item.event.available_time), item.event.available_time)
+            clock[p] = item.event.available_time if now is None else max(now, item.event.available_time)
             self.quiet_since[p] = time.monotonic()
         order = list(by_stay)
         # A close that is a duplicate or a conflict was applied before, so the stay is closed either way.
@@ -169,11 +177,20 @@ class Pipeline:
                     status = status[1:]
                 self._buffer(rt, from_epoch(status), item.event, msg)
                 counts["events"] += 1
+        self.clock.update(clock)
         for name, n in counts.items():
             self.stats[name] += n
             metrics.count(name, n)
         self._uncounted["events_in"] += counts["events"]  # the name the dashboard's counters use
         self._uncounted["duplicates"] += counts["duplicates"]
+
+    def _flushed_point(self, rt: StayRuntime) -> datetime | None:
+        """The stay's latest point if a quiet flush completed it: a new event of the stay at or before it goes
+        a millisecond after it. Only the stay's own: a flush at T does not move another stay's event at T,
+        which can still join that stay's own unscored point (a burst cut in two by a broker pause)."""
+        flushed = self.flushed.get(rt.partition)
+        latest = max(filter(None, (rt.scored, max(rt.buffer) if rt.buffer else None)), default=None)
+        return latest if latest is not None and flushed is not None and latest <= flushed else None
 
     def _take_uncounted(self) -> dict[str, int]:
         counts, self._uncounted = dict(self._uncounted), defaultdict(int)

@@ -1,22 +1,33 @@
-"""What the worker accepts from the input topic: one strictly valid input event per message, keyed by its
-stay. Anything else raises InvalidMessage with a reason fit for a log line and the dead-letter topic: it
-names the field and the rule, never the value."""
+"""What the worker accepts from the input topic: strictly valid input events keyed by their stay, one per
+message or several of one stay in an observation set (medm2t.events.ObservationSet). Anything else raises
+InvalidMessage with a reason fit for a log line and the dead-letter topic: it names the field and the rule,
+never the value. A bad member of a set is rejected on its own, with its index; its siblings still count."""
 from __future__ import annotations
 
+import json
+
 from medm2t import topics
-from medm2t.events import Outcome, _Event, parse_event
+from medm2t.events import MAX_MESSAGE_BYTES, MAX_SET_EVENTS, Outcome, _Event, parse_event
+
+_SET_FIELDS = {"kind", "stay_id", "events"}
 
 
 class InvalidMessage(ValueError):
     pass
 
 
-def validate_message(value: bytes | None, key: bytes | None, topic: str = topics.EVENTS) -> tuple[_Event, bytes]:
-    """The event and the exact bytes it arrived as (stored as they are, so what passes can be read back)."""
+def validate_message(value: bytes | None, key: bytes | None,
+                     topic: str = topics.EVENTS) -> tuple[list[tuple[_Event, bytes]], list[str]]:
+    """The input events of one message, each with the bytes it is stored as (a single event: exactly the
+    bytes it arrived as; a set's member: its own compact JSON), and why each rejected member of a set was
+    rejected. Raises InvalidMessage when the message as a whole is unusable."""
+    if value is not None and b"observation_set" in value:
+        members = _set_members(value, key)
+        if members is not None:
+            return members
     event = _parse(value, key)
-    if event.kind == "outcome":
-        raise InvalidMessage(f"outcome events belong on {topics.OUTCOMES}; the worker never reads them")
-    return event, bytes(value)
+    _input(event)
+    return [(event, bytes(value))], []
 
 
 def validate_outcome(value: bytes | None, key: bytes | None) -> tuple[Outcome, bytes]:
@@ -27,16 +38,65 @@ def validate_outcome(value: bytes | None, key: bytes | None) -> tuple[Outcome, b
     return event, bytes(value)
 
 
+def _set_members(value: bytes, key: bytes | None) -> tuple[list[tuple[_Event, bytes]], list[str]] | None:
+    """An observation set's members and rejections; None if the message is not a set after all (an event
+    whose text merely mentions one)."""
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"message: larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        doc = json.loads(value, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidMessage("message: not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "observation_set":
+        return None
+    if unknown := sorted(set(doc) - _SET_FIELDS):
+        raise InvalidMessage(f"observation set: unknown field {unknown[0]!r}")
+    stay_id, events = doc.get("stay_id"), doc.get("events")
+    if type(stay_id) is not int or stay_id < 1:
+        raise InvalidMessage("observation set: stay_id must be a positive integer")
+    if key is None or key != str(stay_id).encode():
+        raise InvalidMessage("message key must be the observation set's stay_id (one stay, one partition, in order)")
+    if not isinstance(events, list) or not 1 <= len(events) <= MAX_SET_EVENTS:
+        raise InvalidMessage(f"observation set: events must be a list of 1 to {MAX_SET_EVENTS} events")
+    good, rejected = [], []
+    for i, member in enumerate(events):
+        try:
+            if not isinstance(member, dict):
+                raise InvalidMessage("not a JSON object")
+            raw = json.dumps(member, separators=(",", ":"), ensure_ascii=False).encode()
+            event = _event(raw)
+            _input(event)
+            if event.stay_id != stay_id:
+                raise InvalidMessage("its stay_id is not the set's")
+            good.append((event, raw))
+        except InvalidMessage as exc:
+            rejected.append(f"observation set member {i}: {exc}")
+    return good, rejected
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _input(event: _Event) -> None:
+    if event.kind == "outcome":
+        raise InvalidMessage(f"outcome events belong on {topics.OUTCOMES}; the worker never reads them")
+
+
 def _parse(value: bytes | None, key: bytes | None) -> _Event:
     if value is None:
         raise InvalidMessage("empty message (no value)")
-    try:
-        event = parse_event(value)
-    except ValueError as exc:  # InvalidEvent and pydantic's ValidationError are both ValueErrors
-        raise InvalidMessage(getattr(exc, "reason", None) or _short(exc)) from None
+    event = _event(value)
     if key is None or key != str(event.stay_id).encode():
         raise InvalidMessage("message key must be the event's stay_id (one stay, one partition, in order)")
     return event
+
+
+def _event(value: bytes) -> _Event:
+    try:
+        return parse_event(value)
+    except ValueError as exc:  # InvalidEvent and pydantic's ValidationError are both ValueErrors
+        raise InvalidMessage(getattr(exc, "reason", None) or _short(exc)) from None
 
 
 def _short(exc: ValueError) -> str:

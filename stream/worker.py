@@ -1,4 +1,4 @@
-"""The scoring worker: a Faust app that consumes icu.events.v1 and runs the Pipeline (stream/pipeline.py):
+"""The scoring worker: a Faust app that consumes icu.events.v2 and runs the Pipeline (stream/pipeline.py):
 per-stay state in Redis, scores at clinical-time points (docs/scoring-contract.md), published to
 risk.scores.v1 / risk.alerts.v2 (and v1, deprecated), bad input to icu.deadletter.v1. It also consumes risk.alert-actions.v1
 (people acknowledging, snoozing and commenting on alerts) and records them on risk.alerts.v2, and, apart from
@@ -92,8 +92,7 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
     async def ingest(stream):
         async for chunk in stream.take_events(INGEST_CHUNK, within=INGEST_WAIT_S):
             now = time.time()
-            msgs = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
-                            e.message.timestamp * 1000.0 if e.message.timestamp else None, now) for e in chunk]
+            msgs = [_message(e, now) for e in chunk]
             for m in msgs:
                 delivered_at[m.partition] = now
             await pipeline.ingest(msgs)
@@ -101,8 +100,7 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
     @app.agent(actions, name="alert-actions")
     async def alert_actions(stream):
         async for chunk in stream.take_events(100, within=INGEST_WAIT_S):
-            await pipeline.act_on([Message(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                                           e.message.value) for e in chunk])
+            await pipeline.act_on([_message(e) for e in chunk])
 
     # The only reader of outcomes: they feed the alert-quality figures (stream/quality.py), never a scorer.
     outcomes = app.topic(topics.OUTCOMES, key_serializer="raw", value_serializer="raw")
@@ -110,8 +108,18 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
     @app.agent(outcomes, name="outcomes")
     async def outcome_agent(stream):
         async for chunk in stream.take_events(500, within=INGEST_WAIT_S):
-            await quality.record_outcomes(pipeline, [Message(e.message.topic, e.message.partition, e.message.offset,
-                                                             e.message.key, e.message.value) for e in chunk])
+            await quality.record_outcomes(pipeline, [_message(e) for e in chunk])
+
+    # icu.events.v1 is retired (docs/schemas.md): reading it beside v2 would mix two partitions' orders
+    # under one clock. Whatever still arrives there is dead-lettered with the way forward, never lost quietly.
+    retired = app.topic(topics.EVENTS_V1, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(retired, name="retired-events-v1")
+    async def retired_events(stream):
+        async for chunk in stream.take_events(500, within=INGEST_WAIT_S):
+            for e in chunk:
+                await pipeline.dead_letter(_message(e), f"{topics.EVENTS_V1} is retired: publish on {topics.EVENTS} "
+                                                        "(every v1 message is a valid v2 message)")
 
     quality_redis = redis_sync(settings)
 
@@ -150,3 +158,10 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
 
     app.pipeline = pipeline  # for tests and introspection
     return app
+
+
+def _message(e, received_s: float | None = None) -> Message:
+    """A Faust event as the pipeline's Message (the broker's timestamp in ms, when it has one)."""
+    m = e.message
+    return Message(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp * 1000.0 if m.timestamp else None,
+                   received_s)

@@ -172,3 +172,43 @@ def test_every_page_in_headless_chromium(served_dashboard, tmp_path):
             browser.close()
     noisy = [m for m in console if m[1] in ("error", "warning")]
     assert not noisy, noisy
+
+
+@pytest.mark.skipif(not os.environ.get("MEDM2T_DASHBOARD_URL"),
+                    reason="set MEDM2T_DASHBOARD_URL to a running dashboard (e.g. after 10 min of `make demo`)")
+def test_a_running_dashboard(tmp_path):
+    """By hand, against a live demo: each page at 1,600 px, its screenshot saved (MEDM2T_SCREENSHOT_DIR, else
+    the test's temp folder) before it is checked for internal text and clipped content; a stay's patient page
+    too (the first on the board)."""
+    from playwright.sync_api import sync_playwright
+
+    base = os.environ["MEDM2T_DASHBOARD_URL"].rstrip("/")
+    shots = Path(os.environ.get("MEDM2T_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": WIDTH, "height": 1000})
+            page.goto(base, wait_until="domcontentloaded", timeout=60_000)
+            board = page.locator("#ward-table")
+            board.wait_for(timeout=60_000)
+            stay = board.locator("a").first.inner_text()
+            problems = []
+            for view, url in (("Ward board", base), ("Patient", f"{base}/?view=Patient&stay={stay}"),
+                              ("Alerts", f"{base}/?view=Alerts"), ("Quality", f"{base}/?view=Quality")):
+                page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+                page.locator("[data-testid='stMainBlockContainer'] h1, [data-testid='stMainBlockContainer'] h2"
+                             ).first.wait_for(timeout=60_000)
+                time.sleep(4)
+                page.set_viewport_size({"width": WIDTH, "height": 5200 if view == "Patient" else 1000})
+                page.screenshot(path=str(shots / f"demo_{view.lower().replace(' ', '_')}.png"), full_page=True)
+                for check in (_nothing_internal, _nothing_cut_off):
+                    try:
+                        check(page, view)
+                    except AssertionError as exc:
+                        problems.append(str(exc))
+                page.set_viewport_size({"width": WIDTH, "height": 1000})
+        finally:
+            browser.close()
+    assert not problems, problems

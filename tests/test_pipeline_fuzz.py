@@ -79,6 +79,21 @@ def _run(settings, db: int, messages: list[tuple[bytes, bytes]], around_chunk=No
     return sink.sent, stored, {k.decode(): int(v) for k, v in r.hgetall(keys.COUNTERS).items()}
 
 
+def _mixed(events) -> list[tuple[bytes, bytes]]:
+    """The input messages of `events` (in release order) as `medm2t replay` sends them (observation sets of
+    one stay's events at one time) for even stays, and one event per message for odd ones, as a v1 producer
+    would: a partition carries both."""
+    from medm2t.events import set_messages
+    from replay.engine import Released, by_message
+
+    out = []
+    for _, group in by_message(Released(e.available_time, e) for e in events):
+        key = str(group[0].stay_id).encode()
+        out += [(key, v) for v, _ in set_messages(group)] if group[0].stay_id % 2 == 0 else \
+            [(key, dump_event(e)) for e in group]
+    return out
+
+
 def _without_wall_clock(alerts: list[bytes]) -> list[str]:
     """Alert records, sorted, less the wall clock they were made at (everything else is a function of the input)."""
     from medm2t.events import Alert
@@ -89,8 +104,9 @@ def _without_wall_clock(alerts: list[bytes]) -> list[str]:
 def test_ten_thousand_bad_messages_change_nothing_but_the_dead_letter_topic(pipeline_settings, good_stream):
     from stream.scorers.news2 import News2Scorer
 
-    good = [(str(e.stay_id).encode(), dump_event(e)) for e in good_stream]
-    cases = bad_message_cases(N_BAD, seed=11, good=[v for _, v in good[:400]])
+    good = _mixed(good_stream)
+    assert len(good) < len(good_stream), "some messages should carry an observation set"
+    cases = bad_message_cases(N_BAD, seed=11, good=[dump_event(e) for e in good_stream[:400]])
     rng = random.Random(3)
     mixed = [(None, k, v) for k, v in good] + [(c, str(good_stream[0].stay_id).encode(), c.data) for c in cases]
     rng.shuffle(mixed)
@@ -160,7 +176,7 @@ def test_events_whose_apply_reply_was_lost_are_still_scored(pipeline_settings, g
         return around
 
     lost: list[bool] = []
-    good = [(str(e.stay_id).encode(), dump_event(e)) for e in good_stream]
+    good = _mixed(good_stream)
     clean, _, _ = _run(pipeline_settings, 2, good)
     lossy, _, _ = _run(pipeline_settings, 3, good, around_chunk=lose_one_reply_mid_stream)
     assert lost, "no reply was lost: the test tested nothing"

@@ -28,7 +28,7 @@ def test_up_status_down_on_chosen_ports(tmp_path):
     try:
         up = _stack("up", tmp_path, *ports)
         assert up.returncode == 0, up.stderr
-        assert "topic icu.events.v1: created" in up.stdout
+        assert "topic icu.events.v2: created" in up.stdout
         assert f"MEDM2T_KAFKA_URL=127.0.0.1:{kport}" in up.stdout  # non-default ports: tell the user what to export
         assert (tmp_path / "kafka.pid").exists() and (tmp_path / "redis.pid").exists()
 

@@ -1,15 +1,18 @@
 """Alert figures of one or more MedM2T alert policies on held-out stays, beside NEWS2.
 
-    python tools/policy_figures.py SPEC NAME=POLICY.json [NAME=POLICY.json ...]
+    python tools/policy_figures.py SPEC NAME=POLICY.json [NAME=POLICY.json ...] [--checkpoint CK]
+                                   [--skip N] [--limit N]
     python tools/policy_figures.py synth:/tmp/held23 demo=model/checkpoints/demo/alert-policy.json
 
-The source is scored offline through the worker's own pipeline on a private Redis (NEWS2 + the demo
-checkpoint's MedM2T, hourly cadence), as `medm2t alerts calibrate` does, and each policy's alert records
-come from the same alert engine, so the figures are those `medm2t report` prints after a recorded replay
-(docs/alert-quality.md). One JSON line per scorer and policy.
+The source is scored offline through the worker's own pipeline on a private Redis (NEWS2 + the checkpoint's
+MedM2T, default the demo's, hourly cadence), as `medm2t alerts calibrate` does, and each policy's alert
+records come from the same alert engine, so the figures are those `medm2t report` prints after a recorded
+replay (docs/alert-quality.md). --skip/--limit pick the stays as `alerts calibrate` does, so a policy tuned
+on the first N stays (`--limit N`) is reported on the rest (`--skip N`). One JSON line per scorer and policy.
 """
+import argparse
+import itertools
 import json
-import sys
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -27,10 +30,11 @@ FIGURES = ("stays", "patient_days", "deaths", "alerts_per_patient_day", "stays_a
            "deaths_flagged_2h", "ppv", "median_lead_hours")
 
 
-def main(spec: str, named: list[str]) -> None:
+def main(spec: str, named: list[str], checkpoint: Path, skip: int | None, limit: int | None) -> None:
     policies = {name: read_policy(Path(path)) for name, path in (a.split("=", 1) for a in named)}
-    scorers = [News2Scorer(), MedM2TScorer.load(DEMO_CHECKPOINT, "auto", cadence=timedelta(minutes=60))]
-    messages, outcomes = backlog(select_stays(parse_spec(spec).stays(), None, None), partitions=6)
+    scorers = [News2Scorer(), MedM2TScorer.load(checkpoint, "auto", cadence=timedelta(minutes=60))]
+    stays = itertools.islice(select_stays(parse_spec(spec).stays(), None, None), skip or 0, None)
+    messages, outcomes = backlog(select_stays(stays, None, limit), partitions=6)
     scores = scores_by_stay(scorers, messages, partitions=6)
     rows = {f"MedM2T {name}": evaluate(policy, "medm2t", scores, outcomes) for name, policy in policies.items()}
     rows["NEWS2"] = evaluate(DEFAULT_POLICY, "news2", scores, outcomes)
@@ -40,6 +44,11 @@ def main(spec: str, named: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="source, as `medm2t replay --source` takes it")
+    parser.add_argument("policies", nargs="+", metavar="NAME=POLICY.json", help="alert policies to compare")
+    parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT, help="MedM2T checkpoint (default: demo)")
+    parser.add_argument("--skip", type=int, metavar="N", help="leave out the first N stays")
+    parser.add_argument("--limit", type=int, metavar="N", help="use at most N stays (after --skip)")
+    args = parser.parse_args()
+    main(args.spec, args.policies, args.checkpoint, args.skip, args.limit)

@@ -63,6 +63,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--paced-rate", type=float, default=1000.0,
                    help="mean input events/s of the latency run (its replay speed is set from the cohort's "
                         "clinical span); 0 skips it (default 1000)")
+    p.add_argument("--one-per-message", action="store_true",
+                   help="replay one event per Kafka message, as a v1 producer (default: observation sets)")
     p.add_argument("--timeout", type=float, default=900.0, help="give up on a phase after this many s (default 900)")
     p.set_defaults(handler=_run)
 
@@ -87,16 +89,19 @@ def _run(args: argparse.Namespace) -> int:
         env = {**os.environ, "MEDM2T_KAFKA_URL": f"127.0.0.1:{kafka.port}",
                "MEDM2T_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "MEDM2T_REDIS_PASSWORD": "",
                "MEDM2T_RUN_DIR": str(tmp / "run"), "MEDM2T_SCORERS": args.scorers[0]}
-        bench = _Bench(env, tmp, args.timeout, {"Redis": redis.pid(), "tansu": kafka.pid()})
+        bench = _Bench(env, tmp, args.timeout, {"Redis": redis.pid(), "tansu": kafka.pid()},
+                       ("--one-per-message",) if args.one_per_message else ())
         _progress(f"generating {args.stays} synthetic stays and publishing them at --speed max")
         cohort = bench.cohort(args.stays, args.seed)
         bench.reset()
-        n = bench.replay(cohort, "max")
-        print(f"stream: {args.stays} synthetic stays, {n:,} events at --speed max into tansu "
-              f"127.0.0.1:{kafka.port}, Redis 127.0.0.1:{redis.port}")
-        _progress(f"bare Faust agent reading the {n:,}-event backlog")
-        faust_s, cpu = bench.bare_faust(n)
-        print(f"  bare Faust agent (count only) {n / faust_s:>8,.0f} events/s ({faust_s:.1f} s; CPU {cpu})")
+        n, n_msgs = bench.replay(cohort, "max")
+        print(f"stream: {args.stays} synthetic stays, {n:,} events in {n_msgs:,} messages "
+              f"({n / n_msgs:.2f} per message) at --speed max into tansu 127.0.0.1:{kafka.port}, "
+              f"Redis 127.0.0.1:{redis.port}")
+        _progress(f"bare Faust agent reading the {n_msgs:,}-message backlog")
+        faust_s, cpu = bench.bare_faust(n_msgs)
+        print(f"  bare Faust agent (count only) {n / faust_s:>8,.0f} events/s, {n_msgs / faust_s:>8,.0f} msgs/s "
+              f"({faust_s:.1f} s; CPU {cpu})")
         for i, scorers in enumerate(args.scorers):
             if i:  # the worker's consumer group has read the backlog: publish it afresh
                 bench.reset()
@@ -104,8 +109,8 @@ def _run(args: argparse.Namespace) -> int:
             _progress(f"worker ({scorers}) scoring the backlog")
             worker_s, cpu = bench.worker_backlog(n, args.workers, scorers)
             label = ("worker" if args.workers == 1 else f"{args.workers} workers") + f", {scorers}"
-            print(f"  {label:<29} {n / worker_s:>8,.0f} events/s ({worker_s:.1f} s), "
-                  f"{n / worker_s / (n / faust_s):.2f}x bare Faust; CPU {cpu}")
+            print(f"  {label:<29} {n / worker_s:>8,.0f} events/s, {n_msgs / worker_s:>8,.0f} msgs/s "
+                  f"({worker_s:.1f} s), {faust_s / worker_s:.2f}x bare Faust; CPU {cpu}")
         if args.paced_rate > 0:
             speed = bench.span_s() * args.paced_rate / n
             _progress(f"paced replay at about {args.paced_rate:,.0f} events/s (about {n / args.paced_rate:.0f} s)")
@@ -121,8 +126,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 class _Bench:
-    def __init__(self, env: dict[str, str], tmp: Path, timeout: float, services: dict[str, int | None]):
+    def __init__(self, env: dict[str, str], tmp: Path, timeout: float, services: dict[str, int | None],
+                 replay_options: tuple[str, ...] = ()):
         self.env, self.tmp, self.timeout, self.services = env, tmp, timeout, services
+        self.replay_options = replay_options
 
     def settings(self):
         from medm2t.settings import RedisSettings, Settings
@@ -155,26 +162,28 @@ class _Bench:
 
     def replay(self, cohort: Path, speed: str, wait: bool = True):
         argv = ("replay", "--mimic", str(cohort / "mimic-iv"), "--ecg", str(cohort / "mimic-iv-ecg"),
-                "--mode", "ward", "--speed", speed, "--no-progress")
+                "--mode", "ward", "--speed", speed, "--no-progress", *self.replay_options)
         if not wait:
             return self.medm2t(*argv, log="replay", wait=False)
         self.medm2t(*argv, log="replay")
         return self.input_count()
 
-    def input_count(self) -> int:
-        """Stay events the last replay published (its summary line; outcomes go to their own topic)."""
+    def input_count(self) -> tuple[int, int]:
+        """Stay events and input messages the last replay published (its summary line; outcomes go alone to
+        their own topic)."""
         summary = (self.tmp / "run" / "replay.log").read_text().strip().splitlines()[-1]
-        found = re.search(r"replayed \d+ stays, (\d+) events \((.*?)\)", summary)
+        found = re.search(r"replayed \d+ stays, (\d+) events \((.*?)\).* in (\d+) messages", summary)
         if not found:
             _fail(f"no replay summary in {self.tmp / 'run' / 'replay.log'}: {summary!r}")
         kinds = dict((k, int(v)) for k, v in (part.split() for part in found.group(2).split(", ")))
-        return int(found.group(1)) - kinds.get("outcome", 0)
+        outcomes = kinds.get("outcome", 0)
+        return int(found.group(1)) - outcomes, int(found.group(3)) - outcomes
 
     def span_s(self) -> float:
         """Clinical seconds from the first to the last input event on the events topic."""
         from medm2t import topics
 
-        times = [datetime.fromisoformat(json.loads(m.value)["available_time"]) for m in self.read(topics.EVENTS)]
+        times = [datetime.fromisoformat(e["available_time"]) for m in self.read(topics.EVENTS) for e in _events(m.value)]
         return max(1.0, (max(times) - min(times)).total_seconds())
 
     def read(self, topic: str) -> list:
@@ -234,7 +243,7 @@ class _Bench:
             replay = self.replay(cohort, f"{speed:g}", wait=False)
             self._wait(lambda: replay.poll() is not None, "the paced replay", worker)
             seconds = time.monotonic() - start
-            n = self.input_count()
+            n, _ = self.input_count()
             r = self._redis()
             self._wait(lambda: _applied(r) == (n, True), "the worker to score every point", worker, poll=0.1)
             stages = _stage_split(metrics_port)
@@ -243,10 +252,10 @@ class _Bench:
         first_at: dict[tuple[int, str], int] = {}
         per_window: dict[int, int] = defaultdict(int)  # input events per 5 s of Kafka time
         for m in self.read(topics.EVENTS):
-            e = json.loads(m.value)
-            key = (e["stay_id"], e["available_time"])
-            first_at[key] = min(first_at.get(key, m.timestamp), m.timestamp)
-            per_window[m.timestamp // 5000] += 1
+            for e in _events(m.value):
+                key = (e["stay_id"], e["available_time"])
+                first_at[key] = min(first_at.get(key, m.timestamp), m.timestamp)
+                per_window[m.timestamp // 5000] += 1
         latencies, missed = [], 0
         for m in self.read(topics.SCORES):
             s = json.loads(m.value)
@@ -364,3 +373,9 @@ def _latency_line(speed: float, latencies: list[float], matched: int, missed: in
             f"event→score latency p50 {q(0.5):.0f} ms, "
             f"p99 {q(0.99):.0f} ms, max {ms[-1]:.0f} ms over {matched:,} scores "
             f"({missed:,} at points a late event moved, left out)")
+
+
+def _events(value: bytes) -> list[dict]:
+    """The events of one input message: itself, or an observation set's members."""
+    doc = json.loads(value)
+    return doc["events"] if doc.get("kind") == "observation_set" else [doc]

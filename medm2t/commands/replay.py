@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ward mode: the simulated clock's start (default: now, to the minute); fixes times for reruns")
     p.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url}, MEDM2T_KAFKA_URL)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--one-per-message", action="store_true",
+                   help="send every event as its own Kafka message, as a v1 producer does (default: the events of "
+                        "one stay released at one time travel together, as one observation set)")
     p.set_defaults(handler=_run)
 
 
@@ -72,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from medm2t.cli import UserError
     from medm2t.commands.worker import settings_from
-    from replay.engine import Pacer, merge_recorded, merge_ward, select_stays
+    from replay.engine import Pacer, by_message, merge_recorded, merge_ward, select_stays
     from replay.producer import EventProducer
     from replay.sources import SourceError, open_source  # noqa: F401 - SourceError is a ValueError
     from stream.kafka import BrokerUnreachable
@@ -87,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     except (SourceError, ValueError, OSError) as exc:  # the readers' layout errors are ValueErrors naming the file
         raise UserError(str(exc)) from None
     try:
-        producer = EventProducer(settings)
+        producer = EventProducer(settings, one_per_message=args.one_per_message)
     except BrokerUnreachable as exc:
         raise UserError(str(exc)) from None
 
@@ -111,14 +114,15 @@ def _run(args: argparse.Namespace) -> int:
     failure = None
     bar = tqdm(unit="ev", desc="replay", disable=args.no_progress, dynamic_ncols=True, smoothing=0.1)
     try:
-        for released in stream:
-            pacer.wait_until(released.at)
-            producer.send(released.event)
-            counts[released.event.kind] += 1
-            seen_stays.add(released.event.stay_id)
-            bar.update()
-            if bar.n % 500 == 0:
-                bar.set_postfix_str(f"{len(seen_stays)} stays, clock {released.at:%Y-%m-%d %H:%M}", refresh=False)
+        for at, events in by_message(stream):
+            pacer.wait_until(at)
+            producer.send(events)
+            counts.update(e.kind for e in events)
+            seen_stays.add(events[0].stay_id)
+            before = bar.n
+            bar.update(len(events))
+            if bar.n // 500 > before // 500:
+                bar.set_postfix_str(f"{len(seen_stays)} stays, clock {at:%Y-%m-%d %H:%M}", refresh=False)
     except KeyboardInterrupt:
         interrupted = True
     except (ValueError, OSError) as exc:  # a source file unreadable mid-way: stop cleanly, keep what was sent
@@ -138,7 +142,9 @@ def _run(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"{'interrupted: ' if interrupted else ''}replayed {len(seen_stays)} stays, {total} events ({kinds}) "
           f"in {elapsed:.1f} s ({total / elapsed if elapsed else 0:.0f} events/s); "
-          f"acknowledged {sum(producer.sent.values())}, failed {len(producer.failed)}")
+          f"acknowledged {sum(producer.sent.values())} in {producer.messages} messages "
+          f"({sum(producer.sent.values()) / max(1, producer.messages):.2f} events per message), "
+          f"failed {len(producer.failed)}")
     if failure:
         raise UserError(failure)
     if producer.failed:

@@ -6,7 +6,7 @@ import logging
 
 HELP = """Run the scoring worker (a Faust app, consumer group MEDM2T_WORKER_GROUP, default 'medm2t-worker').
 
-It consumes icu.events.v1, stores each event in the stay's Redis state exactly once (deduplicated by
+It consumes icu.events.v2 (single events and observation sets), stores each event in the stay's Redis state exactly once (deduplicated by
 event_id; the same id with other content is dead-lettered as a conflict) and scores each stay at its
 scoring points in clinical time: NEWS2 at every point, MedM2T at most once per --medm2t-cadence-min
 clinical minutes, on a NEWS2 band change and at the stay's close (docs/scoring-contract.md). The score

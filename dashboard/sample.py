@@ -146,5 +146,5 @@ def write_sample_ward(r: redis.Redis, n_stays: int = 4, seed: int = 7, hours: in
         return RiskScore.model_validate_json(raw) if raw else None
 
     return [SampleStay(e[0].stay_id, e[0].subject_id, latest(e[0].stay_id, "news2"), latest(e[0].stay_id, "medm2t"),
-                       [Alert.model_validate_json(a) for a in r.lrange(keys.stay_alerts(e[0].stay_id), 0, -1)],
+                       [Alert.read(a) for a in r.lrange(keys.stay_alerts(e[0].stay_id), 0, -1)],
                        e in alone) for e in stays]

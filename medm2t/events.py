@@ -505,13 +505,14 @@ class ObservationSet(BaseModel):
     message carries many OBX segments, or a FHIR Bundle several Observations. A Kafka message costs the
     worker a fixed amount whatever it carries, so a set of N events costs it once, not N times.
 
-    The worker reads each member on its own (`members` in stream/validation.py): a bad member is dead-lettered
-    with its index, and its good siblings are applied. This model is the schema, and what producers build."""
+    The worker reads each member on its own (stream/validation.py): a bad member is dead-lettered with its
+    index, and its good siblings are applied. This model is the published schema; `set_messages` writes the
+    sets from events already serialised, so each event is serialised once."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["observation_set"] = "observation_set"
-    stay_id: int = Field(ge=1, description="Every member's stay_id; also the message key.")
+    kind: Literal["observation_set"]
+    stay_id: int = Field(ge=1, le=MAX_ID, description="Every member's stay_id; also the message key.")
     events: list[InputEvent] = Field(min_length=1, max_length=MAX_SET_EVENTS,
                                      description="The input events, each exactly as it would travel alone.")
 
@@ -521,6 +522,8 @@ def set_messages(events: Sequence[_Event]) -> list[tuple[bytes, list[_Event]]]:
     event serialised once as dump_event writes it: the event itself if it is alone, else an ObservationSet,
     split where a set would pass MAX_SET_EVENTS or MAX_MESSAGE_BYTES (an event too large to share a message
     travels alone)."""
+    if len({e.stay_id for e in events}) > 1 or any(e.kind == "outcome" for e in events):
+        raise ValueError("an observation set holds input events of one stay (outcomes travel alone)")
     head = b'{"kind":"observation_set","stay_id":%d,"events":[' % events[0].stay_id if events else b""
     messages, members, raws, size = [], [], [], 0
     for event in events:
@@ -618,8 +621,11 @@ class Alert(BaseModel):
         """A record of either version (Redis keeps v1 records written before v2), as v2."""
         try:
             return cls.model_validate_json(raw)
-        except ValidationError:
-            return AlertV1.model_validate_json(raw).upgraded()
+        except ValidationError as v2_error:
+            try:
+                return AlertV1.model_validate_json(raw).upgraded()
+            except ValidationError:
+                raise v2_error from None  # not a v1 record either: say what v2 wants
 
 
 AlertStateV1 = Literal["raised", "escalated", "de-escalated", "acknowledged", "snoozed", "unsnoozed",

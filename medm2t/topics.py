@@ -3,7 +3,7 @@
 # Every input event of a stay, ECGs included, travels on one topic: one partition then holds a stay's
 # whole stream in order, which is what makes the score stream reproducible (docs/scoring-contract.md).
 EVENTS = "icu.events.v2"        # stay opened/closed, measurements and ECGs: one event or an observation set
-EVENTS_V1 = "icu.events.v1"     # retired: the worker dead-letters what arrives there (docs/schemas.md)
+EVENTS_V1 = "icu.events.v1"     # retired: not read, not created; the worker warns if it holds messages
 OUTCOMES = "icu.outcomes.v1"    # evaluation only: never read by the model
 SCORES = "risk.scores.v1"       # every score update (RiskScore JSON)
 ALERTS = "risk.alerts.v2"       # alert lifecycle and audit trail (Alert JSON)
@@ -13,7 +13,7 @@ FHIR_RISK = "fhir.riskassessment.v1"  # a FHIR R4 RiskAssessment per probability
 DEADLETTER = "icu.deadletter.v1"  # malformed input with its reason (DeadLetter JSON)
 
 INPUT_TOPICS = (EVENTS,)
-ALL_TOPICS = (EVENTS, EVENTS_V1, OUTCOMES, SCORES, ALERTS, ALERTS_V1, ACTIONS, FHIR_RISK, DEADLETTER)
+ALL_TOPICS = (EVENTS, OUTCOMES, SCORES, ALERTS, ALERTS_V1, ACTIONS, FHIR_RISK, DEADLETTER)
 
 
 def topic_for(kind: str) -> str:

@@ -127,6 +127,22 @@ def make_producer(settings: Settings, **overrides):
         raise BrokerUnreachable(unreachable_message(settings, exc)) from None
 
 
+def messages_on(settings: Settings, topic: str) -> int:
+    """How many messages `topic` holds (0 when it does not exist)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**kafka_python_options(settings), request_timeout_ms=10000,
+                             api_version_auto_timeout_ms=5000)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            return 0
+        ends, starts = consumer.end_offsets(parts), consumer.beginning_offsets(parts)
+        return sum(ends[tp] - starts[tp] for tp in parts)
+    finally:
+        consumer.close()
+
+
 def groupless_consumer(settings: Settings, topics: Iterable[str], from_beginning: bool, **overrides):
     """A consumer assigned to every partition of `topics`, positioned at the beginning or the end. No group,
     no commits: each subscriber sees everything (and tansu's consumer groups do not work with kafka-python 3)."""

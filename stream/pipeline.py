@@ -74,6 +74,7 @@ class StayRuntime:
     alert_state: dict[str, RuleState] = field(default_factory=dict)       # SCORER/RULE -> its alert engine state
     timer: datetime | None = None                              # the earliest alert timer due (see _set_timer)
     timed: datetime | None = None                              # the clinical time of the last timer fired
+    flushed_to: datetime | None = None                         # points up to here completed by a quiet flush
     held: dict[str, list[_Event]] = field(default_factory=lambda: defaultdict(list))  # cadence scorer -> not applied
 
 
@@ -86,7 +87,7 @@ class Pipeline:
         self.batch_max, self.idle_s, self.caught_up = batch_max, idle_ms / 1000.0, caught_up
         self.stays: dict[int, StayRuntime] = {}
         self.clock: dict[int, datetime] = {}        # partition -> latest available_time delivered on it
-        self.flushed: dict[int, datetime] = {}      # partition -> points up to here completed by quiet time
+        self._flushed_since: dict[int, float] = {}  # partition -> the quiet_since its last flush ran at
         self.frontier: dict[int, datetime] = {}     # partition -> latest effective point buffered on it
         self.quiet_since: dict[int, float] = {}     # partition -> monotonic time of its last message
         self.consumed: dict[int, int] = {}          # partition -> last offset delivered (bad messages too)
@@ -113,8 +114,13 @@ class Pipeline:
             except InvalidMessage as exc:
                 await self.dead_letter(msg, str(exc))
                 continue
-            for reason in rejected:  # a bad member of a set, alone: its siblings go on
-                await self.dead_letter(msg, reason)
+            except Exception as exc:  # noqa: BLE001 - a reader's own bug must not stop the partition
+                log.exception("could not read message topic=%s partition=%s offset=%s", msg.topic, msg.partition,
+                              msg.offset)
+                await self.dead_letter(msg, f"unreadable message ({type(exc).__name__})")
+                continue
+            if rejected:  # a set's bad members, each alone: their siblings go on
+                await self.dead_letters(msg, rejected)
             for event, raw in events:
                 item = (msg, Incoming(event, raw, hashlib.blake2b(raw, digest_size=12).hexdigest(), NEVER))
                 by_stay[event.stay_id].append(item)
@@ -186,11 +192,11 @@ class Pipeline:
 
     def _flushed_point(self, rt: StayRuntime) -> datetime | None:
         """The stay's latest point if a quiet flush completed it: a new event of the stay at or before it goes
-        a millisecond after it. Only the stay's own: a flush at T does not move another stay's event at T,
-        which can still join that stay's own unscored point (a burst cut in two by a broker pause)."""
-        flushed = self.flushed.get(rt.partition)
+        a millisecond after it. Only the stay's own: a flush at T does not move another stay's event at T."""
+        if rt.flushed_to is None:
+            return None
         latest = max(filter(None, (rt.scored, max(rt.buffer) if rt.buffer else None)), default=None)
-        return latest if latest is not None and flushed is not None and latest <= flushed else None
+        return latest if latest is not None and latest <= rt.flushed_to else None
 
     def _take_uncounted(self) -> dict[str, int]:
         counts, self._uncounted = dict(self._uncounted), defaultdict(int)
@@ -253,13 +259,19 @@ class Pipeline:
                 await self.send(topics.ALERTS_V1, key, alert.as_v1().model_dump_json().encode())]
 
     async def dead_letter(self, msg: Message, reason: str) -> None:
-        letter = DeadLetter(topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500],
-                            at=datetime.utcnow())
-        log.warning("dead letter topic=%s partition=%s offset=%s reason=%s", msg.topic, msg.partition, msg.offset,
-                    reason[:200])
-        await (await self.send(topics.DEADLETTER, None, letter.model_dump_json().encode()))
-        self.stats["deadletters"] += 1
-        self._uncounted["deadletters"] += 1
+        await self.dead_letters(msg, [reason])
+
+    async def dead_letters(self, msg: Message, reasons: Sequence[str]) -> None:
+        """One dead letter per reason (a set's bad members each have their own), delivered together."""
+        at = datetime.utcnow()
+        log.warning("dead letter topic=%s partition=%s offset=%s reason=%s%s", msg.topic, msg.partition, msg.offset,
+                    reasons[0][:200], f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
+        deliveries = [await self.send(topics.DEADLETTER, None, DeadLetter(
+            topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500], at=at,
+        ).model_dump_json().encode()) for reason in reasons]
+        await asyncio.gather(*deliveries)
+        self.stats["deadletters"] += len(reasons)
+        self._uncounted["deadletters"] += len(reasons)
         metrics.count("deadletters")
 
     # ---- people acting on alerts ------------------------------------------------------------------------
@@ -381,7 +393,7 @@ class Pipeline:
         for sid in [sid for sid, rt in self.stays.items() if rt.partition not in self.owned]:
             del self.stays[sid]
         for p in {*self.clock, *self.frontier, *self.quiet_since, *self.consumed} - self.owned:
-            for by_partition in (self.clock, self.flushed, self.frontier, self.quiet_since, self.consumed):
+            for by_partition in (self.clock, self._flushed_since, self.frontier, self.quiet_since, self.consumed):
                 by_partition.pop(p, None)
         stored = await self.with_redis("input offsets", self.store.input_offsets)
         for p in self.owned:  # what another worker delivered before we gained the partition
@@ -408,18 +420,25 @@ class Pipeline:
             return True
         if rt.closed_at is not None and at <= rt.closed_at:
             return True
-        flushed = self.flushed.get(rt.partition)
-        return flushed is not None and at <= flushed
+        return rt.flushed_to is not None and at <= rt.flushed_to
 
     def flush_quiet(self) -> None:
-        """Complete every point of a partition that has been quiet for idle_ms and is caught up."""
+        """Complete the points (and alert timers) that a partition quiet for idle_ms and caught up holds: each
+        stay's own, as they stand now. A stay's event that arrives later at the same time is not complete by
+        this flush (its burst may have been cut by a pause), only by the clock or the next quiet flush."""
         now = time.monotonic()
         for p, since in self.quiet_since.items():
-            if now - since >= self.idle_s and self.caught_up(p):
-                upto = max(filter(None, (self.clock.get(p), self.frontier.get(p))), default=None)
-                if upto is not None and self.flushed.get(p) != upto:
-                    self.flushed[p] = upto
-                    self._wake.set()
+            if now - since < self.idle_s or self._flushed_since.get(p) == since or not self.caught_up(p):
+                continue
+            upto = max(filter(None, (self.clock.get(p), self.frontier.get(p))), default=None)
+            if upto is None:
+                continue
+            self._flushed_since[p] = since
+            for rt in self.stays.values():
+                if rt.partition == p and ((rt.buffer and min(rt.buffer) <= upto)
+                                          or (rt.timer is not None and rt.timer <= upto)):
+                    rt.flushed_to = upto
+            self._wake.set()
 
     def _set_timer(self, rt: StayRuntime) -> None:
         """The stay's earliest alert timer (escalation, snooze end). Timers after the stay's close never fire."""

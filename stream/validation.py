@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 
 from medm2t import topics
-from medm2t.events import MAX_MESSAGE_BYTES, MAX_SET_EVENTS, Outcome, _Event, parse_event
-
-_SET_FIELDS = {"kind", "stay_id", "events"}
-
+from medm2t.events import MAX_ID, MAX_MESSAGE_BYTES, MAX_SET_EVENTS, ObservationSet, Outcome, _Event, dump_event, parse_event
 
 class InvalidMessage(ValueError):
     pass
@@ -19,8 +16,11 @@ class InvalidMessage(ValueError):
 def validate_message(value: bytes | None, key: bytes | None,
                      topic: str = topics.EVENTS) -> tuple[list[tuple[_Event, bytes]], list[str]]:
     """The input events of one message, each with the bytes it is stored as (a single event: exactly the
-    bytes it arrived as; a set's member: its own compact JSON), and why each rejected member of a set was
-    rejected. Raises InvalidMessage when the message as a whole is unusable."""
+    bytes it arrived as; a set's member: as dump_event writes it), and why each rejected member of a set was
+    rejected. Raises InvalidMessage when the message as a whole is unusable.
+
+    A single event goes straight to parse_event; a set is read with json first, to take its members one by
+    one (pydantic would reject the whole set for one bad member), and each member then goes to parse_event."""
     if value is not None and b"observation_set" in value:
         members = _set_members(value, key)
         if members is not None:
@@ -45,15 +45,15 @@ def _set_members(value: bytes, key: bytes | None) -> tuple[list[tuple[_Event, by
         raise InvalidMessage(f"message: larger than {MAX_MESSAGE_BYTES} bytes")
     try:
         doc = json.loads(value, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidMessage("message: not valid JSON") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: nested too deep
+        raise InvalidMessage("message: not valid JSON (or nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("kind") != "observation_set":
         return None
-    if unknown := sorted(set(doc) - _SET_FIELDS):
+    if unknown := sorted(set(doc) - set(ObservationSet.model_fields)):
         raise InvalidMessage(f"observation set: unknown field {unknown[0]!r}")
     stay_id, events = doc.get("stay_id"), doc.get("events")
-    if type(stay_id) is not int or stay_id < 1:
-        raise InvalidMessage("observation set: stay_id must be a positive integer")
+    if type(stay_id) is not int or not 1 <= stay_id <= MAX_ID:
+        raise InvalidMessage(f"observation set: stay_id must be an integer from 1 to {MAX_ID}")
     if key is None or key != str(stay_id).encode():
         raise InvalidMessage("message key must be the observation set's stay_id (one stay, one partition, in order)")
     if not isinstance(events, list) or not 1 <= len(events) <= MAX_SET_EVENTS:
@@ -63,12 +63,17 @@ def _set_members(value: bytes, key: bytes | None) -> tuple[list[tuple[_Event, by
         try:
             if not isinstance(member, dict):
                 raise InvalidMessage("not a JSON object")
-            raw = json.dumps(member, separators=(",", ":"), ensure_ascii=False).encode()
-            event = _event(raw)
+            try:
+                text = json.dumps(member, separators=(",", ":"), ensure_ascii=False).encode()
+            except (ValueError, RecursionError):  # a lone surrogate is a UnicodeEncodeError, a ValueError
+                raise InvalidMessage("not valid UTF-8 (or nested too deeply)") from None
+            event = _event(text)
             _input(event)
             if event.stay_id != stay_id:
                 raise InvalidMessage("its stay_id is not the set's")
-            good.append((event, raw))
+            # Stored, and de-duplicated, as the event alone would be by medm2t's producers (dump_event):
+            # one event in a set and alone is the same event, not a conflict.
+            good.append((event, dump_event(event)))
         except InvalidMessage as exc:
             rejected.append(f"observation set member {i}: {exc}")
     return good, rejected

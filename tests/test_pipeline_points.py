@@ -90,6 +90,16 @@ def test_a_quiet_flush_moves_on_only_the_stays_whose_point_it_completed(pipeline
 
 
 @pytest.mark.integration
+def test_a_burst_cut_by_a_pause_after_a_quiet_flush_stays_one_point(pipeline_settings):
+    """A flush at T completed stay 1's point. Stay 2's two events at T then arrive in two chunks (a v1
+    producer's singles, a pause between them): they make one point at T, scored once, not two."""
+    steps = [[_single(_hr(1, 1, T))], "flush", [_single(_hr(2, 1, T))], [_single(_hr(2, 2, T, 95))], "flush"]
+    sent, at = _run(pipeline_settings, steps)
+    assert at[2] == [T, T]
+    assert len(sent[topics.SCORES]) == 2  # stay 1 at T, stay 2 at T
+
+
+@pytest.mark.integration
 def test_observation_sets_give_the_points_and_scores_of_single_events(pipeline_settings):
     """The same events as one message per event, and as sets per stay and time, with singles mixed in."""
     events = [_hr(1, 1, T), _hr(1, 2, T, 95), _hr(2, 1, T, 120), _hr(1, 3, T + timedelta(minutes=5), 130),
@@ -121,7 +131,9 @@ def test_a_bad_member_of_a_set_is_dead_lettered_alone_with_its_index(pipeline_se
 @pytest.mark.parametrize("value, reason", [
     (b'{"kind":"observation_set","stay_id":1,"events":[]}', "events must be a list of 1 to"),
     (b'{"kind":"observation_set","stay_id":1,"events":[{}],"extra":1}', "unknown field 'extra'"),
-    (b'{"kind":"observation_set","stay_id":"1","events":[{}]}', "stay_id must be a positive integer"),
+    (b'{"kind":"observation_set","stay_id":"1","events":[{}]}', "stay_id must be an integer from 1 to"),
+    (b'{"kind":"observation_set","stay_id":1,"events":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    (b'{"kind":"observation_set","stay_id":1,"events":[{"event_id":"\\ud800"}]}', "member 0: not valid UTF-8"),
     (b'{"kind":"observation_set","stay_id":2,"events":[{}]}', "message key must be the observation set's stay_id"),
     (b'{"kind":"observation_set","stay_id":1,"events":[NaN]}', "not valid JSON"),
 ])

@@ -45,7 +45,7 @@ def main(spec: str, named: list[str], checkpoint: Path, skip: int | None, limit:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("spec", help="source, as `medm2t replay --source` takes it")
+    parser.add_argument("spec", help="source SPEC, as `medm2t alerts calibrate --data` takes it")
     parser.add_argument("policies", nargs="+", metavar="NAME=POLICY.json", help="alert policies to compare")
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT, help="MedM2T checkpoint (default: demo)")
     parser.add_argument("--skip", type=int, metavar="N", help="leave out the first N stays")

@@ -75,7 +75,7 @@ class Page:
 
     def caption(self) -> str:
         if not self.total:
-            return "No rows match."
+            return ""
         return f"Rows {self.first}–{self.last} of {self.total} matching (newest first) · page {self.number} of {self.pages}"
 
 

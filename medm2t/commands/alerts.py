@@ -7,8 +7,8 @@ import sys
 
 from medm2t.commands.alerts_calibrate import register_calibrate
 
-HELP = """Print alert records (raised / level-rose / not-acknowledged / acknowledged / snoozed / cleared ...) from risk.alerts.v2,
-or act on an alert with one of the actions below.
+HELP = """Print alert records (raised / level-rose / not-acknowledged / acknowledged / snoozed / cleared ...)
+from risk.alerts.v2, or act on an alert with one of the actions below.
 
 It reads every partition without a consumer group (nothing is committed, any number of these can run side
 by side). By default it prints the alerts already on the topic and stops; --follow starts at the end of the
@@ -22,7 +22,8 @@ examples:
 """
 ACTION_HELP = """Send a person's action on an alert to risk.alert-actions.v1 and wait until the worker records it.
 
-ALERT_ID is the alert_id of any record of the alert (`medm2t alerts --json`, or the dashboard's alert feed).
+ALERT_ID is the alert_id of any record of the alert (`medm2t alerts --json` prints them; on the dashboard,
+act from the board's action panel or the patient page instead).
 Durations are clinical time (the replay's clock): an urgent or emergency alert nobody acknowledges escalates
 after the alert policy's escalate_after_min, and a snooze may last at most its snooze_max_min (the policy the
 worker published; MEDM2T_ESCALATE_AFTER_MIN / MEDM2T_SNOOZE_MAX_MIN override the file's). The worker
@@ -77,7 +78,7 @@ def format_alert(alert, colour: bool = False) -> str:
     if colour:
         level = f"{_COLOUR[alert.level]}{level}\033[0m"
     who = "" if alert.by == "system" else f" by {alert.by}"
-    return (f"{alert.at:%Y-%m-%d %H:%M} {level:<9} {mark:<12} stay {alert.stay_id} "
+    return (f"{alert.at:%Y-%m-%d %H:%M} {level:<9} {mark:<16} stay {alert.stay_id} "
             f"[{alert.scorer} {alert.task}]{who} {alert.reason}  (id {alert.alert_id})")
 
 

@@ -16,7 +16,8 @@ Time model (--mode):
   recorded  original timestamps (holds the selected stays in memory: narrow big sources with --stays/--limit).
 
 Speed: --speed N plays N x real time (sleeping on the simulated clock); --speed max as fast as possible.
-Outcomes go to icu.outcomes.v1 (evaluation only), everything else (ECGs too) to icu.events.v1.
+Outcomes go to icu.outcomes.v1 (evaluation only), everything else (ECGs too) to icu.events.v2, the events
+of one stay released at one time in one message (an observation set; --one-per-message: one per message).
 Ctrl-C stops cleanly: what was sent is flushed and a summary printed.
 
 examples:

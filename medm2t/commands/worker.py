@@ -6,14 +6,15 @@ import logging
 
 HELP = """Run the scoring worker (a Faust app, consumer group MEDM2T_WORKER_GROUP, default 'medm2t-worker').
 
-It consumes icu.events.v2 (single events and observation sets), stores each event in the stay's Redis state exactly once (deduplicated by
-event_id; the same id with other content is dead-lettered as a conflict) and scores each stay at its
+It consumes icu.events.v2 (single events and observation sets), stores each event in the stay's Redis
+state exactly once (deduplicated by event_id; the same id with other content is dead-lettered as a
+conflict) and scores each stay at its
 scoring points in clinical time: NEWS2 at every point, MedM2T at most once per --medm2t-cadence-min
 clinical minutes, on a NEWS2 band change and at the stay's close (docs/scoring-contract.md). The score
 stream is the same however fast the worker runs, however many workers split the partitions, and across
 kill -9 and restarts. Scores go to Redis and risk.scores.v1, a FHIR RiskAssessment per MedM2T score to
-fhir.riskassessment.v1, alert transitions to risk.alerts.v2 (and the deprecated v1), bad messages with their reason (never their
-content) to icu.deadletter.v1. People's actions on alerts come in on
+fhir.riskassessment.v1, alert transitions to risk.alerts.v2 (and the deprecated v1), bad messages
+with their reason (never their content) to icu.deadletter.v1. People's actions on alerts come in on
 risk.alert-actions.v1; outcomes on icu.outcomes.v1 feed only the alert-quality figures (`medm2t report`),
 never a scorer.
 

@@ -522,7 +522,7 @@ def set_messages(events: Sequence[_Event]) -> list[tuple[bytes, list[_Event]]]:
     event serialised once as dump_event writes it: the event itself if it is alone, else an ObservationSet,
     split where a set would pass MAX_SET_EVENTS or MAX_MESSAGE_BYTES (an event too large to share a message
     travels alone)."""
-    if len({e.stay_id for e in events}) > 1 or any(e.kind == "outcome" for e in events):
+    if len(events) > 1 and (len({e.stay_id for e in events}) > 1 or any(e.kind == "outcome" for e in events)):
         raise ValueError("an observation set holds input events of one stay (outcomes travel alone)")
     head = b'{"kind":"observation_set","stay_id":%d,"events":[' % events[0].stay_id if events else b""
     messages, members, raws, size = [], [], [], 0

@@ -151,7 +151,8 @@ def alert_chip(alert, current: float | None, raised, long: bool = False, resolvi
     what = alert_name(alert)
     ago = f" ({age((now - raised.at).total_seconds())} clinical)" if now is not None and now >= raised.at else ""
     current = "now –" if current is None else f"now {task_value(alert.task, current)}"
-    text = (f"{alert.level} · {what} · raised {raised.at:%d %b %H:%M}{ago} at "
+    level = f" as {raised.level}" if raised.level != alert.level else ""  # it rose (or fell) since
+    text = (f"{alert.level} · {what} · raised {raised.at:%d %b %H:%M}{ago}{level} at "
             f"{task_value(alert.task, raised.value)} · {current}")
     if resolving:
         text += " · resolving"

@@ -4,15 +4,18 @@ the worker last recorded (every 10 s while the figures change), so a refresh doe
 audit trail."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import pandas as pd
 import streamlit as st
 
+from dashboard import format as fmt
 from dashboard.data import Reader
 from stream import quality
 
-NO_OUTCOMES = ("No outcomes yet. The figures count stays whose outcome has arrived on icu.outcomes.v1, which a "
-               "replay releases at hospital discharge (or death), so they appear once the first stays have left "
-               "hospital.")
+NO_OUTCOMES = ("No outcomes yet. The figures count stays whose outcome (survival or death in hospital) has "
+               "arrived, which a replay releases at hospital discharge (or death), so they appear once the first "
+               "stays have left hospital.")
 PLOTTED = (("alerts_per_patient_day", "alerts per patient-day"), ("deaths_flagged_2h", "deaths flagged ≥ 2 h ahead"),
            ("ppv", "PPV of urgent+ alerts"), ("stays_alerted", "stays alerted"),
            ("beds_urgent", "bed-time with an urgent+ alert open"))
@@ -25,13 +28,15 @@ def render(reader: Reader) -> None:
         st.info(NO_OUTCOMES)
         return
     report = points[-1]
-    st.caption(f"Over {report['outcomes']} stays with an outcome, clinical clock up to {report['clinical_at']}, "
-               f"as the worker recorded them at {report['at']}. "
-               "Small numbers early in a replay: read the counts beside the fractions. Definitions: "
-               "docs/alert-quality.md; the same figures: `medm2t report`.")
+    st.caption(f"Over {report['outcomes']} stays with an outcome, clinical clock up to "
+               f"{fmt.clock(datetime.fromisoformat(report['clinical_at']))}, as the worker recorded them at "
+               f"{fmt.clock(datetime.fromisoformat(report['at']))} (wall clock). Small numbers early in a replay: "
+               "read the counts beside the fractions. The same figures, with their definitions, come from the "
+               "command line's report.")
     scorers = report["scorers"]
-    table = pd.DataFrame({name: ["–" if scorers[name][key] is None else fmt.format(scorers[name][key])
-                                 for _, key, fmt in quality.ROWS] for name in scorers},
+    names = _names(reader, scorers)
+    table = pd.DataFrame({names[name]: ["–" if scorers[name][key] is None else rule.format(scorers[name][key])
+                                        for _, key, rule in quality.ROWS] for name in scorers},
                          index=[label.strip() for label, _, _ in quality.ROWS])
     st.dataframe(table, width="stretch", height=ROW_PX * (len(table) + 1) + 3)
     _tradeoff(reader)
@@ -39,10 +44,16 @@ def render(reader: Reader) -> None:
         st.caption("The plots over time appear once the worker has recorded two points (every 10 s, as outcomes arrive).")
         return
     for key, label in PLOTTED:
-        frame = pd.DataFrame([{"stays with an outcome": p["outcomes"], "scorer": name,
+        frame = pd.DataFrame([{"stays with an outcome": p["outcomes"], "scorer": names[name],
                                label: p["scorers"].get(name, {}).get(key)} for p in points for name in scorers])
         st.markdown(f"**{label}**")
         st.altair_chart(_lines(frame, "stays with an outcome", label), width="stretch")
+
+
+def _names(reader: Reader, scorers) -> dict[str, str]:
+    """Each scorer's name as its model card gives it ('MedM2T', 'NEWS2')."""
+    cards = reader.cards()
+    return {s: cards[s].name if s in cards else s.upper() for s in scorers}
 
 
 def _lines(frame: pd.DataFrame, x: str, y: str):
@@ -71,6 +82,6 @@ def _tradeoff(reader: Reader) -> None:
                 f"it was tuned; the chosen policy flags {tuned.get('figures', {}).get('deaths_flagged_2h', 0):.0%})")
     st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("deaths flagged ≥ 2 h ahead:Q", title="deaths flagged ≥ 2 h ahead", axis=alt.Axis(format="%")),
-        y=alt.Y("share:Q", title="stays alerted (share) / alerts per patient-day"),
+        y=alt.Y("share:Q", title="share of stays, or per day"),
         color=alt.Color("figure:N", title="figure"), strokeDash=alt.StrokeDash("figure:N", title="figure"),
-    ).properties(height=200), width="stretch")
+    ).properties(height=240), width="stretch")

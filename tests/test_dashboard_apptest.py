@@ -406,8 +406,10 @@ def test_quality_page_shows_the_reports_figures_and_their_history(dash_redis):
     text = page_text(at)
     assert "Over 1 stays with an outcome" in text
     table = at.dataframe[0].value
-    assert list(table.columns) == sorted(report["scorers"]) and "alerts per patient-day" in table.index
-    assert table.loc["deaths", "news2"] == "1"
+    assert list(table.columns) == ["MedM2T", "NEWS2"] == [{"medm2t": "MedM2T", "news2": "NEWS2"}[s]
+                                                         for s in report["scorers"]]  # the cards' names
+    assert "alerts per patient-day" in table.index
+    assert table.loc["deaths", "NEWS2"] == "1"
     from dashboard.views.quality import PLOTTED
 
     # one per figure, plus the trade-off curve of the demo checkpoint's tuned policy (the sample ward runs it)

@@ -44,15 +44,6 @@ def connect(url: str | None = None, settings=None) -> redis.Redis:
     return redis_sync(settings, decode_responses=True, socket_connect_timeout=1.5, socket_timeout=3)
 
 
-def unreachable_reason(r: redis.Redis) -> str | None:
-    """None when Redis answers, else why not."""
-    try:
-        r.ping()
-        return None
-    except redis.RedisError as exc:
-        return f"{type(exc).__name__}: {exc}"
-
-
 @dataclass
 class StayRow:
     """One bed on the ward board."""

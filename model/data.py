@@ -171,10 +171,6 @@ def stay_subject(events: Sequence[_Event]) -> int:  # noqa: D103
     return events[0].subject_id if events else -1
 
 
-def has_inputs(events: Sequence[_Event]) -> bool:
-    return any(isinstance(e, (Measurement, Ecg)) for e in events)
-
-
 def _spec_key(spec: str) -> str:
     """Hash of the spec and the (size, mtime) of every existing path it names."""
     parts = [spec, f"format={CACHE_FORMAT}"]

@@ -1,8 +1,9 @@
 """The wide head, fitted before fine-tuning: a regularised linear model from the static vector and the
 per-item summaries (count, mean/min/max and current value rank of every lab and vital) to every task.
 
-Why: on PhysioNet 2012 a logistic regression on exactly these inputs reaches AUROC 0.858 on set-b, while
-the deep network alone overfits within two epochs at about 0.82-0.83. Fitting the wide part first, as a
+Why: on PhysioNet 2012 a logistic regression on exactly these inputs does about as well on set-b as the
+whole network, while the deep network alone overfits within two epochs (the figures, dated, are in
+docs/benchmarks.md). Fitting the wide part first, as a
 convex problem (full-batch L-BFGS, L2 strength chosen on the validation loss), and starting fine-tuning
 from it (the deep heads' last layers start at zero) makes the deep part a correction that early stopping
 keeps only where it helps on validation data.

@@ -278,9 +278,6 @@ class EcgArchive:
             self.warn(f"{mm}: not found; ECGs carry no machine measurements or statements")
         return self._by_subject
 
-    def studies_for_subject(self, subject_id: int) -> list[tuple[datetime, int, str]]:
-        return [(s.time, s.study_id, s.path) for s in self._load().get(int(subject_id), [])]
-
     def events_for_stay(self, stay_id: int, subject_id: int, start: datetime, end: datetime) -> list[Ecg]:
         """The subject's ECGs with start <= ecg_time <= end, oldest first; unreadable ones are warned and skipped."""
         studies = self._load().get(int(subject_id), [])

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import MEDM2T
 from medm2t.events import Outcome, RiskScore, TaskScore
-from medm2t.settings import DEMO_CHECKPOINT, Settings
+from medm2t.settings import Settings
 from stream.alert_tuning import alert_trails, choose, evaluate, search, tradeoff, with_rule
 from stream.policy import DEFAULT_POLICY, POLICY_FILE, load_policy, read_policy
 from stream.quality import scorer_quality
@@ -68,7 +68,6 @@ def _run(*args, timeout=600):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DEMO_CHECKPOINT.exists(), reason="no demo checkpoint")
 def test_calibrate_writes_a_policy_the_worker_loads(synth_cohort, tmp_path):
     out = tmp_path / "ck-copy" / POLICY_FILE
     done = _run("--data", f"synth:{synth_cohort}", "--budget", "3", "--skip", "2", "--limit", "12", "--out", str(out),

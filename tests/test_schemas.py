@@ -134,7 +134,6 @@ def test_a_points_score_has_no_risk_assessment():
     assert risk_assessment(score) is None
 
 
-@pytest.mark.skipif(not DEMO_CHECKPOINT.exists(), reason="no demo checkpoint")
 def test_a_real_medm2t_score_maps_to_a_valid_risk_assessment():
     from stream.scorers.medm2t import MedM2TScorer
     from test_model_architecture import make_stay

@@ -13,10 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from replay.synth import dictionaries as d
-
 STABLE, DETERIORATING, RECOVERING = 0, 1, 2
-COURSE_NAMES = ("stable", "deteriorating", "recovering")
 CVD_NONE, CVD_CHD, CVD_STROKE, CVD_HF = 0, 1, 2, 3
 
 # Intercepts tuned on 200k simulated stays: ~10 % in-hospital deaths, mean ICU LOS ~4 days.
@@ -134,7 +131,3 @@ def make_cohort(n: int, seed: int, time_scale: float = 1.0) -> Cohort:
         temp_fahrenheit=rng.random(n) < 0.7, anchor_year=anchor_year,
         study_base=40_000_000 + 5 * rng.permutation(n).astype(np.int64), time_scale=time_scale,
     )
-
-
-def cvd_name(code: int) -> str:
-    return d.CVD_CLASSES[code]

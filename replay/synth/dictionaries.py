@@ -97,7 +97,6 @@ URINE_NITRITE_ROW = ("Nitrite", "Urine", "Hematology")
 # Panels drawn together (one specimen_id each).
 CHEM_PANEL = (50983, 50971, 50902, 50882, 50868, 51006, 50912, 50931)
 CBC_PANEL = (51301, 51222, 51221, 51265)
-OTHER_LABS = (50813, 50885, 51003)
 
 # ---- diagnoses and procedures (ICD-10) ---------------------------------------------------------------
 CVD_CLASSES = ("none", "chd", "stroke", "hf")

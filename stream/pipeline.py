@@ -272,7 +272,7 @@ class Pipeline:
         await asyncio.gather(*deliveries)
         self.stats["deadletters"] += len(reasons)
         self._uncounted["deadletters"] += len(reasons)
-        metrics.count("deadletters")
+        metrics.count("deadletters", len(reasons))
 
     # ---- people acting on alerts ------------------------------------------------------------------------
 

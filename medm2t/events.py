@@ -37,8 +37,8 @@ import json
 import math
 import re
 import zlib
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np

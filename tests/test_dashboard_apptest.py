@@ -5,9 +5,7 @@ import html
 import json
 from pathlib import Path
 
-import pytest
-import redis
-
+from conftest import DASHBOARD_APP
 from dashboard import format as fmt
 from dashboard.sample import write_sample_ward
 from medm2t.events import Alert
@@ -15,27 +13,10 @@ from medm2t.settings import get_settings
 from stream import keys
 from stream.scorers.news2 import VERSION as NEWS2_VERSION
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-DASHBOARD_DB = 9  # a database of its own on the session Redis, flushed per test
-
-
-@pytest.fixture
-def dash_redis(redis_url, monkeypatch):
-    url = redis_url.rsplit("/", 1)[0] + f"/{DASHBOARD_DB}"
-    r = redis.Redis.from_url(url, decode_responses=True)
-    r.flushdb()
-    monkeypatch.setenv("MEDM2T_REDIS_URL", url)
-    get_settings.cache_clear()
-    yield r
-    r.flushdb()
-    r.close()
-    get_settings.cache_clear()
-
-
 def run_app(view: str | None = None, stay: int | None = None):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(DASHBOARD_APP, default_timeout=60)
     if view:
         at.query_params["view"] = view
     if stay is not None:

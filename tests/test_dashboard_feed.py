@@ -3,16 +3,15 @@ Streamlit's AppTest against a real Redis (the session Redis of conftest.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import get_args
 
 import pytest
 import redis
 
+from conftest import DASHBOARD_APP
 from dashboard.data import Reader
 from dashboard.views.alerts import LEVELS, STATES, filter_feed, open_records, page
 from medm2t.events import Alert, AlertState, StaticFeatures, StayOpened
-from medm2t.settings import get_settings
 from stream import keys
 
 T0 = datetime(2150, 1, 1, 8, 0)
@@ -108,23 +107,6 @@ def test_pages():
 
 # ---- the page, through AppTest --------------------------------------------------------------------------------
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-DASHBOARD_DB = 10  # a database of its own on the session Redis, flushed per test
-
-
-@pytest.fixture
-def dash_redis(redis_url, monkeypatch):
-    url = redis_url.rsplit("/", 1)[0] + f"/{DASHBOARD_DB}"
-    r = redis.Redis.from_url(url, decode_responses=True)
-    r.flushdb()
-    monkeypatch.setenv("MEDM2T_REDIS_URL", url)
-    get_settings.cache_clear()
-    yield r
-    r.flushdb()
-    r.close()
-    get_settings.cache_clear()
-
-
 def seed(r: redis.Redis) -> list[Alert]:
     """60 stays whose alert was raised and cleared, then 3 whose alert is open (one acknowledged); stay 101 lies
     in bed 7. Returns the feed, newest first."""
@@ -145,7 +127,7 @@ def seed(r: redis.Redis) -> list[Alert]:
 def run_app(view: str):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(DASHBOARD_APP, default_timeout=60)
     at.query_params["view"] = view
     at.run()
     assert not at.exception, [e.value for e in at.exception]

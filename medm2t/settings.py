@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(20, description="Longest a fetch of input events waits at the broker for data. "
                                    "Brokers that answer a waiting fetch only when it times out (tansu) add up to "
                                    "this much event->score latency; Faust's own 1,500 ms is too long there.")
+    faust_monitor: bool = Field(False, description="Keep faust-streaming's Monitor sensor. Its per-message hooks "
+                                "keep statistics nothing here reads, and cost a bare Faust agent about a fifth of "
+                                "its rate (docs/benchmarks.md, Faust tuning).")
     point_idle_ms: int = Field(100, description="A caught-up partition quiet this long completes its stays' open points.")
     medm2t_cadence_min: float = Field(60.0, description="MedM2T scores at most once per this many clinical minutes "
                                                         "(and on a NEWS2 band change and at the stay's close); 0 = every point.")

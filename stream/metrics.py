@@ -9,6 +9,8 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 EVENTS = Counter("medm2t_events", "Input events applied (new)", ["outcome"])
 SCORES = Counter("medm2t_scores", "Scores published")
 ALERTS = Counter("medm2t_alerts", "Alert transitions published")
+UNKNOWN_ITEMS = Counter("medm2t_unknown_items_ignored", "Input measurements of items the model never saw in "
+                        "training, ignored by it (the log names each such item once)")
 POINTS_PENDING = Gauge("medm2t_points_pending", "Scoring points buffered and not yet scored")
 CONSUMER_LAG = Gauge("medm2t_consumer_lag", "Messages behind the end of the input partitions owned")
 BATCH_STAYS = Histogram("medm2t_batch_stays", "Stays per scoring batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))

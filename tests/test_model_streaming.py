@@ -214,3 +214,24 @@ def test_scorer_protocol_and_odd_stays(checkpoint):
     assert orphan.hours_since_admission is None and any("admission details" in m for m in orphan.missing)
     assert full.tasks["los_remaining"].detail["los_total_days"] >= full.tasks["los_remaining"].value
     assert scorer.score_batch([]) == []
+
+
+def test_unknown_items_are_logged_once_each_and_counted_in_the_metrics(checkpoint, caplog):
+    from prometheus_client import REGISTRY
+
+    from stream.scorers.medm2t import MedM2TScorer
+
+    ck, stays = checkpoint
+    scorer = MedM2TScorer.load(ck, device="cpu")
+    opened = stays[0][0]
+    odd = [_ev(Measurement, opened.stay_id, f"odd{i}", T0 + timedelta(hours=1), item=item, category="lab", value=1.0)
+           for i, item in enumerate(["never-seen-a", "never-seen-a", "never-seen-b"])]
+    counted = REGISTRY.get_sample_value("medm2t_unknown_items_ignored_total") or 0.0
+    state = scorer.new_state()
+    with caplog.at_level("WARNING"):
+        scorer.apply(state, [opened, odd[0]])
+        scorer.apply(state, odd[1:])
+    assert REGISTRY.get_sample_value("medm2t_unknown_items_ignored_total") == counted + 3
+    warned = [r.getMessage() for r in caplog.records if "never seen in training" in r.getMessage()]
+    assert len(warned) == 2 and any("never-seen-a" in w for w in warned) and any("never-seen-b" in w for w in warned)
+    assert not state.broken

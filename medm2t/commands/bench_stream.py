@@ -26,13 +26,16 @@ from pathlib import Path
 BARE_FAUST = '''
 import sys, time, faust
 from medm2t.connections import set_fetch_max_wait
-n, out, url, topic, fetch_wait_ms = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-sys.argv[1:6] = []  # the rest is Faust's own command line
+from stream.worker import drop_faust_monitor
+n, out, url, topic, fetch_wait_ms, monitor = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6] == "True"
+sys.argv[1:7] = []  # the rest is Faust's own command line
 app = faust.App("bench-bare-faust", broker="kafka://" + url, store="memory://", web_enabled=False,
                 key_serializer="raw", value_serializer="raw", consumer_auto_offset_reset="earliest",
                 broker_session_timeout=6.0, broker_heartbeat_interval=1.0, broker_rebalance_timeout=6.0,
                 broker_max_poll_records=2000)
-set_fetch_max_wait(app, fetch_wait_ms)  # as the worker's consumer
+set_fetch_max_wait(app, fetch_wait_ms)  # tuned as the worker is
+if not monitor:
+    drop_faust_monitor(app)
 events = app.topic(topic, key_serializer="raw", value_serializer="raw")
 seen = {"n": 0, "first": None}
 
@@ -202,7 +205,8 @@ class _Bench:
         script.write_text(BARE_FAUST)
         with open(self.tmp / "run" / "bare-faust.log", "ab") as log:
             proc = subprocess.Popen([sys.executable, str(script), str(n), str(done), self.env["MEDM2T_KAFKA_URL"],
-                                     topics.EVENTS, str(self.settings().fetch_max_wait_ms), "worker", "-l", "warn", "--without-web"],
+                                     topics.EVENTS, str(self.settings().fetch_max_wait_ms),
+                                     str(self.settings().faust_monitor), "worker", "-l", "warn", "--without-web"],
                                     cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             cpu = _CpuMeter({"agent": proc.pid, **self.services})
@@ -222,7 +226,11 @@ class _Bench:
             names = {"worker": workers[0].pid} if n_workers == 1 else {f"worker{i + 1}": w.pid for i, w in enumerate(workers)}
             first, cpu = time.monotonic(), _CpuMeter({**names, **self.services})
             self._wait(lambda: _applied(r) == (n, True), "the workers to score every point", workers, poll=0.1)
-            return time.monotonic() - first, cpu.shares()
+            seconds, shares = time.monotonic() - first, cpu.shares()
+            stays = sum(1 for _ in r.scan_iter(match="{stay:*}:meta", count=1000))
+            rss = ", ".join(f"{name} {_peak_rss_mb(pid):,.0f} MB" for name, pid in names.items())
+            memory = f"peak RSS {rss}; Redis {r.info('memory')['used_memory'] / max(1, stays) / 1e6:.2f} MB per stay"
+            return seconds, f"{shares}; {memory}"
         finally:
             for worker in workers:
                 _stop(worker)
@@ -304,6 +312,14 @@ def _applied(r) -> tuple[int, bool]:
             idle = False
         applied += int(n_events or 0)
     return applied, idle
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set so far (Linux's VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 class _CpuMeter:

@@ -28,6 +28,7 @@ import numpy as np
 from medm2t.cards import TaskCard
 from medm2t.events import Measurement, RiskScore, StayOpened, TaskScore, _Event
 from model.explain import FREQUENCY
+from stream import metrics
 from stream.scoring import Needs, StayPoint, StayView, score_views
 
 TASK_CARDS = (
@@ -94,6 +95,8 @@ class MedM2TScorer:
                 state.recent[e.item] = sorted([*state.recent.get(e.item, ()), e], key=lambda m: m.time)[-2:]
         if state.broken:
             return
+        unknown = self.predictor.featurizer.unknown_items
+        ignored = unknown.total()
         try:
             with self.predictor.autocast():
                 self.incremental.update(state.encoder, events)
@@ -101,6 +104,7 @@ class MedM2TScorer:
             log.warning("MedM2T could not featurise an event of a stay (%s); static features only from now on",
                         type(exc).__name__)
             state.broken = STATIC_ONLY_NOTE.format(type(exc).__name__)
+        metrics.UNKNOWN_ITEMS.inc(unknown.total() - ignored)
 
     def snapshot(self, state: MedM2TState) -> MedM2TState:
         """The state as of now, for `score`: the worker scores several points of one stay in one pass."""

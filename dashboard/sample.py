@@ -15,7 +15,7 @@ import numpy as np
 import redis
 
 from medm2t.events import LEADS, Alert, Ecg, Measurement, RiskScore, StaticFeatures, StayOpened, Waveform, make_event_id
-from replay.items import lookup
+from medm2t.items import lookup
 from stream import keys
 
 SOURCE = "sample"

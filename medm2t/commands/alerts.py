@@ -88,8 +88,8 @@ def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
     from medm2t.commands.worker import settings_from
     from medm2t.events import Alert
+    from medm2t.kafka import BrokerUnreachable, groupless_consumer
     from medm2t.topics import ALERTS
-    from stream.kafka import BrokerUnreachable, groupless_consumer
 
     settings = settings_from(args)
     from_beginning = args.from_beginning or not args.follow
@@ -140,9 +140,9 @@ def _act(args: argparse.Namespace) -> int:
 
     from medm2t.cli import UserError
     from medm2t.commands.worker import check_redis, settings_from
+    from medm2t.kafka import BrokerUnreachable, make_producer
     from stream.alert_actions import UnknownAlert, new_action, recorded, send
     from stream.policy import load_policy, published
-    from stream.kafka import BrokerUnreachable, make_producer
 
     settings = settings_from(args)
     redis = check_redis(settings)

@@ -155,7 +155,7 @@ class _Bench:
     def reset(self) -> None:
         """Empty Redis and recreate the topics."""
         from medm2t.connections import redis_sync
-        from stream.kafka import recreate_topics
+        from medm2t.kafka import recreate_topics
 
         redis_sync(self.settings()).flushdb()
         recreate_topics(self.settings())
@@ -187,7 +187,7 @@ class _Bench:
         return max(1.0, (max(times) - min(times)).total_seconds())
 
     def read(self, topic: str) -> list:
-        from stream.kafka import groupless_consumer
+        from medm2t.kafka import groupless_consumer
 
         consumer = groupless_consumer(self.settings(), [topic], True, consumer_timeout_ms=3000)
         try:

@@ -65,7 +65,7 @@ class Stack:
 def _up(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
     from medm2t.connections import redis_password_file, safe_url, stack_redis_password
-    from stream.kafka import BrokerUnreachable, ensure_topics
+    from medm2t.kafka import BrokerUnreachable, ensure_topics
     from stream.services import ServiceError, redis_service
 
     stack = Stack(args)
@@ -135,8 +135,8 @@ def _status(args: argparse.Namespace) -> int:
     import redis
 
     from medm2t.connections import redis_error_message, redis_sync, safe_url
+    from medm2t.kafka import BrokerUnreachable, topic_partitions
     from medm2t.topics import ALL_TOPICS
-    from stream.kafka import BrokerUnreachable, topic_partitions
 
     stack = Stack(args)
     healthy = True

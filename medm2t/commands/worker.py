@@ -81,7 +81,7 @@ def check_redis(settings, attempts: int = 5):
 
     from medm2t.cli import UserError
     from medm2t.connections import redis_error_message, redis_sync
-    from stream.kafka import with_retries
+    from medm2t.kafka import with_retries
 
     client = redis_sync(settings, socket_connect_timeout=3)
     try:
@@ -96,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from medm2t.cli import UserError
     from medm2t.connections import redis_async, safe_url
-    from stream.kafka import BrokerUnreachable, ensure_topics
+    from medm2t.kafka import BrokerUnreachable, ensure_topics
     from stream.policy import PolicyError, load_policy
     from stream.scorers import ScorerConfigError, select_scorers
     from stream.worker import build_app

@@ -280,7 +280,7 @@ def test_cli_rejects_a_url_that_is_not_redis(capsys):
 
 
 def test_password_is_masked_when_the_url_is_shown():
-    from dashboard.data import safe_url
+    from medm2t.settings import safe_url
 
     assert safe_url("rediss://:s3cret@cache.example:6380/0") == "rediss://:***@cache.example:6380/0"
     assert "s3cret" not in safe_url("redis://user:s3cret@h/1")

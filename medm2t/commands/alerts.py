@@ -38,8 +38,7 @@ _COLOUR = {"info": "\033[36m", "urgent": "\033[33m", "emergency": "\033[31;1m"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.connections import safe_url
-    from medm2t.settings import get_settings
+    from medm2t.settings import get_settings, safe_url
 
     s = get_settings()
     p = sub.add_parser("alerts", help="print alerts as they arrive", description=HELP,

@@ -26,8 +26,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.connections import safe_url
-    from medm2t.settings import get_settings
+    from medm2t.settings import get_settings, safe_url
 
     s = get_settings()
     p = sub.add_parser("report", help="live alert quality per scorer (alerts per patient-day, deaths flagged, PPV)",

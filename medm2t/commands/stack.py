@@ -64,8 +64,9 @@ class Stack:
 
 def _up(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
-    from medm2t.connections import redis_password_file, safe_url, stack_redis_password
+    from medm2t.connections import redis_password_file, stack_redis_password
     from medm2t.kafka import BrokerUnreachable, ensure_topics
+    from medm2t.settings import safe_url
     from stream.services import ServiceError, redis_service
 
     stack = Stack(args)
@@ -134,8 +135,9 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import redis
 
-    from medm2t.connections import redis_error_message, redis_sync, safe_url
+    from medm2t.connections import redis_error_message, redis_sync
     from medm2t.kafka import BrokerUnreachable, topic_partitions
+    from medm2t.settings import safe_url
     from medm2t.topics import ALL_TOPICS
 
     stack = Stack(args)

@@ -33,8 +33,7 @@ log = logging.getLogger("medm2t.worker")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.connections import safe_url
-    from medm2t.settings import get_settings
+    from medm2t.settings import get_settings, safe_url
 
     s = get_settings()
     p = sub.add_parser("worker", help="score stays as events arrive (Faust consumer)", description=HELP,
@@ -95,8 +94,9 @@ def _run(args: argparse.Namespace) -> int:
     import faust
 
     from medm2t.cli import UserError
-    from medm2t.connections import redis_async, safe_url
+    from medm2t.connections import redis_async
     from medm2t.kafka import BrokerUnreachable, ensure_topics
+    from medm2t.settings import safe_url
     from stream.policy import PolicyError, load_policy
     from stream.scorers import ScorerConfigError, select_scorers
     from stream.worker import build_app

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-# The installed console script (not `python -m medm2t.cli`, which would load cli.py twice as two modules).
+# The installed console script (`python -m medm2t` runs the same main).
 MEDM2T = str(Path(sys.executable).parent / "medm2t")
 
 

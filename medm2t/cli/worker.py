@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     from stream.scorers import ScorerConfigError, select_scorers
     from stream.worker import build_app
 
-    from medm2t.commands.worker_processes import processes_wanted, supervise
+    from medm2t.cli.worker_processes import processes_wanted, supervise
 
     settings = settings_from(args)
     if settings.batch_max < 1 or settings.medm2t_cadence_min < 0:

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medm2t.commands.worker import check_redis, settings_from
+    from medm2t.cli.worker import check_redis, settings_from
     from stream import quality
 
     report = quality.read(check_redis(settings_from(args), attempts=2))

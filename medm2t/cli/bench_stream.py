@@ -365,7 +365,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def _latency_line(speed: float, latencies: list[float], matched: int, missed: int, rate: float, peak: float) -> str:
     if not latencies:
         return f"  paced x{speed:g}: no score matched an input point"
-    from medm2t.commands.bench import nearest_rank
+    from medm2t.cli.bench import nearest_rank
 
     ms = sorted(latencies)
     q = lambda p: nearest_rank(ms, p)

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from medm2t.commands.alerts_calibrate import register_calibrate
+from medm2t.cli.alerts_calibrate import register_calibrate
 
 HELP = """Print alert records (raised / level-rose / not-acknowledged / acknowledged / snoozed / cleared ...)
 from risk.alerts.v2, or act on an alert with one of the actions below.
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from medm2t.cli import UserError
-    from medm2t.commands.worker import settings_from
+    from medm2t.cli.worker import settings_from
     from medm2t.events import Alert
     from medm2t.kafka import BrokerUnreachable, groupless_consumer
     from medm2t.topics import ALERTS
@@ -138,7 +138,7 @@ def _act(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from medm2t.cli import UserError
-    from medm2t.commands.worker import check_redis, settings_from
+    from medm2t.cli.worker import check_redis, settings_from
     from medm2t.kafka import BrokerUnreachable, make_producer
     from stream.alert_actions import UnknownAlert, new_action, recorded, send
     from stream.policy import load_policy, published

@@ -45,7 +45,7 @@ class Stack:
     """What `stack` manages, resolved from settings and flags."""
 
     def __init__(self, args: argparse.Namespace):
-        from medm2t.commands.worker import settings_from
+        from medm2t.cli.worker import settings_from
         from stream.services import kafka_service, redis_service
 
         base = settings_from(argparse.Namespace())

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from conftest import DASHBOARD_APP
+from sample_ward import write_sample_ward
 from dashboard import format as fmt
-from dashboard.sample import write_sample_ward
 from medm2t.events import Alert
 from medm2t.settings import get_settings
 from stream import keys
@@ -252,7 +252,7 @@ def test_ecg_display_downsampling_keeps_every_peak():
     import numpy as np
 
     from dashboard.ecg import downsample_minmax
-    from dashboard.sample import synthetic_ecg_mv
+    from sample_ward import synthetic_ecg_mv
 
     signal = synthetic_ecg_mv()
     t, shown = downsample_minmax(signal, 500.0)

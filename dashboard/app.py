@@ -12,9 +12,9 @@ from __future__ import annotations
 import redis
 import streamlit as st
 
-from dashboard.data import Reader, connect, safe_url
+from dashboard.data import Reader, connect
 from dashboard.views import actions, alerts, patient, quality, system, ward
-from medm2t.settings import get_settings
+from medm2t.settings import get_settings, safe_url
 
 VIEWS = ("Ward board", "Patient", "Alerts", "Quality", "System")
 MAX_PROBLEMS_SHOWN = 5

@@ -5,8 +5,8 @@ import altair as alt
 import pandas as pd
 
 from medm2t.events import Alert, Measurement, RiskScore
+from medm2t.items import ITEMS, Item, Range, Sex
 from dashboard.format import TIER_COLOURS
-from replay.items import ITEMS, Item, Range, Sex
 
 
 def time_axis(span=None) -> alt.X:

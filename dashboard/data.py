@@ -15,7 +15,7 @@ import redis
 from pydantic import BaseModel, ValidationError
 
 from medm2t.cards import ModelCard, TaskCard
-from medm2t.connections import redis_sync, safe_url  # noqa: F401 - safe_url is part of this module's API
+from medm2t.connections import redis_sync
 from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened
 from stream import keys
 from stream.alerts import RANK, signal_of

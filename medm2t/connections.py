@@ -12,7 +12,8 @@ once:
 The Redis password a client sends is, in this order: the one in the URL (`redis://:PASSWORD@host`),
 MEDM2T_REDIS_PASSWORD (set empty: none), else, for a 127.0.0.1/localhost URL, the password that
 `medm2t stack up` generated into RUN_DIR/redis.password. Secrets stay pydantic SecretStr until the moment
-a client needs them, and nothing here logs them; `safe_url` masks a URL's password for messages.
+a client needs them, and nothing here logs them; `medm2t.settings.safe_url` masks a URL's password for
+messages.
 """
 from __future__ import annotations
 
@@ -20,11 +21,10 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from medm2t.settings import Settings
+from medm2t.settings import Settings, safe_url
 
 REDIS_PASSWORD_FILE = "redis.password"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -130,18 +130,6 @@ def set_fetch_max_wait(app, wait_ms: int) -> None:
 
 
 # ---------------------------------------------------------------- Redis ------------------------------------
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password masked, fit for showing on a page or in a log."""
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def redis_password_file(settings: Settings) -> Path:

@@ -21,7 +21,7 @@ Ingest rules (constants below; see docs in each):
   year within YEAR_RANGE; available_time not before time;
 - ids: stay_id, subject_id, hadm_id, study_id integers in [1, MAX_ID] (2**53 - 1, exact in JSON doubles);
   event_id 1-128 visible ASCII characters;
-- measurement values: finite; within CONCEPT_RANGES for the bedside concept, within replay.items' `valid`
+- measurement values: finite; within CONCEPT_RANGES for the bedside concept, within medm2t.items' `valid`
   range for a catalogue item, and |value| <= UNKNOWN_ITEM_BOUND otherwise; `concept` one of CONCEPT_RANGES;
   a measurement carries a value or a text;
 - static features: finite, age / height_cm / weight_kg within STATIC_RANGES;
@@ -47,7 +47,7 @@ from pydantic import (
     model_validator,
 )
 
-from replay import items as _catalogue
+from medm2t import items as _catalogue
 
 SCHEMA_VERSION = 1
 

@@ -4,12 +4,27 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = REPO_ROOT / "model" / "checkpoints" / "demo"
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, fit for showing on a page or in a log. It lives here, not in
+    medm2t/connections.py, because Settings masks its own redis_url with it and connections.py imports this
+    module."""
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 class KafkaSettings(BaseSettings):
@@ -93,15 +108,11 @@ class Settings(BaseSettings):
 
     # A password inside the Redis URL is masked wherever settings are shown, like the SecretStr fields.
     def __repr_args__(self):
-        from medm2t.connections import safe_url
-
         for name, value in super().__repr_args__():
             yield name, safe_url(value) if name == "redis_url" else value
 
     @field_serializer("redis_url")
     def _mask_redis_url(self, url: str) -> str:
-        from medm2t.connections import safe_url
-
         return safe_url(url)
 
 

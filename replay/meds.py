@@ -30,8 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
+from medm2t import items as catalogue
 from medm2t.events import Measurement, Outcome, StaticFeatures, StayClosed, StayOpened, _Event, make_event_id
-from replay import items as catalogue
 
 SOURCE = "meds"
 _STRUCTURAL = ("ICU_ADMISSION//", "ICU_DISCHARGE//", "HOSPITAL_ADMISSION//", "HOSPITAL_DISCHARGE//", "GENDER//",

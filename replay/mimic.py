@@ -1,6 +1,6 @@
 """MIMIC-IV 2.2 reader (`hosp/` + `icu/`, each table `.csv` or `.csv.gz`), optionally with MIMIC-IV-ECG.
 
-Cohort = icu/icustays. Measurements = catalogue items (replay/items.py) from icu/chartevents (matched
+Cohort = icu/icustays. Measurements = catalogue items (medm2t/items.py) from icu/chartevents (matched
 by stay_id) and hosp/labevents (same subject, charttime inside [intime, outtime], same hadm_id where
 the lab row has one). Memory stays bounded at full MIMIC size: the big tables are streamed in blocks and
 filtered on item and cohort ids while reading (see `scan_filtered`); the kept rows are spilled to parquet
@@ -26,8 +26,8 @@ from typing import Iterator
 
 import numpy as np
 
+from medm2t import items as catalogue
 from medm2t.events import Measurement, Outcome, StaticFeatures, StayClosed, StayOpened, _Event, make_event_id
-from replay import items as catalogue
 from replay.values import resolve
 
 SOURCE = "mimic-iv"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from medm2t.events import Measurement, Outcome, StaticFeatures, StayClosed, StayOpened, _Event, make_event_id
-from replay.items import CONCEPT_ITEMS
+from medm2t.items import CONCEPT_ITEMS
 
 SOURCE = "physionet2012"
 EPOCH = datetime(2100, 1, 1)

@@ -23,7 +23,7 @@ class EventProducer:
     failed: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        from stream.kafka import make_producer
+        from medm2t.kafka import make_producer
 
         self._producer = make_producer(self.settings)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from replay.items import Item
+from medm2t.items import Item
 
 # A result whose comment or value says it is unusable is dropped (haemolysis warnings, "unable to report"...).
 _EXCLUDED = re.compile(

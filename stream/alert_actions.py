@@ -28,7 +28,7 @@ def new_action(redis, alert_id: str, action: str, by: str, reason: str | None = 
 
 
 def send(producer, action: AlertAction, timeout_s: float = 10.0) -> None:
-    """Publish on a kafka-python producer (stream.kafka.make_producer), keyed by stay like every input."""
+    """Publish on a kafka-python producer (medm2t.kafka.make_producer), keyed by stay like every input."""
     producer.send(topics.ACTIONS, key=str(action.stay_id).encode(), value=action.model_dump_json().encode()).get(timeout_s)
 
 

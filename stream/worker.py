@@ -18,9 +18,9 @@ from typing import Sequence
 
 from medm2t import topics
 from medm2t.connections import faust_options, redis_sync, set_fetch_max_wait
+from medm2t.kafka import messages_on
 from medm2t.settings import Settings
 from stream import metrics, quality
-from stream.kafka import messages_on
 from stream.pipeline import INGEST_CHUNK, Message, Pipeline
 from stream.policy import DEFAULT_POLICY, AlertPolicy
 from stream.scoring import Scorer

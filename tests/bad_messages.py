@@ -30,7 +30,7 @@ from medm2t.events import (
     CONCEPT_RANGES, ECG_MEASUREMENTS, LEADS, MAX_MESSAGE_BYTES, Ecg, Measurement, StaticFeatures, StayClosed,
     StayOpened, Waveform, dump_event, make_event_id,
 )
-from replay.items import CONCEPT_ITEMS
+from medm2t.items import CONCEPT_ITEMS
 
 
 class Case(NamedTuple):
@@ -177,7 +177,7 @@ ABSURD: dict[str, list[float]] = {
     "temp": [-273.0, -273.15, 1e100, 9.9, 50.1, 98.6, 310.15, 0.0], "gcs": [0.0, 2.0, 16.0, 100.0, -3.0],
     "gcs_eye": [0.0, 5.0, 4.5, -1.0], "gcs_verbal": [0.0, 6.0, 15.0], "gcs_motor": [0.0, 7.0, 60.0],
 }
-# Catalogue items without a concept, with values outside their replay.items `valid` range.
+# Catalogue items without a concept, with values outside their medm2t.items `valid` range.
 ABSURD_ITEMS = [("50983", "Sodium", [10.0, 1000.0, -140.0]), ("223830", "PH (Arterial)", [14.0, 5.9, 0.0, 74.0]),
                 ("50971", "Potassium", [31.0, -4.0, 4100.0]), ("51222", "Hemoglobin", [31.0, -1.0]),
                 ("50813", "Lactate", [101.0, -0.5]), ("50912", "Creatinine", [1e3, -0.1])]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-# The installed console script (not `python -m medm2t.cli`, which would load cli.py twice as two modules).
+# The installed console script (`python -m medm2t` runs the same main).
 MEDM2T = str(Path(sys.executable).parent / "medm2t")
 
 
@@ -90,8 +90,8 @@ def kafka_bootstrap(services_dir):
 @pytest.fixture(scope="session")
 def pipeline_settings(kafka_bootstrap, redis_url, tmp_path_factory):
     """Settings pointing at the session services, with every topic created."""
+    from medm2t.kafka import ensure_topics
     from medm2t.settings import Settings
-    from stream.kafka import ensure_topics
 
     settings = Settings(kafka_url=kafka_bootstrap, redis_url=redis_url, run_dir=tmp_path_factory.mktemp("run"),
                         scorers="news2")

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from medm2t.connections import (ConnectionSettingsError, bootstrap_servers, faust_options, kafka_python_options,
                                 redis_async, redis_error_message, redis_password_file, redis_password_source,
-                                redis_sync, safe_url, stack_redis_password)
-from medm2t.settings import KafkaSettings, RedisSettings, Settings
+                                redis_sync, stack_redis_password)
+from medm2t.settings import KafkaSettings, RedisSettings, Settings, safe_url
 
 SECRET = "s3cret-do-not-print"
 CAFILE = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")

@@ -53,7 +53,7 @@ def live_ward(pipeline_settings, tmp_path_factory):
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run browser tests")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
     from medm2t.connections import redis_sync
-    from stream.kafka import make_producer, recreate_topics
+    from medm2t.kafka import make_producer, recreate_topics
 
     settings = pipeline_settings.model_copy(update={"redis_url": pipeline_settings.redis_url.rsplit("/", 1)[0] + f"/{DB}"})
     r = redis_sync(settings)
@@ -99,7 +99,7 @@ def _act(page, user: str, meanwhile=lambda: None) -> None:
 
 def _new_alert(settings, r, sid: int):
     """Another stay raises an alert while the person is reading the panel."""
-    from stream.kafka import make_producer
+    from medm2t.kafka import make_producer
 
     def send():
         producer = make_producer(settings)

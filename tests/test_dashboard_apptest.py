@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from conftest import DASHBOARD_APP
+from sample_ward import write_sample_ward
 from dashboard import format as fmt
-from dashboard.sample import write_sample_ward
 from medm2t.events import Alert
 from medm2t.settings import get_settings
 from stream import keys
@@ -252,7 +252,7 @@ def test_ecg_display_downsampling_keeps_every_peak():
     import numpy as np
 
     from dashboard.ecg import downsample_minmax
-    from dashboard.sample import synthetic_ecg_mv
+    from sample_ward import synthetic_ecg_mv
 
     signal = synthetic_ecg_mv()
     t, shown = downsample_minmax(signal, 500.0)
@@ -280,7 +280,7 @@ def test_cli_rejects_a_url_that_is_not_redis(capsys):
 
 
 def test_password_is_masked_when_the_url_is_shown():
-    from dashboard.data import safe_url
+    from medm2t.settings import safe_url
 
     assert safe_url("rediss://:s3cret@cache.example:6380/0") == "rediss://:***@cache.example:6380/0"
     assert "s3cret" not in safe_url("redis://user:s3cret@h/1")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from dashboard.sample import write_sample_ward
+from sample_ward import write_sample_ward
 from stream.services import free_port, stop_process_group, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from replay import items
+from medm2t import items
 from replay.values import canonical_category, parse_egfr, parse_number, resolve
 
 

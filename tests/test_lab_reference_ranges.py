@@ -1,4 +1,4 @@
-"""Labs' adult reference ranges (replay/items.py REFERENCE_RANGES), per sex where they differ, and the
+"""Labs' adult reference ranges (medm2t/items.py REFERENCE_RANGES), per sex where they differ, and the
 abnormal flag against them."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.charts import reference_range_text
-from replay import items
+from medm2t import items
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "lab_reference_ranges.py"
 
@@ -104,7 +104,7 @@ def test_range_text_of_a_sex_specific_lab_names_whose_range():
 
 
 def test_catalogue_ranges_equal_the_modal_ranges_of_mimic_lab_records(shared_data):
-    """The table in replay/items.py is what tools/lab_reference_ranges.py prints (per sex where women's and
+    """The table in medm2t/items.py is what tools/lab_reference_ranges.py prints (per sex where women's and
     men's modal ranges differ), so it cannot drift."""
     spec = importlib.util.spec_from_file_location("lab_reference_ranges", TOOL)
     tool = importlib.util.module_from_spec(spec)

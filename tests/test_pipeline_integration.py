@@ -98,7 +98,7 @@ def _idle(r, n_inputs) -> bool:
 
 
 def _read(settings, topic) -> list[bytes]:
-    from stream.kafka import groupless_consumer
+    from medm2t.kafka import groupless_consumer
 
     consumer = groupless_consumer(settings, [topic], True, consumer_timeout_ms=3000)
     try:
@@ -109,7 +109,7 @@ def _read(settings, topic) -> list[bytes]:
 
 def _fresh(settings):
     """An empty Redis and empty topics (recreated) for one run."""
-    from stream.kafka import recreate_topics
+    from medm2t.kafka import recreate_topics
 
     _redis(settings).flushdb()
     recreate_topics(settings)
@@ -232,7 +232,7 @@ def test_the_alert_stream_is_the_offline_engines(pipeline_settings, undisturbed,
 
 def test_bad_messages_go_to_the_dead_letter_topic_and_scoring_goes_on(pipeline_settings, synth_cohort,
                                                                       cohort_expectation, undisturbed):
-    from stream.kafka import make_producer
+    from medm2t.kafka import make_producer
 
     per_stay, n_inputs, _ = cohort_expectation
     proc, log = undisturbed["proc"], undisturbed["log"]
@@ -376,7 +376,7 @@ def test_report_json_equals_a_recomputation_from_the_alert_and_outcome_topics(pi
 
 
 def test_alerts_follow_prints_new_alerts_as_they_arrive(pipeline_settings):
-    from stream.kafka import make_producer
+    from medm2t.kafka import make_producer
 
     follower = subprocess.Popen([MEDM2T, "alerts", "--follow", "--json"], env=service_env(pipeline_settings),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

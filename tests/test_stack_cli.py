@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import MEDM2T
-from medm2t.connections import safe_url
+from medm2t.settings import safe_url
 from stream.services import free_port, port_in_use
 
 pytestmark = pytest.mark.integration

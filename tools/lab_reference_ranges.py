@@ -5,14 +5,14 @@
 
 Each hosp/labevents row carries the laboratory's reference range for that result (`ref_range_lower`,
 `ref_range_upper`), and hosp/patients gives the subject's sex (`gender`, F/M; PATIENTS defaults to
-patients.csv.gz beside LABEVENTS). Rows are mapped onto catalogue lab codes with `replay.items.lookup()` (so
+patients.csv.gz beside LABEVENTS). Rows are mapped onto catalogue lab codes with `medm2t.items.lookup()` (so
 merged source ids count toward their representative), and per numeric lab the most common (lower, upper)
 pair among rows that give one is found for women's rows, for men's rows and for all rows (ties go to the
 pair seen first). Where the women's and men's modal pairs differ (haemoglobin, haematocrit, red cells, ...)
 the lab is sex-specific and the catalogue holds both, {"F": (lower, upper), "M": (lower, upper)}; otherwise
 it holds the modal pair of all rows. A lab no row gives a range for is printed as a comment and keeps no
 range; categorical labs are not read (no numeric range). The output is the REFERENCE_RANGES table in
-replay/items.py, ready to paste; tests/test_lab_reference_ranges.py checks they agree.
+medm2t/items.py, ready to paste; tests/test_lab_reference_ranges.py checks they agree.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from replay import items  # noqa: E402
+from medm2t import items  # noqa: E402
 
 DEFAULT = ROOT.parent / "shared" / "data" / "mimic-iv-demo-2.2" / "hosp" / "labevents.csv.gz"
 SEXES = ("F", "M")

@@ -17,7 +17,7 @@ RECORD_WAIT_S = 5.0
 
 @st.cache_resource(show_spinner=False)
 def _producer(kafka_url: str):
-    from stream.kafka import make_producer
+    from medm2t.kafka import make_producer
 
     return make_producer(get_settings().model_copy(update={"kafka_url": kafka_url}))
 

@@ -2,6 +2,9 @@
 inputs (catalogue items, ECGs with machine measurements) run through the worker's own pipeline, scorers
 (NEWS2 and the demo MedM2T checkpoint), alert policy and StayStore, with no Kafka. Only the inputs are
 invented; every score, alert and key is what the worker would leave. Nothing here is a clinical claim.
+
+It lives with the tests, not in dashboard/: it drives stream's write side and the MedM2T scorer (model/,
+torch), which the dashboard itself never imports.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import numpy as np
 import redis
 
 from medm2t.events import LEADS, Alert, Ecg, Measurement, RiskScore, StaticFeatures, StayOpened, Waveform, make_event_id
-from replay.items import lookup
+from medm2t.items import lookup
 from stream import keys
 
 SOURCE = "sample"

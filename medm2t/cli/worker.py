@@ -33,8 +33,7 @@ log = logging.getLogger("medm2t.worker")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.connections import safe_url
-    from medm2t.settings import get_settings
+    from medm2t.settings import get_settings, safe_url
 
     s = get_settings()
     p = sub.add_parser("worker", help="score stays as events arrive (Faust consumer)", description=HELP,
@@ -81,7 +80,7 @@ def check_redis(settings, attempts: int = 5):
 
     from medm2t.cli import UserError
     from medm2t.connections import redis_error_message, redis_sync
-    from stream.kafka import with_retries
+    from medm2t.kafka import with_retries
 
     client = redis_sync(settings, socket_connect_timeout=3)
     try:
@@ -95,13 +94,14 @@ def _run(args: argparse.Namespace) -> int:
     import faust
 
     from medm2t.cli import UserError
-    from medm2t.connections import redis_async, safe_url
-    from stream.kafka import BrokerUnreachable, ensure_topics
+    from medm2t.connections import redis_async
+    from medm2t.kafka import BrokerUnreachable, ensure_topics
+    from medm2t.settings import safe_url
     from stream.policy import PolicyError, load_policy
     from stream.scorers import ScorerConfigError, select_scorers
     from stream.worker import build_app
 
-    from medm2t.commands.worker_processes import processes_wanted, supervise
+    from medm2t.cli.worker_processes import processes_wanted, supervise
 
     settings = settings_from(args)
     if settings.batch_max < 1 or settings.medm2t_cadence_min < 0:

@@ -33,7 +33,7 @@ def generate(path: Path, rows: int, stays: int, seed: int = 0, chunk: int = 1_00
     import polars as pl
     from tqdm import tqdm
 
-    from replay.items import CHART_TABLE_IDS
+    from medm2t.items import CHART_TABLE_IDS
 
     rng = np.random.default_rng(seed)
     model_ids = np.array(sorted(CHART_TABLE_IDS), dtype=np.int64)
@@ -61,7 +61,7 @@ def generate(path: Path, rows: int, stays: int, seed: int = 0, chunk: int = 1_00
 def _scan(path: str, stays: int, out) -> None:
     import resource
 
-    from replay.items import CHART_TABLE_IDS
+    from medm2t.items import CHART_TABLE_IDS
     from replay.mimic import ScanStats, scan_filtered
 
     stats = ScanStats()

@@ -52,7 +52,7 @@ def register_calibrate(acts: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
-    from medm2t.commands.report import figures_table
+    from medm2t.cli.report import figures_table
     from medm2t.settings import get_settings
     from replay.engine import select_stays
     from replay.sources import SourceError, parse_spec

@@ -26,8 +26,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.connections import safe_url
-    from medm2t.settings import get_settings
+    from medm2t.settings import get_settings, safe_url
 
     s = get_settings()
     p = sub.add_parser("report", help="live alert quality per scorer (alerts per patient-day, deaths flagged, PPV)",
@@ -38,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medm2t.commands.worker import check_redis, settings_from
+    from medm2t.cli.worker import check_redis, settings_from
     from stream import quality
 
     report = quality.read(check_redis(settings_from(args), attempts=2))

@@ -158,7 +158,7 @@ class _Bench:
     def reset(self) -> None:
         """Empty Redis and recreate the topics."""
         from medm2t.connections import redis_sync
-        from stream.kafka import recreate_topics
+        from medm2t.kafka import recreate_topics
 
         redis_sync(self.settings()).flushdb()
         recreate_topics(self.settings())
@@ -190,7 +190,7 @@ class _Bench:
         return max(1.0, (max(times) - min(times)).total_seconds())
 
     def read(self, topic: str) -> list:
-        from stream.kafka import groupless_consumer
+        from medm2t.kafka import groupless_consumer
 
         consumer = groupless_consumer(self.settings(), [topic], True, consumer_timeout_ms=3000)
         try:
@@ -381,7 +381,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def _latency_line(speed: float, latencies: list[float], matched: int, missed: int, rate: float, peak: float) -> str:
     if not latencies:
         return f"  paced x{speed:g}: no score matched an input point"
-    from medm2t.commands.bench import nearest_rank
+    from medm2t.cli.bench import nearest_rank
 
     ms = sorted(latencies)
     q = lambda p: nearest_rank(ms, p)

@@ -1,5 +1,6 @@
-"""Kafka plumbing shared by the commands: topic creation, broker checks, a durable producer and a group-less
-consumer, all connected through medm2t.connections.kafka_python_options.
+"""Kafka plumbing shared by the commands, the replay producer, the worker and the dashboard's alert actions:
+topic creation, broker checks, a durable producer and a group-less consumer, all connected through
+medm2t.connections.kafka_python_options. It lives in the core because replay/ (below stream/) produces with it.
 
 Verified against the tansu broker: CreateTopics works through kafka-python's KafkaAdminClient, but its
 `list_topics`/`describe_topics` fail decoding tansu's authorized-operations field, so topic metadata is read

@@ -75,11 +75,11 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from medm2t.cli import UserError
-    from medm2t.commands.worker import settings_from
+    from medm2t.cli.worker import settings_from
+    from medm2t.kafka import BrokerUnreachable
     from replay.engine import Pacer, by_message, merge_recorded, merge_ward, select_stays
     from replay.producer import EventProducer
     from replay.sources import SourceError, open_source  # noqa: F401 - SourceError is a ValueError
-    from stream.kafka import BrokerUnreachable
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")

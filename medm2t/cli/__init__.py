@@ -1,5 +1,7 @@
-"""`medm2t` command line. Each subcommand lives in its own module under medm2t/commands/ and
-registers itself through `register(subparsers)`; heavy imports happen inside the handlers so that
+"""`medm2t` command line, the top of the stack core (medm2t/) <- replay <- model <- stream <- dashboard <- CLI:
+it may import every layer and no layer imports it. Each subcommand lives in its own module in this package
+(medm2t/cli/) and registers itself through `register(subparsers)`, setting its `handler` with set_defaults;
+modules without `register` are helpers of the others. Heavy imports happen inside the handlers so that
 `medm2t --help` stays fast."""
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ import importlib
 import logging
 import pkgutil
 import sys
-
-from medm2t import commands
 
 DESCRIPTION = """Streaming bedside ICU risk monitor built around MedM2T.
 
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "register"):
             module.register(sub)
     return parser
@@ -81,8 +81,3 @@ def _main(argv: list[str] | None) -> int:
         print("medm2t: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":  # `python -m medm2t.cli`: go through the package so UserError is one class
-    from medm2t.cli import main as package_main
-
-    sys.exit(package_main())

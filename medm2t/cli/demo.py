@@ -73,7 +73,7 @@ def _reachable(settings) -> tuple[bool, bool]:
 
     from medm2t.cli import UserError
     from medm2t.connections import redis_error_message, redis_sync
-    from stream.kafka import BrokerUnreachable, topic_partitions
+    from medm2t.kafka import BrokerUnreachable, topic_partitions
 
     try:
         redis_ok = bool(redis_sync(settings, socket_connect_timeout=1).ping())
@@ -92,8 +92,8 @@ def _reachable(settings) -> tuple[bool, bool]:
 def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
     from medm2t.connections import stack_redis_password
+    from medm2t.kafka import BrokerUnreachable, ensure_topics
     from medm2t.settings import get_settings
-    from stream.kafka import BrokerUnreachable, ensure_topics
     from stream.services import ServiceError, kafka_service, redis_service
 
     settings = get_settings()

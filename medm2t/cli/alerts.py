@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from medm2t.commands.alerts_calibrate import register_calibrate
+from medm2t.cli.alerts_calibrate import register_calibrate
 
 HELP = """Print alert records (raised / level-rose / not-acknowledged / acknowledged / snoozed / cleared ...)
 from risk.alerts.v2, or act on an alert with one of the actions below.
@@ -38,8 +38,7 @@ _COLOUR = {"info": "\033[36m", "urgent": "\033[33m", "emergency": "\033[31;1m"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.connections import safe_url
-    from medm2t.settings import get_settings
+    from medm2t.settings import get_settings, safe_url
 
     s = get_settings()
     p = sub.add_parser("alerts", help="print alerts as they arrive", description=HELP,
@@ -86,10 +85,10 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from medm2t.cli import UserError
-    from medm2t.commands.worker import settings_from
+    from medm2t.cli.worker import settings_from
     from medm2t.events import Alert
+    from medm2t.kafka import BrokerUnreachable, groupless_consumer
     from medm2t.topics import ALERTS
-    from stream.kafka import BrokerUnreachable, groupless_consumer
 
     settings = settings_from(args)
     from_beginning = args.from_beginning or not args.follow
@@ -139,10 +138,10 @@ def _act(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from medm2t.cli import UserError
-    from medm2t.commands.worker import check_redis, settings_from
+    from medm2t.cli.worker import check_redis, settings_from
+    from medm2t.kafka import BrokerUnreachable, make_producer
     from stream.alert_actions import UnknownAlert, new_action, recorded, send
     from stream.policy import load_policy, published
-    from stream.kafka import BrokerUnreachable, make_producer
 
     settings = settings_from(args)
     redis = check_redis(settings)

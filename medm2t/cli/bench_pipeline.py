@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from medm2t import topics
-from medm2t.commands.bench import nearest_rank
+from medm2t.cli.bench import nearest_rank
 
 PARTITIONS = 6
 

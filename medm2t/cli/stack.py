@@ -45,7 +45,7 @@ class Stack:
     """What `stack` manages, resolved from settings and flags."""
 
     def __init__(self, args: argparse.Namespace):
-        from medm2t.commands.worker import settings_from
+        from medm2t.cli.worker import settings_from
         from stream.services import kafka_service, redis_service
 
         base = settings_from(argparse.Namespace())
@@ -64,8 +64,9 @@ class Stack:
 
 def _up(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
-    from medm2t.connections import redis_password_file, safe_url, stack_redis_password
-    from stream.kafka import BrokerUnreachable, ensure_topics
+    from medm2t.connections import redis_password_file, stack_redis_password
+    from medm2t.kafka import BrokerUnreachable, ensure_topics
+    from medm2t.settings import safe_url
     from stream.services import ServiceError, redis_service
 
     stack = Stack(args)
@@ -134,9 +135,10 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import redis
 
-    from medm2t.connections import redis_error_message, redis_sync, safe_url
+    from medm2t.connections import redis_error_message, redis_sync
+    from medm2t.kafka import BrokerUnreachable, topic_partitions
+    from medm2t.settings import safe_url
     from medm2t.topics import ALL_TOPICS
-    from stream.kafka import BrokerUnreachable, topic_partitions
 
     stack = Stack(args)
     healthy = True

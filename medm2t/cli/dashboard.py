@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
-    from medm2t.settings import get_settings
+    from medm2t.settings import get_settings, safe_url
 
     url = args.redis or get_settings().redis_url
     if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"port {args.port} on {args.host} is already in use (another dashboard?); stop it or "
                         f"choose another with --port or MEDM2T_DASHBOARD_PORT")
     import dashboard
-    from dashboard.data import connect, safe_url
+    from dashboard.data import connect
 
     app = Path(dashboard.__file__).resolve().parent / "app.py"
     if not app.exists():

@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard.data import Reader, connect
 from dashboard.views import actions, alerts, patient, quality, system, ward
-from medm2t.settings import get_settings, safe_url
+from medm2t.settings import get_settings, safe_url, with_overrides
 
 VIEWS = ("Ward board", "Patient", "Alerts", "Quality", "System")
 MAX_PROBLEMS_SHOWN = 5
@@ -36,7 +36,7 @@ def _unreachable(url: str, exc: Exception, refresh_s: float) -> None:
     if isinstance(exc, redis.AuthenticationError):
         from medm2t.connections import redis_error_message
 
-        st.error(f"{redis_error_message(get_settings().model_copy(update={'redis_url': url}), exc)}. "
+        st.error(f"{redis_error_message(with_overrides(get_settings(), redis_url=url), exc)}. "
                  f"Retrying every {refresh_s:g} s.")
         return
     st.error(f"Cannot reach Redis at {safe_url(url)} ({type(exc).__name__}: {exc}). Retrying every "

@@ -17,15 +17,17 @@ from pydantic import BaseModel, ValidationError
 from medm2t.cards import ModelCard, TaskCard
 from medm2t.connections import redis_sync
 from medm2t.events import Alert, Ecg, Measurement, RiskScore, StayOpened
+from medm2t.settings import with_overrides
+from medm2t.vocabulary import Level
 from stream import keys
-from stream.alerts import RANK, signal_of
+from stream.alerts import signal_of
 from stream.policy import DEFAULT_POLICY, AlertPolicy
 
 BOARD_ROWS = 100           # highest-risk stays drawn on the ward board
 SPARK_POINTS = 48          # history points drawn in a ward-board sparkline
 TRAJECTORY_POINTS = 2000   # history points drawn on the patient page
 FEED_ALERTS = keys.ALERT_FEED_LENGTH  # the alert feed shows every alert the worker keeps
-STAY_ALERTS = 50           # newest alerts read per stay
+STAY_ALERTS_READ = 50      # newest alerts read per stay
 LATENCY_POINTS = 500
 # Seconds of wall-clock silence after which a stay's data is flagged stale. The worker stamps `last_wall`
 # when data arrives, so this measures the feed, whatever the replay speed.
@@ -40,7 +42,7 @@ def connect(url: str | None = None, settings=None) -> redis.Redis:
 
         settings = get_settings()
     if url is not None:
-        settings = settings.model_copy(update={"redis_url": url})
+        settings = with_overrides(settings, redis_url=url)
     return redis_sync(settings, decode_responses=True, socket_connect_timeout=1.5, socket_timeout=3)
 
 
@@ -90,7 +92,7 @@ class StayRow:
         its level's threshold says it is resolving (it does not escalate while it waits to clear)."""
         from dashboard.format import alert_chip
 
-        ranked = sorted(self.open_alerts, key=lambda a: RANK[a.level], reverse=True)
+        ranked = sorted(self.open_alerts, key=lambda a: Level.rank_of(a.level), reverse=True)
         return [alert_chip(a, self.current_value(a), self.raised_record(a), long, self._resolving(a, policy),
                            self.last_time) for a in ranked]
 
@@ -108,7 +110,7 @@ class StayRow:
     def risk_key(self, cards: dict[str, ModelCard]) -> tuple:
         """Sort key, highest risk first after reverse: the worst open alert, then each board task in card order
         (its band where it has bands, then its value). `sort_rule` says it in words."""
-        key: list = [max((RANK[a.level] for a in self.open_alerts), default=0)]
+        key: list = [max((Level.rank_of(a.level) for a in self.open_alerts), default=0)]
         for scorer, task in board_tasks(cards):
             score = self.task(scorer, task.name)
             key += [task.bands.index(score.band) if score and score.band in task.bands else -1,
@@ -172,7 +174,7 @@ class Reader:
             pipe.hgetall(keys.meta(sid))
             if scorers:  # none before the worker has published its model cards
                 pipe.mget([keys.latest_score(sid, scorer) for scorer in scorers])
-            pipe.lrange(keys.stay_alerts(sid), 0, STAY_ALERTS - 1)
+            pipe.lrange(keys.stay_alerts(sid), 0, STAY_ALERTS_READ - 1)
         replies = iter(pipe.execute()) if ids else iter(())
         rows = []
         for sid in ids:
@@ -219,7 +221,7 @@ class Reader:
         for scorer in scorers:
             pipe.get(keys.latest_score(stay_id, scorer))
             pipe.zrange(keys.score_history(stay_id, scorer), -TRAJECTORY_POINTS, -1)
-        pipe.lrange(keys.stay_alerts(stay_id), 0, STAY_ALERTS - 1)
+        pipe.lrange(keys.stay_alerts(stay_id), 0, STAY_ALERTS_READ - 1)
         replies = iter(pipe.execute())
         meta = next(replies)
         scores, history = {}, {}

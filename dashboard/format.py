@@ -8,18 +8,18 @@ from __future__ import annotations
 import html
 from datetime import datetime
 
-from stream.scorers.news2 import PARAMETER_WORDS
+from medm2t.vocabulary import CVD_NAMES, MORTALITY, Level
+from stream.scorers import news2
 
 # Tier colours (background, text): NEWS2 bands and alert levels share the same scale.
 TIER_COLOURS = {
     "low": ("#e8f5e9", "#1b5e20"), "low-medium": ("#fff8e1", "#8d6e00"), "medium": ("#ffe0b2", "#8a3c00"),
     "high": ("#ffcdd2", "#8e0000"),
-    "info": ("#e3f2fd", "#0d47a1"), "urgent": ("#ffe0b2", "#8a3c00"), "emergency": ("#ffcdd2", "#8e0000"),
+    Level.INFO: ("#e3f2fd", "#0d47a1"), Level.URGENT: ("#ffe0b2", "#8a3c00"), Level.EMERGENCY: ("#ffcdd2", "#8e0000"),
     "cleared": ("#eeeeee", "#424242"),
 }
 
 
-CVD_CLASSES = {"none": "no CVD event", "chd": "coronary heart disease", "stroke": "stroke", "hf": "heart failure"}
 
 
 def probability(p: float | None) -> str:
@@ -49,16 +49,16 @@ def score_text(kind: str, score) -> str:
         return days(score.value)
     if kind == "class_probabilities" and score.probabilities:
         top, p = max(score.probabilities.items(), key=lambda kv: kv[1])
-        return f"{CVD_CLASSES.get(top, top)} {probability(p)}"
+        return f"{CVD_NAMES.get(top, top)} {probability(p)}"
     return probability(score.value)
 
 
 def task_value(task: str, value: float) -> str:
     """A value of a known task (as alerts carry it, without its TaskScore kind). NEWS2 alerts carry points,
-    the aggregate ("news2") or the highest single parameter ("news2:single-parameter", 0-3)."""
-    if task == "news2:stale-vitals":
+    the aggregate or the highest single parameter (0-3)."""
+    if task == news2.STALE_VITALS:
         return f"{value:.1f} h since a vital sign"
-    if task == "news2" or task.startswith("news2:"):
+    if task in news2.ALERT_SIGNALS:
         return f"{points(value)} point" + ("" if points(value) == "1" else "s")
     if task.startswith("los"):
         return days(value)
@@ -96,8 +96,8 @@ def tier_badge(tier: str | None, text: str | None = None, title: str | None = No
             f'{layout}"{tip}>{html.escape(text if text is not None else tier)}</span>')
 
 
-ALERT_TASKS = {"news2": "NEWS2", "news2:single-parameter": "NEWS2 single parameter",
-               "news2:stale-vitals": "stale vitals (technical)", "mortality": "MedM2T in-hospital mortality risk"}
+ALERT_TASKS = {news2.AGGREGATE: "NEWS2", news2.SINGLE_PARAMETER: "NEWS2 single parameter",
+               news2.STALE_VITALS: "stale vitals (technical)", MORTALITY: "MedM2T in-hospital mortality risk"}
 ALERT_STATES = {"raised": "raised", "level-rose": "level rose", "not-acknowledged": "not acknowledged in time",
                 "de-escalated": "level fell", "acknowledged": "acknowledged", "snoozed": "snoozed",
                 "unsnoozed": "snooze cancelled", "re-presented": "back after snooze", "commented": "comment",
@@ -117,7 +117,7 @@ def alert_state(state: str) -> str:
 def news2_detail(detail: dict) -> str:
     """NEWS2's sub-scores in words, with units: 'respiration rate 3 points, SpO2 3 points, ...'."""
     parts = []
-    for key, words in PARAMETER_WORDS.items():
+    for key, words in news2.PARAMETER_WORDS.items():
         value = detail.get(f"{key}_points")
         parts.append(f"{words} not charted" if value is None else f"{words} {value} point" + ("" if value == 1 else "s"))
     text = ", ".join(parts)

@@ -33,7 +33,6 @@ Ingest rules (constants below; see docs in each):
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import zlib
@@ -48,6 +47,7 @@ from pydantic import (
 )
 
 from medm2t import items as _catalogue
+from medm2t.vocabulary import CVD_CLASSES, LEVEL_NAMES
 
 SCHEMA_VERSION = 1
 
@@ -403,7 +403,7 @@ class Outcome(_Event):
     icu_intime: ClinicalTime | None = None
     icu_outtime: ClinicalTime | None = None
     los_days: Annotated[float, _number(0.0, 36500.0)] | None = None
-    cvd_90d: Literal["none", "chd", "stroke", "hf"] | None = None
+    cvd_90d: Literal[CVD_CLASSES] | None = None
 
 
 Event = Annotated[Union[StayOpened, Measurement, Ecg, StayClosed, Outcome], Field(discriminator="kind")]
@@ -593,7 +593,7 @@ class Alert(BaseModel):
     scorer: str
     model_version: str
     task: str
-    level: Literal["info", "urgent", "emergency"]
+    level: Literal[LEVEL_NAMES]
     state: AlertState = Field(description="'level-rose': the signal crossed a higher level; 'not-acknowledged': "
                                           "nobody acknowledged it in time while its condition stood. 'commented' "
                                           "changes nothing, it records a note.")

@@ -26,11 +26,12 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from medm2t.events import RiskScore, TaskScore
+from medm2t.vocabulary import CVD_NAMES
 
 SCORE_SYSTEM = "urn:medm2t:score"
 MODEL_SYSTEM = "urn:medm2t:model"
 OUTCOME_SYSTEM = "urn:medm2t:outcome"
-CVD_DISPLAY = {"chd": "Coronary heart disease", "stroke": "Stroke", "hf": "Heart failure"}
+CVD_DISPLAY = {c: name[0].upper() + name[1:] for c, name in CVD_NAMES.items() if c != "none"}
 CVD_HORIZON = timedelta(days=90)
 
 

@@ -80,13 +80,16 @@ class Settings(BaseSettings):
     # Worker
     worker_group: str = Field("medm2t-worker", description="Kafka consumer group (the Faust app id) the workers "
                                                            "share; another name runs an independent deployment.")
-    batch_max: int = Field(256, description="Most stays per scoring batch, and most points per model pass (batches take what is due at once; they grow under load).")
+    batch_max: int = Field(256, ge=1, description="Most stays per scoring batch, and most points per model pass (batches take what is due at once; they grow under load).")
     fetch_max_wait_ms: int = Field(20, description="Longest a fetch of input events waits at the broker for data. "
                                    "Brokers that answer a waiting fetch only when it times out (tansu) add up to "
                                    "this much event->score latency; Faust's own 1,500 ms is too long there.")
     faust_monitor: bool = Field(False, description="Keep faust-streaming's Monitor sensor. Its per-message hooks "
                                 "keep statistics nothing here reads, and cost a bare Faust agent about a fifth of "
                                 "its rate (docs/benchmarks.md, Faust tuning).")
+    max_pending_points: int = Field(20_000, ge=1, description="The worker reads no further input while more "
+                                    "scoring points than this wait in memory and some can be scored: under a "
+                                    "backlog the broker keeps what the model has not reached yet.")
     point_idle_ms: int = Field(100, description="A caught-up partition quiet this long completes its stays' open points.")
     medm2t_cadence_min: float = Field(60.0, description="MedM2T scores at most once per this many clinical minutes "
                                                         "(and on a NEWS2 band change and at the stay's close); 0 = every point.")
@@ -119,3 +122,10 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def with_overrides(settings: Settings, **overrides) -> Settings:
+    """`settings` with some fields replaced, each validated as the environment's would be (a model_copy
+    would take a wrong type or value as it is). Raises pydantic's ValidationError."""
+    current = {name: getattr(settings, name) for name in type(settings).model_fields}
+    return type(settings).model_validate({**current, **overrides})

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-TASKS: tuple[str, ...] = ("mortality", "los_remaining", "cvd_90d")
-CVD_CLASSES: tuple[str, ...] = ("none", "chd", "stroke", "hf")
-
 # Modalities in fusion order. The two sparse groups are the paper's Labs and Vitals(C) encoders; `vitals`
 # is the dense multi-scale Vitals(N) encoder; `ecg` is the hierarchical (micro + macro) ECG encoder.
 MODALITIES: tuple[str, ...] = ("static", "labs", "vitals_tok", "vitals", "ecg")

@@ -17,9 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
+from medm2t.vocabulary import CVD_CLASSES
 from model.batches import predict
 from model.data import describe, evaluation_samples, load_cohort
-from model.labels import CVD_CLASSES
 from model.metrics import binary_metrics, multiclass_metrics, regression_metrics, reliability
 
 

@@ -86,7 +86,7 @@ def results_from_outputs(out: dict, rows: Sequence[tuple[float, dict[str, bool],
     mortality probability, remaining and total ICU LOS (days), CVD class probabilities, plus the row's
     (elapsed hours, modalities present, number of unknown items). Shared by the full-recompute path
     (Predictor.predict_inputs) and the incremental one (stream.scorers.medm2t.MedM2TScorer)."""
-    from model.config import CVD_CLASSES
+    from medm2t.vocabulary import CVD_CLASSES
 
     arrays = output_arrays(out, calibration)
     mort, los, cvd = arrays["mortality"], arrays["los_remaining"], arrays["cvd_90d"]

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from medm2t.events import Outcome, StayOpened, _Event
 
-from model.config import CVD_CLASSES
+from medm2t.vocabulary import CVD_CLASSES
 
 
 @dataclass(frozen=True)

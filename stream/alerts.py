@@ -44,11 +44,10 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from medm2t.events import Alert, AlertAction, RiskScore, make_event_id
+from medm2t.vocabulary import NEWS2, Level
 from stream.policy import DEFAULT_POLICY, AlertPolicy, RulePolicy
-from stream.scorers.news2 import NAME as NEWS2, PARAMETER_WORDS
+from stream.scorers.news2 import ALERT_SIGNALS, STALE_VITALS
 
-LEVELS = ("info", "urgent", "emergency")
-RANK = {None: 0, "info": 1, "urgent": 2, "emergency": 3}
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ class Rule:
         """The rule's signal in words, with its unit: '6 points', '4.5 h', '23%'."""
         if self.scorer != NEWS2:
             return f"{value:.0%}"
-        if self.key == "news2:stale-vitals":
+        if self.key == STALE_VITALS:
             return f"{value:.1f} h"
         return f"{value:g} point" + ("" if value == 1 else "s")
 
@@ -94,18 +93,15 @@ class Rule:
         for tier in self.tiers:
             if value >= tier.raise_at:
                 level = tier.level
-        if RANK[level] >= RANK[current]:
+        if Level.rank_of(level) >= Level.rank_of(current):
             return level
         held = next(t for t in self.tiers if t.level == current)
         if value >= held.clear_below:
             return current
         for tier in reversed(self.tiers):  # the highest lower tier still held by its own hysteresis
-            if RANK[tier.level] < RANK[current] and value >= tier.clear_below:
+            if Level.rank_of(tier.level) < Level.rank_of(current) and value >= tier.clear_below:
                 return tier.level
         return None
-
-
-ESCALATING = ("urgent", "emergency")
 
 
 @dataclass
@@ -161,9 +157,9 @@ def _step(rule: Rule, state: RuleState, score: RiskScore, value: float, policy: 
     at = score.scored_at
     target = rule.target(value, state.level)
     if state.level is None and state.cleared_at is not None:
-        if at - state.cleared_at < rule.refractory and RANK[target] <= RANK[state.cleared_level]:
+        if at - state.cleared_at < rule.refractory and Level.rank_of(target) <= Level.rank_of(state.cleared_level):
             return state, None  # refractory: the same alert again so soon is noise; a higher level breaks through
-    if RANK[target] > RANK[state.level]:
+    if Level.rank_of(target) > Level.rank_of(state.level):
         if state.level is None:
             new = RuleState(target, since=at)
             return new, _record(rule, _moment(score), value, new, "raised", rule.describe(score, value))
@@ -171,7 +167,7 @@ def _step(rule: Rule, state: RuleState, score: RiskScore, value: float, policy: 
         new = replace(state, level=target, below=0, below_since=None, since=at, acked_by=None, snoozed_until=None,
                       overdue=False)
         return new, _record(rule, _moment(score), value, new, "level-rose", rule.describe(score, value))
-    if RANK[target] == RANK[state.level]:
+    if Level.rank_of(target) == Level.rank_of(state.level):
         return _timers(rule, replace(state, below=0, below_since=None), _moment(score), value, policy)
     below = state.below + 1
     since = state.below_since or at
@@ -188,7 +184,8 @@ def _step(rule: Rule, state: RuleState, score: RiskScore, value: float, policy: 
 def _escalates(rule: Rule, state: RuleState, value: float | None) -> bool:
     """Open at an escalating level, its condition standing (`value`, the latest signal, at or above its
     tier's threshold), and nobody has acknowledged it or been told yet."""
-    return (state.level in ESCALATING and state.acked_by is None and not state.overdue and state.since is not None
+    return (state.level is not None and Level(state.level).demands_response and state.acked_by is None
+            and not state.overdue and state.since is not None
             and value is not None and value >= rule.raise_at(state.level))
 
 
@@ -324,34 +321,6 @@ def act(state: RuleState, action: AlertAction, acted_on: Alert, now: datetime,
     return new, record
 
 
-# ---- NEWS2 ---------------------------------------------------------------------------------------------
-
-
-def _news2_aggregate(score: RiskScore) -> float | None:
-    task = score.tasks.get("news2")
-    return None if task is None else task.value
-
-
-def _news2_max_single(score: RiskScore) -> float | None:
-    task = score.tasks.get("news2")
-    if task is None:
-        return None
-    value = task.detail.get("max_single")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _news2_three_in(score: RiskScore, value: float) -> str:
-    detail = score.tasks["news2"].detail
-    params = [words for key, words in PARAMETER_WORDS.items() if detail.get(f"{key}_points") == 3]
-    return f"NEWS2 single parameter {value:g} points" + (f" ({', '.join(params)})" if params else "")
-
-
-def _newest_vital_age(score: RiskScore) -> float | None:
-    task = score.tasks.get("news2")
-    value = None if task is None else task.detail.get("newest_vital_age_h")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _probability(task: str) -> Callable[[RiskScore], float | None]:
     def signal(score: RiskScore) -> float | None:
         t = score.tasks.get(task)
@@ -367,20 +336,10 @@ def _describe_probability(task: str) -> Callable[[RiskScore, float], str]:
     return describe
 
 
-# The NEWS2 rules' signals and wording; their numbers are the policy's (stream/policy.py).
-NEWS2_SIGNALS = {
-    "news2": (_news2_aggregate, lambda s, v: f"NEWS2 {v:g} points ({s.tasks['news2'].band} band)"),
-    "news2:single-parameter": (_news2_max_single, _news2_three_in),
-    # Technical, not clinical: the NEWS2 above rests on vitals this old. Clears with the first fresh vital.
-    "news2:stale-vitals": (_newest_vital_age,
-                           lambda s, v: f"stale data: no vital signs for {v:.1f} h; NEWS2 rests on older values"),
-}
-
-
 def signal_of(scorer: str, key: str) -> Callable[[RiskScore], float | None] | None:
     """The signal a rule reads from a score (the same whatever the policy's numbers); None for an unknown rule."""
     if scorer == NEWS2:
-        return NEWS2_SIGNALS[key][0] if key in NEWS2_SIGNALS else None
+        return ALERT_SIGNALS[key][0] if key in ALERT_SIGNALS else None
     return _probability(key)
 
 
@@ -400,7 +359,7 @@ class AlertRules:
     def rule(self, scorer: str, key: str) -> Rule:
         """One rule: a NEWS2 rule by its key, else the probability task `key` of `scorer`."""
         if (scorer, key) not in self._rules:
-            signal, describe = NEWS2_SIGNALS[key] if scorer == "news2" else (_probability(key), _describe_probability(key))
+            signal, describe = ALERT_SIGNALS[key] if scorer == NEWS2 else (_probability(key), _describe_probability(key))
             self._rules[scorer, key] = make_rule(scorer, key, signal, describe, self.policy.rule(scorer, key))
         return self._rules[scorer, key]
 
@@ -410,7 +369,7 @@ class AlertRules:
         return self.rule(scorer, key)
 
     def for_score(self, score: RiskScore) -> tuple[Rule, ...]:
-        keys = tuple(NEWS2_SIGNALS) if score.scorer == "news2" else \
+        keys = tuple(ALERT_SIGNALS) if score.scorer == NEWS2 else \
             tuple(name for name, t in score.tasks.items() if t.kind == "probability")
         if (score.scorer, keys) not in self._by_tasks:
             self._by_tasks[score.scorer, keys] = tuple(self.rule(score.scorer, k) for k in keys)

@@ -89,7 +89,10 @@ WARD_STAYS = "ward:stays"
 ALERT_FEED = "alerts:feed"
 ALERT_STAYS = "alerts:stays"
 ALERT_POLICY = "alerts:policy"
-ALERT_FEED_LENGTH = 1000   # newest alerts kept in the ward feed (the topic keeps them all); the dashboard reads them all
+# How much Redis keeps (the topics keep everything):
+ALERT_FEED_LENGTH = 1000  # newest alerts in the ward feed; the dashboard reads them all
+STAY_ALERTS_KEPT = 2000   # alert records per stay: its audit trail
+SCORE_HISTORY_KEPT = 2000  # score updates per stay and scorer
 COUNTERS = "metrics:counters"
 OFFSETS = "input:offsets"
 LATENCY = "metrics:latency"

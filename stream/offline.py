@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Sequence
 
 from medm2t import topics
-from stream.pipeline import INGEST_CHUNK, Message, Pipeline
+from stream.ingest import INGEST_CHUNK
+from stream.pipeline import Pipeline
+from stream.runtime import Message
 
 
 class MemorySink:
@@ -62,7 +64,7 @@ async def feed(pipeline: Pipeline, messages: Sequence[tuple[int, bytes | None, b
             with around_chunk(n, len(starts)):
                 await pipeline.ingest(batch)
         await score_all_ready(pipeline, batches)
-    pipeline.idle_s = 0.0
+    pipeline.clocks.idle_s = 0.0
     await score_all_ready(pipeline, batches)
 
 

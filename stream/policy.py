@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from medm2t.vocabulary import MEDM2T, NEWS2, Level
 from stream import keys
-from stream.scorers.news2 import HIGH_AT, MEDIUM_AT
+from stream.scorers.news2 import AGGREGATE, HIGH_AT, MEDIUM_AT, SINGLE_PARAMETER, STALE_VITALS
 
 POLICY_FILE = "alert-policy.json"  # in a checkpoint folder: the policy `alerts calibrate` tuned for that model
-Level = Literal["info", "urgent", "emergency"]
-LEVEL_ORDER = ("info", "urgent", "emergency")
 
 
 class _Frozen(BaseModel):
@@ -52,7 +51,7 @@ class RulePolicy(_Frozen):
 
     @model_validator(mode="after")
     def _ascending(self):
-        levels = [LEVEL_ORDER.index(t.level) for t in self.tiers]
+        levels = [t.level.rank for t in self.tiers]
         if levels != sorted(set(levels)) or [t.raise_at for t in self.tiers] != sorted(t.raise_at for t in self.tiers):
             raise ValueError("tiers must rise in level and in raise_at, one per level")
         return self
@@ -64,7 +63,7 @@ class RulePolicy(_Frozen):
 def probability_tiers(urgent: float, emergency: float, gap: float = 0.05) -> tuple[TierPolicy, ...]:
     """Urgent and emergency tiers on a probability, each clearing `gap` below its threshold (at most half of it)."""
     return tuple(TierPolicy(level=level, raise_at=x, clear_below=round(x - min(gap, x / 2), 6))
-                 for level, x in (("urgent", urgent), ("emergency", emergency)))
+                 for level, x in ((Level.URGENT, urgent), (Level.EMERGENCY, emergency)))
 
 
 class AlertPolicy(_Frozen):
@@ -87,13 +86,13 @@ class AlertPolicy(_Frozen):
             scorer, _, rule = key.partition("/")
             if not scorer or not rule:
                 raise ValueError(f"rule key {key!r} is not SCORER/RULE")
-            if scorer == "news2" and key not in DEFAULT_RULES:
+            if scorer == NEWS2 and key not in DEFAULT_RULES:
                 raise ValueError(f"unknown NEWS2 rule {key!r} (known: {', '.join(sorted(DEFAULT_RULES))})")
         return self
 
     def rule(self, scorer: str, key: str) -> RulePolicy:
         """The policy of one rule; a probability task without an entry takes probability_default."""
-        return self.rules.get(f"{scorer}/{key}") or (DEFAULT_RULES.get(f"{scorer}/{key}") if scorer == "news2"
+        return self.rules.get(f"{scorer}/{key}") or (DEFAULT_RULES.get(f"{scorer}/{key}") if scorer == NEWS2
                                                     else self.probability_default)
 
     def thresholds(self, scorer: str, key: str) -> dict[str, float]:
@@ -111,13 +110,14 @@ class AlertPolicy(_Frozen):
 
 DEFAULT_RULES: dict[str, RulePolicy] = {
     # RCP 2017: an aggregate of 5-6 (medium) calls for an urgent response, 7+ (high) for an emergency one.
-    "news2/news2": RulePolicy(tiers=(TierPolicy(level="urgent", raise_at=MEDIUM_AT, clear_below=MEDIUM_AT - 1),
-                                     TierPolicy(level="emergency", raise_at=HIGH_AT, clear_below=HIGH_AT - 1))),
+    f"{NEWS2}/{AGGREGATE}": RulePolicy(tiers=(
+        TierPolicy(level=Level.URGENT, raise_at=MEDIUM_AT, clear_below=MEDIUM_AT - 1),
+        TierPolicy(level=Level.EMERGENCY, raise_at=HIGH_AT, clear_below=HIGH_AT - 1))),
     # a 3 in any single parameter: info ('low-medium' band)
-    "news2/news2:single-parameter": RulePolicy(tiers=(TierPolicy(level="info", raise_at=3, clear_below=3),)),
+    f"{NEWS2}/{SINGLE_PARAMETER}": RulePolicy(tiers=(TierPolicy(level=Level.INFO, raise_at=3, clear_below=3),)),
     # technical: the newest vital sign is this many hours old; clears with the first fresh vital
-    "news2/news2:stale-vitals": RulePolicy(tiers=(TierPolicy(level="info", raise_at=2.0, clear_below=2.0),),
-                                           clear_after=1, clear_hold_min=0, refractory_min=0),
+    f"{NEWS2}/{STALE_VITALS}": RulePolicy(tiers=(TierPolicy(level=Level.INFO, raise_at=2.0, clear_below=2.0),),
+                                       clear_after=1, clear_hold_min=0, refractory_min=0),
 }
 DEFAULT_POLICY = AlertPolicy()
 
@@ -140,7 +140,7 @@ def load_policy(settings, scorers: Iterable[str] = ()) -> AlertPolicy:
     is among `scorers` and its checkpoint has one, else the defaults. Lifecycle times set explicitly in the
     settings (MEDM2T_ESCALATE_AFTER_MIN, MEDM2T_SNOOZE_MAX_MIN) win over the file's. Raises PolicyError."""
     path = settings.alert_policy
-    if path is None and "medm2t" in scorers:
+    if path is None and MEDM2T in scorers:
         candidate = Path(settings.checkpoint) / POLICY_FILE
         path = candidate if candidate.exists() else None
     policy = read_policy(path) if path is not None else DEFAULT_POLICY

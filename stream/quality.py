@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
 from medm2t.events import Alert, Outcome
+from medm2t.vocabulary import Level
 from stream import keys
-from stream.state import STAY_ALERTS
+from stream.scorers.news2 import STALE_VITALS
 from stream.validation import InvalidMessage, validate_outcome
 
-TECHNICAL_RULES = frozenset({"news2:stale-vitals"})  # about the data, not the patient: not counted as alerts
-FLAGGING_LEVELS = frozenset({"urgent", "emergency"})  # the levels that flag a stay as deteriorating
+TECHNICAL_RULES = frozenset({STALE_VITALS})  # about the data, not the patient: not counted as alerts
 FLAG_LEAD = timedelta(hours=2)
 HISTORY_LENGTH = 2000
 # How the report shows each figure: (label, key, format), for `medm2t report` and the dashboard.
@@ -73,7 +73,7 @@ def _median(values: list[float]) -> float | None:
 
 def _flags(a: Alert) -> bool:
     """The record says the stay was at an urgent or emergency level at `a.at`."""
-    return a.level in FLAGGING_LEVELS and a.state != "cleared"
+    return Level(a.level).demands_response and a.state != "cleared"
 
 
 def scorer_quality(scorer: str, outcomes: Sequence[Outcome], trails: dict[int, Sequence[Alert]]) -> ScorerQuality:
@@ -176,7 +176,7 @@ def read(r) -> dict:
     outcomes = [Outcome.model_validate_json(v) for v in r.hvals(keys.QUALITY_OUTCOMES)]
     pipe = r.pipeline(transaction=False)
     for o in outcomes:
-        pipe.lrange(keys.stay_alerts(o.stay_id), 0, STAY_ALERTS - 1)
+        pipe.lrange(keys.stay_alerts(o.stay_id), 0, keys.STAY_ALERTS_KEPT - 1)
     trails = {o.stay_id: [Alert.read(x) for x in raw] for o, raw in zip(outcomes, pipe.execute())}
     prefix = keys.model_card("")
     scorers = [(k.decode() if isinstance(k, bytes) else k).removeprefix(prefix)

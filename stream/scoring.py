@@ -24,6 +24,8 @@ class Needs:
     lookback: timedelta | None   # measurements read back from the latest point; None = the whole stay
     ecgs: int                    # latest ECGs read (0: none)
     cadence: timedelta | None    # score at most once per this much clinical time (None: at every point)
+    # A change of this scorer's band (a scorer at every point) scores the cadence scorers at that point too.
+    band_change_scores_all: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class StayPoint:
 
 @runtime_checkable
 class Scorer(Protocol):
-    name: str      # e.g. "news2", "medm2t"
+    name: str      # one of medm2t.vocabulary.SCORERS
     version: str   # shown beside every score: rule version or model version
     needs: Needs
 

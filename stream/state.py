@@ -27,8 +27,6 @@ from stream.scoring import Needs
 # whose keys share one slot (each call here touches one stay's {stay:N} keys) like any other command.
 EVALSHA = "EVALSHA"
 
-SCORE_HISTORY = 2000   # score updates kept per stay and scorer
-STAY_ALERTS = 2000     # alert records kept per stay: its audit trail (the topic keeps them all)
 LATENCY_POINTS = 500
 _EPOCH = datetime(1970, 1, 1)
 
@@ -84,7 +82,7 @@ local n_alerts = tonumber(ARGV[a]); a = a + 1
 for i = 0, n_alerts - 1 do
   redis.call('LPUSH', KEYS[{list_key}], ARGV[a + 1]); redis.call('HSET', KEYS[{by_id_key}], ARGV[a], ARGV[a + 1]); a = a + 2
 end
-if n_alerts > 0 then redis.call('LTRIM', KEYS[{list_key}], 0, {STAY_ALERTS} - 1) end
+if n_alerts > 0 then redis.call('LTRIM', KEYS[{list_key}], 0, {keys.STAY_ALERTS_KEPT} - 1) end
 """
 
 _COMMIT = """
@@ -116,7 +114,7 @@ for s = 0, tonumber(ARGV[7]) - 1 do
 end
 STORE_ALERTS
 return 1
-""".replace("STORE_ALERTS", _store_alerts(4, 5, 6, 1)).replace("HISTORY", str(SCORE_HISTORY))
+""".replace("STORE_ALERTS", _store_alerts(4, 5, 6, 1)).replace("HISTORY", str(keys.SCORE_HISTORY_KEPT))
 
 _RECORD = """
 -- What people did with a stay's alerts: the rules' new states, the action records, and the action ids applied.

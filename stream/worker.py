@@ -21,8 +21,10 @@ from medm2t.connections import faust_options, redis_sync, set_fetch_max_wait
 from medm2t.kafka import messages_on
 from medm2t.settings import Settings
 from stream import metrics, quality
-from stream.pipeline import INGEST_CHUNK, Message, Pipeline
+from stream.ingest import INGEST_CHUNK
+from stream.pipeline import Pipeline
 from stream.policy import DEFAULT_POLICY, AlertPolicy
+from stream.runtime import Message
 from stream.scoring import Scorer
 from stream.state import StayStore
 
@@ -34,8 +36,20 @@ QUALITY_EVERY_S = 10.0   # how often the alert-quality history gets a point (whe
 
 def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: AlertPolicy = DEFAULT_POLICY):
     """The Faust app. `redis` is a redis.asyncio client; `policy` is the alert policy the pipeline runs."""
+    app = _faust_app(settings)
+    link = BrokerLink(app)
+    pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, link.send, settings.batch_max,
+                        settings.point_idle_ms, link.caught_up, policy)
+    link.consumed = pipeline.clocks.consumed
+    _input_agents(app, pipeline, link, settings.max_pending_points)
+    _scoring_tasks(app, pipeline, link)
+    _housekeeping(app, pipeline, settings, redis, scorers, policy)
+    app.pipeline = pipeline  # for tests and introspection
+    return app
+
+
+def _faust_app(settings: Settings):
     import faust
-    from faust.types import TP
 
     app = faust.App(
         settings.worker_group,
@@ -59,37 +73,61 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
     set_fetch_max_wait(app, settings.fetch_max_wait_ms)
     if not settings.faust_monitor:
         drop_faust_monitor(app)
-    inputs = app.topic(*topics.INPUT_TOPICS, key_serializer="raw", value_serializer="raw")
-    delivered_at: dict[int, float] = {}  # partition -> wall time of its last chunk handed to us
+    return app
 
-    producer = None
 
-    async def send(topic: str, key: bytes | None, value: bytes):
+class BrokerLink:
+    """What the pipeline needs from the broker: a send that returns the delivery, and whether a partition is
+    caught up (for the quiet flush)."""
+
+    def __init__(self, app):
+        self.app, self.producer = app, None
+        self.delivered_at: dict[int, float] = {}  # partition -> wall time of its last chunk handed to us
+        self.consumed: dict[int, int] = {}        # partition -> last offset delivered (the pipeline's clocks)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes):
         """Straight to Faust's producer: a Topic.send adds sensors and callbacks per message, and the scoring
         loop sends about one message per input event. Returns a future that resolves once delivered."""
-        nonlocal producer
-        if producer is None:
-            producer = await app.maybe_start_producer()
-        return await producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+        if self.producer is None:
+            self.producer = await self.app.maybe_start_producer()
+        return await self.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
-    def caught_up(partition: int) -> bool:
+    def caught_up(self, partition: int) -> bool:
         """The broker answered a fetch after our last delivery on the partition and had nothing beyond it.
         A stale high watermark (no fetch since, as during a rebalance while producers go on) is not enough."""
+        from faust.types import TP
+
         tp = TP(topics.EVENTS, partition)
         try:
-            consumer = app.consumer._thread._ensure_consumer()  # Faust keeps aiokafka's consumer in a thread
+            consumer = self.app.consumer._thread._ensure_consumer()  # Faust keeps aiokafka's consumer in a thread
             high, polled_ms = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
         except Exception:  # noqa: BLE001 - not started or not assigned yet: not known to be caught up
             return False
-        if high is None or not polled_ms or polled_ms / 1000.0 <= delivered_at.get(partition, 0.0):
+        if high is None or not polled_ms or polled_ms / 1000.0 <= self.delivered_at.get(partition, 0.0):
             return False
-        return high <= pipeline.consumed.get(partition, -1) + 1
+        return high <= self.consumed.get(partition, -1) + 1
 
-    store = StayStore(redis, [s.needs for s in scorers])
-    pipeline = Pipeline(store, scorers, send, settings.batch_max, settings.point_idle_ms, caught_up, policy)
+    def lag(self) -> int:
+        """Messages behind the end of the input partitions delivered to us."""
+        from faust.types import TP
+
+        lag = 0
+        for p in list(self.consumed):
+            try:
+                lag += max(0, (self.app.consumer.highwater(TP(topics.EVENTS, p)) or 0) - self.consumed[p] - 1)
+            except Exception:  # noqa: BLE001 - not assigned (any more): nothing to count
+                pass
+        return lag
+
+
+def _input_agents(app, pipeline: Pipeline, link: BrokerLink, max_pending: int) -> None:
+    """One agent per input topic, each handing the pipeline a chunk at a time."""
+    inputs = app.topic(*topics.INPUT_TOPICS, key_serializer="raw", value_serializer="raw")
     # Keyed by stay_id with as many partitions as the inputs: Faust's assignor gives a worker the same
     # partitions of both topics, so a stay's actions reach the worker that holds its alert state.
     actions = app.topic(topics.ACTIONS, key_serializer="raw", value_serializer="raw")
+    # The only reader of outcomes: they feed the alert-quality figures (stream/quality.py), never a scorer.
+    outcomes = app.topic(topics.OUTCOMES, key_serializer="raw", value_serializer="raw")
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream):
@@ -97,31 +135,22 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
             now = time.time()
             msgs = [_message(e, now) for e in chunk]
             for m in msgs:
-                delivered_at[m.partition] = now
+                link.delivered_at[m.partition] = now
             await pipeline.ingest(msgs)
+            await pipeline.room_to_buffer(max_pending)
 
     @app.agent(actions, name="alert-actions")
     async def alert_actions(stream):
         async for chunk in stream.take_events(100, within=INGEST_WAIT_S):
             await pipeline.act_on([_message(e) for e in chunk])
 
-    # The only reader of outcomes: they feed the alert-quality figures (stream/quality.py), never a scorer.
-    outcomes = app.topic(topics.OUTCOMES, key_serializer="raw", value_serializer="raw")
-
     @app.agent(outcomes, name="outcomes")
     async def outcome_agent(stream):
         async for chunk in stream.take_events(500, within=INGEST_WAIT_S):
             await quality.record_outcomes(pipeline, [_message(e) for e in chunk])
 
-    quality_redis = redis_sync(settings)
 
-    @app.timer(interval=QUALITY_EVERY_S)
-    async def quality_history():
-        try:
-            await asyncio.to_thread(quality.snapshot, quality_redis, QUALITY_EVERY_S)
-        except Exception as exc:  # noqa: BLE001 - a Redis outage pauses the history; the scoring goes on
-            log.warning("alert-quality snapshot skipped: %s", exc)
-
+def _scoring_tasks(app, pipeline: Pipeline, link: BrokerLink) -> None:
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):
         await pipeline.assign({tp.partition for tp in assigned if tp.topic == topics.EVENTS})
@@ -132,15 +161,24 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
 
     @app.timer(interval=STATS_EVERY_S)
     async def report():
-        lag = 0
-        for p in list(pipeline.consumed):
-            try:
-                lag += max(0, (app.consumer.highwater(TP(topics.EVENTS, p)) or 0) - pipeline.consumed[p] - 1)
-            except Exception:  # noqa: BLE001
-                pass
+        lag = link.lag()
         metrics.CONSUMER_LAG.set(lag)
         log.info("worker stats %s pending_points=%d lag=%d", " ".join(f"{k}={v}" for k, v in pipeline.stats.items()),
                  pipeline.pending_points(), lag)
+
+
+def _housekeeping(app, pipeline: Pipeline, settings: Settings, redis, scorers: Sequence[Scorer],
+                  policy: AlertPolicy) -> None:
+    """Timers and one-off tasks beside the scoring: statistics, the alert-quality history, model cards, and
+    a check of the retired input topic."""
+    quality_redis = redis_sync(settings)
+
+    @app.timer(interval=QUALITY_EVERY_S)
+    async def quality_history():
+        try:
+            await asyncio.to_thread(quality.snapshot, quality_redis, QUALITY_EVERY_S)
+        except Exception as exc:  # noqa: BLE001 - a Redis outage pauses the history; the scoring goes on
+            log.warning("alert-quality snapshot skipped: %s", exc)
 
     @app.task
     async def retired_inputs():
@@ -159,9 +197,6 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
         from stream.scorers import publish_cards
 
         await publish_cards(redis, scorers, policy)
-
-    app.pipeline = pipeline  # for tests and introspection
-    return app
 
 
 def drop_faust_monitor(app) -> None:

@@ -53,9 +53,10 @@ def test_ward_board_lists_every_seeded_stay_sorted_by_risk(dash_redis):
     assert f'title="{tip}' in board and ">MedM2T in-hospital mortality risk</th>" in board
     assert "NEWS2 (rule score, points)" in board
     # Highest risk first: a stay whose worst open alert is worse comes before one whose is less bad.
-    from dashboard.data import RANK, open_alerts
+    from dashboard.data import open_alerts
+    from medm2t.vocabulary import Level
 
-    worst = {s.stay_id: max((RANK[a.level] for a in open_alerts(s.alerts)), default=0) for s in stays}
+    worst = {s.stay_id: max((Level.rank_of(a.level) for a in open_alerts(s.alerts)), default=0) for s in stays}
     assert len(set(worst.values())) > 1, worst  # the sample ward has stays at more than one alert level
     assert all(positions[a] < positions[b] for a in worst for b in worst if worst[a] > worst[b]), (worst, positions)
     assert "stale" in board and "not scored" in board

@@ -9,8 +9,8 @@ import streamlit as st
 
 from dashboard import format as fmt
 from medm2t.events import Alert
-from medm2t.settings import get_settings
-from stream.alerts import RANK
+from medm2t.settings import get_settings, with_overrides
+from medm2t.vocabulary import Level
 
 RECORD_WAIT_S = 5.0
 
@@ -19,7 +19,7 @@ RECORD_WAIT_S = 5.0
 def _producer(kafka_url: str):
     from medm2t.kafka import make_producer
 
-    return make_producer(get_settings().model_copy(update={"kafka_url": kafka_url}))
+    return make_producer(with_overrides(get_settings(), kafka_url=kafka_url))
 
 
 def user_box() -> None:
@@ -37,7 +37,7 @@ def panel(r, open_alerts: list[Alert], key: str) -> None:
         st.button("Refresh the list", key=f"{key}-refresh-empty")
         return
     settings = get_settings()
-    by_id = {a.alert_id: a for a in sorted(open_alerts, key=lambda a: RANK[a.level], reverse=True)}
+    by_id = {a.alert_id: a for a in sorted(open_alerts, key=lambda a: Level.rank_of(a.level), reverse=True)}
     with st.expander(f"Act on an open alert ({len(open_alerts)})", expanded=False):
         st.caption(f"Open alerts as of {time.strftime('%H:%M:%S')} (wall clock); the list refreshes when you act.")
         st.button("Refresh the list", key=f"{key}-refresh")

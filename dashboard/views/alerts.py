@@ -15,12 +15,13 @@ from typing import get_args
 import streamlit as st
 
 from dashboard import format as fmt
-from dashboard.data import FEED_ALERTS, RANK, Reader, open_alerts
+from dashboard.data import FEED_ALERTS, Reader, open_alerts
 from medm2t.events import Alert, AlertState
+from medm2t.vocabulary import LEVEL_NAMES
 
 NO_ALERTS = "No alerts yet: the worker has raised none (or is not running)."
 NO_MATCH = "No alerts match these filters."
-LEVELS: tuple[str, ...] = tuple(sorted(get_args(Alert.model_fields["level"].annotation), key=RANK.get, reverse=True))
+LEVELS: tuple[str, ...] = tuple(reversed(LEVEL_NAMES))  # worst first
 STATES: tuple[str, ...] = get_args(AlertState)
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50

@@ -5,10 +5,11 @@ import html
 
 import streamlit as st
 
+from medm2t.vocabulary import CVD_NAMES
 from dashboard import charts, export, vitals
 from dashboard import ecg as ecg_view
 from dashboard import format as fmt
-from dashboard.data import STAY_ALERTS, TRAJECTORY_POINTS, Reader, StayRow
+from dashboard.data import STAY_ALERTS_READ, TRAJECTORY_POINTS, Reader, StayRow
 
 NO_STAYS = "No data yet: no active stays to show. Start the worker and a replay (`medm2t demo` does both)."
 
@@ -135,7 +136,7 @@ def _metric(col, row: StayRow, scorer: str, card, task) -> None:
     rounding = {"probability": "Rounded to whole percent.", "days": "Rounded to half a day."}.get(task.kind)
     if task.kind == "class_probabilities" and score.probabilities:
         rounding = "Probability of each class, rounded: " + ", ".join(
-            f"{fmt.CVD_CLASSES.get(k, k)} {fmt.probability(v)}" for k, v in sorted(score.probabilities.items(),
+            f"{CVD_NAMES.get(k, k)} {fmt.probability(v)}" for k, v in sorted(score.probabilities.items(),
                                                                                  key=lambda kv: -kv[1]))
     col.metric(label, fmt.score_text(task.kind, score), help=rounding or score.calibration)
     if score.band:
@@ -234,5 +235,5 @@ def _export(row: StayRow, measurements) -> None:
         "Download this stay as CSV", export.stay_csv(row, measurements), file_name=f"stay-{row.stay_id}.csv",
         mime="text/csv", key="export_stay", on_click="ignore",
         help=f"One row per score (with its model version, task and calibration; the newest "
-             f"{TRAJECTORY_POINTS:,} per scorer), per alert record (the newest {STAY_ALERTS}) and per input "
+             f"{TRAJECTORY_POINTS:,} per scorer), per alert record (the newest {STAY_ALERTS_READ}) and per input "
              "measurement, on the stay's clinical clock.")

@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard import format as fmt
 from dashboard.data import BOARD_ROWS, STALE_AFTER_S, Reader, StayRow, board_tasks, sort_rule
 from medm2t.cards import ModelCard, TaskCard
+from medm2t.vocabulary import Level
 from stream.policy import AlertPolicy
 
 NO_DATA = "No data yet: no active stays in Redis. Start the worker and a replay (`medm2t demo` does both)."
@@ -110,7 +111,7 @@ def board_html(rows: list[StayRow], now: float, cards: dict[str, ModelCard], pol
         age = r.age_s(now)
         fresh = html.escape(fmt.age(age))
         if r.stale(now):
-            fresh = fmt.tier_badge("urgent", f"stale · {fmt.age(age)}")
+            fresh = fmt.tier_badge(Level.URGENT, f"stale · {fmt.age(age)}")
         alerts_cell = "<br>".join(r.chips(policy=policy)) or "none"
         stay = (f'<a href="?view=Patient&stay={r.stay_id}" target="_self"><b>{r.stay_id}</b></a>'
                 f'<br><small>subject {r.subject_id if r.subject_id is not None else "?"}</small>')

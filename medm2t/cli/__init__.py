@@ -30,6 +30,19 @@ class UserError(Exception):
 SETTINGS_MODELS = {"Settings": "MEDM2T_", "KafkaSettings": "MEDM2T_KAFKA_", "RedisSettings": "MEDM2T_REDIS_"}
 
 
+def help_settings():
+    """The settings whose values --help shows as defaults: the environment's, or the built-in defaults when
+    the environment holds a bad value. A bad value must not hide --help; a command that runs reports it."""
+    from pydantic import ValidationError
+
+    from medm2t.settings import Settings, get_settings
+
+    try:
+        return get_settings()
+    except ValidationError:
+        return Settings.model_construct()
+
+
 def _env_name(model: str, loc: tuple) -> str:
     return (SETTINGS_MODELS[model] + "_".join(str(p) for p in loc)).upper()
 

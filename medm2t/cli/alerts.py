@@ -6,6 +6,7 @@ import os
 import sys
 
 from medm2t.cli.alerts_calibrate import register_calibrate
+from medm2t.vocabulary import LEVEL_NAMES, Level
 
 HELP = """Print alert records (raised / level-rose / not-acknowledged / acknowledged / snoozed / cleared ...)
 from risk.alerts.v2, or act on an alert with one of the actions below.
@@ -33,14 +34,15 @@ ACTIONS = {"ack": "acknowledge an alert: it stops escalating at its current leve
            "snooze": "snooze an alert for --for (with a --reason); it comes back when the snooze ends",
            "unsnooze": "end a snooze now",
            "comment": "add a note (--reason) to an alert's audit trail"}
-LEVELS = ("info", "urgent", "emergency")
-_COLOUR = {"info": "\033[36m", "urgent": "\033[33m", "emergency": "\033[31;1m"}
+LEVELS = LEVEL_NAMES
+_COLOUR = {Level.INFO: "\033[36m", Level.URGENT: "\033[33m", Level.EMERGENCY: "\033[31;1m"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.settings import get_settings, safe_url
+    from medm2t.cli import help_settings
+    from medm2t.settings import safe_url
 
-    s = get_settings()
+    s = help_settings()
     p = sub.add_parser("alerts", help="print alerts as they arrive", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--follow", "-f", action="store_true", help="wait for new alerts (start at the end of the topic)")
@@ -97,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
                                       consumer_timeout_ms=float("inf") if args.follow else 3000)
     except BrokerUnreachable as exc:
         raise UserError(str(exc)) from None
-    floor = LEVELS.index(args.min_level)
+    floor = Level(args.min_level).rank
     colour = sys.stdout.isatty() and not args.json
     if args.follow:  # on stderr, so it never mixes with --json output; it means "positioned, ready"
         print(f"following {ALERTS} on {settings.kafka_url} (level >= {args.min_level}); Ctrl-C to stop", file=sys.stderr)
@@ -109,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"skipped a malformed message at {record.topic}/{record.partition}@{record.offset}: "
                       f"{exc.errors()[0]['msg']}", file=sys.stderr)
                 continue
-            if LEVELS.index(alert.level) < floor:
+            if Level(alert.level).rank < floor:
                 continue
             print(alert.model_dump_json() if args.json else format_alert(alert, colour), flush=True)
     except KeyboardInterrupt:

@@ -29,10 +29,10 @@ examples:
 
 
 def register_calibrate(acts: argparse._SubParsersAction) -> None:
-    from medm2t.settings import get_settings
+    from medm2t.cli import help_settings
     from replay.sources import SPEC_HELP
 
-    s = get_settings()
+    s = help_settings()
     p = acts.add_parser("calibrate", help="tune MedM2T alert thresholds to an alert budget on a validation source",
                         description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, metavar="SPEC", help=f"validation source: {SPEC_HELP}")
@@ -53,7 +53,7 @@ def register_calibrate(acts: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
     from medm2t.cli.report import figures_table
-    from medm2t.settings import get_settings
+    from medm2t.settings import get_settings, with_overrides
     from replay.engine import select_stays
     from replay.sources import SourceError, parse_spec
     from stream.alert_tuning import choose, evaluate, search, tradeoff, with_rule
@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--skip must be 0 or more stays")
     if not (args.checkpoint / "meta.json").exists():
         raise UserError(f"no MedM2T checkpoint at {args.checkpoint} (run `make demo` once, or pass --checkpoint)")
-    settings = get_settings().model_copy(update={"checkpoint": args.checkpoint})
+    settings = with_overrides(get_settings(), checkpoint=args.checkpoint)
     try:
         base = load_policy(settings, ["news2", "medm2t"])
         reader = parse_spec(args.data, progress=sys.stderr.isatty())

@@ -36,7 +36,7 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
     from medm2t.settings import Settings
-    from stream.pipeline import INGEST_CHUNK
+    from stream.ingest import INGEST_CHUNK
     from stream.services import free_port, redis_service
 
     if args.stays < 1:
@@ -142,7 +142,7 @@ async def _per_event_cost(url: str, history: int, n_stays: int = 64, rounds: int
     from medm2t.events import Measurement, dump_event, make_event_id
     from stream.scorers.news2 import News2Scorer
     from stream.offline import score_all_ready
-    from stream.pipeline import Message
+    from stream.runtime import Message
 
     t0 = datetime(2031, 3, 1, 8)
 

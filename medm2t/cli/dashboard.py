@@ -16,9 +16,9 @@ dashboard still starts, says so on the page and keeps retrying.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.settings import get_settings
+    from medm2t.cli import help_settings
 
-    s = get_settings()
+    s = help_settings()
     p = sub.add_parser("dashboard", help="serve the live ward monitor (Streamlit) that reads Redis",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=s.dashboard_port, help="port to serve on (default %(default)s, MEDM2T_DASHBOARD_PORT)")
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
-    from medm2t.settings import get_settings, safe_url
+    from medm2t.settings import get_settings, safe_url, with_overrides
 
     url = args.redis or get_settings().redis_url
     if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         connect(url).ping()
     except RedisError as exc:  # says where a rejected password came from, or how to start Redis
-        problem = redis_error_message(get_settings().model_copy(update={"redis_url": url}), exc)
+        problem = redis_error_message(with_overrides(get_settings(), redis_url=url), exc)
         print(f"medm2t: warning: {problem}. The dashboard starts anyway, shows this on the page and keeps "
               "retrying.", file=sys.stderr)
     print(f"medm2t: dashboard on http://{args.host}:{args.port} (Redis {safe_url(url)}); Ctrl-C stops it.", file=sys.stderr)

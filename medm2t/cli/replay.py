@@ -47,9 +47,9 @@ def _ids(text: str) -> set[int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.settings import get_settings
+    from medm2t.cli import help_settings
 
-    s = get_settings()
+    s = help_settings()
     from replay.sources import add_source_args
 
     p = sub.add_parser("replay", help="publish a data source to Kafka as a time-ordered stream", description=HELP,

@@ -26,9 +26,10 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.settings import get_settings, safe_url
+    from medm2t.cli import help_settings
+    from medm2t.settings import safe_url
 
-    s = get_settings()
+    s = help_settings()
     p = sub.add_parser("report", help="live alert quality per scorer (alerts per patient-day, deaths flagged, PPV)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="the report as one JSON object (scorers -> figures)")

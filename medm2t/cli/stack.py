@@ -46,6 +46,7 @@ class Stack:
 
     def __init__(self, args: argparse.Namespace):
         from medm2t.cli.worker import settings_from
+        from medm2t.settings import with_overrides
         from stream.services import kafka_service, redis_service
 
         base = settings_from(argparse.Namespace())
@@ -56,10 +57,8 @@ class Stack:
         self.run_dir = base.run_dir
         self.kafka = None if args.kafka else kafka_service(self.kafka_port, self.run_dir)
         self.redis = None if args.redis else redis_service(self.redis_port, self.run_dir)
-        self.settings = base.model_copy(update={
-            "kafka_url": args.kafka or f"127.0.0.1:{self.kafka_port}",
-            "redis_url": args.redis or f"redis://127.0.0.1:{self.redis_port}/0",
-        })
+        self.settings = with_overrides(base, kafka_url=args.kafka or f"127.0.0.1:{self.kafka_port}",
+                                       redis_url=args.redis or f"redis://127.0.0.1:{self.redis_port}/0")
 
 
 def _up(args: argparse.Namespace) -> int:

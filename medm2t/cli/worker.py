@@ -33,9 +33,10 @@ log = logging.getLogger("medm2t.worker")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medm2t.settings import get_settings, safe_url
+    from medm2t.cli import help_settings
+    from medm2t.settings import safe_url
 
-    s = get_settings()
+    s = help_settings()
     p = sub.add_parser("worker", help="score stays as events arrive (Faust consumer)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url}, MEDM2T_KAFKA_URL)")
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace):
     """Settings with the command-line overrides applied (shared by the service commands)."""
-    from medm2t.settings import get_settings
+    from medm2t.settings import get_settings, with_overrides
 
     overrides = {k: v for k, v in {
         "kafka_url": getattr(args, "kafka", None), "redis_url": getattr(args, "redis", None),
@@ -61,7 +62,7 @@ def settings_from(args: argparse.Namespace):
         "medm2t_cadence_min": getattr(args, "medm2t_cadence_min", None),
         "metrics_port": getattr(args, "metrics_port", None),
     }.items() if v is not None}
-    return get_settings().model_copy(update=overrides)
+    return with_overrides(get_settings(), **overrides)
 
 
 def _passed_on(args: argparse.Namespace) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medm2t.events import LEADS
+from medm2t.vocabulary import CVD_CLASSES
 from replay.synth import dictionaries as d
 from replay.synth.course import CVD_CHD, DAY, Cohort, make_cohort
 from replay.synth.ecg_sim import ST_ANTERIOR, ST_INFERIOR, T_INVERSION, simulate
@@ -46,7 +47,7 @@ def generate(n: int, seed: int, out: Path, progress: bool = True, compresslevel:
     _write_dictionaries(pl, tables)
 
     summary = Summary(stays=n, deaths=int(cohort.death.sum()), mean_los_days=float(cohort.los_days.mean()),
-                      cvd={name: int((cohort.cvd == k).sum()) for k, name in enumerate(d.CVD_CLASSES)})
+                      cvd={name: int((cohort.cvd == k).sum()) for k, name in enumerate(CVD_CLASSES)})
     hospital = _hospital(cohort)
     counters = {"labevent_id": 1, "specimen": 0}
     try:
@@ -151,7 +152,7 @@ def _write_chunk(pl, c: Cohort, h: dict, idx: range, tables, record_list, machin
         edouttime=_times(pl, np.where(ed, h["admittime"][ix] + h["ed_after"][ix], -1)),
     ))
 
-    first = [_careunit(d.CVD_CLASSES[k], u) for k, u in zip(c.cvd[ix], h["careunit"][ix])]
+    first = [_careunit(CVD_CLASSES[k], u) for k, u in zip(c.cvd[ix], h["careunit"][ix])]
     last = [d.CAREUNITS["none"][0][0] if t else f for f, t in zip(first, h["transfer"][ix])]
     tables["icu/icustays"].write(pl.DataFrame({
         "subject_id": c.subject_id[ix], "hadm_id": c.hadm_id[ix], "stay_id": c.stay_id[ix],
@@ -255,7 +256,7 @@ def _lab_frame(pl, c: Cohort, parts, counters):
 
 
 def _diagnoses(rng, c: Cohort, i: int) -> list[tuple]:
-    cls = d.CVD_CLASSES[int(c.cvd[i])]
+    cls = CVD_CLASSES[int(c.cvd[i])]
     codes = [str(rng.choice(d.PRIMARY_CODES[cls]))]
     n_sec = int(rng.integers(2, 9))
     secondary = [str(s) for s in rng.choice(d.SECONDARY_CODES, size=n_sec, replace=False)]

@@ -6,12 +6,12 @@ import json
 import logging
 
 from medm2t.settings import Settings
+from medm2t.vocabulary import MEDM2T, NEWS2, SCORERS
 from stream import keys
 from stream.scorers.news2 import News2Scorer
 from stream.scoring import Scorer
 
 log = logging.getLogger(__name__)
-KNOWN = ("news2", "medm2t")
 
 
 class ScorerConfigError(ValueError):
@@ -36,13 +36,13 @@ def _load_medm2t(settings: Settings) -> Scorer:
 
 def select_scorers(settings: Settings) -> list[Scorer]:
     wanted = [s.strip() for s in settings.scorers.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in (*KNOWN, "auto")]
+    unknown = [s for s in wanted if s not in (*SCORERS, "auto")]
     if unknown or not wanted:
-        raise ScorerConfigError(f"unknown scorer(s) {unknown or settings.scorers!r} in MEDM2T_SCORERS; use 'auto' or a comma list of {', '.join(KNOWN)}")
+        raise ScorerConfigError(f"unknown scorer(s) {unknown or settings.scorers!r} in MEDM2T_SCORERS; use 'auto' or a comma list of {', '.join(SCORERS)}")
     scorers: list[Scorer] = []
-    if "news2" in wanted or "auto" in wanted:
+    if NEWS2 in wanted or "auto" in wanted:
         scorers.append(News2Scorer())
-    if "medm2t" in wanted:
+    if MEDM2T in wanted:
         scorers.append(_load_medm2t(settings))  # asked for explicitly: failing to load is an error
     elif "auto" in wanted:
         try:

@@ -13,12 +13,15 @@ from typing import Sequence
 
 from medm2t.cards import TaskCard
 from medm2t.events import Measurement, RiskScore, StayOpened, TaskScore, _Event
+from medm2t.vocabulary import NEWS2
 from stream.scoring import Needs, StayPoint, StayView, score_views
 
-NAME = "news2"
+NAME = NEWS2
+# Its alert rules' keys: the aggregate, a 3 in any single parameter, and vitals too old to score (technical).
+AGGREGATE, SINGLE_PARAMETER, STALE_VITALS = NAME, f"{NAME}:single-parameter", f"{NAME}:stale-vitals"
 VERSION = "RCP 2017 NEWS2 (SpO2 scale 1)"
 CALIBRATION = "rule score (RCP 2017 NEWS2), not a probability"
-TASK_CARDS = (TaskCard(name="news2", display="rule score, points", kind="points", alerts=True, board=True,
+TASK_CARDS = (TaskCard(name=NAME, display="rule score, points", kind="points", alerts=True, board=True,
                        scale=(0, 20), bands=("low", "low-medium", "medium", "high")),)
 LOOKBACK = timedelta(hours=24)
 # The seven parameters, each with its name in words (RCP 2017's chart).
@@ -166,7 +169,7 @@ def _newer(a: Measurement, b: Measurement) -> bool:
 class News2Scorer:
     name = NAME
     version = VERSION
-    needs = Needs(lookback=LOOKBACK, ecgs=0, cadence=None)
+    needs = Needs(lookback=LOOKBACK, ecgs=0, cadence=None, band_change_scores_all=True)
 
     def new_state(self) -> News2State:
         return News2State()
@@ -204,3 +207,41 @@ class News2Scorer:
         return {"name": "NEWS2", "version": VERSION, "order": 10, "tasks": [t.model_dump() for t in TASK_CARDS],
                 "calibration": CALIBRATION, "lookback_hours": LOOKBACK / timedelta(hours=1),
                 "parameters": list(PARAMETERS), "reference": "Royal College of Physicians. National Early Warning Score (NEWS) 2. 2017."}
+
+
+# ---- alert signals (the rules' numbers are the alert policy's, stream/policy.py) -------------------------
+
+
+def _news2_aggregate(score: RiskScore) -> float | None:
+    task = score.tasks.get(NAME)
+    return None if task is None else task.value
+
+
+def _news2_max_single(score: RiskScore) -> float | None:
+    task = score.tasks.get(NAME)
+    if task is None:
+        return None
+    value = task.detail.get("max_single")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _news2_three_in(score: RiskScore, value: float) -> str:
+    detail = score.tasks[NAME].detail
+    params = [words for key, words in PARAMETER_WORDS.items() if detail.get(f"{key}_points") == 3]
+    return f"NEWS2 single parameter {value:g} points" + (f" ({', '.join(params)})" if params else "")
+
+
+def _newest_vital_age(score: RiskScore) -> float | None:
+    task = score.tasks.get(NAME)
+    value = None if task is None else task.detail.get("newest_vital_age_h")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+# Each alert rule of NEWS2, by its key: the signal it reads from a score and its reason in words.
+ALERT_SIGNALS = {
+    AGGREGATE: (_news2_aggregate, lambda s, v: f"NEWS2 {v:g} points ({s.tasks[NAME].band} band)"),
+    SINGLE_PARAMETER: (_news2_max_single, _news2_three_in),
+    # Technical, not clinical: the NEWS2 above rests on vitals this old. Clears with the first fresh vital.
+    STALE_VITALS: (_newest_vital_age,
+                   lambda s, v: f"stale data: no vital signs for {v:.1f} h; NEWS2 rests on older values"),
+}

@@ -13,11 +13,11 @@ from datetime import datetime
 
 import pytest
 
-from bad_messages import bad_message_cases
-from contract import compare, expected_scores, score_stream
 from medm2t import topics
 from medm2t.events import DeadLetter, dump_event
 from stream import keys
+from tests.helpers.bad_messages import bad_message_cases
+from tests.helpers.contract import compare, expected_scores, score_stream
 
 pytestmark = pytest.mark.integration
 N_BAD = 10_000

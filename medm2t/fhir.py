@@ -2,7 +2,7 @@
 
 `risk_assessment_json(score)` builds the resource as plain JSON, once per score on the worker's hot path;
 `risk_assessment(score)` is the same resource as a `fhir.resources` model (their R4B package: RiskAssessment
-is the same in R4 and R4B), so FHIR's own validation runs on it, and tests/test_schemas.py proves the two
+is the same in R4 and R4B), so FHIR's own validation runs on it, and tests/medm2t/test_schemas.py proves the two
 equal over generated scores. `RiskAssessmentV1` is the closed profile of exactly what we publish: its JSON
 Schema, exported by `medm2t schema export`, is the topic's contract (docs/schemas.md).
 

@@ -68,7 +68,7 @@ class Item:
 # of all rows. Where a range changed over the years it is still the most common one in those records. Labs
 # the demo gives no range for have none. Regenerate (and paste) with
 #     .venv/bin/python tools/lab_reference_ranges.py ../shared/data/mimic-iv-demo-2.2/hosp/labevents.csv.gz
-# tests/test_lab_reference_ranges.py checks this table against that output.
+# tests/medm2t/test_lab_reference_ranges.py checks this table against that output.
 REFERENCE_RANGES: dict[str, Range | dict[Sex, Range]] = {
     # 50802 Base Excess: no range in its 889 rows
     "50808": (1.12, 1.32),  # Free Calcium: 509/509 rows

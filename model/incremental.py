@@ -13,7 +13,7 @@ Per stay the state keeps
 
 `score(states, ats)` runs the rest of the network for many stays in one batched pass and equals the
 full recompute from raw events (`model(collate([featurizer.encode(events, at)]))`) up to float rounding;
-tests/test_model_streaming.py checks that. The state is only valid for the model version that built it.
+tests/model/test_model_streaming.py checks that. The state is only valid for the model version that built it.
 The worker's MedM2T scorer (stream/scorers/medm2t.py) scores this way: it keeps one state per stay in an LRU cache
 and applies each micro-batch's new events to it.
 """

@@ -2,15 +2,12 @@
 stack code on free ports, and the shared data folder."""
 from __future__ import annotations
 
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-# The installed console script (`python -m medm2t` runs the same main).
-MEDM2T = str(Path(sys.executable).parent / "medm2t")
+from tests.helpers.paths import SHARED_DATA
+from tests.helpers.processes import running_worker
 
 
 @pytest.fixture(scope="session")
@@ -55,28 +52,6 @@ def redis_url(services_dir, redis_password):
     svc.stop()
 
 
-DASHBOARD_APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")  # for Streamlit's AppTest
-DASHBOARD_DB = 9  # a database of its own on the session Redis for the dashboard's AppTests, flushed per test
-
-
-@pytest.fixture
-def dash_redis(redis_url, monkeypatch):
-    """An empty Redis database that the dashboard under test reads (MEDM2T_REDIS_URL points at it)."""
-    import redis
-
-    from medm2t.settings import get_settings
-
-    url = redis_url.rsplit("/", 1)[0] + f"/{DASHBOARD_DB}"
-    r = redis.Redis.from_url(url, decode_responses=True)
-    r.flushdb()
-    monkeypatch.setenv("MEDM2T_REDIS_URL", url)
-    get_settings.cache_clear()
-    yield r
-    r.flushdb()
-    r.close()
-    get_settings.cache_clear()
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(services_dir):
     from stream.services import free_port, kafka_service
@@ -107,37 +82,6 @@ def synth_cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth30")
     generate(30, 5, out, progress=False)  # seed 5: 5 deaths, for the alert-quality figures
     return out
-
-
-def service_env(settings) -> dict:
-    """The environment that gives a medm2t subprocess these settings (services, Redis password and cluster mode)."""
-    import os
-
-    env = {**os.environ, "MEDM2T_KAFKA_URL": settings.kafka_url, "MEDM2T_REDIS_URL": settings.redis_url,
-           "MEDM2T_RUN_DIR": str(settings.run_dir), "MEDM2T_SCORERS": settings.scorers,
-           "MEDM2T_CHECKPOINT": str(settings.checkpoint),
-           "MEDM2T_DEVICE": settings.device}
-    if settings.redis.password is not None:
-        env["MEDM2T_REDIS_PASSWORD"] = settings.redis.password.get_secret_value()
-    if settings.redis.cluster:
-        env["MEDM2T_REDIS_CLUSTER"] = "1"
-    return env
-
-
-@contextmanager
-def running_worker(settings, log: Path, *args: str, **extra_env):
-    """`medm2t worker ARGS` as a subprocess in its own process group, stopped (and waited for) on exit."""
-    import subprocess
-
-    from stream.services import stop_process_group
-
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([MEDM2T, "worker", *args], env={**service_env(settings), **extra_env},
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        stop_process_group(proc, timeout=20)
 
 
 @pytest.fixture(scope="module")

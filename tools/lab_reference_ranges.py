@@ -12,7 +12,7 @@ pair seen first). Where the women's and men's modal pairs differ (haemoglobin, h
 the lab is sex-specific and the catalogue holds both, {"F": (lower, upper), "M": (lower, upper)}; otherwise
 it holds the modal pair of all rows. A lab no row gives a range for is printed as a comment and keeps no
 range; categorical labs are not read (no numeric range). The output is the REFERENCE_RANGES table in
-medm2t/items.py, ready to paste; tests/test_lab_reference_ranges.py checks they agree.
+medm2t/items.py, ready to paste; tests/medm2t/test_lab_reference_ranges.py checks they agree.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ raising on sparse or odd data.
 
 The per-stay state is the model's incremental encoder state (model/incremental.py): `apply` adds one point's
 events in O(new events), and `score` runs the rest of the network for many stays in one batched pass. That
-equals a full recompute from the stay's events (tests/test_model_streaming.py). Before the stay's StayOpened
+equals a full recompute from the stay's events (tests/model/test_model_streaming.py). Before the stay's StayOpened
 has arrived the state only holds its events, and such a stay is scored by a full recompute of them.
 
 Each mortality score carries its top drivers in clinical words ("lactate 4.1 mmol/L, rising (+0.42)") in

@@ -5,13 +5,13 @@ import html
 import json
 from pathlib import Path
 
-from conftest import DASHBOARD_APP
-from sample_ward import write_sample_ward
 from dashboard import format as fmt
 from medm2t.events import Alert
 from medm2t.settings import get_settings
 from stream import keys
 from stream.scorers.news2 import VERSION as NEWS2_VERSION
+from tests.helpers.paths import DASHBOARD_APP
+from tests.helpers.sample_ward import write_sample_ward
 
 def run_app(view: str | None = None, stay: int | None = None):
     from streamlit.testing.v1 import AppTest
@@ -253,7 +253,7 @@ def test_ecg_display_downsampling_keeps_every_peak():
     import numpy as np
 
     from dashboard.ecg import downsample_minmax
-    from sample_ward import synthetic_ecg_mv
+    from tests.helpers.sample_ward import synthetic_ecg_mv
 
     signal = synthetic_ecg_mv()
     t, shown = downsample_minmax(signal, 500.0)

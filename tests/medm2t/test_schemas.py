@@ -20,8 +20,9 @@ from medm2t.schemas import MESSAGE_TYPES, export_schemas, schema_of
 from medm2t.settings import DEMO_CHECKPOINT
 from stream.scorers.news2 import News2Scorer
 from stream.scoring import StayView
+from tests.helpers.paths import ROOT
 
-PUBLISHED = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+PUBLISHED = ROOT / "docs" / "schemas"
 T0 = datetime(2150, 1, 1, 8, 0)
 
 
@@ -47,7 +48,7 @@ def test_export_equals_the_published_schemas(tmp_path):
 
 
 def test_docker_compose_creates_every_topic():
-    compose = (PUBLISHED.parent.parent / "docker-compose.yml").read_text()
+    compose = (ROOT / "docker-compose.yml").read_text()
     line = next(ln for ln in compose.splitlines() if ln.strip().startswith("for t in "))
     assert set(line.split(" in ", 1)[1].split(";")[0].split()) == set(topics.ALL_TOPICS)
 
@@ -136,7 +137,7 @@ def test_a_points_score_has_no_risk_assessment():
 
 def test_a_real_medm2t_score_maps_to_a_valid_risk_assessment():
     from stream.scorers.medm2t import MedM2TScorer
-    from test_model_architecture import make_stay
+    from tests.helpers.stays import make_stay
 
     stay = make_stay(1, np.random.default_rng(0), hours=12, ecgs=1)
     opened, body = stay[0], stay[1:]

@@ -3,15 +3,15 @@ and they read as clinical words in the score and in the alert reason."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medm2t.events import Measurement, StayOpened
 from model.explain import FREQUENCY
+from tests.helpers.paths import ROOT
 
-DEMO = Path(__file__).resolve().parents[1] / "model" / "checkpoints" / "demo"
+DEMO = ROOT / "model" / "checkpoints" / "demo"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import MEDM2T
+from tests.helpers.paths import MEDM2T
 
 
 def _finite_positive(x) -> bool:

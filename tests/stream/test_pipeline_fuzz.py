@@ -1,7 +1,7 @@
 """10,000 bad messages interleaved with a good replay, through the worker's pipeline on a real Redis: every
 bad one is dead-lettered with a reason, nothing raises, and the scores and stored state are exactly those
 of the good replay alone (and the contract's). Kafka is left out (a list stands in for the producer) so
-that the 10,000 run in seconds; tests/test_pipeline_integration.py sends bad messages through the real
+that the 10,000 run in seconds; tests/stream/test_pipeline_integration.py sends bad messages through the real
 broker and worker."""
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from datetime import datetime
 
 import pytest
 
-from bad_messages import bad_message_cases
-from contract import compare, expected_scores, score_stream
 from medm2t import topics
 from medm2t.events import DeadLetter, dump_event
 from stream import keys
+from tests.helpers.bad_messages import bad_message_cases
+from tests.helpers.contract import compare, expected_scores, score_stream
 
 pytestmark = pytest.mark.integration
 N_BAD = 10_000

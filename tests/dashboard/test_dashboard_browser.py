@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from sample_ward import write_sample_ward
 from stream.services import free_port, stop_process_group, wait_for_port
+from tests.helpers.sample_ward import write_sample_ward
 
 CHROMIUM = Path("/usr/bin/chromium")
 DASHBOARD_DB = 10

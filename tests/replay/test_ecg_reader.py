@@ -16,8 +16,9 @@ from replay.ecg import EcgArchive, EcgReadError, clean_measurement, clean_statem
 from replay.synth.dictionaries import ECG_MEASUREMENT_COLUMNS, ECG_RECORD_LIST_COLUMNS
 from replay.synth.ecg_sim import simulate
 from replay.synth.writer import ecg_relpath, write_wfdb
+from tests.helpers.paths import SHARED_DATA
 
-ECG_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ecg-12lead"
+ECG_DIR = SHARED_DATA / "ecg-12lead"
 
 
 @pytest.fixture(scope="module")

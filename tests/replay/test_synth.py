@@ -18,8 +18,9 @@ from replay.ecg import EcgArchive
 from replay.synth import dictionaries as d
 from replay.synth import generate
 from replay.synth.ecg_sim import ST_INFERIOR, simulate
+from tests.helpers.paths import SHARED_DATA
 
-DEMO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mimic-iv-demo-2.2"
+DEMO = SHARED_DATA / "mimic-iv-demo-2.2"
 N = 300
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medm2t.events import Measurement
-from test_model_architecture import T0, _ev, make_stay
+from tests.helpers.stays import T0, _ev, make_stay
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from conftest import MEDM2T
 from medm2t.settings import safe_url
 from stream.services import free_port, port_in_use
+from tests.helpers.paths import MEDM2T
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from bad_messages import (
-    absurd_measurement, bad_message, bad_message_cases, bad_messages, example_messages, good_message,
-    possible_measurement,
-)
 from medm2t.events import (
     CONCEPT_RANGES, LEADS, MAX_ID, MAX_MESSAGE_BYTES, InvalidEvent, Measurement, Waveform, dump_event, parse_event,
+)
+from tests.helpers.bad_messages import (
+    absurd_measurement, bad_message, bad_message_cases, bad_messages, example_messages, good_message,
+    possible_measurement,
 )
 
 HYPOTHESIS = settings(max_examples=150, deadline=None, database=None,

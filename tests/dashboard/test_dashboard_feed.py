@@ -8,11 +8,11 @@ from typing import get_args
 import pytest
 import redis
 
-from conftest import DASHBOARD_APP
 from dashboard.data import Reader
 from dashboard.views.alerts import LEVELS, STATES, filter_feed, open_records, page
 from medm2t.events import Alert, AlertState, StaticFeatures, StayOpened
 from stream import keys
+from tests.helpers.paths import DASHBOARD_APP
 
 T0 = datetime(2150, 1, 1, 8, 0)
 

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from conftest import MEDM2T
 from medm2t.events import Outcome, RiskScore, TaskScore
 from medm2t.settings import Settings
 from stream.alert_tuning import alert_trails, choose, evaluate, search, tradeoff, with_rule
 from stream.policy import DEFAULT_POLICY, POLICY_FILE, load_policy, read_policy
 from stream.quality import scorer_quality
+from tests.helpers.paths import MEDM2T
 
 T0 = datetime(2150, 1, 1, 8, 0)
 

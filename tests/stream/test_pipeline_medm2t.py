@@ -1,6 +1,6 @@
 """MedM2T and NEWS2 side by side in the live worker, on the real broker and Redis: `medm2t replay` of the
 30 synthetic stays -> `medm2t worker` with MEDM2T_SCORERS=auto and a real checkpoint -> Redis, risk.scores.v1,
-models:medm2t. The live score stream must be the contract's (tests/contract.py) with the same model offline.
+models:medm2t. The live score stream must be the contract's (tests/helpers/contract.py) with the same model offline.
 Plus the scorer selection and model-fault paths without a broker.
 
 The checkpoint is built here in seconds from the same cohort, with UNTRAINED weights (BatchNorm statistics
@@ -18,12 +18,12 @@ from datetime import timedelta
 import pytest
 import torch
 
-from conftest import running_worker
 from medm2t import topics
 from medm2t.events import RiskScore
 from stream import keys
-from contract import compare, expected_scores, score_stream
-from test_pipeline_integration import _counter, _fresh, _idle, _per_stay, _read, _redis, _replayed, _wait
+from tests.helpers.contract import compare, expected_scores, score_stream
+from tests.helpers.pipeline import _counter, _fresh, _idle, _per_stay, _read, _redis, _replayed, _wait
+from tests.helpers.processes import running_worker
 
 TASKS = {"mortality", "los_remaining", "cvd_90d"}
 REDIS_DB = 1  # apart from test_pipeline_integration's NEWS2-only worker state in db 0

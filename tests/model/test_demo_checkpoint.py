@@ -29,7 +29,7 @@ def test_demo_checkpoint_is_small_and_documented():
 def test_demo_checkpoint_loads_and_scores_a_stay():
     from model.network import ARCH_VERSION
     from stream.scorers.medm2t import MedM2TScorer
-    from test_model_architecture import make_stay
+    from tests.helpers.stays import make_stay
     import numpy as np
 
     torch.set_num_threads(1)

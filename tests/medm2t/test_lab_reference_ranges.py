@@ -3,14 +3,14 @@ abnormal flag against them."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 from dashboard.charts import reference_range_text
 from medm2t import items
+from tests.helpers.paths import ROOT
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "lab_reference_ranges.py"
+TOOL = ROOT / "tools" / "lab_reference_ranges.py"
 
 
 @pytest.mark.parametrize("value, flag", [

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import running_worker, service_env
 from medm2t import topics
 from medm2t.events import Alert, Measurement, StaticFeatures, StayOpened, dump_event
 from stream import keys
 from stream.services import free_port, stop_process_group, wait_for_port
+from tests.helpers.processes import running_worker, service_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 DB = 11

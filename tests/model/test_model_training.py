@@ -265,7 +265,7 @@ def test_a_bad_data_spec_is_one_clear_line(command, tmp_path):
     show it as one line and exit 2."""
     import subprocess
 
-    from conftest import MEDM2T
+    from tests.helpers.paths import MEDM2T
     from medm2t.settings import DEMO_CHECKPOINT
 
     argv = ["--data", str(tmp_path / "nowhere")]

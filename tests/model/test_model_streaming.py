@@ -11,7 +11,7 @@ import torch
 
 from medm2t.events import Ecg, Measurement, StayOpened
 from stream.scoring import Scorer, StayView
-from test_model_architecture import T0, _ev, make_stay
+from tests.helpers.stays import T0, _ev, make_stay
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest

@@ -1,0 +1,1 @@
+"""Tests of dashboard/: Streamlit AppTests and real-browser runs against Redis."""

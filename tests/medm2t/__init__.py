@@ -1,0 +1,1 @@
+"""Tests of the core package medm2t/: events, items, schemas, FHIR, settings and connections."""

@@ -1,0 +1,1 @@
+"""Tests of replay/: the readers, the synthetic cohort and the replay engine."""

@@ -6,6 +6,7 @@ import pandas as pd
 
 from medm2t.events import Alert, Measurement, RiskScore
 from medm2t.items import ITEMS, Item, Range, Sex
+from medm2t.vocabulary import Level
 from dashboard.format import TIER_COLOURS
 
 
@@ -31,7 +32,7 @@ def points_trajectory(history: list[RiskScore], scorer: str, task: str, title: s
     if other:
         df_other = pd.DataFrame({"time": [a.at for a in other], "state": [a.state for a in other],
                                  "reason": [a.reason for a in other], "level": [a.level for a in other]})
-        chart += alt.Chart(df_other).mark_point(shape="diamond", size=80, filled=True, color=TIER_COLOURS["info"][1]).encode(
+        chart += alt.Chart(df_other).mark_point(shape="diamond", size=80, filled=True, color=TIER_COLOURS[Level.INFO][1]).encode(
             x="time:T", y=alt.value(212), tooltip=["time:T", "level:N", "state:N", "reason:N"])
     return _with_alerts(chart, [a for a in alerts if a.scorer == scorer and a.task == task], "points")
 

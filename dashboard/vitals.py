@@ -15,6 +15,7 @@ import pandas as pd
 
 from dashboard.charts import time_axis
 from medm2t.events import Measurement
+from stream.scorers.news2 import NORMAL_RANGES
 
 GCS_PARTS = ("gcs_eye", "gcs_verbal", "gcs_motor")
 
@@ -29,12 +30,12 @@ class Panel:
 
 
 PANELS = (
-    Panel("Heart rate", "bpm", {"hr": "HR"}, {"hr": (51, 90)}),
+    Panel("Heart rate", "bpm", {"hr": "HR"}, {"hr": NORMAL_RANGES["hr"]}),
     Panel("Blood pressure", "mmHg", {"sbp": "systolic", "dbp": "diastolic", "map": "mean"},
-          {"sbp": (111, 219), "map": (65, 300)}),
-    Panel("Respiratory rate", "breaths/min", {"rr": "RR"}, {"rr": (12, 20)}),
-    Panel("SpO2 and FiO2", "%", {"spo2": "SpO2", "fio2": "FiO2"}, {"spo2": (96, 100)}),
-    Panel("Temperature", "°C", {"temp": "temperature"}, {"temp": (36.1, 38.0)}, ",.1f"),
+          {"sbp": NORMAL_RANGES["sbp"], "map": (65, 300)}),
+    Panel("Respiratory rate", "breaths/min", {"rr": "RR"}, {"rr": NORMAL_RANGES["rr"]}),
+    Panel("SpO2 and FiO2", "%", {"spo2": "SpO2", "fio2": "FiO2"}, {"spo2": NORMAL_RANGES["spo2"]}),
+    Panel("Temperature", "°C", {"temp": "temperature"}, {"temp": NORMAL_RANGES["temp"]}, ",.1f"),
     Panel("Glasgow Coma Scale", "points", {"gcs_total": "total", "gcs_eye": "eye", "gcs_verbal": "verbal",
                                             "gcs_motor": "motor"}, {"gcs_total": (15, 15)}),
 )

@@ -102,17 +102,17 @@ def scorer_quality(scorer: str, outcomes: Sequence[Outcome], trails: dict[int, S
                 leads.append(lead.total_seconds() / 3600.0)
                 flagged += lead >= FLAG_LEAD
         for a in mine:
-            ep = episodes.setdefault(a.episode_id or a.alert_id, {"raised": None, "urgent": False, "ack": None})
+            ep = episodes.setdefault(a.episode_id or a.alert_id, {"raised": None, "flagged": False, "ack": None})
             if a.state == "raised":
                 ep["raised"] = a.at
-            ep["urgent"] |= _flags(a)
+            ep["flagged"] |= _flags(a)
             if a.state == "acknowledged" and ep["ack"] is None:
                 ep["ack"] = a.at
     timed = [o for o in outcomes if o.icu_intime is not None and o.icu_outtime is not None and o.icu_outtime > o.icu_intime]
     bed_time = sum((o.icu_outtime - o.icu_intime).total_seconds() for o in timed)
     urgent_time = sum(_urgent_seconds(o, [a for a in trails.get(o.stay_id, ()) if a.scorer == scorer
                                          and a.task not in TECHNICAL_RULES]) for o in timed)
-    urgent = [e for e in episodes.values() if e["urgent"] and e["raised"] is not None]
+    urgent = [e for e in episodes.values() if e["flagged"] and e["raised"] is not None]
     acked = [(e["ack"] - e["raised"]).total_seconds() / 60.0 for e in urgent if e["ack"] is not None]
     days = sum(_icu_days(o) for o in outcomes)
     return ScorerQuality(

@@ -36,7 +36,7 @@ QUALITY_EVERY_S = 10.0   # how often the alert-quality history gets a point (whe
 
 def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: AlertPolicy = DEFAULT_POLICY):
     """The Faust app. `redis` is a redis.asyncio client; `policy` is the alert policy the pipeline runs."""
-    app = _faust_app(settings)
+    app = faust_app(settings)
     link = BrokerLink(app)
     pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, link.send, settings.batch_max,
                         settings.point_idle_ms, link.caught_up, policy)
@@ -48,12 +48,12 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
     return app
 
 
-def _faust_app(settings: Settings):
+def faust_app(settings: Settings, app_id: str | None = None, **options):
+    """A faust.App with the worker's options and tuning (`options` override them); `medm2t bench stream`'s
+    bare agent is built by it too, so that the two compare like for like."""
     import faust
 
-    app = faust.App(
-        settings.worker_group,
-        **faust_options(settings),
+    worker_options = dict(
         store="memory://",
         datadir=str(settings.run_dir / "worker-data"),
         topic_partitions=settings.partitions,
@@ -70,6 +70,7 @@ def _faust_app(settings: Settings):
         # request, and socket writes took most of the worker's time (py-spy, `medm2t bench stream`).
         producer_linger=0.005,
     )
+    app = faust.App(app_id or settings.worker_group, **faust_options(settings), **{**worker_options, **options})
     set_fetch_max_wait(app, settings.fetch_max_wait_ms)
     if not settings.faust_monitor:
         drop_faust_monitor(app)

@@ -10,6 +10,7 @@ median per variant. The figures are in docs/benchmarks.md ("Faust tuning").
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -22,12 +23,13 @@ from medm2t import topics
 from medm2t.cli import bench_stream
 from stream.services import free_port, kafka_service, redis_service
 
-# name -> (faust.App options, environment, keep the Monitor)
+# name -> (faust.App options, environment); each keeps faust's Monitor sensor except the last
+MONITOR = {"MEDM2T_FAUST_MONITOR": "1"}
 VARIANTS = {
-    "faust defaults": ("", {}, True),
-    "NO_CYTHON=1": ("", {"NO_CYTHON": "1"}, True),
-    "stream_buffer_maxsize=131072": ("stream_buffer_maxsize=131072, ", {}, True),
-    "without the Monitor": ("", {}, False),
+    "faust defaults": ({}, MONITOR),
+    "NO_CYTHON=1": ({}, {**MONITOR, "NO_CYTHON": "1"}),
+    "stream_buffer_maxsize=131072": ({"stream_buffer_maxsize": 131072}, MONITOR),
+    "without the Monitor": ({}, {}),
 }
 
 
@@ -50,13 +52,12 @@ def main() -> int:
         print(f"{n:,} events in {n_msgs:,} messages")
         rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for round_ in range(args.rounds):
-            for i, (name, (options, extra_env, monitor)) in enumerate(VARIANTS.items()):
-                script = tmp / f"agent-{round_}-{i}.py"
+            for i, (name, (options, extra_env)) in enumerate(VARIANTS.items()):
+                script, done = tmp / "agent.py", tmp / f"done-{round_}-{i}"
+                script.write_text(bench_stream.BARE_FAUST)
                 # a fresh consumer group per run, so that each reads the whole backlog
-                script.write_text(bench_stream.BARE_FAUST.replace('"bench-bare-faust", ', f'"tuning-{round_}-{i}", {options}'))
-                done = tmp / f"done-{round_}-{i}"
-                proc = subprocess.Popen([sys.executable, str(script), str(n_msgs), str(done), env["MEDM2T_KAFKA_URL"],
-                                         topics.EVENTS, "20", str(monitor), "worker", "-l", "warn", "--without-web"],
+                proc = subprocess.Popen([sys.executable, str(script), str(n_msgs), str(done), topics.EVENTS,
+                                         f"tuning-{round_}-{i}", json.dumps(options), "worker", "-l", "warn", "--without-web"],
                                         cwd=tmp, env={**env, **extra_env}, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.STDOUT, start_new_session=True)
                 deadline = time.monotonic() + 300

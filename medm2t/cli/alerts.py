@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--follow", "-f", action="store_true", help="wait for new alerts (start at the end of the topic)")
     p.add_argument("--from-beginning", action="store_true", help="with --follow: print the alerts already on the topic first")
-    p.add_argument("--min-level", choices=LEVELS, default="info", help="hide alerts below this level (default info)")
+    p.add_argument("--min-level", choices=LEVELS, default=Level.INFO.value, help="hide alerts below this level (default info)")
     p.add_argument("--json", action="store_true", help="one Alert JSON object per line")
     p.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url}, MEDM2T_KAFKA_URL)")
     p.set_defaults(handler=_run)

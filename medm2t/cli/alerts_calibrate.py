@@ -9,6 +9,8 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from medm2t.vocabulary import MEDM2T, MORTALITY, NEWS2
+
 HELP = """Replay a validation source offline through the worker's own pipeline and alert engine, and pick the
 MedM2T mortality thresholds and refractory period a ward can carry: within --budget alerts per patient-day,
 flagging at least --target of the deaths at least 2 h ahead, with the fewest stays alerted (ties: higher PPV,
@@ -71,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"no MedM2T checkpoint at {args.checkpoint} (run `make demo` once, or pass --checkpoint)")
     settings = with_overrides(get_settings(), checkpoint=args.checkpoint)
     try:
-        base = load_policy(settings, ["news2", "medm2t"])
+        base = load_policy(settings, [NEWS2, MEDM2T])
         reader = parse_spec(args.data, progress=sys.stderr.isatty())
     except (PolicyError, SourceError) as exc:
         raise UserError(str(exc)) from None
@@ -88,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     if deaths == 0:
         print("warning: no deaths among these stays: every candidate flags 0 of 0, so the fewest alerts wins",
               file=sys.stderr)
-    candidates = search(base, "medm2t", "mortality", scores, outcomes,
+    candidates = search(base, MEDM2T, MORTALITY, scores, outcomes,
                         progress=lambda grid: tqdm(grid, desc="candidates", unit="policy", file=sys.stderr,
                                                    disable=not sys.stderr.isatty()))
     if not candidates:
@@ -104,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"warning: no candidate flags {args.target:.0%} of the deaths >= 2 h ahead within {args.budget:g} "
               f"alerts per patient-day; chose the one that flags the most ({best.flagged():.0%})", file=sys.stderr)
     tuned_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    tuned = with_rule(base, "medm2t", "mortality", best.urgent, best.emergency, best.refractory_min).model_copy(
+    tuned = with_rule(base, MEDM2T, MORTALITY, best.urgent, best.emergency, best.refractory_min).model_copy(
         update={"name": f"calibrated on {len(outcomes)} {args.data.split(':', 1)[0]} validation stays for at most "
                         f"{args.budget:g} alerts per patient-day and {args.target:.0%} of deaths flagged 2 h ahead",
                 "tuned": {"data": args.data, "stays": len(outcomes), "deaths": deaths, "budget": args.budget,
@@ -115,8 +117,8 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out or args.checkpoint / POLICY_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(dumps(tuned) + "\n")
-    rows = {"MedM2T, current policy": evaluate(base, "medm2t", scores, outcomes),
-            "MedM2T, calibrated": best.quality, "NEWS2 (RCP 2017)": evaluate(base, "news2", scores, outcomes)}
+    rows = {"MedM2T, current policy": evaluate(base, MEDM2T, scores, outcomes),
+            "MedM2T, calibrated": best.quality, "NEWS2 (RCP 2017)": evaluate(base, NEWS2, scores, outcomes)}
     if args.json:
         print(json.dumps({"policy": str(out), "urgent": best.urgent, "emergency": best.emergency,
                           "refractory_min": best.refractory_min, "target_reached": choice.reached, "tradeoff": curve,

@@ -80,13 +80,14 @@ def _histories(text: str) -> list[int]:
 
 def _scorers(names: list[str], checkpoint: Path, device: str):
     from medm2t.cli import UserError
+    from medm2t.vocabulary import MEDM2T, NEWS2
     from stream.scorers.news2 import News2Scorer
 
     out = []
     for name in names:
-        if name == "news2":
+        if name == NEWS2:
             out.append(News2Scorer())
-        elif name == "medm2t":
+        elif name == MEDM2T:
             from stream.scorers.medm2t import MedM2TScorer
 
             if not (checkpoint / "meta.json").exists():

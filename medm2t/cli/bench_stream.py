@@ -23,19 +23,15 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+from medm2t.vocabulary import MEDM2T, NEWS2
+
 BARE_FAUST = '''
-import sys, time, faust
-from medm2t.connections import set_fetch_max_wait
-from stream.worker import drop_faust_monitor
-n, out, url, topic, fetch_wait_ms, monitor = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6] == "True"
-sys.argv[1:7] = []  # the rest is Faust's own command line
-app = faust.App("bench-bare-faust", broker="kafka://" + url, store="memory://", web_enabled=False,
-                key_serializer="raw", value_serializer="raw", consumer_auto_offset_reset="earliest",
-                broker_session_timeout=6.0, broker_heartbeat_interval=1.0, broker_rebalance_timeout=6.0,
-                broker_max_poll_records=2000)
-set_fetch_max_wait(app, fetch_wait_ms)  # tuned as the worker is
-if not monitor:
-    drop_faust_monitor(app)
+import json, sys, time
+from medm2t.settings import get_settings
+from stream.worker import faust_app
+n, out, topic, app_id, overrides = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+sys.argv[1:6] = []  # the rest is Faust's own command line
+app = faust_app(get_settings(), app_id, **overrides)  # the worker's own options and tuning
 events = app.topic(topic, key_serializer="raw", value_serializer="raw")
 seen = {"n": 0, "first": None}
 
@@ -57,7 +53,7 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stays", type=int, default=100, help="synthetic stays in the replay (default 100)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scorers", nargs="+", default=["news2", "news2,medm2t"], metavar="SET",
+    p.add_argument("--scorers", nargs="+", default=[NEWS2, f"{NEWS2},{MEDM2T}"], metavar="SET",
                    help="one backlog run of the worker per scorer set (a comma list); the paced run uses the first "
                         "(default: news2 news2,medm2t)")
     p.add_argument("--workers", type=int, default=1,
@@ -204,10 +200,9 @@ class _Bench:
         script, done = self.tmp / "bare_faust.py", self.tmp / "bare_faust.done"
         script.write_text(BARE_FAUST)
         with open(self.tmp / "run" / "bare-faust.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, str(script), str(n), str(done), self.env["MEDM2T_KAFKA_URL"],
-                                     topics.EVENTS, str(self.settings().fetch_max_wait_ms),
-                                     str(self.settings().faust_monitor), "worker", "-l", "warn", "--without-web"],
-                                    cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen([sys.executable, str(script), str(n), str(done), topics.EVENTS, "bench-bare-faust",
+                                     "{}", "worker", "-l", "warn", "--without-web"], cwd=self.tmp, env=self.env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             cpu = _CpuMeter({"agent": proc.pid, **self.services})
             self._wait(done.exists, "the bare Faust agent to count every event", proc, poll=0.05)

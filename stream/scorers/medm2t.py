@@ -27,6 +27,7 @@ import numpy as np
 
 from medm2t.cards import TaskCard
 from medm2t.events import Measurement, RiskScore, StayOpened, TaskScore, _Event
+from medm2t.vocabulary import MEDM2T
 from model.explain import FREQUENCY
 from stream import metrics
 from stream.scoring import Needs, StayPoint, StayView, score_views
@@ -61,7 +62,7 @@ class MedM2TState:
 
 
 class MedM2TScorer:
-    name = "medm2t"
+    name = MEDM2T
 
     def __init__(self, predictor, cadence: timedelta | None = DEFAULT_CADENCE):
         from model.explain import Explainer

@@ -38,6 +38,21 @@ _HR = ((40, 3), (50, 1), (90, 0), (110, 1), (130, 2), (math.inf, 3))
 _TEMP = ((35.0, 3), (36.0, 1), (38.0, 0), (39.0, 1), (math.inf, 2))
 
 
+def _zero_points(table: tuple[tuple[float, int], ...], step: float) -> tuple[float, float]:
+    """The charted values (to `step`) that score 0 points: (lowest, highest)."""
+    lower = None
+    for upper, points in table:
+        if points == 0:
+            return (0.0 if lower is None else round(lower + step, 1), upper)
+        lower = upper
+    raise AssertionError("every table has a 0-point band")
+
+
+# Each parameter's 0-point range: what the dashboard shades as normal (SpO2 tops out at 100 %).
+NORMAL_RANGES = {"rr": _zero_points(_RR, 1), "spo2": (_zero_points(_SPO2, 1)[0], 100.0), "sbp": _zero_points(_SBP, 1),
+                 "hr": _zero_points(_HR, 1), "temp": _zero_points(_TEMP, 0.1)}
+
+
 def _band(table: tuple[tuple[float, int], ...], value: float) -> int:
     for upper, points in table:
         if value <= upper:

@@ -60,7 +60,7 @@ class Ward:
         return sink.sent
 
     def _message(self, topic, key: bytes, value: bytes):
-        from stream.pipeline import Message
+        from stream.runtime import Message
 
         self.offset += 1
         return Message(topic, 0, self.offset, key, value)

@@ -37,6 +37,15 @@ def test_temperature(value, points):
     assert news2.temp_points(value) == points
 
 
+@pytest.mark.parametrize("concept,score,step", [("rr", news2.rr_points, 1), ("spo2", news2.spo2_points, 1),
+                                                ("sbp", news2.sbp_points, 1), ("hr", news2.hr_points, 1),
+                                                ("temp", news2.temp_points, 0.1)])
+def test_the_normal_ranges_the_dashboard_shades_are_the_zero_point_bands(concept, score, step):
+    low, high = news2.NORMAL_RANGES[concept]
+    assert score(low) == 0 and score(high) == 0 and score(round(low - step, 1)) > 0
+    assert concept == "spo2" or score(round(high + step, 1)) > 0   # SpO2 has no upper band: the range ends at 100 %
+
+
 def test_chart_values_round_half_up_not_to_even():
     assert news2.sbp_points(90.5) == 2  # 91 mmHg, not banker's-rounded 90
     assert news2.temp_points(36.05) == 0  # 36.1 °C

@@ -150,7 +150,7 @@ def test_state_rebuilt_from_redis_scores_like_the_live_state(settings, checkpoin
     after a restart: rescoring each stay's last point from Redis alone gives its live score."""
     from stream.scorers.medm2t import MedM2TScorer
     from stream.scorers.news2 import News2Scorer
-    from stream.pipeline import Pipeline
+    from stream.runtime import StayRuntime
     from stream.scoring import StayPoint
     from stream.state import StayStore
 
@@ -164,8 +164,7 @@ def test_state_rebuilt_from_redis_scores_like_the_live_state(settings, checkpoin
         redis = redis_async(settings)
         try:
             store = StayStore(redis, [News2Scorer().needs, scorer.needs])  # as the live worker's store
-            pipeline = Pipeline(store, [scorer], send=None)
-            return [pipeline._rebuild(st, 0) for st in await store.load(list(replayed["per_stay"]))]
+            return [StayRuntime.rebuild(st, 0, [scorer]) for st in await store.load(list(replayed["per_stay"]))]
         finally:
             await redis.aclose()
 
@@ -302,7 +301,8 @@ def test_a_stay_with_more_ecgs_than_the_model_reads_scores_the_same_live_and_reb
     from stream.scorers.medm2t import MedM2TScorer
     from replay.sources import parse_spec
     from stream.scorers.news2 import News2Scorer
-    from stream.pipeline import Message, Pipeline
+    from stream.pipeline import Pipeline
+    from stream.runtime import Message, StayRuntime
     from stream.scoring import StayPoint
     from stream.state import StayStore
 
@@ -336,13 +336,13 @@ def test_a_stay_with_more_ecgs_than_the_model_reads_scores_the_same_live_and_reb
             await pipeline.assign({0})
             await pipeline.ingest([Message(topics.EVENTS, 0, i, str(e.stay_id).encode(), dump_event(e))
                                    for i, e in enumerate(events)])
-            pipeline.idle_s = 0.0
+            pipeline.clocks.idle_s = 0.0
             while await pipeline.score_ready():
                 pass
-            restarted = Pipeline(store, [MedM2TScorer.load(checkpoint[0], "cpu")], send=None)
+            restarted = [MedM2TScorer.load(checkpoint[0], "cpu")]
             stored, = await store.load([stay[0].stay_id])
             assert sum(isinstance(e, Ecg) for _, e in stored.events) == scorer.needs.ecgs  # what the model reads
-            return restarted._rebuild(stored, 0)
+            return StayRuntime.rebuild(stored, 0, restarted)
         finally:
             await redis.aclose()
 

@@ -34,7 +34,8 @@ def _run(settings, steps, spy=None) -> tuple[dict, dict[int, list[datetime]]]:
     may watch the pipeline from its Redis client."""
     from medm2t.connections import redis_async, redis_sync
     from stream.offline import MemorySink, score_all_ready
-    from stream.pipeline import Message, Pipeline
+    from stream.pipeline import Pipeline
+    from stream.runtime import Message
     from stream.scorers.news2 import News2Scorer
     from stream.state import StayStore
 
@@ -53,9 +54,9 @@ def _run(settings, steps, spy=None) -> tuple[dict, dict[int, list[datetime]]]:
             offset = 0
             for step in steps:
                 if step == "flush":
-                    pipeline.idle_s = 0.0
+                    pipeline.clocks.idle_s = 0.0
                     await score_all_ready(pipeline)
-                    pipeline.idle_s = 10**6
+                    pipeline.clocks.idle_s = 10**6
                     continue
                 await pipeline.ingest([Message(topics.EVENTS, 0, offset + i, k, v) for i, (k, v) in enumerate(step)])
                 offset += len(step)
@@ -163,7 +164,7 @@ def test_the_partition_clock_never_runs_ahead_of_the_buffered_events(pipeline_se
             async def execute_and_look(*a, **kw):
                 rt = pipeline.stays.get(1)
                 has_later = rt is not None and (later in rt.buffer or (rt.scored is not None and rt.scored >= later))
-                seen.append((pipeline.clock.get(0), has_later))
+                seen.append((pipeline.clocks.clock.get(0), has_later))
                 return await execute(*a, **kw)
             pipe.execute = execute_and_look
             return pipe

@@ -20,7 +20,7 @@ TASK_WEIGHTS = {"mortality": 1.0, "los_remaining": 0.5, "cvd_90d": 1.0}
 def make_batch(samples, device, cfg):
     """Collate inputs and targets of `samples` and move them to `device`."""
     from model.data import target_tensors
-    from model.features import collate
+    from model.inputs import collate
 
     batch = collate([s.inputs for s in samples], cfg)
     if device != "cpu" and hasattr(batch, "to"):

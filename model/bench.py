@@ -113,7 +113,7 @@ def _history_split(events: list) -> int:
 def bench_batched(model, feat, cfg, stays, device, opts, autocast, tick: Callable[[], None]) -> list[dict]:
     import torch
 
-    from model.features import collate
+    from model.inputs import collate
 
     clock = _Clock(device)
     inputs = []
@@ -147,8 +147,8 @@ def bench_latency(model, feat, cfg, stays, device, opts, autocast, tick: Callabl
     import torch
 
     from medm2t.events import Ecg
-    from model.features import collate
     from model.incremental import IncrementalEncoder
+    from model.inputs import collate
 
     clock = _Clock(device)
     inc = IncrementalEncoder(model, feat)

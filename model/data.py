@@ -163,7 +163,7 @@ class Sample:
     subject_id: int
     landmark: str          # 'random' / 'end' in training; '6h', ..., 'end' in evaluation
     at: datetime
-    inputs: object         # model.features.StayInputs
+    inputs: object         # model.inputs.StayInputs
     targets: Targets
 
 
@@ -386,7 +386,7 @@ def write_samples(path: Path, samples: Sequence[Sample]) -> None:
 
 
 def read_samples(path: Path) -> list[Sample]:
-    from model.features import SparseInputs, StayInputs
+    from model.inputs import SparseInputs, StayInputs
 
     arrays, meta = cachefile.read(path)
     _check_meta(meta, "samples")

@@ -32,14 +32,14 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from medm2t.events import ECG_MEASUREMENTS, LEADS, Ecg, Measurement, StayOpened, _Event
 from model.config import ModelConfig
+from model.ecg_signal import preprocess_ecg
+from model.inputs import SparseInputs, StayInputs, hours
 
 log = logging.getLogger(__name__)
 
@@ -50,128 +50,6 @@ STATIC_CATEGORICAL = ("admission_type", "admission_location", "first_careunit")
 CATEGORY_MAX = 50
 Z_CLIP = 5.0
 FEATURIZER_VERSION = 1
-
-
-def hours(a: datetime, b: datetime) -> float:
-    return (a - b).total_seconds() / 3600.0
-
-
-# ---------------------------------------------------------------- per-stay arrays ---------------
-
-
-@dataclass
-class SparseInputs:
-    """One sparse group of one stay at one prediction time."""
-
-    val: np.ndarray    # (n,) int32 value token (>= 1)
-    item: np.ndarray   # (n,) int32 item token (>= 1)
-    win: np.ndarray    # (n,) int16 window index
-    last: np.ndarray   # (W, I) int32 last value token per item as of each window end, 0 = none yet
-    frac: np.ndarray   # (W,) float32 elapsed fraction of each window at `at`
-
-
-@dataclass
-class StayInputs:
-    """Everything the network needs for one stay at one prediction time (numpy, picklable, cacheable)."""
-
-    elapsed_h: float
-    static: np.ndarray                  # (S,) float32
-    has_static: bool
-    sparse: dict[str, SparseInputs]
-    vit_age: np.ndarray                 # (n,) float32 hours before `at` of each vitals observation
-    vit_c: np.ndarray                   # (n,) int8 channel (index into cfg.vital_concepts)
-    vit_z: np.ndarray                   # (n,) float32 standardised value
-    vit_in_grid: np.ndarray             # (n,) bool: False = last value from before the grid (carry only)
-    ecg_sig: np.ndarray                 # (E, 12, L) float32
-    ecg_meas: np.ndarray                # (E, 2*9) float32 z-scores then missing flags
-    ecg_stmt: list[np.ndarray]          # E arrays of statement tokens (>= 1)
-    ecg_win: np.ndarray                 # (E,) int16 macro window
-    n_unknown: int = 0
-
-    @property
-    def present(self) -> dict[str, bool]:
-        return {
-            "static": self.has_static,
-            **{g: len(s.val) > 0 for g, s in self.sparse.items()},
-            "vitals": len(self.vit_c) > 0,
-            "ecg": len(self.ecg_win) > 0,
-        }
-
-
-@dataclass
-class Batch:
-    """Collated tensors for one forward pass. Token-level data are flat with a sample index, so nothing
-    is padded except the per-ECG token matrix, which carries a mask."""
-
-    size: int
-    elapsed_h: torch.Tensor             # (B,)
-    tfeat: torch.Tensor                 # (B, 2)
-    present: dict[str, torch.Tensor]    # name -> (B,) bool
-    static: torch.Tensor                # (B, S)
-    sparse: dict[str, dict[str, torch.Tensor]]
-    vitals: torch.Tensor                # (B, 2C, T)
-    ecg: dict[str, torch.Tensor]
-
-    def to(self, device) -> Batch:
-        def mv(x):
-            if isinstance(x, torch.Tensor):
-                return x.to(device, non_blocking=True)
-            if isinstance(x, dict):
-                return {k: mv(v) for k, v in x.items()}
-            return x
-
-        return Batch(self.size, *(mv(getattr(self, f)) for f in
-                                  ("elapsed_h", "tfeat", "present", "static", "sparse", "vitals", "ecg")))
-
-
-def time_features(elapsed_h: np.ndarray | torch.Tensor):
-    """The explicit elapsed-time input: linear (saturating at 3 days) and log scale."""
-    if isinstance(elapsed_h, torch.Tensor):
-        return torch.stack([elapsed_h.clamp(max=72.0) / 48.0, torch.log1p(elapsed_h) / math.log1p(48.0)], dim=-1)
-    e = np.asarray(elapsed_h, dtype=np.float32)
-    return np.stack([np.minimum(e, 72.0) / 48.0, np.log1p(e) / np.float32(math.log1p(48.0))], axis=-1)
-
-
-# ---------------------------------------------------------------- ECG preprocessing --------------
-
-
-def preprocess_ecg(signal_mv: np.ndarray, fs: float, leads: Sequence[str], out_fs: int = 125,
-                   out_len: int = 640) -> tuple[np.ndarray, list[str]]:
-    """(n_leads, n) mV -> (12, out_len) float32 in the standard lead order, plus a list of problems found."""
-    from scipy.signal import butter, resample_poly, sosfiltfilt
-
-    problems: list[str] = []
-    sig = np.asarray(signal_mv, dtype=np.float64)
-    names = [str(name).lower() for name in leads]
-    ratio = Fraction(out_fs / float(fs)).limit_denominator(1000)
-    n_out = int(math.ceil(sig.shape[1] * ratio.numerator / ratio.denominator))
-    out = np.zeros((len(LEADS), n_out), dtype=np.float64)
-    sos = butter(3, [0.5, 40.0], btype="bandpass", fs=out_fs, output="sos")
-    for i, lead in enumerate(LEADS):
-        if lead.lower() not in names:
-            problems.append(f"lead {lead} missing")
-            continue
-        x = sig[names.index(lead.lower())]
-        bad = ~np.isfinite(x)
-        if bad.all():
-            problems.append(f"lead {lead} has no finite samples")
-            continue
-        if bad.any():
-            problems.append(f"lead {lead}: {int(bad.sum())} NaN samples interpolated")
-            idx = np.arange(len(x))
-            x = np.interp(idx, idx[~bad], x[~bad])
-        y = resample_poly(x, ratio.numerator, ratio.denominator) if ratio != 1 else x
-        if len(y) > 3 * 2 * len(sos) + 1:
-            y = sosfiltfilt(sos, y)
-        out[i, : len(y)] = y[:n_out]
-    out = np.clip(np.nan_to_num(out), -20.0, 20.0)
-    if out.shape[1] >= out_len:
-        start = (out.shape[1] - out_len) // 2
-        return out[:, start:start + out_len].astype(np.float32), problems
-    padded = np.zeros((len(LEADS), out_len), dtype=np.float32)
-    padded[:, : out.shape[1]] = out
-    problems.append(f"record shorter than {out_len / out_fs:.2f} s: zero-padded")
-    return padded, problems
 
 
 # ---------------------------------------------------------------- prepared stay ------------------
@@ -556,74 +434,3 @@ def _quantile_edges(values: list[float], n_windows: int, default_span: float, st
     for i in range(1, len(e)):
         e[i] = max(e[i], e[i - 1] + 0.01)
     return e.tolist()
-
-
-# ---------------------------------------------------------------- collate ----------------------
-
-
-def vitals_grid(cfg: ModelConfig, s: StayInputs) -> np.ndarray:
-    """(2C, T) grid: carried-forward z-scores, then observed-in-step flags. See the module docstring."""
-    n_c, step = len(cfg.vital_concepts), cfg.vitals_step_min / 60.0
-    n_t = int(round(cfg.vitals_hours / step))
-    grid = np.zeros((2 * n_c, n_t), dtype=np.float32)
-    if len(s.vit_c) == 0:
-        return grid
-    # step k covers ages (hours before `at`) in (A_k - step, A_k] with A_k = (n_t - 1 - k) * step ... as times:
-    # step k ends at t_k = (k + 1) * step - vitals_hours relative to `at`.
-    ends = (np.arange(n_t) + 1) * step - cfg.vitals_hours
-    t = -s.vit_age.astype(np.float64)
-    for c in np.unique(s.vit_c):
-        m = s.vit_c == c
-        tc, zc, ing = t[m], s.vit_z[m], s.vit_in_grid[m]
-        order = np.argsort(tc, kind="stable")
-        tc, zc, ing = tc[order], zc[order], ing[order]
-        idx = np.searchsorted(tc, ends + 1e-9, side="right") - 1
-        grid[c] = np.where(idx >= 0, zc[np.maximum(idx, 0)], 0.0)
-        obs_t = tc[ing]
-        counts = np.searchsorted(obs_t, ends + 1e-9, side="right") - np.searchsorted(obs_t, ends - step + 1e-9, side="right")
-        grid[n_c + c] = counts > 0
-    return grid
-
-
-def collate(items: Sequence[StayInputs], cfg: ModelConfig | None = None) -> Batch:
-    if not items:
-        raise ValueError("collate needs at least one StayInputs")
-    cfg = cfg or ModelConfig()
-    b = len(items)
-    elapsed = np.asarray([s.elapsed_h for s in items], dtype=np.float32)
-    present = {name: torch.tensor([s.present[name] for s in items]) for name in items[0].present}
-    sparse = {}
-    for g in items[0].sparse:
-        n_w = len(items[0].sparse[g].frac)
-        seg = np.concatenate([i * n_w + s.sparse[g].win.astype(np.int64) for i, s in enumerate(items)])
-        sparse[g] = {
-            "val": torch.from_numpy(np.concatenate([s.sparse[g].val for s in items]).astype(np.int64)),
-            "item": torch.from_numpy(np.concatenate([s.sparse[g].item for s in items]).astype(np.int64)),
-            "seg": torch.from_numpy(seg),
-            "last": torch.from_numpy(np.stack([s.sparse[g].last for s in items]).astype(np.int64)),
-            "frac": torch.from_numpy(np.stack([s.sparse[g].frac for s in items])),
-        }
-    n_e = [len(s.ecg_win) for s in items]
-    stmts = [t for s in items for t in s.ecg_stmt]
-    slot = np.concatenate([np.arange(n) for n in n_e]) if sum(n_e) else np.zeros(0, dtype=np.int64)
-    ecg = {
-        "sig": torch.from_numpy(np.concatenate([s.ecg_sig for s in items]).astype(np.float32)),
-        "meas": torch.from_numpy(np.concatenate([s.ecg_meas for s in items]).astype(np.float32)),
-        "stmt": torch.from_numpy(np.concatenate(stmts).astype(np.int64) if stmts else np.zeros(0, dtype=np.int64)),
-        "stmt_off": torch.from_numpy(np.cumsum([0] + [len(t) for t in stmts[:-1]]).astype(np.int64)) if stmts
-        else torch.zeros(0, dtype=torch.long),
-        "sample": torch.from_numpy(np.repeat(np.arange(b), n_e).astype(np.int64)),
-        "win": torch.from_numpy(np.concatenate([s.ecg_win for s in items]).astype(np.int64)),
-        "slot": torch.from_numpy(slot.astype(np.int64)),
-        "max_len": torch.tensor(max(max(n_e), 1)),
-    }
-    return Batch(
-        size=b,
-        elapsed_h=torch.from_numpy(elapsed),
-        tfeat=torch.from_numpy(time_features(elapsed).astype(np.float32)),
-        present=present,
-        static=torch.from_numpy(np.stack([s.static for s in items])),
-        sparse=sparse,
-        vitals=torch.from_numpy(np.stack([vitals_grid(cfg, s) for s in items])),
-        ecg=ecg,
-    )

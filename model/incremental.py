@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from medm2t.events import Ecg, Measurement, StayOpened, _Event
-from model.features import SPARSE_GROUPS, StayInputs, hours, time_features, vitals_grid
+from model.features import SPARSE_GROUPS
+from model.inputs import StayInputs, hours, time_features, vitals_grid
 
 
 @dataclass

@@ -57,7 +57,7 @@ class Predictor:
         return stack
 
     def predict_inputs(self, inputs: Sequence) -> list[dict]:
-        from model.features import collate
+        from model.inputs import collate
 
         if not inputs:
             return []

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from model.batches import iterate, optimizer_step
-from model.features import collate
+from model.inputs import collate
 
 log = logging.getLogger(__name__)
 

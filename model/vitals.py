@@ -1,5 +1,5 @@
 """Dense vitals, multi-scale hierarchical (the reference's Vitals(N)), on the 6-minute grid of
-model/features.py (carried-forward z-scores + observed flags, last 24 h before the prediction time).
+model/inputs.py (carried-forward z-scores + observed flags, last 24 h before the prediction time).
 
 * 24 segments per scale, start_k = int(k * (T - w) / 23): HF1 sees w = 12 steps (72 min), HF2 w = 24.
 * Segment encoder (per segment, per sample): Linear channel mixing + learned position, self-attention

@@ -138,7 +138,7 @@ class MedM2TScorer:
         return score_views(self, views)
 
     def _score_states(self, states: list, points: list[StayPoint]) -> list[dict]:
-        from model.features import hours
+        from model.inputs import hours
         from model.inference import results_from_outputs
 
         ats = [p.at for p in points]

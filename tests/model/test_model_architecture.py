@@ -30,7 +30,7 @@ def fitted():
 
 
 def _run(model, feat, cfg, stays_at):
-    from model.features import collate
+    from model.inputs import collate
 
     with torch.no_grad():
         return model(collate([feat.encode(s, at) for s, at in stays_at], cfg))
@@ -54,7 +54,7 @@ def test_forward_shapes_ranges_and_every_modality(fitted):
     assert out["mortality"].shape == (b,) and out["los_remaining"].shape == (b,) and out["cvd_90d"].shape == (b, 4)
     assert (out["los_remaining"] >= 0).all()
     assert all(torch.isfinite(v).all() for v in out.values())
-    from model.features import collate
+    from model.inputs import collate
 
     batch = collate([feat.encode(s, T0 + timedelta(hours=30)) for s in stays], cfg)
     assert set(model.modalities) == {"static", "labs", "vitals_tok", "vitals", "ecg"}
@@ -115,7 +115,7 @@ def test_stay_with_no_data_yet_and_without_stay_opened(fitted):
 
 
 def test_ecg_with_missing_leads_and_nan_samples(fitted):
-    from model.features import preprocess_ecg
+    from model.ecg_signal import preprocess_ecg
 
     stays, cfg, feat, model = fitted
     rng = np.random.default_rng(3)
@@ -183,7 +183,7 @@ def test_checkpoint_round_trip_and_version_check(fitted, tmp_path):
 
 def test_loss_falls_on_tiny_set(fitted):
     """End-to-end training signal: a few Adam steps reduce the multitask loss on a tiny set."""
-    from model.features import collate
+    from model.inputs import collate
     from model.network import MedM2T
 
     stays, cfg, feat, _ = fitted

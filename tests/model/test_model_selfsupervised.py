@@ -34,7 +34,8 @@ def _stay(i: int, rng: np.random.Generator) -> list:
 @pytest.fixture(scope="module")
 def setup():
     from model.config import ModelConfig
-    from model.features import Featurizer, collate
+    from model.features import Featurizer
+    from model.inputs import collate
     from model.network import MedM2T
 
     rng = np.random.default_rng(3)

@@ -43,7 +43,7 @@ def _checkpoint(tmp_path_factory, **overrides):
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec()).eval()
     # move BatchNorm running stats off their init values so eval-mode paths are exercised for real
-    from model.features import collate
+    from model.inputs import collate
 
     model.train()
     with torch.no_grad():
@@ -55,7 +55,7 @@ def _checkpoint(tmp_path_factory, **overrides):
 
 
 def _recompute(model, feat, cfg, events, at):
-    from model.features import collate
+    from model.inputs import collate
 
     with torch.no_grad():
         return model(collate([feat.encode(events, at)], cfg))

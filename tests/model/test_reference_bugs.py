@@ -51,7 +51,7 @@ def test_b1_cross_attention_stays_within_each_sample():
 
 
 def test_b1_stay_score_does_not_depend_on_batch_mates(fitted):
-    from model.features import collate
+    from model.inputs import collate
 
     stays, cfg, feat, model = fitted
     at = T0 + timedelta(hours=20)
@@ -65,7 +65,7 @@ def test_b1_stay_score_does_not_depend_on_batch_mates(fitted):
 
 def test_b2_both_attention_directions_are_fused_and_trained(fitted):
     """B2: the official 'add' fusion returned a_ij + a_ij, so the j->i block got no gradient."""
-    from model.features import collate
+    from model.inputs import collate
 
     stays, cfg, feat, model = fitted
     model.train()
@@ -115,7 +115,7 @@ def test_b4_each_ecg_stays_with_its_own_stay(fitted):
     """B4: the official T2/T3 ECG fusion indexed a one-ECG-per-stay array with all-ECG fold indices.
     Ours carries each ECG's stay index and slot: permuting stays permutes the ECG encoder output the same way,
     and a stay without an ECG is flagged missing whatever its batch-mates have."""
-    from model.features import collate
+    from model.inputs import collate
 
     stays, cfg, feat, model = fitted
     at = T0 + timedelta(hours=48)
@@ -151,7 +151,7 @@ def test_b5_every_submodule_is_registered_trained_and_moved(fitted):
     assert not vit.hf1.training and not vit.hf2.training
     before = [p.detach().clone() for p in vit.hf1.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    from model.features import collate
+    from model.inputs import collate
 
     model.train()
     try:

@@ -37,7 +37,8 @@ def checkpoint(synth_cohort, tmp_path_factory):
     """(folder, model_version) of a small-preset checkpoint fitted on the synthetic cohort."""
     from model.checkpoint import save_checkpoint
     from model.config import ModelConfig
-    from model.features import Featurizer, collate
+    from model.features import Featurizer
+    from model.inputs import collate
     from model.network import MedM2T
     from replay.sources import parse_spec
 

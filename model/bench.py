@@ -96,11 +96,11 @@ def build_model(opts: BenchOptions, stays: list[list], device: str):
         model, feat, cfg, meta = load_checkpoint(opts.checkpoint, device)
         return model, feat, cfg, meta.get("model_version")
     from model.config import ModelConfig
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
     from model.network import MedM2T
 
     cfg = ModelConfig.from_preset(opts.preset)
-    feat = Featurizer.fit(stays, cfg)
+    feat = fit_featurizer(stays, cfg)
     torch.manual_seed(opts.seed)
     return MedM2T(cfg, feat.spec()).to(device).eval(), feat, cfg, None
 

@@ -1,4 +1,5 @@
-"""Canonical events -> model inputs. Everything here is fitted on TRAINING stays only and saved in the checkpoint.
+"""Canonical events -> model inputs. Everything here is fitted on TRAINING stays only (model/feature_fit.py)
+and saved in the checkpoint.
 
 Design choices (the reference leaves most of them open, see medm2t-reference.md §2 and §7):
 
@@ -89,7 +90,7 @@ class PreparedStay:
 
 
 @dataclass
-class _Item:
+class ItemTokens:
     group: str
     index: int              # item token within its group (>= 1)
     offset: int             # first value token of this item within its group
@@ -103,7 +104,7 @@ class _Item:
 
 
 class Featurizer:
-    def __init__(self, cfg: ModelConfig, items: dict[str, _Item], edges: dict[str, list[float]],
+    def __init__(self, cfg: ModelConfig, items: dict[str, ItemTokens], edges: dict[str, list[float]],
                  static_spec: dict, vitals_spec: dict, ecg_spec: dict):
         self.cfg = cfg
         self.items = items
@@ -144,88 +145,6 @@ class Featurizer:
         return 3 + 2 * len(STATIC_NUMERIC) + sum(len(s["vocab"][k]) + 1 for k in STATIC_CATEGORICAL)
 
     # ---- fitting
-    @classmethod
-    def fit(cls, stays: Sequence[list[_Event]], cfg: ModelConfig, progress: bool = True) -> Featurizer:
-        from tqdm import tqdm
-
-        numeric: dict[str, list[float]] = defaultdict(list)
-        texts: dict[str, Counter] = defaultdict(Counter)
-        category: dict[str, Counter] = defaultdict(Counter)
-        times: dict[str, list[float]] = defaultdict(list)
-        static_num: dict[str, list[float]] = defaultdict(list)
-        static_cat: dict[str, Counter] = defaultdict(Counter)
-        vit: dict[str, list[float]] = defaultdict(list)
-        ecg_meas: dict[str, list[float]] = defaultdict(list)
-        ecg_offsets: list[float] = []
-        stmts: Counter = Counter()
-        concepts = set(cfg.vital_concepts)
-        for events in tqdm(stays, desc="fit featurizer", unit="stay", leave=False, disable=not progress or len(stays) < 500):
-            admit = _admission(events)
-            for e in events:
-                if isinstance(e, Measurement):
-                    if e.value is not None and math.isfinite(e.value):
-                        numeric[e.item].append(e.value)
-                        if e.concept in concepts:
-                            vit[e.concept].append(e.value)
-                    elif e.text is not None:
-                        texts[e.item][e.text.strip().lower()] += 1
-                    else:
-                        continue
-                    category[e.item][e.category] += 1
-                    times[SPARSE_GROUPS_BY_CATEGORY[e.category]].append(hours(e.time, admit))
-                elif isinstance(e, StayOpened):
-                    st = e.static
-                    for k in STATIC_NUMERIC:
-                        v = getattr(st, k)
-                        if v is not None and math.isfinite(v) and v > 0:
-                            static_num[k].append(v)
-                    for k in STATIC_CATEGORICAL:
-                        if getattr(st, k):
-                            static_cat[k][getattr(st, k)] += 1
-                elif isinstance(e, Ecg):
-                    ecg_offsets.append(hours(e.time, admit))
-                    for k in ECG_MEASUREMENTS:
-                        v = e.measurements.get(k)
-                        if v is not None and math.isfinite(v) and abs(v) < ECG_SENTINEL_MIN:
-                            ecg_meas[k].append(v)
-                    stmts.update({s.strip().lower() for s in e.statements})
-
-        qs = np.linspace(0.05, 0.95, cfg.value_bins - 1)
-        items: dict[str, _Item] = {}
-        counters = {g: [1, 1] for g in SPARSE_GROUPS}  # next item token, next value token
-        for code in sorted(category):
-            group = SPARSE_GROUPS_BY_CATEGORY[category[code].most_common(1)[0][0]]
-            n_num, n_txt = len(numeric.get(code, ())), sum(texts.get(code, Counter()).values())
-            if n_num >= n_txt:
-                cuts = np.unique(np.quantile(np.asarray(numeric[code]), qs)).tolist()
-                it = _Item(group, counters[group][0], counters[group][1], cuts, None)
-            else:
-                cats = [c for c, _ in texts[code].most_common(CATEGORY_MAX)]
-                it = _Item(group, counters[group][0], counters[group][1], None, cats)
-            items[code] = it
-            counters[group][0] += 1
-            counters[group][1] += it.n_tokens
-
-        n_win = {"labs": cfg.labs_windows, "vitals_tok": cfg.vitals_tok_windows, "ecg": cfg.ecg_windows}
-        edges = {g: _quantile_edges(times.get(g, []), n_win[g], default_span=48.0) for g in SPARSE_GROUPS}
-        edges["ecg"] = _quantile_edges(ecg_offsets, cfg.ecg_windows, default_span=48.0, start=-24.0)
-
-        static_spec = {
-            "mean": {k: float(np.mean(static_num[k])) if static_num[k] else 0.0 for k in STATIC_NUMERIC},
-            "std": {k: float(np.std(static_num[k]) or 1.0) if static_num[k] else 1.0 for k in STATIC_NUMERIC},
-            "vocab": {k: [c for c, _ in static_cat[k].most_common(CATEGORY_MAX)] for k in STATIC_CATEGORICAL},
-        }
-        vitals_spec = {
-            "mean": [float(np.mean(vit[c])) if vit[c] else 0.0 for c in cfg.vital_concepts],
-            "std": [float(np.std(vit[c]) or 1.0) if vit[c] else 1.0 for c in cfg.vital_concepts],
-        }
-        ecg_spec = {
-            "mean": [float(np.mean(ecg_meas[k])) if ecg_meas[k] else 0.0 for k in ECG_MEASUREMENTS],
-            "std": [float(np.std(ecg_meas[k]) or 1.0) if ecg_meas[k] else 1.0 for k in ECG_MEASUREMENTS],
-            "statements": [s for s, _ in stmts.most_common(cfg.stmt_vocab_max)],
-        }
-        return cls(cfg, items, edges, static_spec, vitals_spec, ecg_spec)
-
     # ---- serialisation
     def to_dict(self) -> dict:
         return {
@@ -240,14 +159,14 @@ class Featurizer:
     def from_dict(cls, d: dict) -> Featurizer:
         if d.get("version") != FEATURIZER_VERSION:
             raise ValueError(f"featurizer version {d.get('version')} is not {FEATURIZER_VERSION} (made by another model version)")
-        items = {k: _Item(**v) for k, v in d["items"].items()}
+        items = {k: ItemTokens(**v) for k, v in d["items"].items()}
         return cls(ModelConfig.from_dict(d["config"]), items, d["edges"], d["static"], d["vitals"], d["ecg"])
 
     # ---- encoding
     def prepare(self, events: Sequence[_Event], admit: datetime | None = None) -> PreparedStay:
         """Per-event work, done once per stay. Unknown items are counted and skipped. `admit` defaults to
         the StayOpened time (incremental updates pass the stay's admission with only the new events)."""
-        admit = admit or _admission(events)
+        admit = admit or admission(events)
         opened = next((e for e in events if isinstance(e, StayOpened)), None)
         rows: dict[str, list[tuple[float, float, int, int]]] = {g: [] for g in SPARSE_GROUPS}
         numeric_rows: dict[str, list] = defaultdict(list)
@@ -412,7 +331,7 @@ class Featurizer:
 SPARSE_GROUPS_BY_CATEGORY = {v: k for k, v in SPARSE_GROUPS.items()}
 
 
-def _admission(events: Sequence[_Event]) -> datetime:
+def admission(events: Sequence[_Event]) -> datetime:
     opened = next((e for e in events if isinstance(e, StayOpened)), None)
     if opened is not None:
         return opened.time
@@ -420,17 +339,3 @@ def _admission(events: Sequence[_Event]) -> datetime:
     if not times:
         return datetime(1970, 1, 1)
     return min(times)
-
-
-def _quantile_edges(values: list[float], n_windows: int, default_span: float, start: float = 0.0) -> list[float]:
-    """n_windows-1 strictly increasing interior edges at the quantiles of `values` (training event times)."""
-    if n_windows < 2:
-        return []
-    if len(values) >= n_windows:
-        e = np.quantile(np.asarray(values), np.arange(1, n_windows) / n_windows)
-    else:
-        e = np.linspace(start, start + default_span, n_windows + 1)[1:-1]
-    e = np.round(e, 3)
-    for i in range(1, len(e)):
-        e[i] = max(e[i], e[i - 1] + 0.01)
-    return e.tolist()

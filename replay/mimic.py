@@ -17,7 +17,6 @@ wins over a procedure. 'none' when no admission is positive; None when diagnoses
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections import Counter
 from datetime import timedelta
@@ -28,6 +27,8 @@ import numpy as np
 
 from medm2t import items as catalogue
 from medm2t.events import Measurement, Outcome, StaticFeatures, StayClosed, StayOpened, _Event, make_event_id
+from replay.csv_scan import ScanStats, find_table, scan_filtered
+from replay.cvd_codes import cvd_type_of_diagnosis, is_cvd_procedure
 from replay.values import resolve
 
 SOURCE = "mimic-iv"
@@ -36,120 +37,6 @@ _TIME_FMT = "%Y-%m-%d %H:%M:%S"
 
 class MimicLayoutError(ValueError):
     """The folder is not a MIMIC-IV layout (the CLI turns this into a one-line error)."""
-
-
-# ---- bounded-memory filtered scan of a big CSV / CSV.gz ---------------------------------------------
-# Blocks are decompressed and parsed by pyarrow's streaming reader with every column as text (one bad
-# value never aborts the scan) and filtered on id sets before anything is kept. Rows with the wrong
-# column count are skipped and their line numbers counted.
-
-
-class ScanStats:
-    def __init__(self) -> None:
-        self.rows = 0
-        self.kept = 0
-        self.bad_rows: list[int | None] = []
-
-
-def find_table(folder: Path, name: str) -> Path | None:
-    """`name.csv.gz` or `name.csv` inside folder, or None."""
-    for suffix in (".csv.gz", ".csv"):
-        path = folder / f"{name}{suffix}"
-        if path.exists():
-            return path
-    return None
-
-
-def scan_filtered(
-    path: Path,
-    columns: list[str],
-    keep: dict[str, set[str]],
-    stats: ScanStats | None = None,
-    progress: bool = False,
-    block_size: int = 16 << 20,
-) -> Iterator["pl.DataFrame"]:  # noqa: F821
-    """Yield polars frames (all columns Utf8, plus `_row` = 1-based data row number) of the rows whose
-    column values are all in the `keep` sets. Raises ValueError naming the file if a column is missing."""
-    import polars as pl
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-    from tqdm import tqdm
-
-    stats = stats or ScanStats()
-
-    def on_invalid(row) -> str:
-        stats.bad_rows.append(row.number)
-        return "skip"
-
-    header = _header(path)
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (header has {', '.join(header)})")
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=True),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=columns,
-            column_types={c: pa.string() for c in columns},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    keep_arrays = {col: pa.array(sorted(values), pa.string()) for col, values in keep.items()}
-    bar = tqdm(desc=path.name, unit=" rows", unit_scale=True, disable=not progress, file=sys.stderr, leave=False)
-    try:
-        for batch in reader:
-            n = batch.num_rows
-            mask = None
-            for col, values in keep_arrays.items():
-                m = pc.is_in(batch.column(col), value_set=values)
-                mask = m if mask is None else pc.and_(mask, m)
-            rows = np.arange(stats.rows + 1, stats.rows + n + 1, dtype=np.int64)
-            stats.rows += n
-            bar.update(n)
-            if mask is not None:
-                mask = pc.fill_null(mask, False)
-                if not pc.any(mask).as_py():
-                    continue
-                batch = batch.filter(mask)
-                rows = rows[mask.to_numpy(zero_copy_only=False)]
-            stats.kept += batch.num_rows
-            frame = pl.from_arrow(pa.Table.from_batches([batch]))
-            yield frame.with_columns(pl.Series("_row", rows))
-    finally:
-        bar.close()
-
-
-def _header(path: Path) -> list[str]:
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as fh:
-        line = fh.readline()
-    return [c.strip().strip('"') for c in line.rstrip("\r\n").split(",")]
-
-
-# ---- ICD sets of the 90-day CVD label (reference §1.1, Table A1); '%'-prefix wildcards -----------------
-_CVD_DIAGNOSES = {
-    "chd": {9: ("410", "411", "4140"), 10: ("I21", "I22", "I251", "I257", "I258")},
-    "stroke": {9: ("3466", "433", "434", "436", "4370", "4371"), 10: ("I63", "I65", "I66")},
-    "hf": {9: ("428", "39891", "40201", "40211", "40291", "40401", "40403", "40411", "40413", "40491", "40493"),
-           10: ("I50", "I130", "I132")},
-}
-_CVD_PROCEDURES = {9: ("361", "362", "360"), 10: ("0210", "0211", "0212", "0213", "0270", "0271", "0272", "0273")}
-
-
-def cvd_type_of_diagnosis(code: str, version: int) -> str | None:
-    for kind, sets in _CVD_DIAGNOSES.items():
-        if code.startswith(sets.get(version, ())):
-            return kind
-    return None
-
-
-def is_cvd_procedure(code: str, version: int) -> bool:
-    return code.startswith(_CVD_PROCEDURES.get(version, ()))
 
 
 class _Problems:

@@ -93,7 +93,7 @@ def test_the_scan_reads_every_package_and_sees_real_imports():
     assert on_disk == set(PACKAGES), f"packages on disk {sorted(on_disk)} vs the table {PACKAGES}"
     assert {_rank(name) for name in _modules()} == set(RANKS.values())
     graph = _graph()
-    assert "medm2t.events" in graph["replay.mimic"] and "model.batches" in graph["model.train"]
+    assert "medm2t.events" in graph["replay.mimic"] and "model.batches" in graph["model.stages"]
     assert "stream.worker" in graph.get("medm2t.cli.worker", set())  # deferred into a function
 
 

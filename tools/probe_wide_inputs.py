@@ -115,7 +115,7 @@ def main() -> None:
 
     from model.config import ModelConfig
     from model.data import load_cohort
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="../shared/data/challenge-2012", help="folder with set-a/b and outcomes")
@@ -124,7 +124,7 @@ def main() -> None:
     d = args.data_dir
     a = load_cohort(f"physionet2012:{d}/set-a.tar.gz:{d}/Outcomes-a.txt", progress=False)
     b = load_cohort(f"physionet2012:{d}/set-b.tar.gz:{d}/Outcomes-b.txt", progress=False)
-    featurizer = Featurizer.fit(a.stays, ModelConfig.from_preset("small"), progress=False)
+    featurizer = fit_featurizer(a.stays, ModelConfig.from_preset("small"), progress=False)
     xa, ya = item_features(featurizer, a)
     xb, yb = item_features(featurizer, b)
 

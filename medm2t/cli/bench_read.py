@@ -62,7 +62,7 @@ def _scan(path: str, stays: int, out) -> None:
     import resource
 
     from medm2t.items import CHART_TABLE_IDS
-    from replay.mimic import ScanStats, scan_filtered
+    from replay.csv_scan import ScanStats, scan_filtered
 
     stats = ScanStats()
     keep = {"itemid": {str(i) for i in CHART_TABLE_IDS}, "stay_id": {str(30_000_000 + s) for s in range(stays)}}

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from model.data import DataSpecError
-    from model.train import TrainOptions, run_training
+    from model.train import run_training
+    from model.train_options import TrainOptions
 
     device = args.device
     if device == "auto":

@@ -17,13 +17,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread i
 @pytest.fixture(scope="module")
 def fitted():
     from model.config import ModelConfig
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
     from model.network import MedM2T
 
     rng = np.random.default_rng(0)
     stays = [make_stay(i, rng, ecgs=i % 3) for i in range(16)]
     cfg = ModelConfig.from_preset("small")
-    feat = Featurizer.fit(stays, cfg)
+    feat = fit_featurizer(stays, cfg)
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec()).eval()
     return stays, cfg, feat, model

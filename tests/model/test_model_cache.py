@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("torch")
 
 from model import cachefile  # noqa: E402
-from model.data import (_spec_key, cache_dir, evaluation_samples, load_cohort, read_samples, read_stays,  # noqa: E402
-                        training_samples)
+from model.data import _spec_key, cache_dir, evaluation_samples, load_cohort, training_samples  # noqa: E402
+from model.stay_records import read_samples, read_stays  # noqa: E402
 
 
 class Planted:
@@ -57,7 +57,7 @@ def same_samples(a, b) -> None:
 
 def test_caches_round_trip_exactly_and_never_unpickle(synth_cohort, tmp_path, monkeypatch, caplog):
     from model.config import ModelConfig
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
 
     monkeypatch.setenv("MEDM2T_CACHE_DIR", str(tmp_path / "cache"))
     spec = f"synth:{synth_cohort}"
@@ -82,7 +82,7 @@ def test_caches_round_trip_exactly_and_never_unpickle(synth_cohort, tmp_path, mo
     for a, b in zip(fresh.stays, cached.stays):
         assert a == b
 
-    featurizer = Featurizer.fit(cached.stays, ModelConfig.from_preset("small"))
+    featurizer = fit_featurizer(cached.stays, ModelConfig.from_preset("small"))
     idx = list(range(10))
     for make in (lambda use: training_samples(cached, idx, featurizer, 2, 0, use, False),
                  lambda use: evaluation_samples(cached, idx, featurizer, use, False)):

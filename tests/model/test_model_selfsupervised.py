@@ -34,7 +34,7 @@ def _stay(i: int, rng: np.random.Generator) -> list:
 @pytest.fixture(scope="module")
 def setup():
     from model.config import ModelConfig
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
     from model.inputs import collate
     from model.network import MedM2T
 
@@ -42,7 +42,7 @@ def setup():
     stays = [_stay(i, rng) for i in range(96)]
     cfg = ModelConfig.from_preset("small")
     cfg.modalities = ("static", "labs")
-    feat = Featurizer.fit(stays, cfg, progress=False)
+    feat = fit_featurizer(stays, cfg, progress=False)
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec())
     inputs = [feat.encode(s, T0 + timedelta(days=i, hours=23)) for i, s in enumerate(stays)]

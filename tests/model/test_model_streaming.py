@@ -31,7 +31,7 @@ def checkpoint_time_encoding(tmp_path_factory):
 def _checkpoint(tmp_path_factory, **overrides):
     from model.checkpoint import save_checkpoint
     from model.config import ModelConfig
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
     from model.network import MedM2T
 
     rng = np.random.default_rng(7)
@@ -39,7 +39,7 @@ def _checkpoint(tmp_path_factory, **overrides):
     cfg = ModelConfig.from_preset("small")
     for k, v in overrides.items():
         setattr(cfg, k, v)
-    feat = Featurizer.fit(stays, cfg)
+    feat = fit_featurizer(stays, cfg)
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec()).eval()
     # move BatchNorm running stats off their init values so eval-mode paths are exercised for real
@@ -119,14 +119,14 @@ def test_incremental_with_fewer_encoders_ignores_the_other_modalities(checkpoint
     """A model without ECG or dense-vitals encoders (e.g. trained on PhysioNet 2012) scores stays that have
     ECGs incrementally, equal to recompute, instead of failing on the missing encoder."""
     from model.config import ModelConfig
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
     from model.incremental import IncrementalEncoder
     from model.network import MedM2T
 
     _, train = checkpoint
     cfg = ModelConfig.from_preset("small")
     cfg.modalities = ("static", "labs")
-    feat = Featurizer.fit(train, cfg)
+    feat = fit_featurizer(train, cfg)
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec()).eval()
     stay = [e for e in make_stay(300, np.random.default_rng(5), hours=30, n=60, ecgs=2)

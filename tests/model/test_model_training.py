@@ -117,7 +117,8 @@ def test_splits_group_subjects_and_folds_partition():
 
 def test_loss_falls_on_tiny_cohort():
     from model.batches import mean_loss
-    from model.train import TrainOptions, fit_one
+    from model.train import fit_one
+    from model.train_options import TrainOptions
 
     cohort = tiny_cohort(48)
     tr, va = split_indices(cohort, 0.25, 0)
@@ -135,9 +136,9 @@ def test_loss_falls_on_tiny_cohort():
 
 def _fit_featurizer(cohort, idx):
     from model.config import ModelConfig
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
 
-    return Featurizer.fit(cohort.stays.subset(idx), ModelConfig.from_preset("small"))
+    return fit_featurizer(cohort.stays.subset(idx), ModelConfig.from_preset("small"))
 
 
 def test_compact_stays_round_trip_events():
@@ -226,7 +227,8 @@ def test_wide_head_is_fitted_first_and_is_the_whole_model_before_fine_tuning():
 
 
 def test_resume_continues_an_interrupted_run(tmp_path):
-    from model.train import TrainOptions, fit_one
+    from model.train import fit_one
+    from model.train_options import TrainOptions
 
     cohort = tiny_cohort(32)
     tr, va = split_indices(cohort, 0.25, 0)
@@ -278,7 +280,7 @@ def test_a_bad_data_spec_is_one_clear_line(command, tmp_path):
 def test_prefixes_per_epoch_draws_k_of_each_stays_samples_afresh():
     from types import SimpleNamespace
 
-    from model.train import per_stay
+    from model.stages import per_stay
 
     samples = [SimpleNamespace(stay_id=s, k=k) for s in range(20) for k in range(4)] + [SimpleNamespace(stay_id=99, k=0)]
     assert per_stay(samples, None, np.random.default_rng(0)) is samples
@@ -292,7 +294,8 @@ def test_prefixes_per_epoch_draws_k_of_each_stays_samples_afresh():
 
 
 def test_freeze_wide_fine_tunes_the_deep_part_only():
-    from model.train import TrainOptions, fit_one
+    from model.train import fit_one
+    from model.train_options import TrainOptions
 
     cohort = tiny_cohort(32)
     tr = list(range(len(cohort.compact)))

@@ -17,13 +17,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread i
 @pytest.fixture(scope="module")
 def fitted():
     from model.config import ModelConfig
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
     from model.network import MedM2T
 
     rng = np.random.default_rng(1)
     stays = [make_stay(i, rng, ecgs=i % 3, n=40) for i in range(10)]
     cfg = ModelConfig.from_preset("small")
-    feat = Featurizer.fit(stays, cfg)
+    feat = fit_featurizer(stays, cfg)
     torch.manual_seed(0)
     return stays, cfg, feat, MedM2T(cfg, feat.spec()).eval()
 
@@ -88,7 +88,7 @@ def test_b3_each_fold_fits_on_its_own_training_split_only():
     an item seen only in one fold's test stays must be unknown to that fold and known to the others."""
     from model.config import ModelConfig
     from model.data import Cohort, fold_indices
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
 
     rng = np.random.default_rng(2)
     stays = [make_stay(i, rng, ecgs=0, n=10) for i in range(12)]
@@ -106,7 +106,7 @@ def test_b3_each_fold_fits_on_its_own_training_split_only():
     cfg = ModelConfig.from_preset("small")
     for k, (tr, te) in enumerate(fold_indices(cohort, 3, seed=0)):
         assert not set(tr) & set(te)
-        feat = Featurizer.fit(cohort.stays.subset(tr), cfg)
+        feat = fit_featurizer(cohort.stays.subset(tr), cfg)
         assert marker[k] not in feat.items
         assert all(marker[j] in feat.items for j in marker if j != k)
 

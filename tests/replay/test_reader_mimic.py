@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from replay.mimic import MimicLayoutError, MimicReader, cvd_type_of_diagnosis, is_cvd_procedure
+from replay.cvd_codes import cvd_type_of_diagnosis, is_cvd_procedure
+from replay.mimic import MimicLayoutError, MimicReader
 
 
 def _write(path: Path, text: str, gz: bool = False) -> None:

@@ -37,14 +37,14 @@ def checkpoint(synth_cohort, tmp_path_factory):
     """(folder, model_version) of a small-preset checkpoint fitted on the synthetic cohort."""
     from model.checkpoint import save_checkpoint
     from model.config import ModelConfig
-    from model.features import Featurizer
+    from model.feature_fit import fit_featurizer
     from model.inputs import collate
     from model.network import MedM2T
     from replay.sources import parse_spec
 
     stays = list(parse_spec(f"synth:{synth_cohort}").stays())
     cfg = ModelConfig.from_preset("small")
-    feat = Featurizer.fit(stays, cfg)
+    feat = fit_featurizer(stays, cfg)
     torch.manual_seed(0)
     model = MedM2T(cfg, feat.spec())
     model.train()  # move BatchNorm running stats off their init values so outputs differ between stays

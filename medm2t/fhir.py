@@ -26,7 +26,7 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from medm2t.events import RiskScore, TaskScore
-from medm2t.vocabulary import CVD_NAMES
+from medm2t.vocabulary import CVD_90D, CVD_NAMES, MORTALITY
 
 SCORE_SYSTEM = "urn:medm2t:score"
 MODEL_SYSTEM = "urn:medm2t:model"
@@ -79,11 +79,11 @@ def _resource(score: RiskScore) -> dict | None:
 
 def _predictions(score: RiskScore, name: str, task: TaskScore) -> list[dict]:
     at = _utc(score.scored_at)
-    if name == "mortality" and task.kind == "probability":
+    if name == MORTALITY and task.kind == "probability":
         # in-hospital death: from now until hospital discharge, which has no fixed end
         return [_prediction("death_in_hospital", "Death before hospital discharge", task.value,
                             {"start": _instant(at)}, task.calibration)]
-    if name == "cvd_90d" and task.probabilities:
+    if name == CVD_90D and task.probabilities:
         # the label: a CVD admission within 90 days of ICU admission (replay/mimic.py)
         admitted = at - timedelta(hours=score.hours_since_admission or 0.0)
         horizon = {"start": _instant(admitted), "end": _instant(admitted + CVD_HORIZON)}

@@ -14,7 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-TASK_WEIGHTS = {"mortality": 1.0, "los_remaining": 0.5, "cvd_90d": 1.0}
+from medm2t.vocabulary import CVD_90D, LOS_REMAINING, MORTALITY
+
+TASK_WEIGHTS = {MORTALITY: 1.0, LOS_REMAINING: 0.5, CVD_90D: 1.0}
 
 
 def make_batch(samples, device, cfg):
@@ -42,15 +44,15 @@ def multitask_loss(out: dict, targets: dict, weights: dict = TASK_WEIGHTS):
 
     parts = {}
     m = targets["mask_mortality"]
-    if m.any() and "mortality" in out:
-        parts["mortality"] = F.binary_cross_entropy_with_logits(out["mortality"][m].float(), targets["mortality"][m])
+    if m.any() and MORTALITY in out:
+        parts[MORTALITY] = F.binary_cross_entropy_with_logits(out[MORTALITY][m].float(), targets[MORTALITY][m])
     m = targets["mask_los_remaining"]
-    if m.any() and "los_remaining" in out:
-        pred = torch.log1p(out["los_remaining"][m].float().clamp_min(0))
-        parts["los_remaining"] = F.huber_loss(pred, torch.log1p(targets["los_remaining"][m]), delta=1.0)
+    if m.any() and LOS_REMAINING in out:
+        pred = torch.log1p(out[LOS_REMAINING][m].float().clamp_min(0))
+        parts[LOS_REMAINING] = F.huber_loss(pred, torch.log1p(targets[LOS_REMAINING][m]), delta=1.0)
     m = targets["mask_cvd_90d"]
-    if m.any() and "cvd_90d" in out:
-        parts["cvd_90d"] = F.cross_entropy(out["cvd_90d"][m].float(), targets["cvd_90d"][m])
+    if m.any() and CVD_90D in out:
+        parts[CVD_90D] = F.cross_entropy(out[CVD_90D][m].float(), targets[CVD_90D][m])
     if not parts:
         return None, {}
     total = sum(weights[k] * v for k, v in parts.items())
@@ -76,7 +78,7 @@ def predict(model, samples: Sequence, batch_size: int = 256, device: str = "cpu"
     from model.inference import output_arrays
 
     if not samples:
-        return {"mortality": np.zeros(0), "los_remaining": np.zeros(0), "cvd_90d": np.zeros((0, 4))}
+        return {MORTALITY: np.zeros(0), LOS_REMAINING: np.zeros(0), CVD_90D: np.zeros((0, 4))}
     model.eval()
     parts = []
     with torch.inference_mode():

@@ -141,6 +141,17 @@ def bench_batched(model, feat, cfg, stays, device, opts, autocast, tick: Callabl
     return rows
 
 
+def _latency_plan(stays, updates: int) -> list[tuple[int, int]]:
+    """(stay index, event index) of each new event to time: the stays take turns, each from its history split."""
+    plan = []
+    for j in range(math.ceil(updates / len(stays))):
+        for i, s in enumerate(stays):
+            k = _history_split(s) + j
+            if k < len(s) and len(plan) < updates:
+                plan.append((i, k))
+    return plan
+
+
 def bench_latency(model, feat, cfg, stays, device, opts, autocast, tick: Callable[[], None]) -> dict:
     """Per new event: incremental = IncrementalEncoder.update([event]) + score; full = featurize all events
     so far + collate + forward. Stays take turns; each starts from its first half already applied."""
@@ -152,13 +163,7 @@ def bench_latency(model, feat, cfg, stays, device, opts, autocast, tick: Callabl
 
     clock = _Clock(device)
     inc = IncrementalEncoder(model, feat)
-    n_per_stay = math.ceil(opts.updates / len(stays))
-    plan = []  # (stay index, event index)
-    for j in range(n_per_stay):
-        for i, s in enumerate(stays):
-            k = _history_split(s) + j
-            if k < len(s) and len(plan) < opts.updates:
-                plan.append((i, k))
+    plan = _latency_plan(stays, opts.updates)
     states = {}
 
     def state_for(i: int):

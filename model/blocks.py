@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from medm2t.vocabulary import CVD_90D, LOS_REMAINING, MORTALITY
+
 
 NORMS = ("layer", "batch", "none")
 
@@ -171,7 +173,7 @@ class TaskHeads(nn.Module):
         if self.wide is not None:
             raw = raw + self.wide(wide)
         return {
-            "mortality": raw[:, 0],
-            "los_remaining": nn.functional.softplus(raw[:, 1]),
-            "cvd_90d": raw[:, 2:],
+            MORTALITY: raw[:, 0],
+            LOS_REMAINING: nn.functional.softplus(raw[:, 1]),
+            CVD_90D: raw[:, 2:],
         }

@@ -24,6 +24,7 @@ from pathlib import PurePath
 
 import numpy as np
 
+from medm2t.vocabulary import CVD_90D, LOS_REMAINING, MORTALITY
 from model.metrics import ece
 
 _EPS = 1e-12  # float32 sigmoid outputs reach 1e-38 at the low end; 1 - 6e-8 at the high end
@@ -52,7 +53,7 @@ class Calibration:
 
     def label(self, task: str) -> str | None:
         """What a score of `task` says about its calibration; None when this calibration has nothing to say."""
-        if task == "los_remaining":
+        if task == LOS_REMAINING:
             if self.los_mae_days is None:
                 return None
             return f"point estimate in days, no interval (validation MAE {self.los_mae_days:.2f} d on {self.data})"
@@ -67,10 +68,10 @@ class Calibration:
     def apply(self, pred: dict) -> dict:
         """Uncalibrated predictions (probabilities, as model.batches.predict returns them) -> calibrated."""
         out = dict(pred)
-        if "mortality" in self.tasks:
-            out["mortality"] = _sigmoid(_logit(pred["mortality"]) / self.temperature("mortality"))
-        if "cvd_90d" in self.tasks:
-            out["cvd_90d"] = _softmax(np.log(np.clip(pred["cvd_90d"], _EPS, 1.0)) / self.temperature("cvd_90d"))
+        if MORTALITY in self.tasks:
+            out[MORTALITY] = _sigmoid(_logit(pred[MORTALITY]) / self.temperature(MORTALITY))
+        if CVD_90D in self.tasks:
+            out[CVD_90D] = _softmax(np.log(np.clip(pred[CVD_90D], _EPS, 1.0)) / self.temperature(CVD_90D))
         return out
 
     def digest(self) -> str:
@@ -93,17 +94,17 @@ def fit_calibration(pred: dict, data: str) -> Calibration:
     y = pred["y_mortality"]
     has = np.isfinite(y)
     if has.any() and 0 < y[has].sum() < has.sum():
-        p, yy = pred["mortality"][has], y[has]
+        p, yy = pred[MORTALITY][has], y[has]
         z = _logit(p)
-        tasks["mortality"] = _temperature(lambda t: _sigmoid(z / t), lambda q: _bce(yy, q), lambda q: ece(yy, q),
+        tasks[MORTALITY] = _temperature(lambda t: _sigmoid(z / t), lambda q: _bce(yy, q), lambda q: ece(yy, q),
                                           pred["stay_id"][has], data)
     c = pred["y_cvd_90d"]
     has = c >= 0
     if has.any() and len(np.unique(c[has])) > 1:
-        logp, cc = np.log(np.clip(pred["cvd_90d"][has], _EPS, 1.0)), c[has]
-        tasks["cvd_90d"] = _temperature(lambda t: _softmax(logp / t), lambda q: _nll(cc, q),
+        logp, cc = np.log(np.clip(pred[CVD_90D][has], _EPS, 1.0)), c[has]
+        tasks[CVD_90D] = _temperature(lambda t: _softmax(logp / t), lambda q: _nll(cc, q),
                                         lambda q: ece(cc > 0, 1 - q[:, 0]), pred["stay_id"][has], data)
-    err = pred["los_remaining"] - pred["y_los_remaining"]
+    err = pred[LOS_REMAINING] - pred["y_los_remaining"]
     mae = float(np.nanmean(np.abs(err))) if np.isfinite(err).any() else None
     return Calibration(tasks, mae, data)
 

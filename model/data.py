@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from medm2t.events import _Event
+from medm2t.vocabulary import CVD_90D, LOS_REMAINING, MORTALITY
 from model import cachefile
 from model.labels import targets_at
 from model.landmarks import evaluation_landmarks, training_landmarks
@@ -233,7 +234,7 @@ def target_tensors(samples: Sequence[Sample]) -> dict:
         return data, mask
 
     out = {}
-    for name, dtype in (("mortality", torch.float32), ("los_remaining", torch.float32), ("cvd_90d", torch.long)):
+    for name, dtype in ((MORTALITY, torch.float32), (LOS_REMAINING, torch.float32), (CVD_90D, torch.long)):
         out[name], out[f"mask_{name}"] = col(name, dtype)
     return out
 

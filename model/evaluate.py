@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medm2t.vocabulary import CVD_CLASSES
+from medm2t.vocabulary import CVD_90D, CVD_CLASSES, LOS_REMAINING, MORTALITY
 from model.batches import predict
 from model.data import describe, evaluation_samples, load_cohort
 from model.metrics import binary_metrics, multiclass_metrics, regression_metrics, reliability
@@ -42,13 +42,13 @@ def predict_cohort(model, featurizer, cohort, indices: Sequence[int] | None, dev
 
 
 def _task_metrics(p: dict, sel: np.ndarray) -> dict:
-    out = {"mortality": binary_metrics(p["y_mortality"][sel], p["mortality"][sel])}
-    out["mortality"]["reliability"] = reliability(p["y_mortality"][sel], p["mortality"][sel])
-    out["los_remaining"] = regression_metrics(p["y_los_remaining"][sel], p["los_remaining"][sel])
+    out = {MORTALITY: binary_metrics(p["y_mortality"][sel], p[MORTALITY][sel])}
+    out[MORTALITY]["reliability"] = reliability(p["y_mortality"][sel], p[MORTALITY][sel])
+    out[LOS_REMAINING] = regression_metrics(p["y_los_remaining"][sel], p[LOS_REMAINING][sel])
     el = p["elapsed_days"][sel]
-    out["los_total"] = regression_metrics(p["y_los_remaining"][sel] + el, p["los_remaining"][sel] + el)
+    out["los_total"] = regression_metrics(p["y_los_remaining"][sel] + el, p[LOS_REMAINING][sel] + el)
     has = sel & (p["y_cvd_90d"] >= 0)
-    out["cvd_90d"] = multiclass_metrics(p["y_cvd_90d"][has], p["cvd_90d"][has], CVD_CLASSES)
+    out[CVD_90D] = multiclass_metrics(p["y_cvd_90d"][has], p[CVD_90D][has], CVD_CLASSES)
     return out
 
 

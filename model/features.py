@@ -206,25 +206,27 @@ class Featurizer:
                 rows[it.group].append((avail, t, tok, it.index))
             elif isinstance(e, Ecg):
                 ecgs.append(e)
-        groups = {}
-        for g, r in rows.items():
-            arr = np.asarray(r, dtype=np.float64).reshape(-1, 4)
-            val = arr[:, 2].astype(np.int32)
-            for code, pairs in numeric_rows.items():
-                it = self.items[code]
-                if it.group != g:
-                    continue
-                pos = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
-                vals = np.fromiter((v for _, v in pairs), dtype=np.float64, count=len(pairs))
-                val[pos] = it.offset + np.searchsorted(np.asarray(it.cuts), vals, side="right")
-            order = np.lexsort((arr[:, 1], arr[:, 0]))  # by available time, then clinical time (stable)
-            groups[g] = _PreparedGroup(arr[order, 0], arr[order, 1], val[order], arr[order, 3].astype(np.int32))
+        groups = {g: self._prepared_group(g, r, numeric_rows) for g, r in rows.items()}
         vr = np.asarray(vit_rows, dtype=np.float64).reshape(-1, 4)
         vo = np.lexsort((vr[:, 1], vr[:, 0]))
         static, has_static = self._static_vector(opened)
         ecg_avail, ecg_time, sigs, meas, stmt = self._prepare_ecgs(ecgs, admit, problems)
         return PreparedStay(admit, static, has_static, groups, vr[vo, 0], vr[vo, 1], vr[vo, 2].astype(np.int8),
                             np.clip(vr[vo, 3], -Z_CLIP, Z_CLIP).astype(np.float32), ecg_avail, ecg_time, sigs, meas, stmt, n_unknown, problems)
+
+    def _prepared_group(self, g: str, rows: list, numeric_rows: dict[str, list]) -> _PreparedGroup:
+        """One sparse group's rows as arrays, numeric values tokenised per item at once (vectorised)."""
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+        val = arr[:, 2].astype(np.int32)
+        for code, pairs in numeric_rows.items():
+            it = self.items[code]
+            if it.group != g:
+                continue
+            pos = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
+            vals = np.fromiter((v for _, v in pairs), dtype=np.float64, count=len(pairs))
+            val[pos] = it.offset + np.searchsorted(np.asarray(it.cuts), vals, side="right")
+        order = np.lexsort((arr[:, 1], arr[:, 0]))  # by available time, then clinical time (stable)
+        return _PreparedGroup(arr[order, 0], arr[order, 1], val[order], arr[order, 3].astype(np.int32))
 
     def encode(self, events: Sequence[_Event], at: datetime) -> StayInputs:
         return self.encode_prepared(self.prepare(events), at)

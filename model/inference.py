@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from medm2t.events import _Event
+from medm2t.vocabulary import CVD_90D, CVD_CLASSES, LOS_REMAINING, MORTALITY
 from model.calibration import Calibration
 
 UNCALIBRATED = "uncalibrated model output"
@@ -73,11 +74,11 @@ def output_arrays(out: dict, calibration: Calibration | None = None) -> dict:
     checkpoint's temperatures when it has them (model/calibration.py)."""
     import torch
 
-    t_mort = calibration.temperature("mortality") if calibration else 1.0
-    t_cvd = calibration.temperature("cvd_90d") if calibration else 1.0
-    return {"mortality": torch.sigmoid(out["mortality"].float() / t_mort).cpu().numpy(),
-            "los_remaining": out["los_remaining"].float().cpu().numpy(),
-            "cvd_90d": torch.softmax(out["cvd_90d"].float() / t_cvd, dim=-1).cpu().numpy()}
+    t_mort = calibration.temperature(MORTALITY) if calibration else 1.0
+    t_cvd = calibration.temperature(CVD_90D) if calibration else 1.0
+    return {MORTALITY: torch.sigmoid(out[MORTALITY].float() / t_mort).cpu().numpy(),
+            LOS_REMAINING: out[LOS_REMAINING].float().cpu().numpy(),
+            CVD_90D: torch.softmax(out[CVD_90D].float() / t_cvd, dim=-1).cpu().numpy()}
 
 
 def results_from_outputs(out: dict, rows: Sequence[tuple[float, dict[str, bool], int]],
@@ -86,18 +87,16 @@ def results_from_outputs(out: dict, rows: Sequence[tuple[float, dict[str, bool],
     mortality probability, remaining and total ICU LOS (days), CVD class probabilities, plus the row's
     (elapsed hours, modalities present, number of unknown items). Shared by the full-recompute path
     (Predictor.predict_inputs) and the incremental one (stream.scorers.medm2t.MedM2TScorer)."""
-    from medm2t.vocabulary import CVD_CLASSES
-
     arrays = output_arrays(out, calibration)
-    mort, los, cvd = arrays["mortality"], arrays["los_remaining"], arrays["cvd_90d"]
+    mort, los, cvd = arrays[MORTALITY], arrays[LOS_REMAINING], arrays[CVD_90D]
     results = []
     for i, (elapsed_h, present, n_unknown) in enumerate(rows):
         remaining = float(los[i])
         results.append({
-            "mortality": float(mort[i]),
-            "los_remaining": remaining,
+            MORTALITY: float(mort[i]),
+            LOS_REMAINING: remaining,
             "los_total": elapsed_h / 24.0 + remaining,
-            "cvd_90d": {c: float(cvd[i, k]) for k, c in enumerate(CVD_CLASSES)},
+            CVD_90D: {c: float(cvd[i, k]) for k, c in enumerate(CVD_CLASSES)},
             "elapsed_h": elapsed_h,
             "present": present,
             "n_unknown": n_unknown,

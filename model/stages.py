@@ -122,7 +122,6 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
     """Stage 2: end to end with early stopping on validation loss; restores the best epoch's weights.
     `fixed_epochs`: train exactly that many epochs with no validation (refit)."""
     import torch
-    from tqdm import tqdm
 
     max_epochs = option(opts, "epochs") if fixed_epochs is None else fixed_epochs
     wide = model.fusion.heads.wide
@@ -144,24 +143,9 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
         log.info("before fine-tuning: validation loss %.4f", ft["best_loss"])
     while ft["epoch"] < max_epochs:
         epoch, started = ft["epoch"], time.monotonic()
-        rng = np.random.default_rng([opts.seed, 1000 + epoch])
-        model.train()
-        losses = []
-        seen = per_stay(train_samples, opts.prefixes_per_epoch, rng)
-        bar = tqdm(list(iterate(seen, opts.batch_size, rng)), desc=f"fine-tune {epoch + 1}/{max_epochs}",
-                   unit="batch", disable=not opts.progress, leave=False)
-        for chunk in bar:
-            if len(chunk) < 2:
-                continue
-            batch, targets = make_batch(chunk, opts.device, model.cfg)
-            loss, _ = multitask_loss(model(batch), targets)
-            if loss is None:
-                continue
-            losses.append(optimizer_step(optim, loss, params))
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        train_loss = _finetune_epoch(model, train_samples, opts, optim, params, epoch, max_epochs)
         sched.step()
         recalibrate_batchnorm(model, train_samples, max(opts.batch_size, 128), opts.device, opts.seed + epoch)
-        train_loss = float(np.mean(losses)) if losses else math.inf
         val_loss = mean_loss(model, val_samples, 256, opts.device) if (val_samples and fixed_epochs is None) else None
         ft["epoch"] = epoch + 1
         ft["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
@@ -190,3 +174,25 @@ def finetune(model, train_samples, val_samples, opts: TrainOptions, state: dict,
         wide.requires_grad_(True)
     return {"epochs_run": ft["epoch"], "best_epoch": ft["best_epoch"],
             "best_val_loss": None if math.isinf(ft["best_loss"]) else ft["best_loss"], "history": ft["history"]}
+
+
+def _finetune_epoch(model, train_samples, opts: TrainOptions, optim, params, epoch: int, max_epochs: int) -> float:
+    """One fine-tuning epoch over (some of) each stay's prefixes; returns its mean training loss."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng([opts.seed, 1000 + epoch])
+    model.train()
+    losses = []
+    seen = per_stay(train_samples, opts.prefixes_per_epoch, rng)
+    bar = tqdm(list(iterate(seen, opts.batch_size, rng)), desc=f"fine-tune {epoch + 1}/{max_epochs}",
+               unit="batch", disable=not opts.progress, leave=False)
+    for chunk in bar:
+        if len(chunk) < 2:
+            continue
+        batch, targets = make_batch(chunk, opts.device, model.cfg)
+        loss, _ = multitask_loss(model(batch), targets)
+        if loss is None:
+            continue
+        losses.append(optimizer_step(optim, loss, params))
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    return float(np.mean(losses)) if losses else math.inf

@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import ConfigDict, TypeAdapter
 
 from medm2t.events import Ecg, Event, Measurement, Outcome, StayOpened, _Event
+from medm2t.vocabulary import CVD_90D, LOS_REMAINING, MORTALITY, TASKS
 from model import cachefile
 from model.labels import Targets
 
@@ -102,7 +103,7 @@ _EVENTS_JSON = TypeAdapter(list[Event], config=ConfigDict(ser_json_inf_nan="cons
 _STAY_ARRAYS = ("eid", "time", "avail", "value", "codes")
 _INPUT_ARRAYS = ("static", "vit_age", "vit_c", "vit_z", "vit_in_grid", "ecg_sig", "ecg_meas", "ecg_win")
 _SPARSE_ARRAYS = ("val", "item", "win", "last", "frac")
-_TARGETS = ("mortality", "los_remaining", "cvd_90d", "elapsed_days")
+_TARGETS = (*TASKS, "elapsed_days")
 
 
 def _check_meta(meta, kind: str) -> None:
@@ -209,8 +210,8 @@ def read_samples(path: Path) -> list[Sample]:
             ecg_sig=rec["ecg_sig"], ecg_meas=rec["ecg_meas"], ecg_stmt=stmts[k:k + n_ecg], ecg_win=rec["ecg_win"],
             n_unknown=n_unknown[i])
         k += n_ecg
-        cvd = targets["cvd_90d"][i]
-        target = Targets(targets["mortality"][i], targets["los_remaining"][i], None if cvd is None else int(cvd),
+        cvd = targets[CVD_90D][i]
+        target = Targets(targets[MORTALITY][i], targets[LOS_REMAINING][i], None if cvd is None else int(cvd),
                          targets["elapsed_days"][i])
         samples.append(Sample(stay_id[i], subject_id[i], landmarks[i], at[i], inputs, target))
     if k != len(stmts):

@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from medm2t.vocabulary import LOS_REMAINING, MORTALITY
 from model.calibration import short_data_name
 from model.checkpoint import HELD_OUT_OF_REFIT
 from model.evaluate import evaluate_model, metrics_from_predictions
@@ -143,7 +144,7 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
 
     from model.allocator import reuse_freed_memory
     from model.checkpoint import save_checkpoint
-    from model.data import Cohort, describe, fold_indices, load_cohort, split_indices
+    from model.data import describe, load_cohort, split_indices
 
     reuse_freed_memory()
     t_start = time.monotonic()
@@ -157,19 +158,7 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
     metrics: dict = {}
 
     if folds > 1:
-        pooled, per_fold = [], []
-        for k, (tr, te) in enumerate(fold_indices(cohort, folds, opts.seed)):
-            log.info("fold %d/%d: %d training stays, %d test stays", k + 1, folds, len(tr), len(te))
-            sub = Cohort(cohort.spec, [cohort.compact[i] for i in tr], [], f"{cohort.key}-fold{k}", cohort.dense_vitals)
-            inner_tr, inner_val = split_indices(sub, opts.val_fraction, opts.seed + k)
-            inner_tr, inner_val = [tr[i] for i in inner_tr], [tr[i] for i in inner_val]
-            model, featurizer, cfg, _ = fit_one(cohort, inner_tr, cohort, inner_val, opts,
-                                                out / f"train_state_fold{k}.pt", resume)
-            res = evaluate_model(model, featurizer, cohort, te, opts.device, opts.use_cache, opts.progress,
-                                 return_predictions=True)
-            per_fold.append(res["metrics"])
-            pooled.append(res["predictions"])
-        metrics["cross_validation"] = _summarise_folds(per_fold, pooled)
+        metrics["cross_validation"] = cross_validate(cohort, folds, out, opts, resume)
 
     if val_cohort is not None:
         train_idx, val_idx, vc = list(range(len(cohort.stays))), list(range(len(val_cohort.stays))), val_cohort
@@ -202,6 +191,26 @@ def run_training(data_spec: str, out: Path, opts: TrainOptions, val_spec: str | 
     return {"metrics": metrics, "train_info": train_info}
 
 
+def cross_validate(cohort, folds: int, out: Path, opts: TrainOptions, resume: bool) -> dict:
+    """GroupKFold by subject: each fold fits its own featurizer and model on its training split (with an
+    inner validation split) and is evaluated on its test stays; metrics pooled and per fold."""
+    from model.data import Cohort, fold_indices, split_indices
+
+    pooled, per_fold = [], []
+    for k, (tr, te) in enumerate(fold_indices(cohort, folds, opts.seed)):
+        log.info("fold %d/%d: %d training stays, %d test stays", k + 1, folds, len(tr), len(te))
+        sub = Cohort(cohort.spec, [cohort.compact[i] for i in tr], [], f"{cohort.key}-fold{k}", cohort.dense_vitals)
+        inner_tr, inner_val = split_indices(sub, opts.val_fraction, opts.seed + k)
+        inner_tr, inner_val = [tr[i] for i in inner_tr], [tr[i] for i in inner_val]
+        model, featurizer, _, _ = fit_one(cohort, inner_tr, cohort, inner_val, opts, out / f"train_state_fold{k}.pt",
+                                          resume)
+        res = evaluate_model(model, featurizer, cohort, te, opts.device, opts.use_cache, opts.progress,
+                             return_predictions=True)
+        per_fold.append(res["metrics"])
+        pooled.append(res["predictions"])
+    return _summarise_folds(per_fold, pooled)
+
+
 def validate_and_calibrate(model, featurizer, val_cohort, val_idx, opts: TrainOptions, data_name: str):
     """Validation metrics of the calibrated model, and the calibration fitted on those validation predictions
     (None without validation stays). The calibrated metrics are in-sample for the temperatures; the ECE
@@ -217,8 +226,8 @@ def validate_and_calibrate(model, featurizer, val_cohort, val_idx, opts: TrainOp
         log.warning("no calibration: no task has both outcomes among the validation stays")
         return res["metrics"], None
     metrics = metrics_from_predictions(calibration.apply(res["predictions"]))
-    metrics["uncalibrated_ece"] = {"mortality": res["metrics"]["mortality"]["ece"],
-                                   **{f"mortality@{k}": v["mortality"]["ece"] for k, v in res["metrics"]["landmarks"].items()}}
+    metrics["uncalibrated_ece"] = {MORTALITY: res["metrics"][MORTALITY]["ece"],
+                                   **{f"mortality@{k}": v[MORTALITY]["ece"] for k, v in res["metrics"]["landmarks"].items()}}
     for task, t in calibration.tasks.items():
         log.info("calibration %s: fitted temperature %.3f (p %.3f), applied %.3f, ECE %.4f -> %.4f on %d validation "
                  "samples", task, t.fitted_temperature, t.p_value, t.temperature, t.ece_before or 0.0, t.ece_after or 0.0, t.n)
@@ -251,7 +260,7 @@ def _summarise_folds(per_fold: list[dict], pooled: list[dict]) -> dict:
 
     merged = {k: np.concatenate([p[k] for p in pooled]) for k in pooled[0]} if pooled else {}
     out = {"pooled_out_of_fold": metrics_from_predictions(merged) if merged else {}, "per_fold": per_fold}
-    for task, key in (("mortality", "auroc"), ("mortality", "average_precision"), ("los_remaining", "mae")):
+    for task, key in ((MORTALITY, "auroc"), (MORTALITY, "average_precision"), (LOS_REMAINING, "mae")):
         vals = [f.get(task, {}).get(key) for f in per_fold]
         vals = [v for v in vals if v is not None]
         if vals:

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from medm2t.vocabulary import CVD_90D, LOS_REMAINING, MORTALITY
 from model.batches import iterate, make_batch, multitask_loss
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def wide_matrix(model, samples: Sequence, device: str = "cpu", batch_size: int =
 
 
 def _outputs(raw: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"mortality": raw[:, 0], "los_remaining": torch.nn.functional.softplus(raw[:, 1]), "cvd_90d": raw[:, 2:]}
+    return {MORTALITY: raw[:, 0], LOS_REMAINING: torch.nn.functional.softplus(raw[:, 1]), CVD_90D: raw[:, 2:]}
 
 
 def _fit(x: torch.Tensor, targets: dict, l2: float, max_iter: int = 200) -> torch.nn.Linear:

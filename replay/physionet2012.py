@@ -58,6 +58,30 @@ def _trusted_measurement(fields: dict) -> Measurement:
 
 
 @lru_cache(maxsize=8192)
+def _measurement(record_id: int, lineno: int, t: datetime, parameter: str, value: float, unit: str,
+                 concept: str | None, category: str) -> Measurement:
+    """One checked line of a record (its values were validated above, so no second validation)."""
+    return _trusted_measurement({
+        "event_id": make_event_id(SOURCE, record_id, lineno), "stay_id": record_id, "subject_id": record_id,
+        "time": t, "available_time": t, "source": SOURCE, "kind": "measurement", "item": parameter,
+        "label": parameter, "category": category, "concept": concept, "value": value, "text": None,
+        "unit": unit, "source_item": parameter,
+    })
+
+
+def _opened(record_id: int, static: dict[str, float], weight0: float | None) -> StayOpened:
+    """The stay's opening, with the record's general descriptors (the first weight of the stay as its weight)."""
+    gender = {0.0: "F", 1.0: "M"}.get(static.get("Gender"))
+    height = static.get("Height")
+    return StayOpened(
+        event_id=make_event_id(SOURCE, record_id, "open"), stay_id=record_id, subject_id=record_id, time=EPOCH,
+        available_time=EPOCH, source=SOURCE,
+        static=StaticFeatures(gender=gender, age=static.get("Age"),
+                              first_careunit=ICU_TYPES.get(int(static.get("ICUType", 0))),
+                              height_cm=height if height and 50 <= height <= 250 else None, weight_kg=weight0),
+    )
+
+
 def _clock_time(clock: str) -> datetime:
     """'HH:MM' since admission → datetime on EPOCH (cached: a set repeats a few thousand clock values)."""
     hours, minutes = clock.split(":")
@@ -197,25 +221,11 @@ class PhysioNet2012Reader:
             if parameter == "Weight" and t == EPOCH and weight0 is None:
                 weight0 = value
             last = max(last, t)
-            body.append(_trusted_measurement({
-                "event_id": make_event_id(SOURCE, record_id, lineno), "stay_id": record_id, "subject_id": record_id,
-                "time": t, "available_time": t, "source": SOURCE, "kind": "measurement", "item": parameter,
-                "label": parameter, "category": category, "concept": concept, "value": value, "text": None,
-                "unit": unit, "source_item": parameter,
-            }))
+            body.append(_measurement(record_id, lineno, t, parameter, value, unit, concept, category))
         body.sort(key=lambda e: (e.available_time, e.time, e.event_id))
-        gender = {0.0: "F", 1.0: "M"}.get(static.get("Gender"))
-        height = static.get("Height")
-        opened = StayOpened(
-            event_id=make_event_id(SOURCE, record_id, "open"), stay_id=record_id, subject_id=record_id, time=EPOCH,
-            available_time=EPOCH, source=SOURCE,
-            static=StaticFeatures(gender=gender, age=static.get("Age"),
-                                  first_careunit=ICU_TYPES.get(int(static.get("ICUType", 0))),
-                                  height_cm=height if height and 50 <= height <= 250 else None, weight_kg=weight0),
-        )
         closed = StayClosed(event_id=make_event_id(SOURCE, record_id, "close"), stay_id=record_id, subject_id=record_id,
                             time=last, available_time=last, source=SOURCE)
-        events: list[_Event] = [opened, *body, closed]
+        events: list[_Event] = [_opened(record_id, static, weight0), *body, closed]
         if record_id in outcomes:
             events.append(self._outcome(record_id, outcomes[record_id], last))
         return events

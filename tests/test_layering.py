@@ -236,3 +236,18 @@ def test_the_dashboard_starts_without_torch():
     assert done.returncode == 0, done.stderr[-2000:]
     assert "dashboard.app" in names
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+MAX_MODULE_LINES = 400   # in replay/, model/, stream/ and dashboard/ (the core's events.py is the schema's text)
+MAX_FUNCTION_LINES = 60  # everywhere, the CLI included: a function fits in one reading
+
+
+def test_modules_and_functions_fit_in_one_reading():
+    long_modules = [f"{name}: {n} lines" for name, path in _modules().items()
+                    if name.split(".")[0] in ("replay", "model", "stream", "dashboard")
+                    and (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES]
+    long_functions = [f"{name}:{node.lineno} {node.name}: {n} lines" for name, path in _modules().items()
+                      for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES]
+    assert long_modules == [] and long_functions == []

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import format as fmt
+from medm2t.vocabulary import LOS_REMAINING, MORTALITY
 
 METRIC_COLUMNS = {"n": "stays", "positives": "deaths", "auroc": "AUROC", "average_precision": "AUPRC (AP)",
                   "brier": "Brier", "ece": "ECE"}
@@ -61,13 +62,13 @@ def _training_data(info) -> None:
 def _metrics(metrics: dict) -> None:
     for key, title in (("validation", "Validation"), ("calibration_holdout", "Held-out calibration stays")):
         m = metrics.get(key)
-        if not isinstance(m, dict) or "mortality" not in m:
+        if not isinstance(m, dict) or MORTALITY not in m:
             continue
-        rows = [{"at": "end of data", **_mortality_row(m["mortality"])}]
-        rows += [{"at": lm, **_mortality_row(v["mortality"])} for lm, v in (m.get("landmarks") or {}).items()]
+        rows = [{"at": "end of data", **_mortality_row(m[MORTALITY])}]
+        rows += [{"at": lm, **_mortality_row(v[MORTALITY])} for lm, v in (m.get("landmarks") or {}).items()]
         st.markdown(f"**{title}: in-hospital mortality**" + (f" ({m['note']})" if m.get("note") else ""))
         st.dataframe(pd.DataFrame(rows), hide_index=True)
-        los = m.get("los_remaining") or {}
+        los = m.get(LOS_REMAINING) or {}
         if los.get("mae") is not None:
             st.caption(f"Remaining ICU stay: MAE {fmt.days(los['mae'])} over {los['n']} stays.")
 

@@ -5,11 +5,11 @@ import html
 
 import streamlit as st
 
-from medm2t.vocabulary import CVD_NAMES
 from dashboard import charts, export, vitals
 from dashboard import ecg as ecg_view
 from dashboard import format as fmt
 from dashboard.data import STAY_ALERTS_READ, TRAJECTORY_POINTS, Reader, StayRow
+from medm2t.vocabulary import CVD_NAMES
 
 NO_STAYS = "No data yet: no active stays to show. Start the worker and a replay (`medm2t demo` does both)."
 

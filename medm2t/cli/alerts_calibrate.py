@@ -54,23 +54,13 @@ def register_calibrate(acts: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
-    from medm2t.cli.report import figures_table
     from medm2t.settings import get_settings, with_overrides
-    from replay.engine import select_stays
     from replay.sources import SourceError, parse_spec
     from stream.alert_tuning import choose, evaluate, search, tradeoff, with_rule
-    from stream.offline import backlog, scores_by_stay
     from stream.policy import POLICY_FILE, PolicyError, dumps, load_policy
     from tqdm import tqdm
 
-    if not args.budget > 0:
-        raise UserError("--budget must be a positive number of alerts per patient-day")
-    if not 0 < args.target <= 1:
-        raise UserError("--target must be a share of deaths between 0 and 1, e.g. 0.8")
-    if args.skip < 0:
-        raise UserError("--skip must be 0 or more stays")
-    if not (args.checkpoint / "meta.json").exists():
-        raise UserError(f"no MedM2T checkpoint at {args.checkpoint} (run `make demo` once, or pass --checkpoint)")
+    _check(args)
     settings = with_overrides(get_settings(), checkpoint=args.checkpoint)
     try:
         base = load_policy(settings, [NEWS2, MEDM2T])
@@ -78,18 +68,8 @@ def _run(args: argparse.Namespace) -> int:
     except (PolicyError, SourceError) as exc:
         raise UserError(str(exc)) from None
     scorers = _scorers(args.checkpoint, settings)
-    print(f"reading {args.data} ...", file=sys.stderr)
-    stays = itertools.islice(select_stays(reader.stays(), None, None), args.skip, None)  # as replay counts them
-    messages, outcomes = backlog(select_stays(stays, None, args.limit), partitions=6)
-    if not outcomes:
-        raise UserError(f"{args.data} has no outcomes: alert quality cannot be measured without them")
+    scores, outcomes = _scored(args, reader, scorers)
     deaths = sum(bool(o.hospital_death) for o in outcomes)
-    print(f"scoring {len(outcomes)} stays ({len(messages):,} events) offline with NEWS2 and MedM2T "
-          f"{scorers[1].version} ...", file=sys.stderr)
-    scores = scores_by_stay(scorers, messages, partitions=6)
-    if deaths == 0:
-        print("warning: no deaths among these stays: every candidate flags 0 of 0, so the fewest alerts wins",
-              file=sys.stderr)
     candidates = search(base, MEDM2T, MORTALITY, scores, outcomes,
                         progress=lambda grid: tqdm(grid, desc="candidates", unit="policy", file=sys.stderr,
                                                    disable=not sys.stderr.isatty()))
@@ -119,21 +99,60 @@ def _run(args: argparse.Namespace) -> int:
     out.write_text(dumps(tuned) + "\n")
     rows = {"MedM2T, current policy": evaluate(base, MEDM2T, scores, outcomes),
             "MedM2T, calibrated": best.quality, "NEWS2 (RCP 2017)": evaluate(base, NEWS2, scores, outcomes)}
+    _report(args, out, best, choice.reached, curve, rows, len(candidates))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    from medm2t.cli import UserError
+
+    if not args.budget > 0:
+        raise UserError("--budget must be a positive number of alerts per patient-day")
+    if not 0 < args.target <= 1:
+        raise UserError("--target must be a share of deaths between 0 and 1, e.g. 0.8")
+    if args.skip < 0:
+        raise UserError("--skip must be 0 or more stays")
+    if not (args.checkpoint / "meta.json").exists():
+        raise UserError(f"no MedM2T checkpoint at {args.checkpoint} (run `make demo` once, or pass --checkpoint)")
+
+
+def _scored(args: argparse.Namespace, reader, scorers) -> tuple[dict, list]:
+    """The validation stays scored offline by NEWS2 and MedM2T, and their outcomes."""
+    from medm2t.cli import UserError
+    from replay.engine import select_stays
+    from stream.offline import backlog, scores_by_stay
+
+    print(f"reading {args.data} ...", file=sys.stderr)
+    stays = itertools.islice(select_stays(reader.stays(), None, None), args.skip, None)  # as replay counts them
+    messages, outcomes = backlog(select_stays(stays, None, args.limit), partitions=6)
+    if not outcomes:
+        raise UserError(f"{args.data} has no outcomes: alert quality cannot be measured without them")
+    print(f"scoring {len(outcomes)} stays ({len(messages):,} events) offline with NEWS2 and MedM2T "
+          f"{scorers[1].version} ...", file=sys.stderr)
+    scores = scores_by_stay(scorers, messages, partitions=6)
+    if not any(o.hospital_death for o in outcomes):
+        print("warning: no deaths among these stays: every candidate flags 0 of 0, so the fewest alerts wins",
+              file=sys.stderr)
+    return scores, outcomes
+
+
+def _report(args: argparse.Namespace, out: Path, best, reached: bool, curve: list, rows: dict, n_candidates: int):
+    from medm2t.cli.report import figures_table
+
     if args.json:
         print(json.dumps({"policy": str(out), "urgent": best.urgent, "emergency": best.emergency,
-                          "refractory_min": best.refractory_min, "target_reached": choice.reached, "tradeoff": curve,
+                          "refractory_min": best.refractory_min, "target_reached": reached, "tradeoff": curve,
                           "figures": {name: asdict(q) for name, q in rows.items()}}, indent=2))
-    else:
-        print(figures_table({name: asdict(q) for name, q in rows.items()}, column=24))
-        print("\ntrade-off (lightest policy per share of deaths flagged >= 2 h ahead):")
-        print(f"  {'deaths flagged':>14}  {'stays alerted':>13}  {'alerts/pt-day':>13}  {'PPV':>5}  urgent at")
-        for point in curve:
-            ppv = "–" if point["ppv"] is None else f"{point['ppv']:.2f}"
-            print(f"  {point['deaths_flagged_2h']:>14.0%}  {point['stays_alerted'] or 0:>13.0%}  "
-                  f"{point['alerts_per_patient_day'] or 0:>13.2f}  {ppv:>5}  {point['urgent']:.3f}")
-        print(f"\nchose urgent at {best.urgent:.3f}, emergency at {best.emergency:.3f}, refractory "
-              f"{best.refractory_min:g} min, out of {len(candidates)} candidates; wrote {out}")
-    return 0
+        return
+    print(figures_table({name: asdict(q) for name, q in rows.items()}, column=24))
+    print("\ntrade-off (lightest policy per share of deaths flagged >= 2 h ahead):")
+    print(f"  {'deaths flagged':>14}  {'stays alerted':>13}  {'alerts/pt-day':>13}  {'PPV':>5}  urgent at")
+    for point in curve:
+        ppv = "–" if point["ppv"] is None else f"{point['ppv']:.2f}"
+        print(f"  {point['deaths_flagged_2h']:>14.0%}  {point['stays_alerted'] or 0:>13.0%}  "
+              f"{point['alerts_per_patient_day'] or 0:>13.2f}  {ppv:>5}  {point['urgent']:.3f}")
+    print(f"\nchose urgent at {best.urgent:.3f}, emergency at {best.emergency:.3f}, refractory "
+          f"{best.refractory_min:g} min, out of {n_candidates} candidates; wrote {out}")
 
 
 def _scorers(checkpoint: Path, settings):

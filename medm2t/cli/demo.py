@@ -89,12 +89,53 @@ def _reachable(settings) -> tuple[bool, bool]:
     return kafka_ok, redis_ok
 
 
-def _run(args: argparse.Namespace) -> int:
+def _services(settings, started: list) -> None:
+    """Reuse a running broker and Redis, or start the embedded ones (appended to `started`); then the topics."""
     from medm2t.cli import UserError
     from medm2t.connections import stack_redis_password
     from medm2t.kafka import BrokerUnreachable, ensure_topics
-    from medm2t.settings import get_settings
     from stream.services import ServiceError, kafka_service, redis_service
+
+    kafka_ok, redis_ok = _reachable(settings)
+    for ok, name in ((kafka_ok, "kafka"), (redis_ok, "redis")):
+        if ok:
+            print(f"{name}: reusing the running service")
+            continue
+        # The demo's own Redis is memory only (each demo replays the same events afresh) and has the local
+        # stack's password, which the worker, replay and dashboard find in RUN_DIR/redis.password.
+        svc = (kafka_service(settings.kafka_port, settings.run_dir) if name == "kafka" else
+               redis_service(settings.redis_port, settings.run_dir, stack_redis_password(settings), persist=False))
+        try:
+            svc.start()
+        except ServiceError as exc:
+            raise UserError(f"{exc} (or point the demo at running services with MEDM2T_KAFKA_URL / MEDM2T_REDIS_URL)") from None
+        started.append(svc)
+        print(f"{svc.name}: started on 127.0.0.1:{svc.port} (log {svc.log})")
+    try:
+        ensure_topics(settings)
+    except BrokerUnreachable as exc:
+        raise UserError(str(exc)) from None
+
+
+def _cohort(settings, args: argparse.Namespace) -> Path:
+    """The demo's synthetic cohort, generated once into the data folder."""
+    from medm2t.cli import UserError
+
+    cohort = settings.data_dir / (f"synth-{args.stays}" + ("" if args.time_scale == 1 else f"-x{args.time_scale:g}"))
+    if (cohort / "mimic-iv" / "icu" / "icustays.csv.gz").exists():
+        print(f"cohort: reusing {cohort}")
+        return cohort
+    print(f"generating the synthetic cohort ({args.stays} stays, time scale {args.time_scale:g}) in {cohort} (once) ...")
+    done = subprocess.run([_medm2t(), "synth", "--stays", str(args.stays), "--seed", "0", "--out", str(cohort),
+                           "--time-scale", str(args.time_scale)])
+    if done.returncode != 0:
+        raise UserError(f"`medm2t synth` failed (exit {done.returncode})")
+    return cohort
+
+
+def _run(args: argparse.Namespace) -> int:
+    from medm2t.cli import UserError
+    from medm2t.settings import get_settings
 
     settings = get_settings()
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,36 +148,8 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        kafka_ok, redis_ok = _reachable(settings)
-        for ok, name in ((kafka_ok, "kafka"), (redis_ok, "redis")):
-            if ok:
-                print(f"{name}: reusing the running service")
-                continue
-            # The demo's own Redis is memory only (each demo replays the same events afresh) and has the local
-            # stack's password, which the worker, replay and dashboard find in RUN_DIR/redis.password.
-            svc = (kafka_service(settings.kafka_port, settings.run_dir) if name == "kafka" else
-                   redis_service(settings.redis_port, settings.run_dir, stack_redis_password(settings), persist=False))
-            try:
-                svc.start()
-            except ServiceError as exc:
-                raise UserError(f"{exc} (or point the demo at running services with MEDM2T_KAFKA_URL / MEDM2T_REDIS_URL)") from None
-            started_services.append(svc)
-            print(f"{svc.name}: started on 127.0.0.1:{svc.port} (log {svc.log})")
-        try:
-            ensure_topics(settings)
-        except BrokerUnreachable as exc:
-            raise UserError(str(exc)) from None
-
-        cohort = settings.data_dir / (f"synth-{args.stays}" + ("" if args.time_scale == 1 else f"-x{args.time_scale:g}"))
-        if not (cohort / "mimic-iv" / "icu" / "icustays.csv.gz").exists():
-            print(f"generating the synthetic cohort ({args.stays} stays, time scale {args.time_scale:g}) in {cohort} (once) ...")
-            done = subprocess.run([_medm2t(), "synth", "--stays", str(args.stays), "--seed", "0", "--out", str(cohort),
-                                   "--time-scale", str(args.time_scale)])
-            if done.returncode != 0:
-                raise UserError(f"`medm2t synth` failed (exit {done.returncode})")
-        else:
-            print(f"cohort: reusing {cohort}")
-
+        _services(settings, started_services)
+        cohort = _cohort(settings, args)
         children.start("worker", [_medm2t(), "worker"])
         children.start("replay", [_medm2t(), "replay", "--mimic", str(cohort / "mimic-iv"), "--ecg",
                                   str(cohort / "mimic-iv-ecg"), "--mode", "ward", "--beds", str(args.beds),

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from medm2t.vocabulary import LOS_REMAINING, MORTALITY
+
 EPILOG = """Prints per task: mortality (auroc, auprc_trapezoid = sklearn auc(recall, precision) as in the
 paper, average_precision, brier, ece with 10 equal-width bins, n, positives), los_remaining and
 los_total (mae, mse in days), cvd_90d (one-vs-rest per class and macro). Top-level entries are judged
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
           f"({result['stays_static_only']} on static inputs only: no measurement or ECG)")
     print(f"{'at':>5} {'task':<14} {'n':>6} {'auroc':>7} {'auprc':>7} {'AP':>7} {'brier':>7} {'ece':>7} {'mae':>7}")
     for at, m in rows:
-        mo, lo = m["mortality"], m["los_remaining"]
+        mo, lo = m[MORTALITY], m[LOS_REMAINING]
         print(f"{at:>5} {'mortality':<14} {mo['n']:>6} {_fmt(mo['auroc']):>7} {_fmt(mo['auprc_trapezoid']):>7} "
               f"{_fmt(mo['average_precision']):>7} {_fmt(mo['brier']):>7} {_fmt(mo['ece']):>7}")
         print(f"{at:>5} {'los_remaining':<14} {lo['n']:>6} {'':>39} {_fmt(lo['mae']):>7}")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for b in range(10):
         cells = []
         for _, m in rows:
-            r = next((r for r in m["mortality"]["reliability"] if round(r["low"] * 10) == b), None)
+            r = next((r for r in m[MORTALITY]["reliability"] if round(r["low"] * 10) == b), None)
             cells.append(f"{r['observed']:.3f}/{r['mean_predicted']:.3f} ({r['n']})" if r else "-")
         print(f"{b / 10:.1f}-{(b + 1) / 10:.1f} " + " ".join(f"{c:>20}" for c in cells))
     if args.reliability_png:
@@ -87,7 +89,7 @@ def write_reliability_png(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=120)
     ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="perfect calibration")
     for at, m in [("end of data", result), *result.get("landmarks", {}).items()]:
-        rel, mo = m["mortality"]["reliability"], m["mortality"]
+        rel, mo = m[MORTALITY]["reliability"], m[MORTALITY]
         if rel:
             ax.plot([r["mean_predicted"] for r in rel], [r["observed"] for r in rel], marker="o", markersize=4,
                     label=f"{at} (n={mo['n']}, ECE {_fmt(mo['ece'])})")

@@ -72,12 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from medm2t.cli import UserError
     from medm2t.cli.worker import settings_from
     from medm2t.kafka import BrokerUnreachable
-    from replay.engine import Pacer, by_message, merge_recorded, merge_ward, select_stays
+    from replay.engine import merge_recorded, merge_ward, select_stays
     from replay.producer import EventProducer
     from replay.sources import SourceError, open_source  # noqa: F401 - SourceError is a ValueError
 
@@ -107,12 +105,27 @@ def _run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    started = time.monotonic()
+    counts, seen_stays, interrupted, failure = _publish(stream, producer, args)
+    _summary(reader, producer, counts, seen_stays, interrupted, time.monotonic() - started)
+    if failure:
+        raise UserError(failure)
+    if producer.failed:
+        raise UserError(f"{len(producer.failed)} events could not be published (first: {producer.failed[0]})")
+    return 130 if interrupted else 0
+
+
+def _publish(stream, producer, args: argparse.Namespace) -> tuple[Counter, set[int], bool, str | None]:
+    """Send the stream at its pace; returns the events sent by kind, the stays seen, whether it was
+    interrupted (Ctrl-C, SIGTERM) and why reading the source failed, if it did."""
+    from tqdm import tqdm
+
+    from replay.engine import Pacer, by_message
+
     pacer = Pacer(args.speed)
     counts: Counter = Counter()
     seen_stays: set[int] = set()
-    started = time.monotonic()
-    interrupted = False
-    failure = None
+    interrupted, failure = False, None
     bar = tqdm(unit="ev", desc="replay", disable=args.no_progress, dynamic_ncols=True, smoothing=0.1)
     try:
         for at, events in by_message(stream):
@@ -134,7 +147,10 @@ def _run(args: argparse.Namespace) -> int:
             producer.close()
         except KeyboardInterrupt:
             interrupted = True
-    elapsed = time.monotonic() - started
+    return counts, seen_stays, interrupted, failure
+
+
+def _summary(reader, producer, counts: Counter, seen_stays: set[int], interrupted: bool, elapsed: float) -> None:
     total = sum(counts.values())
     for warning in reader.warnings[:20]:
         print(f"warning: {warning}")
@@ -146,8 +162,3 @@ def _run(args: argparse.Namespace) -> int:
           f"acknowledged {sum(producer.sent.values())} in {producer.messages} messages "
           f"({sum(producer.sent.values()) / max(1, producer.messages):.2f} events per message), "
           f"failed {len(producer.failed)}")
-    if failure:
-        raise UserError(failure)
-    if producer.failed:
-        raise UserError(f"{len(producer.failed)} events could not be published (first: {producer.failed[0]})")
-    return 130 if interrupted else 0

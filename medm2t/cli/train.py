@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from medm2t.vocabulary import MORTALITY
 from model.config import MODALITIES
 
 EPILOG = """Data specs: physionet2012:ARCHIVE[:OUTCOMES]  mimic:DIR[,ecg=DIR]  synth:DIR  meds:PATH
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_training(args.data, args.out, opts, val_spec=args.val, folds=args.folds, resume=args.resume)
     except DataSpecError as exc:
         raise UserError(str(exc)) from exc
-    val = {k: v for k, v in result["metrics"].get("validation", {}).get("mortality", {}).items() if k != "reliability"}
+    val = {k: v for k, v in result["metrics"].get("validation", {}).get(MORTALITY, {}).items() if k != "reliability"}
     summary = {"checkpoint": str(args.out), "validation_mortality": val,
                "wall_seconds": result["train_info"]["wall_seconds"]}
     if "refit" in result["train_info"]:

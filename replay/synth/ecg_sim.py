@@ -54,6 +54,17 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return _NOISE[start: start + size].reshape(shape)
 
 
+def _twelve_leads(rng: np.random.Generator, vec: np.ndarray) -> np.ndarray:
+    """The heart vector (3, N) seen by the 12 leads, with electrode noise, as ADC counts (12, N) int16."""
+    noise = _noise(rng, (8, N_SAMPLES))
+    lead_i = _LEAD_I.astype(np.float32) @ vec + 0.012 * noise[0]
+    lead_ii = _LEAD_II.astype(np.float32) @ vec + 0.012 * noise[1]
+    chest = 1.4 * (_CHEST.astype(np.float32) @ vec) + 0.015 * noise[2:]
+    limb = np.stack([lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2, lead_ii - lead_i / 2])
+    mv = np.concatenate([limb, chest])
+    return np.clip(np.rint(mv * np.float32(ADC_GAIN)), -32767, 32767).astype(np.int16)
+
+
 def simulate(rng: np.random.Generator, hr: float, af: bool, ischaemia: int, sentinel_p: float = 0.03) -> EcgSim:
     hr = float(np.clip(hr, 35, 190))
     rr = 60.0 / hr
@@ -104,13 +115,7 @@ def simulate(rng: np.random.Generator, hr: float, af: bool, ischaemia: int, sent
         f_wave = 0.05 * np.sin(2 * np.pi * rng.uniform(5, 7) * time + 0.6 * np.sin(2 * np.pi * 0.7 * time))
         vec += f_wave * _unit((-0.3, 0.5, 0.8))[:, None]
 
-    noise = _noise(rng, (8, N_SAMPLES))
-    lead_i = _LEAD_I.astype(np.float32) @ vec + 0.012 * noise[0]
-    lead_ii = _LEAD_II.astype(np.float32) @ vec + 0.012 * noise[1]
-    chest = 1.4 * (_CHEST.astype(np.float32) @ vec) + 0.015 * noise[2:]
-    limb = np.stack([lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2, lead_ii - lead_i / 2])
-    mv = np.concatenate([limb, chest])
-    adc = np.clip(np.rint(mv * np.float32(ADC_GAIN)), -32767, 32767).astype(np.int16)
+    adc = _twelve_leads(rng, vec)
 
     mean_rr = float(np.mean(np.diff(onsets))) if len(onsets) > 1 else rr
     measurements = _measurements(rng, beat, t, mean_rr, pr, p_dur, qrs_dur, qt, af, sentinel_p)

@@ -136,6 +136,36 @@ def _drop_nan(rows: Rows) -> Rows:
     return Rows(*(getattr(rows, f)[keep] for f in ("time", "store", "itemid", "valuenum", "text", "group")))
 
 
+def _one_draw(rng: np.random.Generator, at: int, k: int, values: dict, sev_k: float, cvd: int) -> list[Rows]:
+    """The rows of the k-th blood draw at `at`: the panels ordered and the extra tests asked for (each
+    group stored after its own lab's turnaround)."""
+    out: list[Rows] = []
+    items = []
+    if rng.random() < 0.95:
+        items.append((d.CHEM_PANEL, 75))
+    if rng.random() < 0.9:
+        items.append((d.CBC_PANEL, 55))
+    extra = [50813] if rng.random() < 0.3 + 0.2 * sev_k else []
+    if rng.random() < 0.3:
+        extra.append(50885)
+    # troponin: asked for on suspicion (chest pain, dyspnoea, shock), not only in coronary disease
+    if rng.random() < (0.6 if cvd == CVD_CHD and k < 3 else 0.3 if cvd == CVD_HF else 0.12) + 0.08 * sev_k:
+        extra.append(51003)
+    if extra:
+        items.append((tuple(extra), 90))
+    for group, (itemids, delay) in enumerate(items):
+        m = len(itemids)
+        store = at + int(rng.uniform(delay - 25, delay + 30)) * MINUTE + np.zeros(m, dtype=np.int64)
+        vals = np.array([values[it][k] for it in itemids])
+        out.append(Rows(np.full(m, at), store, np.array(itemids), vals, np.full(m, None, dtype=object),
+                        np.full(m, k * 4 + group)))
+    if k == 0 and rng.random() < 0.35:
+        pos = rng.random() < 0.15
+        out.append(Rows(np.array([at]), np.array([at + 95 * MINUTE]), np.array([d.URINE_NITRITE]),
+                        np.array([np.nan]), np.array(["POS" if pos else "NEG"], dtype=object), np.array([k * 4 + 3])))
+    return out
+
+
 def labs(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> tuple[Rows, Rows]:
     """(labevents rows, chartevents rows of arterial pH from blood gases)."""
     end = cohort.los_days[i] * DAY
@@ -167,31 +197,7 @@ def labs(rng: np.random.Generator, cohort: Cohort, i: int, base: Baseline) -> tu
     values = {k: np.clip(v, 0.01, None) for k, v in values.items()}
     ph = 7.41 - 0.045 * sev + 0.03 * z[13]
 
-    parts = []
-    for k in range(n):
-        items = []
-        if rng.random() < 0.95:
-            items.append((d.CHEM_PANEL, 75))
-        if rng.random() < 0.9:
-            items.append((d.CBC_PANEL, 55))
-        extra = [50813] if rng.random() < 0.3 + 0.2 * sev[k] else []
-        if rng.random() < 0.3:
-            extra.append(50885)
-        # troponin: asked for on suspicion (chest pain, dyspnoea, shock), not only in coronary disease
-        if rng.random() < (0.6 if cvd == CVD_CHD and k < 3 else 0.3 if cvd == CVD_HF else 0.12) + 0.08 * sev[k]:
-            extra.append(51003)
-        if extra:
-            items.append((tuple(extra), 90))
-        for group, (itemids, delay) in enumerate(items):
-            m = len(itemids)
-            store = t[k] + int(rng.uniform(delay - 25, delay + 30)) * MINUTE + np.zeros(m, dtype=np.int64)
-            vals = np.array([values[it][k] for it in itemids])
-            parts.append(Rows(np.full(m, t[k]), store, np.array(itemids), vals, np.full(m, None, dtype=object),
-                              np.full(m, k * 4 + group)))
-        if k == 0 and rng.random() < 0.35:
-            pos = rng.random() < 0.15
-            parts.append(Rows(np.array([t[k]]), np.array([t[k] + 95 * MINUTE]), np.array([d.URINE_NITRITE]),
-                              np.array([np.nan]), np.array(["POS" if pos else "NEG"], dtype=object), np.array([k * 4 + 3])))
+    parts = [rows for k in range(n) for rows in _one_draw(rng, t[k], k, values, sev[k], cvd)]
     lab_rows = Rows.concat(parts)
     tn = lab_rows.itemid == 51003
     low = tn & (lab_rows.valuenum < 0.01)

@@ -27,15 +27,15 @@ import numpy as np
 
 from medm2t.cards import TaskCard
 from medm2t.events import Measurement, RiskScore, StayOpened, TaskScore, _Event
-from medm2t.vocabulary import MEDM2T
+from medm2t.vocabulary import CVD_90D, LOS_REMAINING, MEDM2T, MORTALITY, TASKS
 from model.explain import FREQUENCY
 from stream import metrics
 from stream.scoring import Needs, StayPoint, StayView, score_views
 
 TASK_CARDS = (
-    TaskCard(name="mortality", display="in-hospital mortality risk", kind="probability", alerts=True, board=True),
-    TaskCard(name="los_remaining", display="remaining ICU stay", kind="days"),
-    TaskCard(name="cvd_90d", display="90-day CVD, most likely", kind="class_probabilities"),
+    TaskCard(name=MORTALITY, display="in-hospital mortality risk", kind="probability", alerts=True, board=True),
+    TaskCard(name=LOS_REMAINING, display="remaining ICU stay", kind="days"),
+    TaskCard(name=CVD_90D, display="90-day CVD, most likely", kind="class_probabilities"),
 )
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,11 @@ class MedM2TScorer:
         self.version: str = predictor.version
         # The summaries span the whole stay, so the store keeps all of a stay's measurements.
         self.needs = Needs(lookback=None, ecgs=predictor.cfg.max_ecgs, cadence=cadence)
-        temperature = predictor.calibration.temperature("mortality") if predictor.calibration else 1.0
+        temperature = predictor.calibration.temperature(MORTALITY) if predictor.calibration else 1.0
         self.explainer = Explainer.for_model(predictor.model, predictor.featurizer, temperature)
         untrained = set(predictor.meta.get("train_info", {}).get("tasks_without_labels", ()))
         self._calibration = {t: ("untrained head: the training data had no labels for this task" if t in untrained
-                                 else predictor.calibration_label(t)) for t in ("mortality", "los_remaining", "cvd_90d")}
+                                 else predictor.calibration_label(t)) for t in TASKS}
 
     @classmethod
     def load(cls, checkpoint_dir: str | Path, device: str = "auto",
@@ -148,7 +148,7 @@ class MedM2TScorer:
         rows = [(max(0.0, hours(at, s.admit)), s.present, s.n_unknown) for s, at in zip(states, ats)]
         results = results_from_outputs(out, rows, self.predictor.calibration)
         if self.explainer is not None:
-            why = self.explainer.attribute(wide, out["mortality"])
+            why = self.explainer.attribute(wide, out[MORTALITY])
             top = np.argsort(-np.abs(why.log_odds), axis=1)[:, :TOP_DRIVERS]
             for i, r in enumerate(results):
                 r["drivers"] = [(why.inputs[k], float(why.log_odds[i, k])) for k in top[i]
@@ -181,14 +181,14 @@ class MedM2TScorer:
         if p["n_unknown"]:
             detail["unknown_items_ignored"] = p["n_unknown"]
         cal = self._calibration
-        cvd = {c: _round(v, 4) for c, v in p["cvd_90d"].items()}
+        cvd = {c: _round(v, 4) for c, v in p[CVD_90D].items()}
         tasks = {
-            "mortality": TaskScore(value=_round(p["mortality"], 4), kind="probability", calibration=cal["mortality"],
+            MORTALITY: TaskScore(value=_round(p[MORTALITY], 4), kind="probability", calibration=cal[MORTALITY],
                                    detail={**detail, **_drivers_detail(p, state, point)}),
-            "los_remaining": TaskScore(value=_round(p["los_remaining"], 3), kind="days", calibration=cal["los_remaining"],
+            LOS_REMAINING: TaskScore(value=_round(p[LOS_REMAINING], 3), kind="days", calibration=cal[LOS_REMAINING],
                                        detail={**detail, "los_total_days": _round(p["los_total"], 3)}),
-            "cvd_90d": TaskScore(value=_round(1.0 - p["cvd_90d"]["none"], 4), kind="class_probabilities",
-                                 probabilities=cvd, calibration=cal["cvd_90d"],
+            CVD_90D: TaskScore(value=_round(1.0 - p[CVD_90D]["none"], 4), kind="class_probabilities",
+                                 probabilities=cvd, calibration=cal[CVD_90D],
                                  detail={**detail, "value": "probability of any CVD class"}),
         }
         # A NaN/inf output is a model fault, never a number to act on: leave the task out and say so.

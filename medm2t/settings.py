@@ -97,9 +97,10 @@ class Settings(BaseSettings):
     checkpoint: Path = Field(DEMO_CHECKPOINT, description="MedM2T checkpoint folder.")
     device: str = Field("auto", description="auto, cpu or cuda.")
     metrics_port: int = Field(0, description="Port of the worker's Prometheus /metrics on 127.0.0.1 (0 = off).")
-    escalate_after_min: float = Field(15.0, gt=0, description="An urgent or emergency alert nobody acknowledged "
-                                                              "escalates after this many clinical minutes.")
-    snooze_max_min: float = Field(240.0, gt=0, description="Longest snooze allowed, in clinical minutes.")
+    escalate_after_min: float | None = Field(None, gt=0, description="Overrides the alert policy's escalation time "
+                                                                     "(clinical minutes); unset: the policy's.")
+    snooze_max_min: float | None = Field(None, gt=0, description="Overrides the alert policy's longest snooze "
+                                                                 "(clinical minutes); unset: the policy's.")
     alert_policy: Path | None = Field(None, description="Alert policy JSON (stream/policy.py); default: the "
                                                         "checkpoint's alert-policy.json when MedM2T runs, else "
                                                         "the built-in policy. The two settings above win over it.")

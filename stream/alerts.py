@@ -44,9 +44,10 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from medm2t.events import Alert, AlertAction, RiskScore, make_event_id
-from medm2t.vocabulary import NEWS2, Level
+from medm2t.vocabulary import Level
 from stream.policy import DEFAULT_POLICY, AlertPolicy, RulePolicy
-from stream.scorers.news2 import ALERT_SIGNALS, STALE_VITALS
+from stream.scorers.news2 import STALE_VITALS
+from stream.scorers.rules import FIXED_RULES
 
 
 
@@ -77,7 +78,7 @@ class Rule:
 
     def show(self, value: float) -> str:
         """The rule's signal in words, with its unit: '6 points', '4.5 h', '23%'."""
-        if self.scorer != NEWS2:
+        if self.scorer not in FIXED_RULES:  # a probability task
             return f"{value:.0%}"
         if self.key == STALE_VITALS:
             return f"{value:.1f} h"
@@ -338,8 +339,8 @@ def _describe_probability(task: str) -> Callable[[RiskScore, float], str]:
 
 def signal_of(scorer: str, key: str) -> Callable[[RiskScore], float | None] | None:
     """The signal a rule reads from a score (the same whatever the policy's numbers); None for an unknown rule."""
-    if scorer == NEWS2:
-        return ALERT_SIGNALS[key][0] if key in ALERT_SIGNALS else None
+    if scorer in FIXED_RULES:
+        return FIXED_RULES[scorer][key][0] if key in FIXED_RULES[scorer] else None
     return _probability(key)
 
 
@@ -357,9 +358,10 @@ class AlertRules:
         self._by_tasks: dict[tuple, tuple[Rule, ...]] = {}
 
     def rule(self, scorer: str, key: str) -> Rule:
-        """One rule: a NEWS2 rule by its key, else the probability task `key` of `scorer`."""
+        """One rule: a rule its scorer declares (FIXED_RULES, NEWS2's), else the probability task `key` of `scorer`."""
         if (scorer, key) not in self._rules:
-            signal, describe = ALERT_SIGNALS[key] if scorer == NEWS2 else (_probability(key), _describe_probability(key))
+            signal, describe = (FIXED_RULES[scorer][key] if scorer in FIXED_RULES
+                                else (_probability(key), _describe_probability(key)))
             self._rules[scorer, key] = make_rule(scorer, key, signal, describe, self.policy.rule(scorer, key))
         return self._rules[scorer, key]
 
@@ -369,7 +371,7 @@ class AlertRules:
         return self.rule(scorer, key)
 
     def for_score(self, score: RiskScore) -> tuple[Rule, ...]:
-        keys = tuple(ALERT_SIGNALS) if score.scorer == NEWS2 else \
+        keys = tuple(FIXED_RULES[score.scorer]) if score.scorer in FIXED_RULES else \
             tuple(name for name, t in score.tasks.items() if t.kind == "probability")
         if (score.scorer, keys) not in self._by_tasks:
             self._by_tasks[score.scorer, keys] = tuple(self.rule(score.scorer, k) for k in keys)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from medm2t.vocabulary import MEDM2T, NEWS2, Level
 from stream import keys
 from stream.scorers.news2 import AGGREGATE, HIGH_AT, MEDIUM_AT, SINGLE_PARAMETER, STALE_VITALS
+from stream.scorers.rules import FIXED_RULES
 
 POLICY_FILE = "alert-policy.json"  # in a checkpoint folder: the policy `alerts calibrate` tuned for that model
 
@@ -86,13 +87,13 @@ class AlertPolicy(_Frozen):
             scorer, _, rule = key.partition("/")
             if not scorer or not rule:
                 raise ValueError(f"rule key {key!r} is not SCORER/RULE")
-            if scorer == NEWS2 and key not in DEFAULT_RULES:
-                raise ValueError(f"unknown NEWS2 rule {key!r} (known: {', '.join(sorted(DEFAULT_RULES))})")
+            if scorer in FIXED_RULES and key not in DEFAULT_RULES:
+                raise ValueError(f"unknown {scorer.upper()} rule {key!r} (known: {', '.join(sorted(DEFAULT_RULES))})")
         return self
 
     def rule(self, scorer: str, key: str) -> RulePolicy:
         """The policy of one rule; a probability task without an entry takes probability_default."""
-        return self.rules.get(f"{scorer}/{key}") or (DEFAULT_RULES.get(f"{scorer}/{key}") if scorer == NEWS2
+        return self.rules.get(f"{scorer}/{key}") or (DEFAULT_RULES.get(f"{scorer}/{key}") if scorer in FIXED_RULES
                                                     else self.probability_default)
 
     def thresholds(self, scorer: str, key: str) -> dict[str, float]:
@@ -144,8 +145,7 @@ def load_policy(settings, scorers: Iterable[str] = ()) -> AlertPolicy:
         candidate = Path(settings.checkpoint) / POLICY_FILE
         path = candidate if candidate.exists() else None
     policy = read_policy(path) if path is not None else DEFAULT_POLICY
-    overrides = {f: getattr(settings, f) for f in ("escalate_after_min", "snooze_max_min")
-                 if f in settings.model_fields_set}
+    overrides = {f: value for f in ("escalate_after_min", "snooze_max_min") if (value := getattr(settings, f)) is not None}
     return policy.model_copy(update=overrides) if overrides else policy
 
 

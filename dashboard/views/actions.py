@@ -8,6 +8,7 @@ import time
 import streamlit as st
 
 from dashboard import format as fmt
+from dashboard.data import Reader
 from medm2t.events import Alert
 from medm2t.settings import get_settings, with_overrides
 from medm2t.vocabulary import Level
@@ -36,7 +37,7 @@ def panel(r, open_alerts: list[Alert], key: str) -> None:
         st.caption(f"No open alerts to act on (as of {time.strftime('%H:%M:%S')}).")
         st.button("Refresh the list", key=f"{key}-refresh-empty")
         return
-    settings = get_settings()
+    policy = Reader(r).alert_policy()  # what the workers run: escalation and snooze times are the policy's
     by_id = {a.alert_id: a for a in sorted(open_alerts, key=lambda a: Level.rank_of(a.level), reverse=True)}
     with st.expander(f"Act on an open alert ({len(open_alerts)})", expanded=False):
         st.caption(f"Open alerts as of {time.strftime('%H:%M:%S')} (wall clock); the list refreshes when you act.")
@@ -51,8 +52,8 @@ def panel(r, open_alerts: list[Alert], key: str) -> None:
                     _send(r, alert, "ack")
         with snooze:
             with st.form(f"{key}-snooze", border=False, clear_on_submit=True):
-                minutes = st.number_input("Snooze for (clinical minutes)", min_value=5, max_value=int(settings.snooze_max_min),
-                                          value=min(30, int(settings.snooze_max_min)), step=5, key=f"{key}-minutes")
+                minutes = st.number_input("Snooze for (clinical minutes)", min_value=5, max_value=int(policy.snooze_max_min),
+                                          value=min(30, int(policy.snooze_max_min)), step=5, key=f"{key}-minutes")
                 reason = st.text_input("Reason (required)", key=f"{key}-snooze-reason")
                 if st.form_submit_button("Snooze"):
                     _send(r, alert, "snooze", reason, float(minutes))
@@ -62,7 +63,7 @@ def panel(r, open_alerts: list[Alert], key: str) -> None:
                 if st.form_submit_button("Add comment"):
                     _send(r, alert, "comment", note)
         st.caption(f"Clinical time is the replay's clock. Urgent and emergency alerts nobody acknowledges escalate "
-                   f"after {settings.escalate_after_min:g} min; a snooze lasts at most {settings.snooze_max_min:g} "
+                   f"after {policy.escalate_after_min:g} min; a snooze lasts at most {policy.snooze_max_min:g} "
                    f"min and a higher level breaks through it.")
 
 

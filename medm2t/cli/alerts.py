@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "snooze":
             a.add_argument("--for", dest="snooze_for", required=True, type=_minutes, metavar="DURATION",
                            help="how long, e.g. 30m, 2h or 45 (minutes); at most the alert policy's snooze_max_min "
-                                f"(default {s.snooze_max_min:g})")
+                                "(the built-in policy's: 240)")
         a.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                        help="how long to wait for the worker's record (default 10; 0: do not wait)")
         a.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url})")

@@ -106,7 +106,8 @@ def test_the_worker_loads_the_named_file_then_the_checkpoints_then_the_defaults(
     named.write_text(dumps(AlertPolicy(name="named")))
     for var in ("MEDM2T_ALERT_POLICY", "MEDM2T_ESCALATE_AFTER_MIN", "MEDM2T_SNOOZE_MAX_MIN"):
         monkeypatch.delenv(var, raising=False)
-    assert load_policy(Settings(checkpoint=ck), ["news2", "medm2t"]).name == "from the checkpoint"
+    from_checkpoint = load_policy(Settings(checkpoint=ck), ["news2", "medm2t"])
+    assert from_checkpoint.name == "from the checkpoint" and from_checkpoint.escalate_after_min == 20  # unset: the file's
     assert load_policy(Settings(checkpoint=ck), ["news2"]) == DEFAULT_POLICY  # the checkpoint's policy is MedM2T's
     assert load_policy(Settings(checkpoint=ck, alert_policy=named), ["news2", "medm2t"]).name == "named"
     assert load_policy(Settings(checkpoint=tmp_path), ["medm2t"]) == DEFAULT_POLICY

@@ -2,8 +2,8 @@
 points that are complete, score them in batches and publish. docs/scoring-contract.md states the contract
 this code keeps; the names below follow it.
 
-* Ingest (stream/ingest.py, one call per Kafka chunk): validate, dead-letter what is bad, APPLY each stay's events in Redis
-  (durable, idempotent), and buffer the new events in memory under their effective point.
+* Ingest (stream/ingest.py, one call per Kafka chunk): validate, dead-letter what is bad, APPLY each stay's
+  events in Redis (durable, idempotent), and buffer the new events in memory under their effective point.
 * Completion (stream/clocks.py): a stay's point T is complete once its partition has delivered an event
   available after T, the stay has closed at or after T, or the partition has been quiet and caught up.
 * Scoring (this module's loop, its own task): complete points in point order, batched by the scheduler
@@ -42,6 +42,10 @@ RESTORE_GRACE_S = 5.0
 
 
 class Pipeline(Ingest, ActionIntake, Publish):
+    """The parts above that act on the pipeline's own state (ingest, action intake, publish) are mixins of
+    this class, each in its own module; the clocks and the scheduler hold or need no such state and are an
+    object and functions of their own. This module holds the state, the stays in memory and the loop."""
+
     def __init__(self, store: StayStore, scorers: Sequence[Scorer], send: Send, batch_max: int = 256,
                  idle_ms: int = 100, caught_up: Callable[[int], bool] = lambda p: True,
                  policy: AlertPolicy = DEFAULT_POLICY):

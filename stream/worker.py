@@ -29,7 +29,7 @@ from stream.scoring import Scorer
 from stream.state import StayStore
 
 log = logging.getLogger("medm2t.worker")
-INGEST_WAIT_S = 0.005       # ... or what arrived within this long (a small chunk at once when idle)
+INGEST_WAIT_S = 0.005  # a chunk: INGEST_CHUNK messages, or what arrived within this long (small when idle)
 STATS_EVERY_S = 10.0
 QUALITY_EVERY_S = 10.0   # how often the alert-quality history gets a point (when outcomes have arrived)
 
@@ -40,7 +40,7 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
     link = BrokerLink(app)
     pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, link.send, settings.batch_max,
                         settings.point_idle_ms, link.caught_up, policy)
-    link.consumed = pipeline.clocks.consumed
+    link.consumed = pipeline.clocks.consumed  # the same dict: the pipeline's clocks keep it up to date
     _input_agents(app, pipeline, link, settings.max_pending_points)
     _scoring_tasks(app, pipeline, link)
     _housekeeping(app, pipeline, settings, redis, scorers, policy)

@@ -308,6 +308,11 @@ class Reader:
             self._cards = dict(sorted(typed.items(), key=lambda kv: (kv[1].order, kv[0])))
         return self._cards
 
+    def scorer_name(self, scorer: str) -> str:
+        """A scorer's name as its model card gives it ('MedM2T', 'NEWS2'); its key in capitals without a card."""
+        card = self.cards().get(scorer)
+        return card.name if card else scorer.upper()
+
     def alert_policy(self) -> AlertPolicy:
         """The alert policy the workers published (alerts:policy); the built-in one until they have."""
         raw = self.r.get(keys.ALERT_POLICY)

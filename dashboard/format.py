@@ -20,8 +20,6 @@ TIER_COLOURS = {
 }
 
 
-
-
 def probability(p: float | None) -> str:
     """A model probability as a whole percentage; more digits would claim precision it does not have."""
     if p is None:

@@ -19,7 +19,7 @@ class Level(StrEnum):
     @property
     def rank(self) -> int:
         """1 for info up to 3 for emergency (0 is no alert at all, `rank_of(None)`)."""
-        return _ORDER.index(self) + 1
+        return _RANKS[self]
 
     @property
     def demands_response(self) -> bool:
@@ -29,10 +29,11 @@ class Level(StrEnum):
 
     @staticmethod
     def rank_of(level: str | None) -> int:
-        return 0 if level is None else Level(level).rank
+        """A level's rank from its name, a member or None (a dict lookup: it runs per rule and score)."""
+        return _RANKS[level]
 
 
-_ORDER = tuple(Level)
+_RANKS: dict[str | None, int] = {None: 0, **{level: i + 1 for i, level in enumerate(Level)}}
 LEVEL_NAMES: tuple[str, ...] = tuple(level.value for level in Level)  # for Literal[...] fields in schemas
 
 # The model's tasks, in its heads' order, and the classes of its 90-day cardiovascular-disease head.

@@ -1,5 +1,5 @@
 """Batches, the multi-task loss and eval-mode predictions over model.data samples: what training
-(model/train.py), the wide head (model/wide.py) and evaluation (model/evaluate.py) share.
+(model/stages.py), the wide head (model/wide.py) and evaluation (model/evaluate.py) share.
 
 Loss (per task, masked to samples that have the label; the tasks' losses are summed with TASK_WEIGHTS):
 - mortality: binary cross-entropy on the logit;

@@ -3,7 +3,8 @@
 Normalisation is chosen per preset (`ModelConfig.norm`): "layer" (LayerNorm after Linear, GroupNorm with
 one group after a convolution: per-sample, so training and eval mode compute the same thing) or "batch" (the
 reference's BatchNorm; eval mode uses running statistics, so eval outputs are still batch-invariant, but on
-landmark prefixes the running statistics are fragile and need re-estimation, see model/train.py)."""
+landmark prefixes the running statistics are fragile and need re-estimation, see
+model/stages.py recalibrate_batchnorm)."""
 from __future__ import annotations
 
 import math

@@ -144,7 +144,6 @@ class Featurizer:
         s = self.static_spec
         return 3 + 2 * len(STATIC_NUMERIC) + sum(len(s["vocab"][k]) + 1 for k in STATIC_CATEGORICAL)
 
-    # ---- fitting
     # ---- serialisation
     def to_dict(self) -> dict:
         return {

@@ -93,7 +93,7 @@ def time_features(elapsed_h: np.ndarray | torch.Tensor):
 
 
 def vitals_grid(cfg: ModelConfig, s: StayInputs) -> np.ndarray:
-    """(2C, T) grid: carried-forward z-scores, then observed-in-step flags. See the module docstring."""
+    """(2C, T) grid: carried-forward z-scores, then observed-in-step flags. See model/features.py's docstring."""
     n_c, step = len(cfg.vital_concepts), cfg.vitals_step_min / 60.0
     n_t = int(round(cfg.vitals_hours / step))
     grid = np.zeros((2 * n_c, n_t), dtype=np.float32)

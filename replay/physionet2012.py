@@ -57,7 +57,6 @@ def _trusted_measurement(fields: dict) -> Measurement:
     return m
 
 
-@lru_cache(maxsize=8192)
 def _measurement(record_id: int, lineno: int, t: datetime, parameter: str, value: float, unit: str,
                  concept: str | None, category: str) -> Measurement:
     """One checked line of a record (its values were validated above, so no second validation)."""
@@ -82,6 +81,7 @@ def _opened(record_id: int, static: dict[str, float], weight0: float | None) -> 
     )
 
 
+@lru_cache(maxsize=8192)
 def _clock_time(clock: str) -> datetime:
     """'HH:MM' since admission → datetime on EPOCH (cached: a set repeats a few thousand clock values)."""
     hours, minutes = clock.split(":")

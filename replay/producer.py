@@ -20,7 +20,8 @@ class EventProducer:
     one_per_message: bool = False                       # as a v1 producer: every event its own message
     sent: Counter = field(default_factory=Counter)      # events per kind, acknowledged by the broker
     messages: int = 0                                   # messages acknowledged
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)    # one line per message the broker refused
+    failed_events: int = 0                              # the events in those messages
 
     def __post_init__(self):
         from medm2t.kafka import make_producer
@@ -48,6 +49,7 @@ class EventProducer:
             log.error("could not publish %s event %s of stay %s%s: %s", event.kind, event.event_id, event.stay_id,
                       with_it, exc)
         self.failed.append(f"{event.kind} {event.event_id}{with_it}: {exc}")
+        self.failed_events += n
 
     def flush(self, timeout: float | None = 60.0) -> None:
         self._producer.flush(timeout=timeout)

@@ -3,7 +3,8 @@
 and applied between batches; each becomes one record on the alert topics and in the stay's audit trail.
 The producing side (the dashboard's buttons, `medm2t alerts ack`) is stream/alert_actions.py.
 
-A mixin of Pipeline: it uses the pipeline's store, stays, rules, state lock and publishing.
+A mixin of Pipeline: it uses the pipeline's store, stays, rules, state lock and dead letters, and Publish's
+_send_alert.
 """
 from __future__ import annotations
 

@@ -46,7 +46,6 @@ from typing import Callable
 from medm2t.events import Alert, AlertAction, RiskScore, make_event_id
 from medm2t.vocabulary import Level
 from stream.policy import DEFAULT_POLICY, AlertPolicy, RulePolicy
-from stream.scorers.news2 import STALE_VITALS
 from stream.scorers.rules import FIXED_RULES
 
 
@@ -65,6 +64,7 @@ class Rule:
     signal: Callable[[RiskScore], float | None]
     tiers: tuple[Tier, ...]                         # ascending severity
     describe: Callable[[RiskScore, float], str]
+    show: Callable[[float], str]                    # the signal's value with its unit: '6 points', '4.5 h', '23%'
     clear_after: int = 2                            # consecutive scores below clear_below before leaving a tier
     clear_hold: timedelta = timedelta(hours=1)      # ... spanning at least this much clinical time
     refractory: timedelta = timedelta(hours=1)      # after clearing, no new alert at or below the cleared level
@@ -75,14 +75,6 @@ class Rule:
     def resolving(self, state: RuleState) -> bool:
         """Open, but its latest signal is under its tier's threshold: waiting out the hysteresis."""
         return state.level is not None and state.value is not None and state.value < self.raise_at(state.level)
-
-    def show(self, value: float) -> str:
-        """The rule's signal in words, with its unit: '6 points', '4.5 h', '23%'."""
-        if self.scorer not in FIXED_RULES:  # a probability task
-            return f"{value:.0%}"
-        if self.key == STALE_VITALS:
-            return f"{value:.1f} h"
-        return f"{value:g} point" + ("" if value == 1 else "s")
 
     def level_text(self, level: str | None, value: float) -> str:
         """A timer record's reason: no score came with it, so it states the latest one's value."""
@@ -329,6 +321,10 @@ def _probability(task: str) -> Callable[[RiskScore], float | None]:
     return signal
 
 
+def _percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
 def _describe_probability(task: str) -> Callable[[RiskScore, float], str]:
     def describe(s: RiskScore, v: float) -> str:
         drivers = s.tasks[task].detail.get("drivers")
@@ -344,8 +340,8 @@ def signal_of(scorer: str, key: str) -> Callable[[RiskScore], float | None] | No
     return _probability(key)
 
 
-def make_rule(scorer: str, key: str, signal, describe, p: RulePolicy) -> Rule:
-    return Rule(key, scorer, signal, tuple(Tier(t.level, t.raise_at, t.clear_below) for t in p.tiers), describe,
+def make_rule(scorer: str, key: str, signal, describe, show, p: RulePolicy) -> Rule:
+    return Rule(key, scorer, signal, tuple(Tier(t.level, t.raise_at, t.clear_below) for t in p.tiers), describe, show,
                 p.clear_after, timedelta(minutes=p.clear_hold_min), timedelta(minutes=p.refractory_min))
 
 
@@ -360,9 +356,9 @@ class AlertRules:
     def rule(self, scorer: str, key: str) -> Rule:
         """One rule: a rule its scorer declares (FIXED_RULES, NEWS2's), else the probability task `key` of `scorer`."""
         if (scorer, key) not in self._rules:
-            signal, describe = (FIXED_RULES[scorer][key] if scorer in FIXED_RULES
-                                else (_probability(key), _describe_probability(key)))
-            self._rules[scorer, key] = make_rule(scorer, key, signal, describe, self.policy.rule(scorer, key))
+            signal, describe, show = (FIXED_RULES[scorer][key] if scorer in FIXED_RULES
+                                      else (_probability(key), _describe_probability(key), _percent))
+            self._rules[scorer, key] = make_rule(scorer, key, signal, describe, show, self.policy.rule(scorer, key))
         return self._rules[scorer, key]
 
     def by_key(self, rule_key: str) -> Rule:

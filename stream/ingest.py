@@ -2,11 +2,10 @@
 messages, dead-letters what is bad, APPLYs each stay's events in Redis (durable, idempotent; one round trip
 per chunk) and buffers the new events in memory under their effective point (docs/scoring-contract.md).
 
-A mixin of Pipeline: it uses the pipeline's store, stays, clocks, state lock and counters.
+A mixin of Pipeline: it uses the pipeline's store, stays, clocks, state lock, counters and dead letters.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -14,8 +13,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from medm2t import topics
-from medm2t.events import DeadLetter, StayClosed, StayOpened, _Event
+from medm2t.events import StayClosed, StayOpened, _Event
 from stream import metrics
 from stream.runtime import Message, StayRuntime
 from stream.state import Incoming, epoch, from_epoch
@@ -115,20 +113,6 @@ class Ingest:
         self._uncounted["events_in"] += counts["events"]  # the name the dashboard's counters use
         self._uncounted["duplicates"] += counts["duplicates"]
 
-    def _take_uncounted(self) -> dict[str, int]:
-        counts, self._uncounted = dict(self._uncounted), defaultdict(int)
-        return counts
-
-    async def _write_uncounted(self) -> None:
-        counts = self._take_uncounted()
-
-        async def write():
-            pipe = self.store.r.pipeline(transaction=False)
-            self.store.note_counts(pipe, counts)
-            return await pipe.execute()
-
-        await self.with_redis("counters", write)
-
     @staticmethod
     def _lost_reply(rt: StayRuntime, at: datetime, event: _Event) -> bool:
         """A duplicate that this worker never buffered although its point is still unscored: an APPLY whose
@@ -149,19 +133,3 @@ class Ingest:
         elif isinstance(event, StayClosed):
             rt.closed_at = at
             self.set_timer(rt)
-
-    async def dead_letter(self, msg: Message, reason: str) -> None:
-        await self.dead_letters(msg, [reason])
-
-    async def dead_letters(self, msg: Message, reasons: Sequence[str]) -> None:
-        """One dead letter per reason (a set's bad members each have their own), delivered together."""
-        at = datetime.utcnow()
-        log.warning("dead letter topic=%s partition=%s offset=%s reason=%s%s", msg.topic, msg.partition, msg.offset,
-                    reasons[0][:200], f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
-        deliveries = [await self.send(topics.DEADLETTER, None, DeadLetter(
-            topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500], at=at,
-        ).model_dump_json().encode()) for reason in reasons]
-        await asyncio.gather(*deliveries)
-        self.stats["deadletters"] += len(reasons)
-        self._uncounted["deadletters"] += len(reasons)
-        metrics.count("deadletters", len(reasons))

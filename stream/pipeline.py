@@ -19,12 +19,15 @@ rebuilt from Redis on start-up, on rebalance and for a stay it has not seen.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import Counter, defaultdict
+from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
 
-from medm2t.events import AlertAction
+from medm2t import topics
+from medm2t.events import AlertAction, DeadLetter
 from stream import metrics
 from stream.action_intake import ActionIntake
 from stream.alerts import AlertRules, next_timer
@@ -44,7 +47,8 @@ RESTORE_GRACE_S = 5.0
 class Pipeline(Ingest, ActionIntake, Publish):
     """The parts above that act on the pipeline's own state (ingest, action intake, publish) are mixins of
     this class, each in its own module; the clocks and the scheduler hold or need no such state and are an
-    object and functions of their own. This module holds the state, the stays in memory and the loop."""
+    object and functions of their own. This module holds the state, what the parts share (Redis retries,
+    dead letters, the counters that ride along with the next round trip), the stays in memory and the loop."""
 
     def __init__(self, store: StayStore, scorers: Sequence[Scorer], send: Send, batch_max: int = 256,
                  idle_ms: int = 100, caught_up: Callable[[int], bool] = lambda p: True,
@@ -60,6 +64,7 @@ class Pipeline(Ingest, ActionIntake, Publish):
                                                              # with the next round trip (or the next idle tick)
         self._actions: list[tuple[Message, AlertAction]] = []  # valid actions, applied by the scoring loop
         self._wake = asyncio.Event()
+        self._batch_done = asyncio.Event()  # set after each committed batch (room_to_buffer waits for it)
         self._state = asyncio.Lock()    # held while clocks, buffers or the set of stays change
 
     # ---- Redis and the stays held in memory ------------------------------------------------------
@@ -81,6 +86,36 @@ class Pipeline(Ingest, ActionIntake, Publish):
                 log.warning("Redis unavailable during %s (%s); retrying in %.1f s", what, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _take_uncounted(self) -> dict[str, int]:
+        counts, self._uncounted = dict(self._uncounted), defaultdict(int)
+        return counts
+
+    async def _write_uncounted(self) -> None:
+        counts = self._take_uncounted()
+
+        async def write():
+            pipe = self.store.r.pipeline(transaction=False)
+            self.store.note_counts(pipe, counts)
+            return await pipe.execute()
+
+        await self.with_redis("counters", write)
+
+    async def dead_letter(self, msg: Message, reason: str) -> None:
+        await self.dead_letters(msg, [reason])
+
+    async def dead_letters(self, msg: Message, reasons: Sequence[str]) -> None:
+        """One dead letter per reason (a set's bad members each have their own), delivered together."""
+        at = datetime.utcnow()
+        log.warning("dead letter topic=%s partition=%s offset=%s reason=%s%s", msg.topic, msg.partition, msg.offset,
+                    reasons[0][:200], f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
+        deliveries = [await self.send(topics.DEADLETTER, None, DeadLetter(
+            topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500], at=at,
+        ).model_dump_json().encode()) for reason in reasons]
+        await asyncio.gather(*deliveries)
+        self.stats["deadletters"] += len(reasons)
+        self._uncounted["deadletters"] += len(reasons)
+        metrics.count("deadletters", len(reasons))
 
     async def _ensure_loaded(self, stays: Sequence[tuple[int, int | None]]) -> None:
         missing = [(sid, p) for sid, p in stays if sid not in self.stays]
@@ -125,30 +160,31 @@ class Pipeline(Ingest, ActionIntake, Publish):
 
     def ready(self) -> list[StayRuntime]:
         """Stays whose first unscored point is complete, or whose alert timer is: complete like a point, with
-        no unscored point before it."""
-        out = []
-        for rt in self.stays.values():
-            first = min(rt.buffer) if rt.buffer else None
-            point_due = first is not None and self.clocks.complete(rt, first)
-            timer_due = rt.timer is not None and (first is None or rt.timer < first) and self.clocks.complete(rt, rt.timer)
-            if point_due or timer_due:
-                out.append(rt)
-                if len(out) >= self.batch_max:
-                    break
-        return out
+        no unscored point before it; `batch_max` of them at most."""
+        return list(itertools.islice(filter(self._is_ready, self.stays.values()), self.batch_max))
+
+    def _is_ready(self, rt: StayRuntime) -> bool:
+        first = min(rt.buffer) if rt.buffer else None
+        if first is not None and self.clocks.complete(rt, first):
+            return True
+        return rt.timer is not None and (first is None or rt.timer < first) and self.clocks.complete(rt, rt.timer)
 
     def pending_points(self) -> int:
         return sum(len(rt.buffer) for rt in self.stays.values())
 
-    async def room_to_buffer(self, max_pending: int, poll_s: float = 0.01) -> None:
+    async def room_to_buffer(self, max_pending: int, recheck_s: float = 1.0) -> None:
         """Wait while more than `max_pending` points wait for their scores and some of them can be scored.
         Under a backlog ingest runs far ahead of a model-bound scoring loop, and every buffered point holds
         its events in memory (a 1,000-stay backlog held 190,000 points, 2.1-2.4 GB per worker). A live
         consumer waits here between chunks, so the broker keeps the backlog instead; the scoring loop must
-        be running beside it."""
-        while self.pending_points() > max_pending and self.ready():
+        be running beside it. It looks again after each batch the loop commits (or `recheck_s`)."""
+        while self.pending_points() > max_pending and any(map(self._is_ready, self.stays.values())):
+            self._batch_done.clear()
             self._wake.set()
-            await asyncio.sleep(poll_s)
+            try:
+                await asyncio.wait_for(self._batch_done.wait(), timeout=recheck_s)
+            except asyncio.TimeoutError:
+                pass
 
     async def run(self, tick_s: float = 0.02) -> None:
         """The scoring loop: score whatever is complete, at once; wait when nothing is."""
@@ -176,5 +212,6 @@ class Pipeline(Ingest, ActionIntake, Publish):
             return 0
         await score_due(self.scorers, taken, self.forward_sizes)
         await self.publish_and_commit(batch, start, taken)
+        self._batch_done.set()
         metrics.POINTS_PENDING.set(self.pending_points())
         return len(batch)

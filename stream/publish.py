@@ -3,7 +3,7 @@ RiskAssessments) and the alert records they and the stays' alert timers make are
 broker has them are they COMMITted to Redis with the stays' marks, in one round trip. A crash in between
 only republishes the same scores and alerts under the same ids (docs/scoring-contract.md).
 
-A mixin of Pipeline: it uses the pipeline's store, send, rules, state lock and counters.
+A mixin of Pipeline: it uses the pipeline's store, send, rules, clocks, state lock and counters.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from medm2t.kafka import messages_on
 from medm2t.settings import Settings
 from stream import metrics, quality
 from stream.ingest import INGEST_CHUNK
+from stream.clocks import PartitionClocks
 from stream.pipeline import Pipeline
 from stream.policy import DEFAULT_POLICY, AlertPolicy
 from stream.runtime import Message
@@ -40,7 +41,7 @@ def build_app(settings: Settings, scorers: Sequence[Scorer], redis, policy: Aler
     link = BrokerLink(app)
     pipeline = Pipeline(StayStore(redis, [s.needs for s in scorers]), scorers, link.send, settings.batch_max,
                         settings.point_idle_ms, link.caught_up, policy)
-    link.consumed = pipeline.clocks.consumed  # the same dict: the pipeline's clocks keep it up to date
+    link.clocks = pipeline.clocks
     _input_agents(app, pipeline, link, settings.max_pending_points)
     _scoring_tasks(app, pipeline, link)
     _housekeeping(app, pipeline, settings, redis, scorers, policy)
@@ -84,7 +85,7 @@ class BrokerLink:
     def __init__(self, app):
         self.app, self.producer = app, None
         self.delivered_at: dict[int, float] = {}  # partition -> wall time of its last chunk handed to us
-        self.consumed: dict[int, int] = {}        # partition -> last offset delivered (the pipeline's clocks)
+        self.clocks: PartitionClocks | None = None  # the pipeline's: its offsets delivered per partition
 
     async def send(self, topic: str, key: bytes | None, value: bytes):
         """Straight to Faust's producer: a Topic.send adds sensors and callbacks per message, and the scoring
@@ -104,18 +105,19 @@ class BrokerLink:
             high, polled_ms = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
         except Exception:  # noqa: BLE001 - not started or not assigned yet: not known to be caught up
             return False
-        if high is None or not polled_ms or polled_ms / 1000.0 <= self.delivered_at.get(partition, 0.0):
+        if high is None or not polled_ms or polled_ms / 1000.0 <= self.delivered_at.get(partition, 0.0) \
+                or self.clocks is None:
             return False
-        return high <= self.consumed.get(partition, -1) + 1
+        return high <= self.clocks.consumed.get(partition, -1) + 1
 
     def lag(self) -> int:
         """Messages behind the end of the input partitions delivered to us."""
         from faust.types import TP
 
-        lag = 0
-        for p in list(self.consumed):
+        lag, consumed = 0, self.clocks.consumed if self.clocks else {}
+        for p in list(consumed):
             try:
-                lag += max(0, (self.app.consumer.highwater(TP(topics.EVENTS, p)) or 0) - self.consumed[p] - 1)
+                lag += max(0, (self.app.consumer.highwater(TP(topics.EVENTS, p)) or 0) - consumed[p] - 1)
             except Exception:  # noqa: BLE001 - not assigned (any more): nothing to count
                 pass
         return lag
@@ -190,8 +192,9 @@ def _housekeeping(app, pipeline: Pipeline, settings: Settings, redis, scorers: S
         except Exception:  # noqa: BLE001 - a check, not a duty: the broker may not be up yet
             return
         if n:
-            log.error("%d messages wait on the retired topic %s and will not be scored: publish them on %s "
-                      "(every v1 message is a valid v2 message)", n, topics.EVENTS_V1, topics.EVENTS)
+            log.error("the retired topic %s holds %d messages; this worker does not read it, so any published "
+                      "there since the upgrade to %s are not scored: publish them on %s (every v1 message is a "
+                      "valid v2 message)", topics.EVENTS_V1, n, topics.EVENTS, topics.EVENTS)
 
     @app.task
     async def publish_cards():

@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from medm2t.settings import DEMO_CHECKPOINT
+from medm2t.vocabulary import MEDM2T, NEWS2
 from replay.engine import select_stays
 from replay.sources import parse_spec
 from stream.alert_tuning import evaluate
@@ -36,8 +37,8 @@ def main(spec: str, named: list[str], checkpoint: Path, skip: int | None, limit:
     stays = itertools.islice(select_stays(parse_spec(spec).stays(), None, None), skip or 0, None)
     messages, outcomes = backlog(select_stays(stays, None, limit), partitions=6)
     scores = scores_by_stay(scorers, messages, partitions=6)
-    rows = {f"MedM2T {name}": evaluate(policy, "medm2t", scores, outcomes) for name, policy in policies.items()}
-    rows["NEWS2"] = evaluate(DEFAULT_POLICY, "news2", scores, outcomes)
+    rows = {f"MedM2T {name}": evaluate(policy, MEDM2T, scores, outcomes) for name, policy in policies.items()}
+    rows["NEWS2"] = evaluate(DEFAULT_POLICY, NEWS2, scores, outcomes)
     for name, quality in rows.items():
         figures = {k: asdict(quality)[k] for k in FIGURES}
         print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))

@@ -69,7 +69,7 @@ def panel(r, open_alerts: list[Alert], key: str) -> None:
 
 def _label(a: Alert) -> str:
     what = fmt.alert_name(a)
-    return f"stay {a.stay_id} · {a.level} · {what} · {fmt.lifecycle(a) or a.state} · record of {a.at:%d %b %H:%M}"
+    return f"stay {a.stay_id} · {a.level} · {what} · {fmt.lifecycle(a) or fmt.alert_state(a.state)} · record of {a.at:%d %b %H:%M}"
 
 
 def _send(r, alert: Alert, action: str, reason: str | None = None, minutes: float | None = None) -> None:
@@ -98,6 +98,6 @@ def _send(r, alert: Alert, action: str, reason: str | None = None, minutes: floa
     record = recorded(r, act, RECORD_WAIT_S)
     if record is None:
         st.warning(f"Sent, but the worker has not recorded it within {RECORD_WAIT_S:g} s (is it running?). "
-                   "A rejected action is on icu.deadletter.v1 with its reason.")
+                   "If the worker rejected it, the reason is in its dead-letter log.")
     else:
         st.success(f"Recorded: {record.state} by {record.by} · {record.reason}")

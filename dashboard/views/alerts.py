@@ -138,7 +138,6 @@ def render(reader: Reader) -> None:
                    ("Bed", "Bed on the ward, where the source gives one; – if unknown"), ("Stay", "ICU stay id"),
                    ("Score", "Scorer, task and the value that triggered it"), ("Reason", "Why the alert engine acted"),
                    ("Model", "The scorer that produced the score; hover for its exact version")]
-        cards = reader.cards()
         rows = []
         for a in current.rows:
             what = fmt.alert_name(a)
@@ -149,6 +148,6 @@ def render(reader: Reader) -> None:
                          html.escape(a.by), *_stay_cell(a, beds),
                          html.escape(f"{what}: {value}"), html.escape(a.reason),
                          f'<span title="{html.escape(a.model_version)}">'
-                         f'{html.escape(cards[a.scorer].name if a.scorer in cards else a.scorer)}</span>'])
+                         f'{html.escape(reader.scorer_name(a.scorer))}</span>'])
         st.markdown(fmt.html_table(headers, rows, "alert-table"), unsafe_allow_html=True)
     st.caption(f"The newest {FEED_ALERTS} alert records at most; {len(shown)} of the {len(alerts)} read match.")

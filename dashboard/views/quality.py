@@ -30,11 +30,11 @@ def render(reader: Reader) -> None:
     report = points[-1]
     st.caption(f"Over {report['outcomes']} stays with an outcome, clinical clock up to "
                f"{fmt.clock(datetime.fromisoformat(report['clinical_at']))}, as the worker recorded them at "
-               f"{fmt.clock(datetime.fromisoformat(report['at']))} (wall clock). Small numbers early in a replay: "
-               "read the counts beside the fractions. The same figures, with their definitions, come from the "
-               "command line's report.")
+               f"{fmt.clock(datetime.fromisoformat(report['at']).astimezone())} (wall clock). Small numbers early "
+               "in a replay: read the counts beside the fractions. The same figures, with their definitions, come "
+               "from the command line's report.")
     scorers = report["scorers"]
-    names = _names(reader, scorers)
+    names = {s: reader.scorer_name(s) for s in scorers}
     table = pd.DataFrame({names[name]: ["–" if scorers[name][key] is None else rule.format(scorers[name][key])
                                         for _, key, rule in quality.ROWS] for name in scorers},
                          index=[label.strip() for label, _, _ in quality.ROWS])
@@ -48,12 +48,6 @@ def render(reader: Reader) -> None:
                                label: p["scorers"].get(name, {}).get(key)} for p in points for name in scorers])
         st.markdown(f"**{label}**")
         st.altair_chart(_lines(frame, "stays with an outcome", label), width="stretch")
-
-
-def _names(reader: Reader, scorers) -> dict[str, str]:
-    """Each scorer's name as its model card gives it ('MedM2T', 'NEWS2')."""
-    cards = reader.cards()
-    return {s: cards[s].name if s in cards else s.upper() for s in scorers}
 
 
 def _lines(frame: pd.DataFrame, x: str, y: str):

@@ -34,7 +34,6 @@ ACTIONS = {"ack": "acknowledge an alert: it stops escalating at its current leve
            "snooze": "snooze an alert for --for (with a --reason); it comes back when the snooze ends",
            "unsnooze": "end a snooze now",
            "comment": "add a note (--reason) to an alert's audit trail"}
-LEVELS = LEVEL_NAMES
 _COLOUR = {Level.INFO: "\033[36m", Level.URGENT: "\033[33m", Level.EMERGENCY: "\033[31;1m"}
 
 
@@ -47,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--follow", "-f", action="store_true", help="wait for new alerts (start at the end of the topic)")
     p.add_argument("--from-beginning", action="store_true", help="with --follow: print the alerts already on the topic first")
-    p.add_argument("--min-level", choices=LEVELS, default=Level.INFO.value, help="hide alerts below this level (default info)")
+    p.add_argument("--min-level", choices=LEVEL_NAMES, default=Level.INFO.value, help="hide alerts below this level (default info)")
     p.add_argument("--json", action="store_true", help="one Alert JSON object per line")
     p.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url}, MEDM2T_KAFKA_URL)")
     p.set_defaults(handler=_run)
@@ -61,8 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="why (required for snooze and comment)" if name in ("ack", "unsnooze") else "why (required)")
         if name == "snooze":
             a.add_argument("--for", dest="snooze_for", required=True, type=_minutes, metavar="DURATION",
-                           help="how long, e.g. 30m, 2h or 45 (minutes); at most the alert policy's snooze_max_min "
-                                "(the built-in policy's: 240)")
+                           help="how long, e.g. 30m, 2h or 45 (minutes); at most the snooze_max_min of the alert "
+                                "policy the workers run (a longer one is refused, naming it)")
         a.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                        help="how long to wait for the worker's record (default 10; 0: do not wait)")
         a.add_argument("--kafka", metavar="HOST:PORT", help=f"Kafka bootstrap servers (default {s.kafka_url})")

@@ -20,8 +20,10 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from medm2t.vocabulary import MEDM2T, NEWS2
 
@@ -70,33 +72,21 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
-    from stream.services import ServiceError, free_port, kafka_service, redis_service
 
     if args.stays < 1:
         raise UserError("--stays must be at least 1")
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     tmp = Path(tempfile.mkdtemp(prefix="medm2t-bench-stream-"))  # kept, with its logs, when a phase fails
-    kafka, redis = kafka_service(free_port(), tmp / "run"), redis_service(free_port(), tmp / "run", persist=False)
-    try:
-        kafka.start()
-        redis.start()
-    except ServiceError as exc:
-        kafka.stop()
-        raise UserError(str(exc)) from None
-    try:
-        env = {**os.environ, "MEDM2T_KAFKA_URL": f"127.0.0.1:{kafka.port}",
-               "MEDM2T_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "MEDM2T_REDIS_PASSWORD": "",
-               "MEDM2T_RUN_DIR": str(tmp / "run"), "MEDM2T_SCORERS": args.scorers[0]}
-        bench = _Bench(env, tmp, args.timeout, {"Redis": redis.pid(), "tansu": kafka.pid()},
-                       ("--one-per-message",) if args.one_per_message else ())
+    with local_stack(tmp, args.timeout, {"MEDM2T_SCORERS": args.scorers[0]},
+                     ("--one-per-message",) if args.one_per_message else ()) as bench:
         _progress(f"generating {args.stays} synthetic stays and publishing them at --speed max")
         cohort = bench.cohort(args.stays, args.seed)
         bench.reset()
         n, n_msgs = bench.replay(cohort, "max")
         print(f"stream: {args.stays} synthetic stays, {n:,} events in {n_msgs:,} messages "
-              f"({n / n_msgs:.2f} per message) at --speed max into tansu 127.0.0.1:{kafka.port}, "
-              f"Redis 127.0.0.1:{redis.port}")
+              f"({n / n_msgs:.2f} per message) at --speed max into tansu {bench.env['MEDM2T_KAFKA_URL']}, "
+              f"Redis {bench.env['MEDM2T_REDIS_URL']}")
         _progress(f"bare Faust agent reading the {n_msgs:,}-message backlog")
         faust_s, cpu = bench.bare_faust(n_msgs)
         print(f"  bare Faust agent (count only) {n / faust_s:>8,.0f} events/s, {n_msgs / faust_s:>8,.0f} msgs/s "
@@ -117,11 +107,33 @@ def _run(args: argparse.Namespace) -> int:
             *result, stages = bench.paced(cohort, speed)
             print(_latency_line(speed, *result))
             print(f"    worker-side stages (mean / p99 bucket bound, ms): {stages}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+@contextmanager
+def local_stack(tmp: Path, timeout: float, env: dict[str, str] | None = None,
+                replay_options: tuple[str, ...] = ()) -> Iterator[_Bench]:
+    """A private tansu broker and Redis under `tmp` (Redis in memory only) and a _Bench on them, whose
+    commands get `env` too; both services stop on the way out."""
+    from medm2t.cli import UserError
+    from stream.services import ServiceError, free_port, kafka_service, redis_service
+
+    kafka, redis = kafka_service(free_port(), tmp / "run"), redis_service(free_port(), tmp / "run", persist=False)
+    try:
+        kafka.start()
+        redis.start()
+    except ServiceError as exc:
+        kafka.stop()
+        raise UserError(str(exc)) from None
+    try:
+        env = {**os.environ, "MEDM2T_KAFKA_URL": f"127.0.0.1:{kafka.port}",
+               "MEDM2T_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "MEDM2T_REDIS_PASSWORD": "",
+               "MEDM2T_RUN_DIR": str(tmp / "run"), **(env or {})}
+        yield _Bench(env, tmp, timeout, {"Redis": redis.pid(), "tansu": kafka.pid()}, replay_options)
     finally:
         redis.stop()
         kafka.stop()
-    shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 class _Bench:
@@ -194,18 +206,22 @@ class _Bench:
         finally:
             consumer.close()
 
-    def bare_faust(self, n: int) -> float:
+    def bare_faust(self, n: int, app_id: str = "bench-bare-faust", options: dict | None = None,
+                   env: dict[str, str] | None = None) -> tuple[float, str]:
+        """Seconds a bare Faust agent (the worker's app options, then `options`) takes to count `n` input
+        messages from its first, and the CPU shares meanwhile. A new `app_id` reads the backlog afresh."""
         from medm2t import topics
 
-        script, done = self.tmp / "bare_faust.py", self.tmp / "bare_faust.done"
+        script, done = self.tmp / "bare_faust.py", self.tmp / f"{app_id}.done"
         script.write_text(BARE_FAUST)
         with open(self.tmp / "run" / "bare-faust.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, str(script), str(n), str(done), topics.EVENTS, "bench-bare-faust",
-                                     "{}", "worker", "-l", "warn", "--without-web"], cwd=self.tmp, env=self.env,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen([sys.executable, str(script), str(n), str(done), topics.EVENTS, app_id,
+                                     json.dumps(options or {}), "worker", "-l", "warn", "--without-web"],
+                                    cwd=self.tmp, env={**self.env, **(env or {})}, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             cpu = _CpuMeter({"agent": proc.pid, **self.services})
-            self._wait(done.exists, "the bare Faust agent to count every event", proc, poll=0.05)
+            self._wait(done.exists, "the bare Faust agent to count every message", proc, poll=0.05)
             first, last = map(float, done.read_text().split())
             return last - first, cpu.shares()
         finally:

@@ -111,7 +111,8 @@ def _run(args: argparse.Namespace) -> int:
     if failure:
         raise UserError(failure)
     if producer.failed:
-        raise UserError(f"{len(producer.failed)} events could not be published (first: {producer.failed[0]})")
+        raise UserError(f"{producer.failed_events} events in {len(producer.failed)} messages could not be published "
+                        f"(first: {producer.failed[0]})")
     return 130 if interrupted else 0
 
 
@@ -161,4 +162,4 @@ def _summary(reader, producer, counts: Counter, seen_stays: set[int], interrupte
           f"in {elapsed:.1f} s ({total / elapsed if elapsed else 0:.0f} events/s); "
           f"acknowledged {sum(producer.sent.values())} in {producer.messages} messages "
           f"({sum(producer.sent.values()) / max(1, producer.messages):.2f} events per message), "
-          f"failed {len(producer.failed)}")
+          f"failed {producer.failed_events}")

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (created; existing cohort files are overwritten)")
     p.add_argument("--time-scale", type=float, default=1.0, metavar="F",
                    help="every stay's course, ICU stay and hospital stay after it run F times as long; "
-                        "the demo uses 0.25 so that outcomes arrive within minutes (default 1)")
+                        "the demo uses 0.2 so that outcomes arrive within minutes (default 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_run)
 

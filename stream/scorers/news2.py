@@ -252,11 +252,17 @@ def _newest_vital_age(score: RiskScore) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-# Each alert rule of NEWS2, by its key: the signal it reads from a score and its reason in words.
+def _points(value: float) -> str:
+    return f"{value:g} point" + ("" if value == 1 else "s")
+
+
+# Each alert rule of NEWS2, by its key: the signal it reads from a score, its reason in words, and its
+# signal's value with its unit.
 ALERT_SIGNALS = {
-    AGGREGATE: (_news2_aggregate, lambda s, v: f"NEWS2 {v:g} points ({s.tasks[NAME].band} band)"),
-    SINGLE_PARAMETER: (_news2_max_single, _news2_three_in),
+    AGGREGATE: (_news2_aggregate, lambda s, v: f"NEWS2 {v:g} points ({s.tasks[NAME].band} band)", _points),
+    SINGLE_PARAMETER: (_news2_max_single, _news2_three_in, _points),
     # Technical, not clinical: the NEWS2 above rests on vitals this old. Clears with the first fresh vital.
     STALE_VITALS: (_newest_vital_age,
-                   lambda s, v: f"stale data: no vital signs for {v:.1f} h; NEWS2 rests on older values"),
+                   lambda s, v: f"stale data: no vital signs for {v:.1f} h; NEWS2 rests on older values",
+                   lambda v: f"{v:.1f} h"),
 }

@@ -43,7 +43,6 @@ def served_dashboard(redis_url, tmp_path):
         r.close()
 
 
-VIEWS = ("Ward board", "Patient", "Alerts", "Quality", "System")
 WIDTH = 1600  # the screen: nothing may be cut off at this width
 # What a clinician must never read on a page (the visible text, tooltips aside).
 FORBIDDEN = {

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, defaultdict
+from bisect import bisect_right
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Sequence
@@ -168,7 +169,6 @@ class Featurizer:
         admit = admit or admission(events)
         opened = next((e for e in events if isinstance(e, StayOpened)), None)
         rows: dict[str, list[tuple[float, float, int, int]]] = {g: [] for g in SPARSE_GROUPS}
-        numeric_rows: dict[str, list] = defaultdict(list)
         vit_rows: list[tuple[float, float, int, float]] = []
         concept_index = {c: i for i, c in enumerate(self.cfg.vital_concepts)}
         ecgs: list[Ecg] = []
@@ -185,11 +185,8 @@ class Featurizer:
                     continue
                 avail, t = hours(e.available_time, admit), hours(e.time, admit)
                 if e.value is not None and math.isfinite(e.value):
-                    if it.cuts is not None:
-                        numeric_rows[e.item].append((len(rows[it.group]), e.value))
-                        tok = 0  # filled below, vectorised per item
-                    else:
-                        tok = it.offset + it.n_tokens - 1
+                    # bisect_right == np.searchsorted(cuts, value, side="right"), without numpy's per-call cost
+                    tok = it.offset + (bisect_right(it.cuts, e.value) if it.cuts is not None else it.n_tokens - 1)
                     if e.concept in concept_index:
                         c = concept_index[e.concept]
                         vit_rows.append((avail, t, c, (e.value - self.vitals_spec["mean"][c]) / self.vitals_spec["std"][c]))
@@ -205,7 +202,7 @@ class Featurizer:
                 rows[it.group].append((avail, t, tok, it.index))
             elif isinstance(e, Ecg):
                 ecgs.append(e)
-        groups = {g: self._prepared_group(g, r, numeric_rows) for g, r in rows.items()}
+        groups = {g: self._prepared_group(r) for g, r in rows.items()}
         vr = np.asarray(vit_rows, dtype=np.float64).reshape(-1, 4)
         vo = np.lexsort((vr[:, 1], vr[:, 0]))
         static, has_static = self._static_vector(opened)
@@ -213,19 +210,12 @@ class Featurizer:
         return PreparedStay(admit, static, has_static, groups, vr[vo, 0], vr[vo, 1], vr[vo, 2].astype(np.int8),
                             np.clip(vr[vo, 3], -Z_CLIP, Z_CLIP).astype(np.float32), ecg_avail, ecg_time, sigs, meas, stmt, n_unknown, problems)
 
-    def _prepared_group(self, g: str, rows: list, numeric_rows: dict[str, list]) -> _PreparedGroup:
-        """One sparse group's rows as arrays, numeric values tokenised per item at once (vectorised)."""
+    @staticmethod
+    def _prepared_group(rows: list) -> _PreparedGroup:
+        """One sparse group's rows as arrays, by available time, then clinical time (stable)."""
         arr = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-        val = arr[:, 2].astype(np.int32)
-        for code, pairs in numeric_rows.items():
-            it = self.items[code]
-            if it.group != g:
-                continue
-            pos = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
-            vals = np.fromiter((v for _, v in pairs), dtype=np.float64, count=len(pairs))
-            val[pos] = it.offset + np.searchsorted(np.asarray(it.cuts), vals, side="right")
-        order = np.lexsort((arr[:, 1], arr[:, 0]))  # by available time, then clinical time (stable)
-        return _PreparedGroup(arr[order, 0], arr[order, 1], val[order], arr[order, 3].astype(np.int32))
+        order = np.lexsort((arr[:, 1], arr[:, 0]))
+        return _PreparedGroup(arr[order, 0], arr[order, 1], arr[order, 2].astype(np.int32), arr[order, 3].astype(np.int32))
 
     def encode(self, events: Sequence[_Event], at: datetime) -> StayInputs:
         return self.encode_prepared(self.prepare(events), at)
@@ -249,11 +239,13 @@ class Featurizer:
             ecg_win=ecg_win, n_unknown=prep.n_unknown,
         )
 
-    def window_fractions(self, group: str, at_h: float) -> np.ndarray:
+    def window_fractions(self, group: str, at_h: float | np.ndarray) -> np.ndarray:
+        """(W,) elapsed fraction of each window at `at_h` hours; (B, W) for an array of B times."""
         e = np.asarray(self.edges[group], dtype=np.float64)
         lo = np.concatenate([[0.0], e])
         hi = np.concatenate([e, [e[-1] + max(e[-1] - (e[-2] if len(e) > 1 else 0.0), 1.0)]])
-        return np.clip((at_h - lo) / np.maximum(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+        at = np.asarray(at_h, dtype=np.float64)[..., None] if np.ndim(at_h) else at_h
+        return np.clip((at - lo) / np.maximum(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
 
     def _encode_group(self, g: str, pg: _PreparedGroup, at_h: float) -> SparseInputs:
         k = int(np.searchsorted(pg.avail, at_h, side="right"))

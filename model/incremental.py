@@ -36,11 +36,11 @@ class StayState:
     admit: datetime | None
     static: np.ndarray
     has_static: bool
-    sums: dict[str, torch.Tensor]        # group -> (W, d)
-    counts: dict[str, torch.Tensor]      # group -> (W,)
+    sums: dict[str, np.ndarray]          # group -> (W, d) float32
+    counts: dict[str, np.ndarray]        # group -> (W,) float32
     last: dict[str, np.ndarray]          # group -> (W, I) int64
     last_time: dict[str, np.ndarray]     # group -> (W, I) float64 hours, -inf = none
-    summary: dict[str, torch.Tensor]     # group -> (I, 4) per-item summary accumulators (SparseEncoder)
+    summary: dict[str, np.ndarray | None]  # group -> (I, 4) per-item summary accumulators (SparseEncoder)
     vit: np.ndarray                      # (n, 4): avail h, time h, channel, z
     ecg_avail: list[float] = field(default_factory=list)
     ecg_time: list[float] = field(default_factory=list)
@@ -52,8 +52,33 @@ class StayState:
     @property
     def present(self) -> dict[str, bool]:
         """Which modalities have data (as StayInputs.present)."""
-        return {"static": self.has_static, **{g: bool(c.sum() > 0) for g, c in self.counts.items()},
+        return {"static": self.has_static, **{g: bool(c.any()) for g, c in self.counts.items()},
                 "vitals": len(self.vit) > 0, "ecg": bool(self.ecg_emb)}
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """One sparse encoder's lookup tables as numpy arrays. An update adds a handful of events, and numpy does
+    that in microseconds where each torch op costs tens of them; the sums are the encoder's own
+    `event_embeddings` and `summary_accumulate` (tests/model/test_model_streaming.py)."""
+    edges: np.ndarray            # interior window edges, hours
+    val: np.ndarray              # (n_values, d) value embeddings
+    item: np.ndarray             # (n_items, d) item embeddings
+    rank: np.ndarray | None      # value token -> rank within its item (< 0: not numeric); None: no summaries
+
+    @classmethod
+    def of(cls, enc, edges) -> _Tables:
+        rank = enc.value_rank.cpu().numpy() if enc.summary else None
+        return cls(np.asarray(edges, dtype=np.float64), enc.val.weight.detach().cpu().numpy(),
+                   enc.item.weight.detach().cpu().numpy(), rank)
+
+    def empty_summary(self) -> np.ndarray | None:
+        """(I, 4): count, sum of value ranks, lowest and highest value token (as SparseEncoder.empty_summary)."""
+        if self.rank is None:
+            return None
+        acc = np.zeros((len(self.item), 4), dtype=np.float32)
+        acc[:, 2], acc[:, 3] = np.inf, -np.inf
+        return acc
 
 
 class IncrementalEncoder:
@@ -64,17 +89,17 @@ class IncrementalEncoder:
         self.device = next(model.parameters()).device
         self.spec = featurizer.spec()
         self.groups = [g for g in SPARSE_GROUPS if g in model.encoders]  # the sparse groups this model reads
+        self.tables = {g: _Tables.of(model.encoders[g], featurizer.edges[g]) for g in self.groups}
 
     def new_state(self, opened: StayOpened | None = None) -> StayState:
         f, spec = self.featurizer, self.spec
         static, has_static = f._static_vector(opened)
         sums, counts, last, last_time, summary = {}, {}, {}, {}, {}
         for g in self.groups:
-            enc = self.model.encoders[g]
-            w, d = spec["windows"][g], enc.d
-            summary[g] = enc.empty_summary(self.device) if enc.summary else None
-            sums[g] = torch.zeros(w, d, device=self.device)
-            counts[g] = torch.zeros(w, device=self.device)
+            w, d = spec["windows"][g], self.model.encoders[g].d
+            summary[g] = self.tables[g].empty_summary()
+            sums[g] = np.zeros((w, d), dtype=np.float32)
+            counts[g] = np.zeros(w, dtype=np.float32)
             last[g] = np.zeros((w, spec["n_items"][g]), dtype=np.int64)
             last_time[g] = np.full((w, spec["n_items"][g]), -np.inf)
         return StayState(opened.time if opened else None, static, has_static, sums, counts, last, last_time,
@@ -118,34 +143,46 @@ class IncrementalEncoder:
     @staticmethod
     def snapshot(state: StayState) -> StayState:
         """A copy of `state` as of now, for `score` only: later updates of `state` do not reach it. It copies
-        what `update` changes in place (window sums and counts, last tokens, the ECG and pending lists) and
-        shares what `update` replaces (summaries, vitals, the static vector)."""
-        return replace(state, sums={g: t.clone() for g, t in state.sums.items()},
-                       counts={g: t.clone() for g, t in state.counts.items()},
-                       last={g: a.copy() for g, a in state.last.items()},
-                       last_time={g: a.copy() for g, a in state.last_time.items()},
-                       summary=dict(state.summary), ecg_avail=list(state.ecg_avail), ecg_time=list(state.ecg_time),
+        what `update` changes in place (window sums and counts, last tokens, summaries, the ECG and pending
+        lists) and shares what `update` replaces (vitals, the static vector)."""
+        copy = lambda arrays: {g: None if a is None else a.copy() for g, a in arrays.items()}  # noqa: E731
+        return replace(state, sums=copy(state.sums), counts=copy(state.counts), last=copy(state.last),
+                       last_time=copy(state.last_time), summary=copy(state.summary),
+                       ecg_avail=list(state.ecg_avail), ecg_time=list(state.ecg_time),
                        ecg_emb=list(state.ecg_emb), pending=list(state.pending))
 
     def _add_sparse(self, state: StayState, g: str, pg) -> None:
         if not len(pg.val):
             return
-        enc = self.model.encoders[g]
-        win = np.searchsorted(np.asarray(self.featurizer.edges[g]), pg.time, side="right")
-        val = torch.from_numpy(pg.val.astype(np.int64)).to(self.device)
-        item = torch.from_numpy(pg.item.astype(np.int64)).to(self.device)
-        w_t = torch.from_numpy(win.astype(np.int64)).to(self.device)
-        state.sums[g].index_add_(0, w_t, enc.event_embeddings(val, item))
-        state.counts[g].index_add_(0, w_t, torch.ones_like(w_t, dtype=state.counts[g].dtype))
-        if enc.summary:
-            new = enc.summary_accumulate(val, item, torch.zeros_like(val), 1)[0]
-            state.summary[g] = enc.merge_summaries(state.summary[g], new)
-        last, lt = state.last[g], state.last_time[g]
-        for k in np.argsort(pg.time, kind="stable"):  # latest clinical time wins; ties -> later arrival
-            i, w, t = pg.item[k], win[k], pg.time[k]
-            upd = lt[w:, i] <= t
-            last[w:, i][upd] = pg.val[k]
-            lt[w:, i][upd] = t
+        tab = self.tables[g]
+        win = np.searchsorted(tab.edges, pg.time, side="right")
+        val, item = pg.val.astype(np.intp), pg.item.astype(np.intp)
+        np.add.at(state.sums[g], win, tab.val[val] * tab.item[item])
+        state.counts[g] += np.bincount(win, minlength=len(state.counts[g]))
+        if tab.rank is not None:
+            rank = tab.rank[val]
+            ok = rank >= 0
+            acc, it, tok = state.summary[g], item[ok], val[ok].astype(np.float32)
+            np.add.at(acc[:, 0], it, 1.0)
+            np.add.at(acc[:, 1], it, rank[ok])
+            np.minimum.at(acc[:, 2], it, tok)
+            np.maximum.at(acc[:, 3], it, tok)
+        self._update_last(state.last[g], state.last_time[g], win, pg)
+
+    @staticmethod
+    def _update_last(last: np.ndarray, last_time: np.ndarray, win: np.ndarray, pg) -> None:
+        """The last value token per (window, item) as of each window's end: the latest clinical time wins,
+        ties go to the later arrival, and an event replaces the state's token unless that one is later.
+        `last_time` never falls from one window to the next, so per cell only the newest event of the item
+        in that window or an earlier one can matter."""
+        order = np.argsort(pg.time, kind="stable")  # by clinical time, then arrival: position = precedence
+        newest = np.full(last.shape, -1)
+        np.maximum.at(newest, (win[order], pg.item[order]), np.arange(len(order)))
+        newest = np.maximum.accumulate(newest, axis=0)
+        t = pg.time[order][newest]
+        upd = (newest >= 0) & (last_time <= t)
+        last[upd] = pg.val[order][newest][upd]
+        last_time[upd] = t[upd]
 
     def _prune_vitals(self, vit: np.ndarray) -> np.ndarray:
         horizon = vit[:, 0].max() - self.cfg.vitals_hours
@@ -183,12 +220,11 @@ class IncrementalEncoder:
         if "static" in m.encoders:
             enc["static"] = m.encoders["static"](static, tfeat)
         for g in self.groups:
-            frac = torch.from_numpy(np.stack([f.window_fractions(g, h) for h in at_h])).to(dev)
-            last = torch.from_numpy(np.stack([s.last[g] for s in states])).to(dev)
+            stacked = lambda part: torch.from_numpy(np.stack([getattr(s, part)[g] for s in states])).to(dev)  # noqa: E731
+            frac = torch.from_numpy(f.window_fractions(g, at_h)).to(dev)
             # summaries are off in the paper preset (item_summary=False): states hold None
-            summary = torch.stack([s.summary[g] for s in states]) if m.encoders[g].summary else None
-            enc[g] = m.encoders[g].from_accumulators(torch.stack([s.sums[g] for s in states]),
-                                                     torch.stack([s.counts[g] for s in states]), last, frac, tfeat,
+            summary = stacked("summary") if m.encoders[g].summary else None
+            enc[g] = m.encoders[g].from_accumulators(stacked("sums"), stacked("counts"), stacked("last"), frac, tfeat,
                                                      summary, elapsed)
         if "vitals" in m.encoders:
             grids = [vitals_grid(self.cfg, self.inputs_for_grid(s, h)) for s, h in zip(states, at_h)]
@@ -213,7 +249,7 @@ class IncrementalEncoder:
         """The wide head's inputs (B, D) of many stays (None without a wide head), as `score` builds them."""
         m = self.model
         static = torch.from_numpy(np.stack([s.static for s in states])).to(self.device)
-        summary = {g: (torch.stack([s.summary[g] for s in states]),
+        summary = {g: (torch.from_numpy(np.stack([s.summary[g] for s in states])).to(self.device),
                        torch.from_numpy(np.stack([s.last[g][-1] for s in states])).to(self.device))
                    for g in self.groups if m.encoders[g].summary}
         return m.wide_inputs(static, summary)

@@ -15,8 +15,8 @@ distribution, so every item is on the same 0..1 scale). They feed the MLP here a
 value's rank and two squares, the linear wide head (model/wide.py).
 
 `accumulate` (per-window, non-cumulative sums) and `from_accumulators` are split so that the streaming
-state (model/incremental.py) can keep the sums and add new events in O(new events); the summaries merge
-the same way (`summary_accumulate`, `merge_summaries`).
+state (model/incremental.py) can keep the sums and add new events in O(new events); it keeps the
+summaries' four figures (`summary_accumulate`) the same way.
 """
 from __future__ import annotations
 
@@ -94,8 +94,8 @@ class SparseEncoder(nn.Module):
     def summary_accumulate(self, val: torch.Tensor, item: torch.Tensor, sample: torch.Tensor,
                            batch_size: int) -> torch.Tensor:
         """(B, I, 4) per (sample, item) over its numeric events: count, sum of value ranks, lowest and highest
-        value token (value tokens are ordered within an item). Merge two with `merge_summaries` (the
-        streaming state adds new events this way)."""
+        value token (value tokens are ordered within an item). The streaming state (model/incremental.py)
+        accumulates the same four figures event by event."""
         rank = self.value_rank[val]
         ok = rank >= 0
         key, rank, tok = (sample * self.n_items + item)[ok], rank[ok], val[ok].to(rank.dtype)
@@ -106,16 +106,6 @@ class SparseEncoder(nn.Module):
         acc[:, 2].scatter_reduce_(0, key, tok, "amin")
         acc[:, 3].scatter_reduce_(0, key, tok, "amax")
         return acc.view(batch_size, self.n_items, 4)
-
-    def empty_summary(self, device=None) -> torch.Tensor:
-        """(I, 4) accumulators of a stay without events."""
-        none = torch.zeros(0, dtype=torch.long, device=device)
-        return self.summary_accumulate(none, none, none, 1)[0]
-
-    @staticmethod
-    def merge_summaries(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.stack([a[..., 0] + b[..., 0], a[..., 1] + b[..., 1], torch.minimum(a[..., 2], b[..., 2]),
-                            torch.maximum(a[..., 3], b[..., 3])], dim=-1)
 
     def _extreme_tokens(self, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         has = acc[..., 0] > 0

@@ -235,3 +235,29 @@ def test_unknown_items_are_logged_once_each_and_counted_in_the_metrics(checkpoin
     warned = [r.getMessage() for r in caplog.records if "never seen in training" in r.getMessage()]
     assert len(warned) == 2 and any("never-seen-a" in w for w in warned) and any("never-seen-b" in w for w in warned)
     assert not state.broken
+
+
+def test_last_tokens_vectorised_equal_the_event_by_event_rule():
+    """IncrementalEncoder._update_last against the rule it implements, event by event: per (window, item)
+    the latest clinical time wins, ties go to the later arrival, and the state's token stays when it is later.
+    Random events with many ties in time, over a state that already holds tokens."""
+    from types import SimpleNamespace
+
+    from model.incremental import IncrementalEncoder
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n_win, n_items, n = int(rng.integers(1, 6)), int(rng.integers(1, 5)), int(rng.integers(1, 12))
+        last = rng.integers(0, 9, (n_win, n_items))
+        last_time = np.where(rng.random((n_win, n_items)) < 0.3, -np.inf, rng.integers(0, 6, (n_win, n_items)) * 1.0)
+        last_time = np.maximum.accumulate(last_time, axis=0)  # as a state holds it: never falling window to window
+        pg = SimpleNamespace(time=rng.integers(0, 8, n) * 1.0, item=rng.integers(0, n_items, n),
+                             val=rng.integers(10, 99, n).astype(np.int32))
+        win = rng.integers(0, n_win, n)
+        want, want_t = last.copy(), last_time.copy()
+        for k in np.argsort(pg.time, kind="stable"):
+            upd = want_t[win[k]:, pg.item[k]] <= pg.time[k]
+            want[win[k]:, pg.item[k]][upd] = pg.val[k]
+            want_t[win[k]:, pg.item[k]][upd] = pg.time[k]
+        IncrementalEncoder._update_last(last, last_time, win, pg)
+        assert (last == want).all() and (last_time == want_t).all()

@@ -103,16 +103,23 @@ def vitals_grid(cfg: ModelConfig, s: StayInputs) -> np.ndarray:
     # step k ends at t_k = (k + 1) * step - vitals_hours relative to `at`.
     ends = (np.arange(n_t) + 1) * step - cfg.vitals_hours
     t = -s.vit_age.astype(np.float64)
-    for c in np.unique(s.vit_c):
-        m = s.vit_c == c
-        tc, zc, ing = t[m], s.vit_z[m], s.vit_in_grid[m]
-        order = np.argsort(tc, kind="stable")
-        tc, zc, ing = tc[order], zc[order], ing[order]
-        idx = np.searchsorted(tc, ends + 1e-9, side="right") - 1
-        grid[c] = np.where(idx >= 0, zc[np.maximum(idx, 0)], 0.0)
-        obs_t = tc[ing]
-        counts = np.searchsorted(obs_t, ends + 1e-9, side="right") - np.searchsorted(obs_t, ends - step + 1e-9, side="right")
-        grid[n_c + c] = counts > 0
+    order = np.lexsort((t, s.vit_c))  # by channel, then time; stable, so ties keep their arrival order
+    t, c, z, in_grid = t[order], s.vit_c[order].astype(np.int64), s.vit_z[order], s.vit_in_grid[order]
+    # An observation counts from the first step whose end it is at or before, and is inside the steps from
+    # there to the first whose start it is at or before: integer step indices, compared exactly as before.
+    first = np.searchsorted(ends + 1e-9, t, side="left")
+    past = np.maximum(np.searchsorted(ends - step + 1e-9, t, side="left"), first)
+    # carried forward: per (channel, step) the last observation, in the order above, counted by then
+    key = c * (n_t + 1) + first  # never falls along that order
+    want = (np.arange(n_c)[:, None] * (n_t + 1) + np.arange(n_t)).ravel()
+    pos = np.searchsorted(key, want, side="right") - 1
+    ok = (pos >= 0) & (c[np.maximum(pos, 0)] == want // (n_t + 1))
+    grid[:n_c] = np.where(ok, z[np.maximum(pos, 0)], 0.0).reshape(n_c, n_t)
+    # observed in the step: in-grid observations, each over its steps [first, past)
+    inside = np.zeros((n_c, n_t + 1), dtype=np.int64)
+    np.add.at(inside, (c[in_grid], first[in_grid]), 1)
+    np.add.at(inside, (c[in_grid], past[in_grid]), -1)
+    grid[n_c:] = np.cumsum(inside, axis=1)[:, :n_t] > 0
     return grid
 
 

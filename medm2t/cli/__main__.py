@@ -3,4 +3,5 @@ import sys
 
 from medm2t.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # build_parser imports every module of this package, this one too
+    sys.exit(main())

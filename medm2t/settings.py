@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     scorers: str = Field("auto", description="Comma list of news2,medm2t; 'auto' = news2 plus medm2t when a checkpoint exists.")
     checkpoint: Path = Field(DEMO_CHECKPOINT, description="MedM2T checkpoint folder.")
     device: str = Field("auto", description="auto, cpu or cuda.")
+    torch_threads: int = Field(0, ge=0, description="CPU threads of MedM2T's forward pass in this worker process; "
+                               "0 = torch's default (all cores). `medm2t worker --processes N` sets it to the "
+                               "cores divided among its N processes, so that they do not fight over cores.")
     metrics_port: int = Field(0, description="Port of the worker's Prometheus /metrics on 127.0.0.1 (0 = off).")
     escalate_after_min: float | None = Field(None, gt=0, description="Overrides the alert policy's escalation time "
                                                                      "(clinical minutes); unset: the policy's.")

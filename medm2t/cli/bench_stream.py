@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
+from medm2t.cli.worker_processes import process_env
 from medm2t.vocabulary import MEDM2T, NEWS2
 
 BARE_FAUST = '''
@@ -148,9 +149,9 @@ class _Bench:
         return Settings(kafka_url=self.env["MEDM2T_KAFKA_URL"], redis_url=self.env["MEDM2T_REDIS_URL"],
                         redis=RedisSettings(password=""), run_dir=Path(self.env["MEDM2T_RUN_DIR"]))
 
-    def medm2t(self, *argv: str, log: str, wait: bool = True) -> subprocess.Popen | None:
+    def medm2t(self, *argv: str, log: str, wait: bool = True, env: dict[str, str] | None = None) -> subprocess.Popen | None:
         out = open(self.tmp / "run" / f"{log}.log", "ab")
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "medm2t"), *argv], env=self.env, stdout=out,
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "medm2t"), *argv], env=env or self.env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         if not wait:
             return proc
@@ -229,7 +230,8 @@ class _Bench:
 
     def worker_backlog(self, n: int, n_workers: int, scorers: str) -> tuple[float, str]:
         """Seconds from the first event applied until every point is scored, and the CPU shares meanwhile."""
-        workers = [self.medm2t("worker", "--scorers", scorers, log=f"worker-backlog-{i}", wait=False)
+        workers = [self.medm2t("worker", "--scorers", scorers, log=f"worker-backlog-{i}", wait=False,
+                               env=process_env(n_workers, self.env) if n_workers > 1 else None)
                    for i in range(n_workers)]
         try:
             r = self._redis()

@@ -25,6 +25,10 @@ def _load_medm2t(settings: Settings) -> Scorer:
         from stream.scorers.medm2t import MedM2TScorer
     except ImportError as exc:
         raise ScorerConfigError(f"the MedM2T scorer cannot be imported: {exc}") from exc
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     try:
         from datetime import timedelta
 

@@ -79,7 +79,7 @@ def is_due(rt: StayRuntime, scorer: Scorer, at: datetime, band_changed: bool) ->
     if last is None or band_changed or (rt.closed_at is not None and at >= rt.closed_at):
         return True
     step_s = scorer.needs.cadence.total_seconds()
-    return epoch(at) // step_s > epoch(last) // step_s
+    return not step_s or epoch(at) // step_s > epoch(last) // step_s
 
 
 async def score_due(scorers: Sequence[Scorer], taken: Taken, forward_sizes: dict[str, dict[int, int]]) -> None:

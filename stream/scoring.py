@@ -23,7 +23,9 @@ from medm2t.events import Ecg, Measurement, RiskScore, StayOpened, _Event
 class Needs:
     lookback: timedelta | None   # measurements read back from the latest point; None = the whole stay
     ecgs: int                    # latest ECGs read (0: none)
-    cadence: timedelta | None    # score at most once per this much clinical time (None: at every point)
+    # None: a cheap scorer, scored at every point as it is taken, on the event loop. A timedelta: score at most
+    # once per this much clinical time, batched off the loop; timedelta(0) = every point, still batched.
+    cadence: timedelta | None
     # A change of this scorer's band (a scorer at every point) scores the cadence scorers at that point too.
     band_change_scores_all: bool = False
 

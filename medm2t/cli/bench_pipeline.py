@@ -58,9 +58,11 @@ def _run(args: argparse.Namespace) -> int:
             for names, scorers in scorer_sets:
                 figures = asyncio.run(_backlog_run(url, scorers, messages, settings.batch_max))
                 print(_format(names, figures))
-            for h in histories:
-                us = asyncio.run(_per_event_cost(url, h))
-                print(f"  per new event, NEWS2, 64 stays with {h:,} events of history each: {us:,.0f} µs")
+            medm2t = next((s for _, ss in scorer_sets for s in ss if hasattr(s, "predictor")), None)
+            for label, scorers in _per_event_sets(medm2t):
+                for h in histories:
+                    us = asyncio.run(_per_event_cost(url, h, scorers))
+                    print(f"  per new event, {label}, 64 stays with {h:,} events of history each: {us:,.0f} µs")
         finally:
             redis.stop()
     return 0
@@ -138,26 +140,45 @@ async def _backlog_run(url: str, scorers, messages, batch_max: int) -> dict:
             "forward": batches.forward}
 
 
-async def _per_event_cost(url: str, history: int, n_stays: int = 64, rounds: int = 10) -> float:
-    """µs per new event (ingest + score + commit) for stays that already hold `history` measurements."""
-    from medm2t.events import Measurement, dump_event, make_event_id
+def _per_event_sets(medm2t) -> list[tuple[str, list]]:
+    """NEWS2 alone, and with MedM2T (when it runs) scoring every point, so that its cost is in every event."""
     from stream.scorers.news2 import News2Scorer
+
+    sets = [("NEWS2", [News2Scorer()])]
+    if medm2t is not None:
+        from stream.scorers.medm2t import MedM2TScorer
+
+        sets.append(("NEWS2 + MedM2T at every point", [News2Scorer(), MedM2TScorer(medm2t.predictor, cadence=timedelta(0))]))
+    return sets
+
+
+async def _per_event_cost(url: str, history: int, scorers, n_stays: int = 64, rounds: int = 10) -> float:
+    """µs per new event (ingest + score + commit) for stays that already hold `history` heart rates."""
+    from medm2t.events import Measurement, StaticFeatures, StayOpened, dump_event, make_event_id
     from stream.offline import score_all_ready
     from stream.runtime import Message
 
     t0 = datetime(2031, 3, 1, 8)
 
-    def hr(sid: int, k: int) -> bytes:
-        at = t0 + timedelta(seconds=30 * k)
+    def opened(sid: int) -> bytes:
+        return dump_event(StayOpened(event_id=make_event_id("bench", sid, "open"), stay_id=sid, subject_id=sid,
+                                     time=t0, available_time=t0, source="bench",
+                                     static=StaticFeatures(gender="F", age=70.0, first_careunit="MICU")))
+
+    def hr(sid: int, k: int, available_k: int | None = None) -> bytes:
+        at = t0 + timedelta(seconds=30 * (k + 1))
+        available = at if available_k is None else t0 + timedelta(seconds=30 * (available_k + 1))
         return dump_event(Measurement(event_id=make_event_id("bench", sid, k), stay_id=sid, subject_id=sid,
-                                      time=at, available_time=at, source="bench", item="220045", category="vital",
+                                      time=at, available_time=available, source="bench", item="220045", category="vital",
                                       concept="hr", value=70.0 + k % 40))
 
-    pipeline, _, redis = await _pipeline(url, [News2Scorer()], idle_ms=0)
+    pipeline, _, redis = await _pipeline(url, scorers, idle_ms=0)
     try:
-        offset = 0
-        for k in range(0, history, 500):  # fill the histories, untimed
-            msgs = [Message(topics.EVENTS, 0, offset + j, str(sid).encode(), hr(sid, kk))
+        await pipeline.ingest([Message(topics.EVENTS, 0, s - 1, str(s).encode(), opened(s)) for s in range(1, n_stays + 1)])
+        offset = n_stays
+        for k in range(0, history, 500):  # fill the histories, untimed, released in blocks: one point per block
+            block_end = min(k + 500, history) - 1
+            msgs = [Message(topics.EVENTS, 0, offset + j, str(sid).encode(), hr(sid, kk, block_end))
                     for j, (sid, kk) in enumerate((s, kk) for kk in range(k, min(k + 500, history))
                                                   for s in range(1, n_stays + 1))]
             offset += len(msgs)

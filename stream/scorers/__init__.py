@@ -32,7 +32,7 @@ def _load_medm2t(settings: Settings) -> Scorer:
     try:
         from datetime import timedelta
 
-        cadence = timedelta(minutes=settings.medm2t_cadence_min) if settings.medm2t_cadence_min > 0 else None
+        cadence = timedelta(minutes=settings.medm2t_cadence_min)  # 0: every point (batched all the same)
         return MedM2TScorer.load(settings.checkpoint, settings.device, cadence=cadence)
     except ValueError as exc:  # CheckpointError (missing files, another model version) or an unavailable device
         raise ScorerConfigError(f"MedM2T checkpoint cannot be used: {exc}") from exc

@@ -70,6 +70,24 @@ def test_a_band_change_of_the_every_point_scorer_makes_the_cadence_scorer_due():
     assert [p.at for _, _, p in taken.due["hourly"]] == [T0, T0 + 10 * MIN] and rt.band == "medium"
 
 
+def test_a_zero_cadence_scores_every_point_in_the_batched_pass_not_on_the_event_loop():
+    """MEDM2T_MEDM2T_CADENCE_MIN=0: every point is due, and all are queued for one pass (the scorer's `score`
+    is never called one point at a time by `take`)."""
+    class EveryPointBatched(Hourly):
+        needs = Needs(lookback=None, ecgs=0, cadence=timedelta(0))
+
+        def score(self, items):
+            assert len(items) > 1, "scored point by point"
+            return super().score(items)
+
+    scorers = [EveryPointBatched()]
+    rt = _stay(scorers, *((T0 + k * MIN, "low") for k in range(4)))
+    taken = take([rt], scorers, lambda r, at: True, batch_max=256)
+    assert [p.at for _, _, p in taken.due["hourly"]] == [T0 + k * MIN for k in range(4)]
+    scores = apply_and_score(scorers[0], [(rt.states["hourly"], held, p) for _, held, p in taken.due["hourly"]])
+    assert [len(s.seen) for s in scores] == [1, 2, 3, 4]
+
+
 def test_a_stay_stops_once_the_pass_is_full_and_keeps_the_rest_for_the_next_batch():
     scorers = [Hourly()]
     first = _stay(scorers, *((T0 + h * 60 * MIN, "low") for h in range(5)))

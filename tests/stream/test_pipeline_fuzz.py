@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections import defaultdict
 from datetime import datetime
@@ -21,6 +22,7 @@ from tests.helpers.contract import compare, expected_scores, score_stream
 
 pytestmark = pytest.mark.integration
 N_BAD = 10_000
+N_SET_BAD = 3_000   # candidates for bad members planted inside observation sets
 N_STAYS = 8
 
 
@@ -141,6 +143,61 @@ def test_ten_thousand_bad_messages_change_nothing_but_the_dead_letter_topic(pipe
         per_stay[e.stay_id].append(e)
     scores, _ = score_stream(clean[topics.SCORES])
     assert compare(scores, expected_scores(per_stay, [News2Scorer()])) == []
+
+
+def _strict_json_object_or_value(data: bytes) -> bool:
+    """Whether `data` can stand as one member of a set that is still valid JSON (no NaN, no Infinity)."""
+    def no_constant(name):
+        raise ValueError(name)
+    try:
+        json.loads(data, parse_constant=no_constant)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def test_bad_members_of_observation_sets_are_dead_lettered_alone_and_their_siblings_still_count(
+        pipeline_settings, good_stream):
+    """Bad events planted inside the replay's observation sets (up to three per set, anywhere in it): each is
+    dead-lettered on its own, naming its index in the set, and the scores, alerts and stored state are those
+    of the good replay alone: no good sibling is lost."""
+    good = _mixed(good_stream)
+    sets = [i for i, (_, v) in enumerate(good) if v.startswith(b'{"kind":"observation_set"')]
+    assert len(sets) > 50
+    cases = [c for c in bad_message_cases(N_SET_BAD, seed=13, good=[dump_event(e) for e in good_stream[:400]])
+             if len(c.data) < 20_000 and _strict_json_object_or_value(c.data)]
+    rng = random.Random(8)
+    members = {i: [(False, raw) for raw in _members(good[i][1])] for i in sets}
+    for case in cases:
+        i = rng.choice(sets)
+        if sum(bad for bad, _ in members[i]) < 3:
+            members[i].insert(rng.randint(0, len(members[i])), (True, case.data))
+    fuzzed = list(good)
+    planted: dict[int, list[int]] = {}
+    for i, ms in members.items():
+        fuzzed[i] = (good[i][0], _set_value(int(good[i][0]), [raw for _, raw in ms]))
+        planted[i] = [k for k, (bad, _) in enumerate(ms) if bad]
+    assert sum(map(len, planted.values())) > 500
+
+    clean, clean_state, _ = _run(pipeline_settings, 5, good)
+    sent, state, counts = _run(pipeline_settings, 6, fuzzed)
+
+    letters = [DeadLetter.model_validate_json(v) for v in sent[topics.DEADLETTER]]
+    assert sorted((d.offset, d.reason.split(":")[0]) for d in letters) == \
+        sorted((i, f"observation set member {k}") for i, ks in planted.items() for k in ks)
+    assert counts["deadletters"] == len(letters)
+    assert sorted(sent[topics.SCORES]) == sorted(clean[topics.SCORES]), "a bad member cost a good sibling"
+    assert _without_wall_clock(sent[topics.ALERTS]) == _without_wall_clock(clean[topics.ALERTS])
+    assert state == clean_state
+
+
+def _members(value: bytes) -> list[bytes]:
+    """The members of an observation set as the replay wrote them (dump_event's bytes)."""
+    return [json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode() for m in json.loads(value)["events"]]
+
+
+def _set_value(stay_id: int, members: list[bytes]) -> bytes:
+    return b'{"kind":"observation_set","stay_id":%d,"events":[%s]}' % (stay_id, b",".join(members))
 
 
 def test_events_whose_apply_reply_was_lost_are_still_scored(pipeline_settings, good_stream):

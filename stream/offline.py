@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Sequence
 
 from medm2t import topics
+from medm2t.events import RiskScore
 from stream.ingest import INGEST_CHUNK
 from stream.pipeline import Pipeline
 from stream.runtime import Message
@@ -108,13 +109,42 @@ async def run_backlog(redis_url: str, scorers, messages, partitions: int, batche
         await redis.aclose()
 
 
+def score_key(score) -> tuple:
+    """What identifies a score in the contract: (stay, scorer, clinical time of its point)."""
+    return score.stay_id, score.scorer, score.scored_at
+
+
+def score_differences(got: dict[tuple, RiskScore], want: dict[tuple, RiskScore], tol: float = 0.0) -> list[str]:
+    """Two score streams keyed by `score_key`, compared: human-readable differences, empty when they agree.
+    `tol` for task values (published model values are rounded to 1e-4, and float32 batches of other shapes
+    may land on the other side of a rounding step)."""
+    problems = []
+    missing, extra = set(want) - set(got), set(got) - set(want)
+    if missing:
+        problems.append(f"{len(missing)} points never scored, e.g. {sorted(missing)[:3]}")
+    if extra:
+        problems.append(f"{len(extra)} points scored that the other stream does not have, e.g. {sorted(extra)[:3]}")
+    for k in sorted(set(got) & set(want)):
+        g, w = task_values(got[k]), task_values(want[k])
+        same_inputs = (got[k].inputs_seen, got[k].subject_id) == (want[k].inputs_seen, want[k].subject_id)
+        if g.keys() != w.keys() or any(abs(g[t] - w[t]) > tol for t in g) or not same_inputs:
+            problems.append(f"{k}: got {g} ({got[k].inputs_seen} inputs), want {w} ({want[k].inputs_seen})")
+            if len(problems) > 10:
+                break
+    return problems
+
+
+def task_values(score: RiskScore) -> dict[str, float]:
+    """Each task's published value."""
+    return {name: t.value for name, t in score.tasks.items()}
+
+
 def scores_by_stay(scorers, messages, partitions: int = 6) -> dict[int, list]:
     """Score a backlog offline on a private, throwaway Redis: each stay's RiskScores in point order (what a
     live recorded replay publishes; `medm2t alerts calibrate` and tools/policy_figures.py read them)."""
     import tempfile
     from pathlib import Path
 
-    from medm2t.events import RiskScore
     from stream.services import free_port, redis_service
 
     with tempfile.TemporaryDirectory(prefix="medm2t-offline-") as tmp:

@@ -28,6 +28,8 @@ from typing import Iterator
 from medm2t.cli.worker_processes import process_env
 from medm2t.vocabulary import MEDM2T, NEWS2
 
+VERIFY_TOLERANCE = 2e-4  # published model values are rounded to 1e-4; batches of other shapes may round the other way
+
 BARE_FAUST = '''
 import json, sys, time
 from medm2t.settings import get_settings
@@ -67,6 +69,9 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         "clinical span); 0 skips it (default 1000)")
     p.add_argument("--one-per-message", action="store_true",
                    help="replay one event per Kafka message, as a v1 producer (default: observation sets)")
+    p.add_argument("--verify", action="store_true",
+                   help="after each backlog run, score the same input offline (stream/offline.py, one process, "
+                        "no Kafka) and compare every published score with it; a difference is an error")
     p.add_argument("--timeout", type=float, default=900.0, help="give up on a phase after this many s (default 900)")
     p.set_defaults(handler=_run)
 
@@ -101,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
             label = ("worker" if args.workers == 1 else f"{args.workers} workers") + f", {scorers}"
             print(f"  {label:<29} {n / worker_s:>8,.0f} events/s, {n_msgs / worker_s:>8,.0f} msgs/s "
                   f"({worker_s:.1f} s), {faust_s / worker_s:.2f}x bare Faust; CPU {cpu}")
+            if args.verify:
+                print(f"    verify: {bench.verify(scorers)}")
         if args.paced_rate > 0:
             speed = bench.span_s() * args.paced_rate / n
             _progress(f"paced replay at about {args.paced_rate:,.0f} events/s (about {n / args.paced_rate:.0f} s)")
@@ -206,6 +213,26 @@ class _Bench:
             return list(consumer)
         finally:
             consumer.close()
+
+    def verify(self, scorers: str) -> str:
+        """Every score on the scores topic against an offline run of the events topic's messages, in each
+        partition's order (tests/stream prove the same for small cohorts, with faults)."""
+        from medm2t import topics
+        from medm2t.events import RiskScore
+        from medm2t.settings import get_settings, with_overrides
+        from stream.offline import score_differences, score_key, scores_by_stay
+        from stream.scorers import select_scorers
+
+        _progress("verifying: scoring the same input offline")
+        inputs = [(m.partition, m.key, m.value) for m in self.read(topics.EVENTS)]
+        live = {score_key(s): s for s in map(RiskScore.model_validate_json, (m.value for m in self.read(topics.SCORES)))}
+        offline = scores_by_stay(select_scorers(with_overrides(get_settings(), scorers=scorers)), inputs,
+                                 max(p for p, _, _ in inputs) + 1)
+        want = {score_key(s): s for scores in offline.values() for s in scores}
+        problems = score_differences(live, want, tol=VERIFY_TOLERANCE)
+        if problems:
+            _fail(f"the live scores differ from the offline run ({len(want):,} scores): " + "; ".join(problems))
+        return f"all {len(live):,} scores equal an offline run of the same input (within {VERIFY_TOLERANCE:g})"
 
     def bare_faust(self, n: int, app_id: str = "bench-bare-faust", options: dict | None = None,
                    env: dict[str, str] | None = None) -> tuple[float, str]:

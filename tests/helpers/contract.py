@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Iterable, Sequence
 
 from medm2t.events import Ecg, Measurement, RiskScore, StayClosed, StayOpened, _Event
+from stream.offline import score_differences, task_values
 from stream.scoring import Scorer, StayPoint, canonical_order
 from stream.state import epoch
 
@@ -65,26 +66,7 @@ def expected_scores(per_stay: dict[int, list[_Event]], scorers: Sequence[Scorer]
     return want
 
 
-def values(score: RiskScore) -> dict[str, float]:
-    return {name: t.value for name, t in score.tasks.items()}
-
-
-def compare(got: dict[tuple, RiskScore], want: dict[tuple, RiskScore], tol: float = 0.0) -> list[str]:
-    """Human-readable differences (empty when the streams agree); `tol` for model probabilities."""
-    problems = []
-    missing, extra = set(want) - set(got), set(got) - set(want)
-    if missing:
-        problems.append(f"{len(missing)} points never scored, e.g. {sorted(missing)[:3]}")
-    if extra:
-        problems.append(f"{len(extra)} points scored that the contract does not have, e.g. {sorted(extra)[:3]}")
-    for k in sorted(set(got) & set(want)):
-        g, w = values(got[k]), values(want[k])
-        same_inputs = (got[k].inputs_seen, got[k].subject_id) == (want[k].inputs_seen, want[k].subject_id)
-        if g.keys() != w.keys() or any(abs(g[t] - w[t]) > tol for t in g) or not same_inputs:
-            problems.append(f"{k}: got {g} ({got[k].inputs_seen} inputs), want {w} ({want[k].inputs_seen})")
-            if len(problems) > 10:
-                break
-    return problems
+compare = score_differences  # the worker's own comparison (stream/offline.py), for the tests' streams
 
 
 def score_stream(messages: Iterable[bytes]) -> tuple[dict[tuple, RiskScore], int]:
@@ -97,6 +79,6 @@ def score_stream(messages: Iterable[bytes]) -> tuple[dict[tuple, RiskScore], int
         s = RiskScore.model_validate_json(raw)
         k = (s.stay_id, s.scorer, s.scored_at)
         if k in out:
-            assert out[k].score_id == s.score_id and values(out[k]) == values(s), f"{k} published with two values"
+            assert out[k].score_id == s.score_id and task_values(out[k]) == task_values(s), f"{k} published with two values"
         out[k] = s
     return out, n

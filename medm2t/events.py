@@ -546,6 +546,11 @@ def _set(head: bytes, members: list[bytes]) -> bytes:
 # ---- Outputs of the worker: risk scores, alerts, dead letters -------------------------------------------
 
 
+# Decimal digits a model's published values keep, by TaskScore kind: batched float32 inference differs in the
+# last bits with the batch's shape, and those digits carry no information. Rule points are exact.
+PUBLISHED_DIGITS = {"probability": 4, "class_probabilities": 4, "days": 3}
+
+
 class TaskScore(BaseModel):
     """One task's score. `kind` says what the number is; `calibration` says how far to trust it as stated."""
 

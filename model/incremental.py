@@ -73,7 +73,7 @@ class _Tables:
                    enc.item.weight.detach().cpu().numpy(), rank)
 
     def empty_summary(self) -> np.ndarray | None:
-        """(I, 4): count, sum of value ranks, lowest and highest value token (as SparseEncoder.empty_summary)."""
+        """(I, 4): count, sum of value ranks, lowest and highest value token of no events yet."""
         if self.rank is None:
             return None
         acc = np.zeros((len(self.item), 4), dtype=np.float32)

@@ -4,13 +4,14 @@ and the fuzz tests use it; the worker itself uses stream/worker.py."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Sequence
 
 from medm2t import topics
-from medm2t.events import RiskScore
+from medm2t.events import PUBLISHED_DIGITS, RiskScore
 from stream.ingest import INGEST_CHUNK
 from stream.pipeline import Pipeline
 from stream.runtime import Message
@@ -114,10 +115,10 @@ def score_key(score) -> tuple:
     return score.stay_id, score.scorer, score.scored_at
 
 
-def score_differences(got: dict[tuple, RiskScore], want: dict[tuple, RiskScore], tol: float = 0.0) -> list[str]:
+def score_differences(got: dict[tuple, RiskScore], want: dict[tuple, RiskScore], steps: int = 0) -> list[str]:
     """Two score streams keyed by `score_key`, compared: human-readable differences, empty when they agree.
-    `tol` for task values (published model values are rounded to 1e-4, and float32 batches of other shapes
-    may land on the other side of a rounding step)."""
+    A model's task values may differ by `steps` of their published rounding (PUBLISHED_DIGITS): float32
+    batches of other shapes may land on the other side of a rounding step."""
     problems = []
     missing, extra = set(want) - set(got), set(got) - set(want)
     if missing:
@@ -126,8 +127,9 @@ def score_differences(got: dict[tuple, RiskScore], want: dict[tuple, RiskScore],
         problems.append(f"{len(extra)} points scored that the other stream does not have, e.g. {sorted(extra)[:3]}")
     for k in sorted(set(got) & set(want)):
         g, w = task_values(got[k]), task_values(want[k])
+        tol = {t: steps * 10.0 ** -PUBLISHED_DIGITS.get(task.kind, math.inf) * 1.001 for t, task in got[k].tasks.items()}
         same_inputs = (got[k].inputs_seen, got[k].subject_id) == (want[k].inputs_seen, want[k].subject_id)
-        if g.keys() != w.keys() or any(abs(g[t] - w[t]) > tol for t in g) or not same_inputs:
+        if g.keys() != w.keys() or any(abs(g[t] - w[t]) > tol[t] for t in g) or not same_inputs:
             problems.append(f"{k}: got {g} ({got[k].inputs_seen} inputs), want {w} ({want[k].inputs_seen})")
             if len(problems) > 10:
                 break

@@ -40,7 +40,7 @@ def machine_cores() -> int:
 def process_env(n: int, env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of one of N worker processes: unless set already, MEDM2T_TORCH_THREADS shares the cores
     among them. Each torch would otherwise start a thread per core, and N processes would run N times as many
-    threads as there are cores (two workers here: about 12 % fewer events/s, docs/benchmarks.md)."""
+    forward-pass threads as there are cores, spinning against each other (docs/benchmarks.md)."""
     env = dict(os.environ if env is None else env)
     env.setdefault("MEDM2T_TORCH_THREADS", str(max(1, machine_cores() // n)))
     return env

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from medm2t.cards import TaskCard
-from medm2t.events import Measurement, RiskScore, StayOpened, TaskScore, _Event
+from medm2t.events import PUBLISHED_DIGITS, Measurement, RiskScore, StayOpened, TaskScore, _Event
 from medm2t.vocabulary import CVD_90D, LOS_REMAINING, MEDM2T, MORTALITY, TASKS
 from model.explain import FREQUENCY
 from stream import metrics
@@ -181,13 +181,14 @@ class MedM2TScorer:
         if p["n_unknown"]:
             detail["unknown_items_ignored"] = p["n_unknown"]
         cal = self._calibration
-        cvd = {c: _round(v, 4) for c, v in p[CVD_90D].items()}
+        prob, days = PUBLISHED_DIGITS["probability"], PUBLISHED_DIGITS["days"]
+        cvd = {c: _round(v, prob) for c, v in p[CVD_90D].items()}
         tasks = {
-            MORTALITY: TaskScore(value=_round(p[MORTALITY], 4), kind="probability", calibration=cal[MORTALITY],
+            MORTALITY: TaskScore(value=_round(p[MORTALITY], prob), kind="probability", calibration=cal[MORTALITY],
                                    detail={**detail, **_drivers_detail(p, state, point)}),
-            LOS_REMAINING: TaskScore(value=_round(p[LOS_REMAINING], 3), kind="days", calibration=cal[LOS_REMAINING],
-                                       detail={**detail, "los_total_days": _round(p["los_total"], 3)}),
-            CVD_90D: TaskScore(value=_round(1.0 - p[CVD_90D]["none"], 4), kind="class_probabilities",
+            LOS_REMAINING: TaskScore(value=_round(p[LOS_REMAINING], days), kind="days", calibration=cal[LOS_REMAINING],
+                                       detail={**detail, "los_total_days": _round(p["los_total"], days)}),
+            CVD_90D: TaskScore(value=_round(1.0 - p[CVD_90D]["none"], prob), kind="class_probabilities",
                                  probabilities=cvd, calibration=cal[CVD_90D],
                                  detail={**detail, "value": "probability of any CVD class"}),
         }

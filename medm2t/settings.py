@@ -91,7 +91,7 @@ class Settings(BaseSettings):
                                     "scoring points than this wait in memory and some can be scored: under a "
                                     "backlog the broker keeps what the model has not reached yet.")
     point_idle_ms: int = Field(100, description="A caught-up partition quiet this long completes its stays' open points.")
-    medm2t_cadence_min: float = Field(60.0, description="MedM2T scores at most once per this many clinical minutes "
+    medm2t_cadence_min: float = Field(60.0, ge=0, description="MedM2T scores at most once per this many clinical minutes "
                                                         "(and on a NEWS2 band change and at the stay's close); 0 = every point.")
     scorers: str = Field("auto", description="Comma list of news2,medm2t; 'auto' = news2 plus medm2t when a checkpoint exists.")
     checkpoint: Path = Field(DEMO_CHECKPOINT, description="MedM2T checkpoint folder.")

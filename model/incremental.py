@@ -69,8 +69,9 @@ class _Tables:
     @classmethod
     def of(cls, enc, edges) -> _Tables:
         rank = enc.value_rank.cpu().numpy() if enc.summary else None
-        return cls(np.asarray(edges, dtype=np.float64), enc.val.weight.detach().cpu().numpy(),
-                   enc.item.weight.detach().cpu().numpy(), rank)
+        # copies: the tables are the weights as of now, on CPU and CUDA alike (build the encoder after loading)
+        return cls(np.asarray(edges, dtype=np.float64), enc.val.weight.detach().cpu().numpy().copy(),
+                   enc.item.weight.detach().cpu().numpy().copy(), rank)
 
     def empty_summary(self) -> np.ndarray | None:
         """(I, 4): count, sum of value ranks, lowest and highest value token of no events yet."""
@@ -144,7 +145,8 @@ class IncrementalEncoder:
     def snapshot(state: StayState) -> StayState:
         """A copy of `state` as of now, for `score` only: later updates of `state` do not reach it. It copies
         what `update` changes in place (window sums and counts, last tokens, summaries, the ECG and pending
-        lists) and shares what `update` replaces (vitals, the static vector)."""
+        lists) and shares what `update` replaces (vitals, the static vector), and the ids already applied
+        (`score` does not read them; do not update a snapshot)."""
         copy = lambda arrays: {g: None if a is None else a.copy() for g, a in arrays.items()}  # noqa: E731
         return replace(state, sums=copy(state.sums), counts=copy(state.counts), last=copy(state.last),
                        last_time=copy(state.last_time), summary=copy(state.summary),
@@ -176,13 +178,15 @@ class IncrementalEncoder:
         `last_time` never falls from one window to the next, so per cell only the newest event of the item
         in that window or an earlier one can matter."""
         order = np.argsort(pg.time, kind="stable")  # by clinical time, then arrival: position = precedence
-        newest = np.full(last.shape, -1)
-        np.maximum.at(newest, (win[order], pg.item[order]), np.arange(len(order)))
+        items, column = np.unique(pg.item, return_inverse=True)  # only the items that came: O(new events)
+        newest = np.full((last.shape[0], len(items)), -1)
+        np.maximum.at(newest, (win[order], column[order]), np.arange(len(order)))
         newest = np.maximum.accumulate(newest, axis=0)
         t = pg.time[order][newest]
-        upd = (newest >= 0) & (last_time <= t)
-        last[upd] = pg.val[order][newest][upd]
-        last_time[upd] = t[upd]
+        tokens, times = last[:, items], last_time[:, items]
+        upd = (newest >= 0) & (times <= t)
+        tokens[upd], times[upd] = pg.val[order][newest][upd], t[upd]
+        last[:, items], last_time[:, items] = tokens, times
 
     def _prune_vitals(self, vit: np.ndarray) -> np.ndarray:
         horizon = vit[:, 0].max() - self.cfg.vitals_hours

@@ -8,7 +8,7 @@ import math
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, ContextManager, Iterable, Sequence
 
 from medm2t import topics
 from medm2t.events import PUBLISHED_DIGITS, RiskScore
@@ -110,6 +110,9 @@ async def run_backlog(redis_url: str, scorers, messages, partitions: int, batche
         await redis.aclose()
 
 
+MODEL_ROUNDING_STEPS = 2  # a model's value may differ by this many steps of its published rounding (see below)
+
+
 def score_key(score) -> tuple:
     """What identifies a score in the contract: (stay, scorer, clinical time of its point)."""
     return score.stay_id, score.scorer, score.scored_at
@@ -134,6 +137,21 @@ def score_differences(got: dict[tuple, RiskScore], want: dict[tuple, RiskScore],
             if len(problems) > 10:
                 break
     return problems
+
+
+def score_stream(messages: Iterable[bytes]) -> tuple[dict[tuple, RiskScore], int]:
+    """Distinct scores by `score_key` from raw risk.scores.v1 values, and the number of messages. A point
+    published again (a redelivery) must carry the same score id and values: ValueError otherwise."""
+    out: dict[tuple, RiskScore] = {}
+    n = 0
+    for raw in messages:
+        n += 1
+        s = RiskScore.model_validate_json(raw)
+        k = score_key(s)
+        if k in out and (out[k].score_id != s.score_id or task_values(out[k]) != task_values(s)):
+            raise ValueError(f"{k} published with two values: {task_values(out[k])} and {task_values(s)}")
+        out[k] = s
+    return out, n
 
 
 def task_values(score: RiskScore) -> dict[str, float]:

@@ -87,8 +87,9 @@ class AlertPolicy(_Frozen):
             scorer, _, rule = key.partition("/")
             if not scorer or not rule:
                 raise ValueError(f"rule key {key!r} is not SCORER/RULE")
-            if scorer in FIXED_RULES and key not in DEFAULT_RULES:
-                raise ValueError(f"unknown {scorer.upper()} rule {key!r} (known: {', '.join(sorted(DEFAULT_RULES))})")
+            if scorer in FIXED_RULES and rule not in FIXED_RULES[scorer]:
+                known = ", ".join(f"{scorer}/{k}" for k in sorted(FIXED_RULES[scorer]))
+                raise ValueError(f"unknown {scorer.upper()} rule {key!r} (known: {known})")
         return self
 
     def rule(self, scorer: str, key: str) -> RulePolicy:

@@ -23,7 +23,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                                     "fresh local Redis (no Kafka) and print events/s, scores, batch sizes and "
                                     "batch times per scorer set, and each cadence scorer's points per model pass "
                                     "(MEDM2T_BATCH_MAX, on MEDM2T_DEVICE); then the cost of one new event at "
-                                    "short and long stay histories. On a GPU: tools/bench_gpu.sh.")
+                                    "short and long stay histories, with NEWS2 and, when a set has medm2t, with "
+                                    "NEWS2 + MedM2T scoring every point. On a GPU: tools/bench_gpu.sh.")
     p.add_argument("--stays", type=int, default=100, help="synthetic stays in the backlog (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scorers", default="news2;news2,medm2t",

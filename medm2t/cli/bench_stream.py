@@ -28,7 +28,6 @@ from typing import Iterator
 from medm2t.cli.worker_processes import process_env
 from medm2t.vocabulary import MEDM2T, NEWS2
 
-VERIFY_STEPS = 2  # rounding steps of a published model value (PUBLISHED_DIGITS) by which batches of other shapes may differ
 
 BARE_FAUST = '''
 import json, sys, time
@@ -218,21 +217,23 @@ class _Bench:
         """Every score on the scores topic against an offline run of the events topic's messages, in each
         partition's order (tests/stream prove the same for small cohorts, with faults)."""
         from medm2t import topics
-        from medm2t.events import RiskScore
         from medm2t.settings import get_settings, with_overrides
-        from stream.offline import score_differences, score_key, scores_by_stay
+        from stream.offline import MODEL_ROUNDING_STEPS, score_differences, score_key, score_stream, scores_by_stay
         from stream.scorers import select_scorers
 
-        _progress("verifying: scoring the same input offline")
         inputs = [(m.partition, m.key, m.value) for m in self.read(topics.EVENTS)]
-        live = {score_key(s): s for s in map(RiskScore.model_validate_json, (m.value for m in self.read(topics.SCORES)))}
-        offline = scores_by_stay(select_scorers(with_overrides(get_settings(), scorers=scorers)), inputs,
-                                 max(p for p, _, _ in inputs) + 1)
+        _progress(f"verifying: scoring the same {len(inputs):,} input messages offline (not bounded by --timeout)")
+        try:
+            live, _ = score_stream(m.value for m in self.read(topics.SCORES))
+        except ValueError as exc:
+            _fail(f"the live scores are not one stream: {exc}")
+        settings = with_overrides(get_settings(), scorers=scorers)
+        offline = scores_by_stay(select_scorers(settings), inputs, settings.partitions)
         want = {score_key(s): s for scores in offline.values() for s in scores}
-        problems = score_differences(live, want, steps=VERIFY_STEPS)
+        problems = score_differences(live, want, steps=MODEL_ROUNDING_STEPS)
         if problems:
             _fail(f"the live scores differ from the offline run ({len(want):,} scores): " + "; ".join(problems))
-        return f"all {len(live):,} scores equal an offline run of the same input (within {VERIFY_STEPS} steps of their published rounding)"
+        return f"all {len(live):,} scores equal an offline run of the same input (within {MODEL_ROUNDING_STEPS} steps of their published rounding)"
 
     def bare_faust(self, n: int, app_id: str = "bench-bare-faust", options: dict | None = None,
                    env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -258,7 +259,7 @@ class _Bench:
     def worker_backlog(self, n: int, n_workers: int, scorers: str) -> tuple[float, str]:
         """Seconds from the first event applied until every point is scored, and the CPU shares meanwhile."""
         workers = [self.medm2t("worker", "--scorers", scorers, log=f"worker-backlog-{i}", wait=False,
-                               env=process_env(n_workers, self.env) if n_workers > 1 else None)
+                               env=process_env(n_workers, self.settings().torch_threads, self.env))
                    for i in range(n_workers)]
         try:
             r = self._redis()

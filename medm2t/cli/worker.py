@@ -105,12 +105,10 @@ def _run(args: argparse.Namespace) -> int:
     from medm2t.cli.worker_processes import processes_wanted, supervise
 
     settings = settings_from(args)
-    if settings.batch_max < 1 or settings.medm2t_cadence_min < 0:
-        raise UserError("--batch-max must be >= 1 and --medm2t-cadence-min >= 0")
     n = processes_wanted(args.processes, settings.partitions)
     check_redis(settings).close()
     if n > 1:
-        return supervise(n, _passed_on(args), settings.metrics_port, args.verbose)
+        return supervise(n, _passed_on(args), settings.metrics_port, args.verbose, settings.torch_threads)
     try:
         ensure_topics(settings)
     except BrokerUnreachable as exc:

@@ -37,16 +37,17 @@ def machine_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def process_env(n: int, env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of one of N worker processes: unless set already, MEDM2T_TORCH_THREADS shares the cores
-    among them. Each torch would otherwise start a thread per core, and N processes would run N times as many
-    forward-pass threads as there are cores, spinning against each other (docs/benchmarks.md)."""
+def process_env(n: int, torch_threads: int = 0, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one of N worker processes: MEDM2T_TORCH_THREADS is `torch_threads` (the settings',
+    from the environment or .env) or, when that is 0, the process's share of the cores. Each torch would
+    otherwise start a thread per core, and N processes would run N times as many forward-pass threads as
+    there are cores, spinning against each other (docs/benchmarks.md)."""
     env = dict(os.environ if env is None else env)
-    env.setdefault("MEDM2T_TORCH_THREADS", str(max(1, machine_cores() // n)))
+    env["MEDM2T_TORCH_THREADS"] = str(torch_threads or max(1, machine_cores() // n))
     return env
 
 
-def supervise(n: int, argv: list[str], metrics_port: int, verbose: bool = False) -> int:
+def supervise(n: int, argv: list[str], metrics_port: int, verbose: bool = False, torch_threads: int = 0) -> int:
     """Run `medm2t worker` N times with `argv` (each with its own metrics port when one is set) until stopped."""
     exe = str(Path(sys.executable).parent / "medm2t")
 
@@ -54,7 +55,7 @@ def supervise(n: int, argv: list[str], metrics_port: int, verbose: bool = False)
         args = [exe, *(["--verbose"] if verbose else []), "worker", *argv, "--processes", "1"]
         if metrics_port:
             args += ["--metrics-port", str(metrics_port + i)]
-        proc = subprocess.Popen(args, env=process_env(n))
+        proc = subprocess.Popen(args, env=process_env(n, torch_threads))
         log.info("worker process %d of %d started (pid %d)", i + 1, n, proc.pid)
         return proc
 

@@ -64,7 +64,7 @@ class MedM2TState:
 class MedM2TScorer:
     name = MEDM2T
 
-    def __init__(self, predictor, cadence: timedelta | None = DEFAULT_CADENCE):
+    def __init__(self, predictor, cadence: timedelta = DEFAULT_CADENCE):
         from model.explain import Explainer
         from model.incremental import IncrementalEncoder
 
@@ -81,7 +81,7 @@ class MedM2TScorer:
 
     @classmethod
     def load(cls, checkpoint_dir: str | Path, device: str = "auto",
-             cadence: timedelta | None = DEFAULT_CADENCE) -> MedM2TScorer:
+             cadence: timedelta = DEFAULT_CADENCE) -> MedM2TScorer:
         from model.inference import Predictor
 
         return cls(Predictor(checkpoint_dir, device), cadence)
@@ -159,7 +159,7 @@ class MedM2TScorer:
     def card(self) -> dict:
         """The model card the worker publishes at models:medm2t (the dashboard's system page shows it)."""
         meta = self.predictor.meta
-        cadence = self.needs.cadence.total_seconds() / 60 if self.needs.cadence else None
+        cadence = self.needs.cadence.total_seconds() / 60  # 0: every point
         return {
             "name": "MedM2T", "version": self.version, "order": 20, "tasks": [t.model_dump() for t in TASK_CARDS],
             "architecture": meta.get("architecture"),
@@ -181,14 +181,14 @@ class MedM2TScorer:
         if p["n_unknown"]:
             detail["unknown_items_ignored"] = p["n_unknown"]
         cal = self._calibration
-        prob, days = PUBLISHED_DIGITS["probability"], PUBLISHED_DIGITS["days"]
-        cvd = {c: _round(v, prob) for c, v in p[CVD_90D].items()}
+        prob, days, classes = (PUBLISHED_DIGITS[k] for k in ("probability", "days", "class_probabilities"))
+        cvd = {c: _round(v, classes) for c, v in p[CVD_90D].items()}
         tasks = {
             MORTALITY: TaskScore(value=_round(p[MORTALITY], prob), kind="probability", calibration=cal[MORTALITY],
                                    detail={**detail, **_drivers_detail(p, state, point)}),
             LOS_REMAINING: TaskScore(value=_round(p[LOS_REMAINING], days), kind="days", calibration=cal[LOS_REMAINING],
                                        detail={**detail, "los_total_days": _round(p["los_total"], days)}),
-            CVD_90D: TaskScore(value=_round(1.0 - p[CVD_90D]["none"], prob), kind="class_probabilities",
+            CVD_90D: TaskScore(value=_round(1.0 - p[CVD_90D]["none"], classes), kind="class_probabilities",
                                  probabilities=cvd, calibration=cal[CVD_90D],
                                  detail={**detail, "value": "probability of any CVD class"}),
         }

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from medm2t.events import Ecg, Measurement, RiskScore, StayClosed, StayOpened, _Event
-from stream.offline import score_differences, task_values
+from stream.offline import score_differences
 from stream.scoring import Scorer, StayPoint, canonical_order
 from stream.state import epoch
 
@@ -69,16 +69,3 @@ def expected_scores(per_stay: dict[int, list[_Event]], scorers: Sequence[Scorer]
 compare = score_differences  # the worker's own comparison (stream/offline.py), for the tests' streams
 
 
-def score_stream(messages: Iterable[bytes]) -> tuple[dict[tuple, RiskScore], int]:
-    """Distinct scores by (stay, scorer, scored_at) from raw risk.scores.v1 values; asserts that redelivered
-    copies (same score_id) carry the same values. Returns (scores, number of messages)."""
-    out: dict[tuple, RiskScore] = {}
-    n = 0
-    for raw in messages:
-        n += 1
-        s = RiskScore.model_validate_json(raw)
-        k = (s.stay_id, s.scorer, s.scored_at)
-        if k in out:
-            assert out[k].score_id == s.score_id and task_values(out[k]) == task_values(s), f"{k} published with two values"
-        out[k] = s
-    return out, n

@@ -18,7 +18,8 @@ from medm2t import topics
 from medm2t.events import DeadLetter, dump_event
 from stream import keys
 from tests.helpers.bad_messages import bad_message_cases
-from tests.helpers.contract import compare, expected_scores, score_stream
+from stream.offline import score_stream
+from tests.helpers.contract import compare, expected_scores
 
 pytestmark = pytest.mark.integration
 N_BAD = 10_000
@@ -179,7 +180,7 @@ def test_bad_members_of_observation_sets_are_dead_lettered_alone_and_their_sibli
         planted[i] = [k for k, (bad, _) in enumerate(ms) if bad]
     assert sum(map(len, planted.values())) > 500
 
-    clean, clean_state, _ = _run(pipeline_settings, 5, good)
+    clean, clean_state, clean_counts = _run(pipeline_settings, 5, good)
     sent, state, counts = _run(pipeline_settings, 6, fuzzed)
 
     letters = [DeadLetter.model_validate_json(v) for v in sent[topics.DEADLETTER]]
@@ -189,6 +190,8 @@ def test_bad_members_of_observation_sets_are_dead_lettered_alone_and_their_sibli
     assert sorted(sent[topics.SCORES]) == sorted(clean[topics.SCORES]), "a bad member cost a good sibling"
     assert _without_wall_clock(sent[topics.ALERTS]) == _without_wall_clock(clean[topics.ALERTS])
     assert state == clean_state
+    assert {k: v for k, v in counts.items() if k != "deadletters" and not k.startswith("batch")} == \
+        {k: v for k, v in clean_counts.items() if not k.startswith("batch")}
 
 
 def _members(value: bytes) -> list[bytes]:

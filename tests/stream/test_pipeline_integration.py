@@ -17,7 +17,8 @@ import pytest
 from medm2t import topics
 from medm2t.events import Alert, DeadLetter, Measurement, Outcome, RiskScore, dump_event, make_event_id
 from stream import keys
-from tests.helpers.contract import compare, expected_scores, score_stream
+from stream.offline import score_stream
+from tests.helpers.contract import compare, expected_scores
 from tests.helpers.paths import MEDM2T
 from tests.helpers.pipeline import (START, _answers, _counter, _fresh, _idle, _per_stay, _read, _redis, _replay,
                                     _replayed, _wait)

@@ -21,7 +21,8 @@ import torch
 from medm2t import topics
 from medm2t.events import RiskScore
 from stream import keys
-from tests.helpers.contract import compare, expected_scores, score_stream
+from stream.offline import MODEL_ROUNDING_STEPS, score_stream
+from tests.helpers.contract import compare, expected_scores
 from tests.helpers.pipeline import _counter, _fresh, _idle, _per_stay, _read, _redis, _replayed, _wait
 from tests.helpers.processes import running_worker
 
@@ -94,7 +95,7 @@ def test_the_live_medm2t_stream_is_the_contracts(settings, checkpoint, replayed)
     want = expected_scores(replayed["per_stay"], [News2Scorer(), offline])
     got = replayed["scores"]
     # Published values are rounded to 1e-4; float32 batches of other shapes may land on the other side.
-    assert compare(got, want, steps=2) == []
+    assert compare(got, want, steps=MODEL_ROUNDING_STEPS) == []
     assert replayed["n_messages"] == len(want), "an undisturbed run publishes each point once"
     ours = [s for s in got.values() if s.scorer == "medm2t"]
     assert {s.model_version for s in ours} == {checkpoint[1]}
@@ -350,7 +351,7 @@ def test_a_stay_with_more_ecgs_than_the_model_reads_scores_the_same_live_and_reb
     rt = asyncio.run(live_then_rebuilt())
     got, _ = score_stream(sent)
     want = expected_scores({stay[0].stay_id: events}, [News2Scorer(), MedM2TScorer.load(checkpoint[0], "cpu")])
-    assert compare(got, want, steps=2) == []
+    assert compare(got, want, steps=MODEL_ROUNDING_STEPS) == []
     last = max((s for s in got.values() if s.scorer == "medm2t"), key=lambda s: s.scored_at)
     assert rt.scored == last.scored_at
     rebuilt, = scorer.score([(rt.states["medm2t"], StayPoint(rt.stay_id, rt.subject_id, rt.scored, rt.opened,

@@ -5,7 +5,8 @@ itself, side by side with a bare Faust agent on the same backlog.
 2. A bare faust-streaming agent that only counts reads the backlog: the ceiling Faust allows here.
 3. `medm2t worker` reads the same backlog: events/s from its first applied event until every point is
    scored (Redis's per-stay n_events and scored marks, as the fault tests check idleness).
-4. Paced: a fresh worker is started, and the replay plays at --paced-rate events/s on average.
+4. Paced: fresh workers (--workers of them) are started, and the replay plays at --paced-rate events/s on
+   average.
    Event→score latency is read off the broker: a score's Kafka timestamp minus that of the first input
    event of its stay at its clinical point (points that a late event moved are left out, and counted)."""
 from __future__ import annotations
@@ -61,7 +62,7 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                    help="one backlog run of the worker per scorer set (a comma list); the paced run uses the first "
                         "(default: news2 news2,medm2t)")
     p.add_argument("--workers", type=int, default=1,
-                   help="worker processes that share the backlog in one consumer group (default 1; the paced run "
+                   help="worker processes that share the input in one consumer group, in the backlog and the paced run "
                         "uses one)")
     p.add_argument("--paced-rate", type=float, default=1000.0,
                    help="mean input events/s of the latency run (its replay speed is set from the cohort's "
@@ -111,9 +112,11 @@ def _run(args: argparse.Namespace) -> int:
             speed = bench.span_s() * args.paced_rate / n
             _progress(f"paced replay at about {args.paced_rate:,.0f} events/s (about {n / args.paced_rate:.0f} s)")
             bench.reset()
-            *result, stages = bench.paced(cohort, speed)
-            print(_latency_line(speed, *result))
-            print(f"    worker-side stages (mean / p99 bucket bound, ms): {stages}")
+            *result, stages = bench.paced(cohort, speed, args.workers)
+            print(_latency_line(speed, *result) + ("" if args.workers == 1 else f", {args.workers} workers"))
+            for i, split in enumerate(stages):
+                which = "worker" if args.workers == 1 else f"worker {i + 1}"
+                print(f"    {which}-side stages (mean / p99 bucket bound, ms): {split}")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
@@ -276,28 +279,33 @@ class _Bench:
             for worker in workers:
                 _stop(worker)
 
-    def paced(self, cohort: Path, speed: float) -> tuple[list[float], int, int, float, float, str]:
-        """(latencies in ms, scores matched, scores left out, mean and busiest-5-s input events/s, the
+    def paced(self, cohort: Path, speed: float, n_workers: int
+              ) -> tuple[list[float], int, int, float, float, list[str]]:
+        """(latencies in ms, scores matched, scores left out, mean and busiest-5-s input events/s, each
         worker's stage split) of a paced replay. A ward replay's rate follows its census: busier in the
         middle, when most stays are open."""
         from medm2t import topics
         from stream.services import free_port
 
-        metrics_port = free_port()
-        worker = self.medm2t("worker", "--metrics-port", str(metrics_port), log="worker-paced", wait=False)
+        ports = [free_port() for _ in range(n_workers)]
+        workers = [self.medm2t("worker", "--metrics-port", str(port), log=f"worker-paced-{i}", wait=False,
+                               env=process_env(n_workers, self.settings().torch_threads, self.env))
+                   for i, port in enumerate(ports)]
         try:
-            log = self.tmp / "run" / "worker-paced.log"
-            self._wait(lambda: "assigned partitions" in log.read_text(), "the worker to join its group", worker)
+            logs = [self.tmp / "run" / f"worker-paced-{i}.log" for i in range(n_workers)]
+            self._wait(lambda: all("assigned partitions" in log.read_text() for log in logs),
+                       "the workers to join their group", workers)
             start = time.monotonic()
             replay = self.replay(cohort, f"{speed:g}", wait=False)
-            self._wait(lambda: replay.poll() is not None, "the paced replay", worker)
+            self._wait(lambda: replay.poll() is not None, "the paced replay", workers)
             seconds = time.monotonic() - start
             n, _ = self.input_count()
             r = self._redis()
-            self._wait(lambda: _applied(r) == (n, True), "the worker to score every point", worker, poll=0.1)
-            stages = _stage_split(metrics_port)
+            self._wait(lambda: _applied(r) == (n, True), "the workers to score every point", workers, poll=0.1)
+            stages = [_stage_split(port) for port in ports]
         finally:
-            _stop(worker)
+            for worker in workers:
+                _stop(worker)
         first_at: dict[tuple[int, str], int] = {}
         per_window: dict[int, int] = defaultdict(int)  # input events per 5 s of Kafka time
         for m in self.read(topics.EVENTS):

@@ -1,6 +1,7 @@
 """Configuration from the environment (MEDM2T_*), a .env file, or CLI flags that override both."""
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -99,6 +100,10 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="CPU threads of MedM2T's forward pass in this worker process; "
                                "0 = torch's default (all cores). `medm2t worker --processes N` sets it to the "
                                "cores divided among its N processes, so that they do not fight over cores.")
+    model_process: bool = Field(True, description="Run MedM2T in a process of its own beside each worker "
+                                "process, so that the event loop and the model use two cores (one worker scored "
+                                "1.4x the events/s, docs/benchmarks.md). Its forward pass then gets "
+                                "MEDM2T_TORCH_THREADS, or when that is 0 all cores but one.")
     metrics_port: int = Field(0, description="Port of the worker's Prometheus /metrics on 127.0.0.1 (0 = off).")
     escalate_after_min: float | None = Field(None, gt=0, description="Overrides the alert policy's escalation time "
                                                                      "(clinical minutes); unset: the policy's.")
@@ -124,6 +129,11 @@ class Settings(BaseSettings):
 
 
 @lru_cache
+def machine_cores() -> int:
+    """The cores this process may run on (the defaults of the worker's processes and threads follow them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def get_settings() -> Settings:
     return Settings()
 

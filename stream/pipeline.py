@@ -36,7 +36,7 @@ from stream.ingest import Ingest
 from stream.policy import DEFAULT_POLICY, AlertPolicy
 from stream.publish import Publish
 from stream.runtime import Message, Send, StayRuntime
-from stream.scheduler import score_due, take
+from stream.scheduler import collect_due, submit_due, take
 from stream.scoring import Scorer
 from stream.state import StayStore
 
@@ -198,20 +198,35 @@ class Pipeline(Ingest, ActionIntake, Publish):
                     pass
 
     async def score_ready(self) -> int:
-        """Score one batch of stays with complete points. Returns how many stays it scored."""
+        """Score one batch of stays with complete points. Returns how many stays it scored.
+
+        The batch goes in parts of distinct stays, so that the event loop's work overlaps the model's: while
+        the model thread scores one part, the loop takes the next (NEWS2 included) or publishes the last.
+        Each stay is taken, scored and published as in a batch of its own, so the parts change no score."""
         start = time.perf_counter()
         async with self._state:
             if self.clocks.flush_quiet(self.stays.values()):
                 self._wake.set()
             batch = self.ready()
-            if batch:
-                taken = take(batch, self.scorers, self.clocks.complete, self.batch_max)
+            parts = []
+            for part in _parts(batch, PARTS_PER_BATCH):
+                taken = take(part, self.scorers, self.clocks.complete, max(1, self.batch_max // PARTS_PER_BATCH))
+                parts.append((part, taken, submit_due(self.scorers, taken)))
         if not batch:
             if self._uncounted:
                 await self._write_uncounted()
             return 0
-        await score_due(self.scorers, taken, self.forward_sizes)
-        await self.publish_and_commit(batch, start, taken)
+        for part, taken, passes in parts:
+            await collect_due(passes, taken, self.forward_sizes)
+            await self.publish_and_commit(part, start, taken)
         self._batch_done.set()
         metrics.POINTS_PENDING.set(self.pending_points())
         return len(batch)
+
+
+PARTS_PER_BATCH = 2
+
+
+def _parts(batch: list[StayRuntime], n: int) -> list[list[StayRuntime]]:
+    size = -(-len(batch) // n) if batch else 1
+    return [batch[i:i + size] for i in range(0, len(batch), size)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Sequence
@@ -82,18 +83,33 @@ def is_due(rt: StayRuntime, scorer: Scorer, at: datetime, band_changed: bool) ->
     return not step_s or epoch(at) // step_s > epoch(last) // step_s
 
 
-async def score_due(scorers: Sequence[Scorer], taken: Taken, forward_sizes: dict[str, dict[int, int]]) -> None:
-    """Score each cadence scorer's due points in one pass, in a thread (the event loop goes on meanwhile),
-    and add the scores to `taken`."""
-    loop = asyncio.get_running_loop()
+# The model's own thread: one pass at a time, in the order the scoring loop submits them.
+_MODEL_THREAD = ThreadPoolExecutor(1, thread_name_prefix="model")
+
+Pass = tuple[Scorer, list[Due], "asyncio.Future[list[RiskScore]]"]
+
+
+def submit_due(scorers: Sequence[Scorer], taken: Taken) -> list[Pass]:
+    """Start each cadence scorer's pass over its due points in `taken`, in the model's thread (or the scorer's
+    own process): it runs at once, while the event loop goes on (taking the next part of a batch, publishing
+    the last)."""
+    passes = []
     for s in scorers:
-        items = taken.due.get(s.name)
-        if not items:
-            continue
-        work = [(rt.states[s.name], events, p) for rt, events, p in items]
-        scores = await loop.run_in_executor(None, apply_and_score, s, work)
-        forward_sizes[s.name][len(work)] += 1
-        metrics.observe_forward(s.name, len(work))
+        if items := taken.due.get(s.name):
+            work = [(rt.states[s.name], events, p) for rt, events, p in items]
+            start_pass = getattr(s, "start_pass", None)  # a scorer in a process of its own runs the pass there
+            scored = (start_pass(work) if start_pass is not None
+                      else asyncio.get_running_loop().run_in_executor(_MODEL_THREAD, apply_and_score, s, work))
+            passes.append((s, items, scored))
+    return passes
+
+
+async def collect_due(passes: Sequence[Pass], taken: Taken, forward_sizes: dict[str, dict[int, int]]) -> None:
+    """Wait for the passes of `submit_due` and add their scores to `taken`."""
+    for s, items, scored in passes:
+        scores = await scored
+        forward_sizes[s.name][len(items)] += 1
+        metrics.observe_forward(s.name, len(items))
         for (rt, _, _), score in zip(items, scores):
             taken.scores[rt.stay_id][s.name].append(score)
 

@@ -22,7 +22,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         description="Replay a synthetic cohort as a backlog through the worker's pipeline on a "
                                     "fresh local Redis (no Kafka) and print events/s, scores, batch sizes and "
                                     "batch times per scorer set, and each cadence scorer's points per model pass "
-                                    "(MEDM2T_BATCH_MAX, on MEDM2T_DEVICE); then the cost of one new event at "
+                                    "(MEDM2T_BATCH_MAX, on MEDM2T_DEVICE, in a process of its own under "
+                                    "MEDM2T_MODEL_PROCESS=1); then the cost of one new event at "
                                     "short and long stay histories, with NEWS2 and, when a set has medm2t, with "
                                     "NEWS2 + MedM2T scoring every point. On a GPU: tools/bench_gpu.sh.")
     p.add_argument("--stays", type=int, default=100, help="synthetic stays in the backlog (default 100)")
@@ -44,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--stays must be at least 1")
     settings = Settings()
     checkpoint = args.checkpoint or settings.checkpoint
-    scorer_sets = [(names, _scorers(names.split(","), checkpoint, settings.device)) for names in args.scorers.split(";")]
+    settings = settings.model_copy(update={"checkpoint": checkpoint})
+    scorer_sets = [(names, _scorers(names.split(","), settings)) for names in args.scorers.split(";")]
     histories = _histories(args.histories)
     with tempfile.TemporaryDirectory(prefix="medm2t-bench-pipeline-") as tmp:
         redis = redis_service(free_port(), Path(tmp), persist=False)
@@ -52,15 +54,16 @@ def _run(args: argparse.Namespace) -> int:
         try:
             url = f"redis://127.0.0.1:{redis.port}/0"
             messages = _backlog(args.stays, args.seed, Path(tmp) / "cohort")
-            devices = {s.name: s.predictor.device for _, ss in scorer_sets for s in ss if hasattr(s, "predictor")}
+            devices = {s.name: f"on {s.predictor.device}" if hasattr(s, "predictor") else "in a process of its own"
+                       for _, ss in scorer_sets for s in ss if s.needs.cadence is not None}
             print(f"pipeline: {args.stays} synthetic stays, {len(messages):,} events, {PARTITIONS} partitions, "
                   f"chunks of {INGEST_CHUNK}, at most {settings.batch_max} points per pass, Redis at {url} (no Kafka)"
-                  + "".join(f", {name} on {device}" for name, device in devices.items()))
+                  + "".join(f", {name} {where}" for name, where in devices.items()))
             for names, scorers in scorer_sets:
                 figures = asyncio.run(_backlog_run(url, scorers, messages, settings.batch_max))
                 print(_format(names, figures))
-            medm2t = next((s for _, ss in scorer_sets for s in ss if hasattr(s, "predictor")), None)
-            for label, scorers in _per_event_sets(medm2t):
+            with_medm2t = any(s.needs.cadence is not None for _, ss in scorer_sets for s in ss)
+            for label, scorers in _per_event_sets(settings if with_medm2t else None):
                 for h in histories:
                     us = asyncio.run(_per_event_cost(url, h, scorers))
                     print(f"  per new event, {label}, 64 stays with {h:,} events of history each: {us:,.0f} µs")
@@ -81,7 +84,7 @@ def _histories(text: str) -> list[int]:
     return out
 
 
-def _scorers(names: list[str], checkpoint: Path, device: str):
+def _scorers(names: list[str], settings):
     from medm2t.cli import UserError
     from medm2t.vocabulary import MEDM2T, NEWS2
     from stream.scorers.news2 import News2Scorer
@@ -91,11 +94,16 @@ def _scorers(names: list[str], checkpoint: Path, device: str):
         if name == NEWS2:
             out.append(News2Scorer())
         elif name == MEDM2T:
-            from stream.scorers.medm2t import MedM2TScorer
+            from stream.scorers import ScorerConfigError, load_medm2t
+            from stream.scorers.model_process import ModelProcess
 
-            if not (checkpoint / "meta.json").exists():
-                raise UserError(f"no MedM2T checkpoint at {checkpoint} (run `make demo` once, or pass --checkpoint)")
-            out.append(MedM2TScorer.load(checkpoint, device))
+            if not (settings.checkpoint / "meta.json").exists():
+                raise UserError(f"no MedM2T checkpoint at {settings.checkpoint} (run `make demo` once, or pass "
+                                "--checkpoint)")
+            try:
+                out.append(ModelProcess(settings) if settings.model_process else load_medm2t(settings))
+            except ScorerConfigError as exc:
+                raise UserError(str(exc)) from None
         else:
             raise UserError(f"unknown scorer {name!r} in --scorers (news2, medm2t)")
     return out
@@ -141,15 +149,15 @@ async def _backlog_run(url: str, scorers, messages, batch_max: int) -> dict:
             "forward": batches.forward}
 
 
-def _per_event_sets(medm2t) -> list[tuple[str, list]]:
-    """NEWS2 alone, and with MedM2T (when it runs) scoring every point, so that its cost is in every event."""
+def _per_event_sets(settings) -> list[tuple[str, list]]:
+    """NEWS2 alone, and with MedM2T (when `settings`: it runs) scoring every point, so that its cost is in every
+    event."""
     from stream.scorers.news2 import News2Scorer
 
     sets = [("NEWS2", [News2Scorer()])]
-    if medm2t is not None:
-        from stream.scorers.medm2t import MedM2TScorer
-
-        sets.append(("NEWS2 + MedM2T at every point", [News2Scorer(), MedM2TScorer(medm2t.predictor, cadence=timedelta(0))]))
+    if settings is not None:
+        every_point = settings.model_copy(update={"medm2t_cadence_min": 0.0})
+        sets.append(("NEWS2 + MedM2T at every point", _scorers(["news2", "medm2t"], every_point)))
     return sets
 
 

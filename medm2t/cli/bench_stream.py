@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from medm2t.cli.worker_processes import process_env
+from medm2t.cli.worker_processes import cores_each, process_env
 from medm2t.vocabulary import MEDM2T, NEWS2
 
 
@@ -152,6 +152,11 @@ class _Bench:
         self.env, self.tmp, self.timeout, self.services = env, tmp, timeout, services
         self.replay_options = replay_options
 
+    def worker_env(self, n_workers: int) -> dict[str, str]:
+        """The environment of one of `n_workers` worker processes, as `medm2t worker --processes N` sets it."""
+        settings = self.settings()
+        return process_env(n_workers, settings.torch_threads, self.env, cores_each(settings))
+
     def settings(self):
         from medm2t.settings import RedisSettings, Settings
 
@@ -262,7 +267,7 @@ class _Bench:
     def worker_backlog(self, n: int, n_workers: int, scorers: str) -> tuple[float, str]:
         """Seconds from the first event applied until every point is scored, and the CPU shares meanwhile."""
         workers = [self.medm2t("worker", "--scorers", scorers, log=f"worker-backlog-{i}", wait=False,
-                               env=process_env(n_workers, self.settings().torch_threads, self.env))
+                               env=self.worker_env(n_workers))
                    for i in range(n_workers)]
         try:
             r = self._redis()
@@ -272,7 +277,7 @@ class _Bench:
             self._wait(lambda: _applied(r) == (n, True), "the workers to score every point", workers, poll=0.1)
             seconds, shares = time.monotonic() - first, cpu.shares()
             stays = sum(1 for _ in r.scan_iter(match="{stay:*}:meta", count=1000))
-            rss = ", ".join(f"{name} {_peak_rss_mb(pid):,.0f} MB" for name, pid in names.items())
+            rss = ", ".join(f"{name} {_peak_rss(pid)}" for name, pid in names.items())
             memory = f"peak RSS {rss}; Redis {r.info('memory')['used_memory'] / max(1, stays) / 1e6:.2f} MB per stay"
             return seconds, f"{shares}; {memory}"
         finally:
@@ -289,7 +294,7 @@ class _Bench:
 
         ports = [free_port() for _ in range(n_workers)]
         workers = [self.medm2t("worker", "--metrics-port", str(port), log=f"worker-paced-{i}", wait=False,
-                               env=process_env(n_workers, self.settings().torch_threads, self.env))
+                               env=self.worker_env(n_workers))
                    for i, port in enumerate(ports)]
         try:
             logs = [self.tmp / "run" / f"worker-paced-{i}.log" for i in range(n_workers)]
@@ -363,6 +368,15 @@ def _applied(r) -> tuple[int, bool]:
     return applied, idle
 
 
+def _peak_rss(pid: int) -> str:
+    """The process's peak resident set so far (Linux's VmHWM), and its model process's if it has one."""
+    import psutil
+
+    mb = [_peak_rss_mb(p) for p in [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]]
+    model = max(mb[1:], default=0)  # (its other child, multiprocessing's resource tracker, is small)
+    return f"{mb[0]:,.0f} MB" + (f" + model process {model:,.0f} MB" if model else "")
+
+
 def _peak_rss_mb(pid: int) -> float:
     """The process's peak resident set so far (Linux's VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -372,7 +386,8 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 class _CpuMeter:
-    """CPU time of some processes (their threads included) from now on, as shares of one core."""
+    """CPU time of some processes (their threads and child processes included: a worker's model process) from
+    now on, as shares of one core."""
 
     def __init__(self, pids: dict[str, int | None]):
         import psutil
@@ -382,8 +397,7 @@ class _CpuMeter:
 
     @staticmethod
     def _cpu(proc) -> float:
-        t = proc.cpu_times()
-        return t.user + t.system
+        return sum(t.user + t.system for t in (p.cpu_times() for p in [proc, *proc.children(recursive=True)]))
 
     def shares(self) -> str:
         wall = max(1e-9, time.monotonic() - self.start)

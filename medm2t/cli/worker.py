@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT (0 = off; with "
                                                     "--processes N, ports PORT to PORT+N-1)")
     p.add_argument("--processes", metavar="N|auto", help="worker processes to run from this command (default 1; "
-                                                         "'auto': one per core, at most one per partition)")
+                                                         "'auto': one per core, or per two cores when MedM2T runs in "
+                                                         "a process of its own; at most one per partition)")
     p.set_defaults(handler=_run)
 
 
@@ -102,13 +103,14 @@ def _run(args: argparse.Namespace) -> int:
     from stream.scorers import ScorerConfigError, select_scorers
     from stream.worker import build_app
 
-    from medm2t.cli.worker_processes import processes_wanted, supervise
+    from medm2t.cli.worker_processes import cores_each, processes_wanted, supervise
 
     settings = settings_from(args)
-    n = processes_wanted(args.processes, settings.partitions)
+    cores = cores_each(settings)
+    n = processes_wanted(args.processes, settings.partitions, cores)
     check_redis(settings).close()
     if n > 1:
-        return supervise(n, _passed_on(args), settings.metrics_port, args.verbose, settings.torch_threads)
+        return supervise(n, _passed_on(args), settings.metrics_port, args.verbose, settings.torch_threads, cores)
     try:
         ensure_topics(settings)
     except BrokerUnreachable as exc:

@@ -1,7 +1,8 @@
 """`medm2t worker --processes N`: one command for the whole machine. It starts N worker processes that join
 the same consumer group (each takes a share of the partitions, docs/deployment.md), restarts one that dies,
-and stops them all on Ctrl-C or SIGTERM. One Python worker uses about one core, so the default is one per
-core; more processes than partitions leave the extra ones idle."""
+and stops them all on Ctrl-C or SIGTERM. One Python worker keeps about one core busy, two when its MedM2T runs
+in a process of its own (MEDM2T_MODEL_PROCESS), so 'auto' starts one per core or per two cores; more processes
+than partitions leave the extra ones idle."""
 from __future__ import annotations
 
 import logging
@@ -12,18 +13,20 @@ import sys
 import time
 from pathlib import Path
 
+from medm2t.settings import machine_cores
+
 log = logging.getLogger("medm2t.worker")
 RESTARTS_PER_MINUTE = 5  # a worker that dies more often than this is broken, not unlucky: stop
 
 
-def processes_wanted(text: str | None, partitions: int) -> int:
-    """--processes: a whole number, or 'auto' (one per core, at most one per partition)."""
+def processes_wanted(text: str | None, partitions: int, cores_each: int = 1) -> int:
+    """--processes: a whole number, or 'auto' (one per `cores_each` cores, at most one per partition)."""
     from medm2t.cli import UserError
 
     if text in (None, "1"):
         return 1
     if text == "auto":
-        return max(1, min(machine_cores(), partitions))
+        return max(1, min(machine_cores() // cores_each, partitions))
     try:
         n = int(text)
     except ValueError:
@@ -33,21 +36,29 @@ def processes_wanted(text: str | None, partitions: int) -> int:
     return n
 
 
-def machine_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def cores_each(settings) -> int:
+    """Cores one worker keeps busy: two when MedM2T runs in a process of its own beside its event loop."""
+    from medm2t.vocabulary import MEDM2T
+
+    wanted = [s.strip() for s in settings.scorers.split(",")]
+    medm2t = MEDM2T in wanted or ("auto" in wanted and settings.checkpoint.is_dir())
+    return 2 if settings.model_process and medm2t else 1
 
 
-def process_env(n: int, torch_threads: int = 0, env: dict[str, str] | None = None) -> dict[str, str]:
+def process_env(n: int, torch_threads: int = 0, env: dict[str, str] | None = None,
+                cores_per_worker: int = 1) -> dict[str, str]:
     """The environment of one of N worker processes: MEDM2T_TORCH_THREADS is `torch_threads` (the settings',
-    from the environment or .env) or, when that is 0, the process's share of the cores. Each torch would
-    otherwise start a thread per core, and N processes would run N times as many forward-pass threads as
-    there are cores, spinning against each other (docs/benchmarks.md)."""
+    from the environment or .env) or, when that is 0, the process's share of the cores (less the one its event
+    loop keeps busy when its model has a process of its own). Each torch would otherwise start a thread per
+    core, and N processes would run N times as many forward-pass threads as there are cores, spinning against
+    each other (docs/benchmarks.md)."""
     env = dict(os.environ if env is None else env)
-    env["MEDM2T_TORCH_THREADS"] = str(torch_threads or max(1, machine_cores() // n))
+    env["MEDM2T_TORCH_THREADS"] = str(torch_threads or max(1, machine_cores() // n - (cores_per_worker - 1)))
     return env
 
 
-def supervise(n: int, argv: list[str], metrics_port: int, verbose: bool = False, torch_threads: int = 0) -> int:
+def supervise(n: int, argv: list[str], metrics_port: int, verbose: bool = False, torch_threads: int = 0,
+              cores_per_worker: int = 1) -> int:
     """Run `medm2t worker` N times with `argv` (each with its own metrics port when one is set) until stopped."""
     exe = str(Path(sys.executable).parent / "medm2t")
 
@@ -55,7 +66,7 @@ def supervise(n: int, argv: list[str], metrics_port: int, verbose: bool = False,
         args = [exe, *(["--verbose"] if verbose else []), "worker", *argv, "--processes", "1"]
         if metrics_port:
             args += ["--metrics-port", str(metrics_port + i)]
-        proc = subprocess.Popen(args, env=process_env(n, torch_threads))
+        proc = subprocess.Popen(args, env=process_env(n, torch_threads, cores_per_worker=cores_per_worker))
         log.info("worker process %d of %d started (pid %d)", i + 1, n, proc.pid)
         return proc
 

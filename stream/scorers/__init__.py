@@ -18,7 +18,7 @@ class ScorerConfigError(ValueError):
     pass
 
 
-def _load_medm2t(settings: Settings) -> Scorer:
+def load_medm2t(settings: Settings) -> Scorer:
     if not settings.checkpoint.is_dir():
         raise ScorerConfigError(f"MedM2T checkpoint folder {settings.checkpoint} does not exist (train one or set MEDM2T_CHECKPOINT)")
     try:
@@ -38,6 +38,15 @@ def _load_medm2t(settings: Settings) -> Scorer:
         raise ScorerConfigError(f"MedM2T checkpoint cannot be used: {exc}") from exc
 
 
+def _medm2t(settings: Settings) -> Scorer:
+    """MedM2T in this process, or in a process of its own beside it (MEDM2T_MODEL_PROCESS)."""
+    if not settings.model_process:
+        return load_medm2t(settings)
+    from stream.scorers.model_process import ModelProcess
+
+    return ModelProcess(settings)
+
+
 def select_scorers(settings: Settings) -> list[Scorer]:
     wanted = [s.strip() for s in settings.scorers.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in (*SCORERS, "auto")]
@@ -47,10 +56,10 @@ def select_scorers(settings: Settings) -> list[Scorer]:
     if NEWS2 in wanted or "auto" in wanted:
         scorers.append(News2Scorer())
     if MEDM2T in wanted:
-        scorers.append(_load_medm2t(settings))  # asked for explicitly: failing to load is an error
+        scorers.append(_medm2t(settings))  # asked for explicitly: failing to load is an error
     elif "auto" in wanted:
         try:
-            scorers.append(_load_medm2t(settings))
+            scorers.append(_medm2t(settings))
         except Exception as exc:  # noqa: BLE001 - auto mode falls back to NEWS2 alone, and says why
             log.warning("MedM2T not loaded, scoring with NEWS2 only: %s", exc)
     return scorers

@@ -149,6 +149,8 @@ def step(rule: Rule, state: RuleState, score: RiskScore, policy: AlertPolicy = D
 def _step(rule: Rule, state: RuleState, score: RiskScore, value: float, policy: AlertPolicy):
     at = score.scored_at
     target = rule.target(value, state.level)
+    if target is None and state.level is None and not state.below and state.snoozed_until is None:
+        return state, None  # no alert open and none asked for, most scores of a ward: nothing changes
     if state.level is None and state.cleared_at is not None:
         if at - state.cleared_at < rule.refractory and Level.rank_of(target) <= Level.rank_of(state.cleared_level):
             return state, None  # refractory: the same alert again so soon is noise; a higher level breaks through

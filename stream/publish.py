@@ -106,9 +106,11 @@ class Publish:
                     deliveries.append(await self.send(topics.FHIR_RISK, key, fhir))
                 for rule in self.rules.for_score(score):
                     rule_key = f"{score.scorer}/{rule.key}"
-                    new, made = advance(rule, rt.alert_state.get(rule_key) or RuleState(), score, self.rules.policy)
-                    rt.alert_state[rule_key] = new
-                    changed.add(rule_key)
+                    old = rt.alert_state.get(rule_key) or RuleState()
+                    new, made = advance(rule, old, score, self.rules.policy)
+                    if new is not old:  # (a quiet rule's state stays the same object, and is not written again)
+                        rt.alert_state[rule_key] = new
+                        changed.add(rule_key)
                     records += made
         records += self._fire_timers(rt, changed)
         commit.states = {k: rt.alert_state[k].dumps() for k in changed}

@@ -128,12 +128,12 @@ class Settings(BaseSettings):
         return safe_url(url)
 
 
-@lru_cache
 def machine_cores() -> int:
     """The cores this process may run on (the defaults of the worker's processes and threads follow them)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+@lru_cache
 def get_settings() -> Settings:
     return Settings()
 

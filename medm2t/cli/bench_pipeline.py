@@ -94,14 +94,13 @@ def _scorers(names: list[str], settings):
         if name == NEWS2:
             out.append(News2Scorer())
         elif name == MEDM2T:
-            from stream.scorers import ScorerConfigError, load_medm2t
-            from stream.scorers.model_process import ModelProcess
+            from stream.scorers import ScorerConfigError, medm2t_scorer
 
             if not (settings.checkpoint / "meta.json").exists():
                 raise UserError(f"no MedM2T checkpoint at {settings.checkpoint} (run `make demo` once, or pass "
                                 "--checkpoint)")
             try:
-                out.append(ModelProcess(settings) if settings.model_process else load_medm2t(settings))
+                out.append(medm2t_scorer(settings))
             except ScorerConfigError as exc:
                 raise UserError(str(exc)) from None
         else:

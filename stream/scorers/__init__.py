@@ -8,37 +8,14 @@ import logging
 from medm2t.settings import Settings
 from medm2t.vocabulary import MEDM2T, NEWS2, SCORERS
 from stream import keys
+from stream.scorers.loading import ScorerConfigError, load_medm2t
 from stream.scorers.news2 import News2Scorer
 from stream.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
 
-class ScorerConfigError(ValueError):
-    pass
-
-
-def load_medm2t(settings: Settings) -> Scorer:
-    if not settings.checkpoint.is_dir():
-        raise ScorerConfigError(f"MedM2T checkpoint folder {settings.checkpoint} does not exist (train one or set MEDM2T_CHECKPOINT)")
-    try:
-        from stream.scorers.medm2t import MedM2TScorer
-    except ImportError as exc:
-        raise ScorerConfigError(f"the MedM2T scorer cannot be imported: {exc}") from exc
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
-    try:
-        from datetime import timedelta
-
-        cadence = timedelta(minutes=settings.medm2t_cadence_min)  # 0: every point (batched all the same)
-        return MedM2TScorer.load(settings.checkpoint, settings.device, cadence=cadence)
-    except ValueError as exc:  # CheckpointError (missing files, another model version) or an unavailable device
-        raise ScorerConfigError(f"MedM2T checkpoint cannot be used: {exc}") from exc
-
-
-def _medm2t(settings: Settings) -> Scorer:
+def medm2t_scorer(settings: Settings) -> Scorer:
     """MedM2T in this process, or in a process of its own beside it (MEDM2T_MODEL_PROCESS)."""
     if not settings.model_process:
         return load_medm2t(settings)
@@ -56,10 +33,10 @@ def select_scorers(settings: Settings) -> list[Scorer]:
     if NEWS2 in wanted or "auto" in wanted:
         scorers.append(News2Scorer())
     if MEDM2T in wanted:
-        scorers.append(_medm2t(settings))  # asked for explicitly: failing to load is an error
+        scorers.append(medm2t_scorer(settings))  # asked for explicitly: failing to load is an error
     elif "auto" in wanted:
         try:
-            scorers.append(_medm2t(settings))
+            scorers.append(medm2t_scorer(settings))
         except Exception as exc:  # noqa: BLE001 - auto mode falls back to NEWS2 alone, and says why
             log.warning("MedM2T not loaded, scoring with NEWS2 only: %s", exc)
     return scorers

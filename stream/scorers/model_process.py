@@ -27,6 +27,7 @@ from typing import Any, Sequence
 from medm2t.events import RiskScore, _Event
 from medm2t.settings import Settings, machine_cores
 from stream import metrics
+from stream.scorers.loading import ScorerConfigError, load_medm2t
 from stream.scoring import StayPoint
 
 
@@ -42,8 +43,6 @@ class ModelProcess:
     """A cadence scorer (MedM2T) run in a child process; `start_pass` is what the scheduler calls for it."""
 
     def __init__(self, settings: Settings):
-        from stream.scorers import ScorerConfigError
-
         # spawn, not fork: a forked copy of a process that has started threads (torch, aiokafka) can deadlock
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
@@ -99,8 +98,6 @@ _states: dict[int, Any] = {}
 
 
 def _load(settings: Settings, parent: int):
-    from stream.scorers import load_medm2t
-
     global _scorer
     threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with-worker").start()
     if not settings.torch_threads:  # the worker's event loop keeps one core busy

@@ -15,14 +15,13 @@ from stream.scorers import ScorerConfigError, load_medm2t
 from stream.scorers.model_process import ModelProcess
 from stream.scorers.news2 import News2Scorer
 from stream.scoring import StayPoint, canonical_order
-from tests.stream.test_pipeline_medm2t import checkpoint  # noqa: F401 - the module's small checkpoint fixture
 
 REDIS_DB = 6
 PARTITIONS = 3
 
 
 @pytest.fixture(scope="module")
-def settings(pipeline_settings, checkpoint):  # noqa: F811
+def settings(pipeline_settings, checkpoint):
     base = pipeline_settings.redis_url.rsplit("/", 1)[0]
     return pipeline_settings.model_copy(update={"redis_url": f"{base}/{REDIS_DB}", "checkpoint": checkpoint[0],
                                                 "device": "cpu", "torch_threads": 1})

@@ -34,30 +34,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread i
 
 
 @pytest.fixture(scope="module")
-def checkpoint(synth_cohort, tmp_path_factory):
-    """(folder, model_version) of a small-preset checkpoint fitted on the synthetic cohort."""
-    from model.checkpoint import save_checkpoint
-    from model.config import ModelConfig
-    from model.feature_fit import fit_featurizer
-    from model.inputs import collate
-    from model.network import MedM2T
-    from replay.sources import parse_spec
-
-    stays = list(parse_spec(f"synth:{synth_cohort}").stays())
-    cfg = ModelConfig.from_preset("small")
-    feat = fit_featurizer(stays, cfg)
-    torch.manual_seed(0)
-    model = MedM2T(cfg, feat.spec())
-    model.train()  # move BatchNorm running stats off their init values so outputs differ between stays
-    with torch.no_grad():
-        model(collate([feat.encode(s, s[0].time + timedelta(hours=12)) for s in stays], cfg))
-    out = save_checkpoint(tmp_path_factory.mktemp("ck") / "medm2t", model.eval(), feat, cfg, {},
-                          {"data": "30-stay synthetic cohort", "note": "untrained weights (pipeline test)",
-                           "tasks_without_labels": ["cvd_90d"]})
-    return out, json.loads((out / "meta.json").read_text())["model_version"]
-
-
-@pytest.fixture(scope="module")
 def settings(pipeline_settings, checkpoint):
     base = pipeline_settings.redis_url.rsplit("/", 1)[0]
     return pipeline_settings.model_copy(update={"redis_url": f"{base}/{REDIS_DB}", "scorers": "auto",

@@ -62,8 +62,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                    help="one backlog run of the worker per scorer set (a comma list); the paced run uses the first "
                         "(default: news2 news2,medm2t)")
     p.add_argument("--workers", type=int, default=1,
-                   help="worker processes that share the input in one consumer group, in the backlog and the paced run "
-                        "uses one)")
+                   help="worker processes that share the input in one consumer group, in the backlog runs and the "
+                        "paced run (default 1)")
     p.add_argument("--paced-rate", type=float, default=1000.0,
                    help="mean input events/s of the latency run (its replay speed is set from the cohort's "
                         "clinical span); 0 skips it (default 1000)")

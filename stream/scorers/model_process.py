@@ -8,8 +8,9 @@ This side keeps the Scorer protocol (stream/scoring.py). A state here is a handl
 events (a stay rebuilt from Redis applies its whole scored history at once), and the next pass ships them
 with the point. The child applies and scores exactly as `stream.scheduler.apply_and_score` does in a thread,
 so the scores are the same. A handle that the worker drops (a stay forgotten, a rebalance) drops its state
-in the child with the next pass. A child that dies takes the worker down with it (BrokenProcessPool): the
-worker's supervisor restarts it, and the states are rebuilt from Redis as after any crash.
+in the child with the next pass. A child that dies takes the worker down with it (BrokenProcessPool crashes
+the Faust app): `worker --processes N` or the container's restart policy starts it again, and the states are
+rebuilt from Redis as after any crash.
 """
 from __future__ import annotations
 

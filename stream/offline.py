@@ -13,7 +13,7 @@ from typing import Callable, ContextManager, Iterable, Sequence
 from medm2t import topics
 from medm2t.events import PUBLISHED_DIGITS, RiskScore
 from stream.ingest import INGEST_CHUNK
-from stream.pipeline import Pipeline
+from stream.pipeline import LANES, Pipeline
 from stream.runtime import Message
 
 
@@ -39,14 +39,20 @@ class Batches:
 
 
 async def score_all_ready(pipeline: Pipeline, batches: Batches | None = None) -> None:
-    while True:
-        start = time.perf_counter()
-        n = await pipeline.score_ready()
-        if not n:
-            return
-        if batches is not None:
-            batches.sizes.append(n)
-            batches.seconds.append(time.perf_counter() - start)
+    """Score until no point is ready and no lane holds a stay, in the pipeline's lanes as the worker does."""
+    async def lane():
+        while True:
+            start = time.perf_counter()
+            if n := await pipeline.score_ready():
+                if batches is not None:
+                    batches.sizes.append(n)
+                    batches.seconds.append(time.perf_counter() - start)
+            elif pipeline.in_lanes:
+                await pipeline.batch_committed()  # the other lane's stays may have more points
+            else:
+                return
+
+    await asyncio.gather(*(lane() for _ in range(LANES)))
 
 
 async def feed(pipeline: Pipeline, messages: Sequence[tuple[int, bytes | None, bytes]], chunk: int = INGEST_CHUNK,

@@ -19,7 +19,6 @@ rebuilt from Redis on start-up, on rebalance and for a stay it has not seen.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import Counter, defaultdict
@@ -66,6 +65,7 @@ class Pipeline(Ingest, ActionIntake, Publish):
         self._wake = asyncio.Event()
         self._batch_done = asyncio.Event()  # set after each committed batch (room_to_buffer waits for it)
         self._state = asyncio.Lock()    # held while clocks, buffers or the set of stays change
+        self.in_lanes: set[int] = set()  # stays in a scoring lane's batch, from their take to their commit
 
     # ---- Redis and the stays held in memory ------------------------------------------------------
 
@@ -160,8 +160,11 @@ class Pipeline(Ingest, ActionIntake, Publish):
 
     def ready(self) -> list[StayRuntime]:
         """Stays whose first unscored point is complete, or whose alert timer is: complete like a point, with
-        no unscored point before it; `batch_max` of them at most."""
-        return list(itertools.islice(filter(self._is_ready, self.stays.values()), self.batch_max))
+        no unscored point before it; none that a lane holds. A lane's share: at most 1/LANES of these and the
+        stays held together (so that the other lane finds work when it comes back), `batch_max` at most."""
+        free = [rt for rt in self.stays.values() if rt.stay_id not in self.in_lanes and self._is_ready(rt)]
+        share = -(-(len(free) + len(self.in_lanes)) // LANES)
+        return free[:min(share, self.batch_max)]
 
     def _is_ready(self, rt: StayRuntime) -> bool:
         first = min(rt.buffer) if rt.buffer else None
@@ -187,7 +190,14 @@ class Pipeline(Ingest, ActionIntake, Publish):
                 pass
 
     async def run(self, tick_s: float = 0.02) -> None:
-        """The scoring loop: score whatever is complete, at once; wait when nothing is."""
+        """The scoring loop, in LANES lanes over distinct stays: while the model scores one lane's batch, the
+        event loop takes the other lane's points (NEWS2 included) or publishes its scores, so the two overlap.
+        A stay is in one lane's batch at a time, taken, scored and published as in a batch of its own, so the
+        lanes change no score."""
+        await asyncio.gather(*(self._lane(tick_s) for _ in range(LANES)))
+
+    async def _lane(self, tick_s: float) -> None:
+        """Score whatever is complete, at once; wait when nothing is."""
         while True:
             acted = await self.apply_actions()
             if not await self.score_ready() and not acted:
@@ -198,35 +208,34 @@ class Pipeline(Ingest, ActionIntake, Publish):
                     pass
 
     async def score_ready(self) -> int:
-        """Score one batch of stays with complete points. Returns how many stays it scored.
-
-        The batch goes in parts of distinct stays, so that the event loop's work overlaps the model's: while
-        the model thread scores one part, the loop takes the next (NEWS2 included) or publishes the last.
-        Each stay is taken, scored and published as in a batch of its own, so the parts change no score."""
+        """Score one batch of ready stays (`ready`), holding them in this lane until they are committed.
+        Returns how many stays it scored."""
         start = time.perf_counter()
         async with self._state:
             if self.clocks.flush_quiet(self.stays.values()):
                 self._wake.set()
             batch = self.ready()
-            parts = []
-            for part in _parts(batch, PARTS_PER_BATCH):
-                taken = take(part, self.scorers, self.clocks.complete, max(1, self.batch_max // PARTS_PER_BATCH))
-                parts.append((part, taken, submit_due(self.scorers, taken)))
+            if batch:
+                taken = take(batch, self.scorers, self.clocks.complete, max(1, self.batch_max // LANES))
+                passes = submit_due(self.scorers, taken)
+                self.in_lanes.update(rt.stay_id for rt in batch)
         if not batch:
             if self._uncounted:
                 await self._write_uncounted()
             return 0
-        for part, taken, passes in parts:
+        try:
             await collect_due(passes, taken, self.forward_sizes)
-            await self.publish_and_commit(part, start, taken)
+            await self.publish_and_commit(batch, start, taken)
+        finally:
+            self.in_lanes.difference_update(rt.stay_id for rt in batch)
         self._batch_done.set()
         metrics.POINTS_PENDING.set(self.pending_points())
         return len(batch)
 
+    async def batch_committed(self) -> None:
+        """Wait until a lane commits its next batch."""
+        self._batch_done.clear()
+        await self._batch_done.wait()
 
-PARTS_PER_BATCH = 2
 
-
-def _parts(batch: list[StayRuntime], n: int) -> list[list[StayRuntime]]:
-    size = -(-len(batch) // n) if batch else 1
-    return [batch[i:i + size] for i in range(0, len(batch), size)]
+LANES = 2  # scoring lanes (Pipeline.run); a lane's model pass holds at most batch_max / LANES points

@@ -8,9 +8,9 @@ This side keeps the Scorer protocol (stream/scoring.py). A state here is a handl
 events (a stay rebuilt from Redis applies its whole scored history at once), and the next pass ships them
 with the point. The child applies and scores exactly as `stream.scheduler.apply_and_score` does in a thread,
 so the scores are the same. A handle that the worker drops (a stay forgotten, a rebalance) drops its state
-in the child with the next pass. A child that dies takes the worker down with it (BrokenProcessPool crashes
-the Faust app): `worker --processes N` or the container's restart policy starts it again, and the states are
-rebuilt from Redis as after any crash.
+in the child with the next pass. A child that dies takes the worker down with it at its next pass
+(ModelProcessDied crashes the Faust app, with a line that says so): `worker --processes N` or the
+container's restart policy starts it again, and the states are rebuilt from Redis as after any crash.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import time
 import weakref
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Sequence
 
 from medm2t.events import RiskScore, _Event
@@ -30,6 +31,10 @@ from medm2t.settings import Settings, machine_cores
 from stream import metrics
 from stream.scorers.loading import ScorerConfigError, load_medm2t
 from stream.scoring import StayPoint
+
+
+class ModelProcessDied(RuntimeError):
+    """The child is gone; its states with it. The worker must stop (and restart) to rebuild them from Redis."""
 
 
 class StateHandle:
@@ -47,7 +52,8 @@ class ModelProcess:
         # spawn, not fork: a forked copy of a process that has started threads (torch, aiokafka) can deadlock
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
-            self.name, self.version, self.needs, self._card = self._pool.submit(_load, settings, os.getpid()).result()
+            loaded = self._pool.submit(_load, settings, os.getpid()).result()
+            self.name, self.version, self.needs, self._card, self.pid = loaded
         except BaseException:
             self._pool.shutdown(cancel_futures=True)
             raise
@@ -73,13 +79,24 @@ class ModelProcess:
         for handle, events, point in work:
             items.append((handle.key, handle.pending + list(events), point))
             handle.pending = []
-        return asyncio.ensure_future(self._scores(self._pool.submit(_apply_and_score, dropped, items)))
+        try:
+            done = self._pool.submit(_apply_and_score, dropped, items)
+        except BrokenProcessPool as exc:
+            raise self._died() from exc
+        return asyncio.ensure_future(self._scores(done))
 
-    @staticmethod
-    async def _scores(done) -> list[RiskScore]:
-        scores, unknown = await asyncio.wrap_future(done)
+    async def _scores(self, done) -> list[RiskScore]:
+        try:
+            scores, unknown = await asyncio.wrap_future(done)
+        except BrokenProcessPool as exc:
+            raise self._died() from exc
         metrics.UNKNOWN_ITEMS.inc(unknown)
         return scores
+
+    def _died(self) -> ModelProcessDied:
+        return ModelProcessDied(f"MedM2T's model process (pid {self.pid}) stopped unexpectedly (killed, or out of "
+                                "memory?), so this worker stops too: start it again and it rebuilds its stays from "
+                                "Redis (`medm2t worker --processes N` restarts its workers itself)")
 
     def states_held(self) -> int:
         """How many stay states the child holds (tests)."""
@@ -104,7 +121,7 @@ def _load(settings: Settings, parent: int):
     if not settings.torch_threads:  # the worker's event loop keeps one core busy
         settings = settings.model_copy(update={"torch_threads": max(1, machine_cores() - 1)})
     _scorer = load_medm2t(settings)
-    return _scorer.name, _scorer.version, _scorer.needs, _scorer.card()
+    return _scorer.name, _scorer.version, _scorer.needs, _scorer.card(), os.getpid()
 
 
 def _exit_with(parent: int) -> None:

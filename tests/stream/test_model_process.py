@@ -85,6 +85,24 @@ def test_the_child_drops_the_states_of_stays_the_worker_dropped(model_process):
     assert model_process.states_held() == held - 2
 
 
+@pytest.mark.integration
+def test_a_model_process_that_dies_stops_the_worker_with_a_clear_message(settings):
+    import psutil
+
+    from stream.scorers.model_process import ModelProcessDied
+
+    doomed = ModelProcess(settings)
+    try:
+        child = psutil.Process(doomed.pid)
+        child.kill()
+        child.wait(10)
+        point = StayPoint(1, 1, datetime(2150, 1, 1, 8), None, 0)
+        with pytest.raises(ModelProcessDied, match="stopped unexpectedly"):
+            asyncio.run(_scores(doomed, [(doomed.new_state(), [], point)]))
+    finally:
+        doomed.close()
+
+
 def test_a_model_process_that_cannot_load_says_why(tmp_path):
     from medm2t.settings import Settings
 

@@ -54,6 +54,11 @@ class ModelProcess:
         try:
             loaded = self._pool.submit(_load, settings, os.getpid()).result()
             self.name, self.version, self.needs, self._card, self.pid = loaded
+        except BrokenProcessPool as exc:  # killed while loading (out of memory, a crash in torch): say so
+            self._pool.shutdown(cancel_futures=True)
+            raise ScorerConfigError(f"MedM2T's model process stopped while loading {settings.checkpoint} (killed, "
+                                    "or out of memory?); set MEDM2T_MODEL_PROCESS=0 to load it in the worker "
+                                    "itself and see its error") from exc
         except BaseException:
             self._pool.shutdown(cancel_futures=True)
             raise

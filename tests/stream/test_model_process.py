@@ -103,6 +103,35 @@ def test_a_model_process_that_dies_stops_the_worker_with_a_clear_message(setting
         doomed.close()
 
 
+@pytest.mark.integration
+def test_a_model_process_killed_while_loading_says_so(settings):
+    import threading
+    import time
+
+    import psutil
+
+    def model_children() -> set[int]:
+        return {p.pid for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())}
+
+    before, outcome = model_children(), []
+
+    def start():
+        try:
+            ModelProcess(settings).close()
+        except ScorerConfigError as exc:
+            outcome.append(exc)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    deadline = time.monotonic() + 30
+    while not (new := model_children() - before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for pid in new:  # it imports torch and reads the checkpoint for seconds: killed long before it is done
+        psutil.Process(pid).kill()
+    starter.join(60)
+    assert len(outcome) == 1 and "stopped while loading" in str(outcome[0])
+
+
 def test_a_model_process_that_cannot_load_says_why(tmp_path):
     from medm2t.settings import Settings
 

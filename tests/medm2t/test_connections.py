@@ -279,3 +279,11 @@ def test_secrets_never_appear_in_repr_dump_or_logs(caplog, tmp_path):
     # the secret is still there for the clients that need it
     assert s.kafka.sasl_password.get_secret_value() == SECRET
     assert kafka_python_options(s)["sasl_plain_password"] == SECRET
+
+
+def test_kafka_python_checksums_records_in_c():
+    """Without the `crc32c` package kafka-python computes every record batch's CRC-32C in Python: a replay ran
+    at half speed (pyproject.toml installs kafka-python[crc32c])."""
+    from kafka.record import util
+
+    assert util.crc32c_c is not None and util._crc32c is util.crc32c_c

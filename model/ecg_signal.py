@@ -11,6 +11,12 @@ import numpy as np
 from medm2t.events import LEADS
 
 
+def load_filters() -> None:
+    """Import the filters now: the import takes 1-2 s, which a streaming pass that meets the first ECG would
+    otherwise pay (py-spy). Only readers of ECGs call it; the CLI's other commands do not pay it."""
+    import scipy.signal  # noqa: F401
+
+
 def preprocess_ecg(signal_mv: np.ndarray, fs: float, leads: Sequence[str], out_fs: int = 125,
                    out_len: int = 640) -> tuple[np.ndarray, list[str]]:
     """(n_leads, n) mV -> (12, out_len) float32 in the standard lead order, plus a list of problems found."""

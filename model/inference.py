@@ -36,6 +36,10 @@ class Predictor:
         self.model, self.featurizer, self.cfg, self.meta = load_checkpoint(checkpoint_dir, self.device)
         self.version: str = self.meta["model_version"]
         self.calibration = Calibration.from_dict(self.meta.get("calibration"))
+        if "ecg" in self.model.encoders:
+            from model.ecg_signal import load_filters
+
+            load_filters()
 
     def calibration_label(self, task: str) -> str:
         """How far to trust `task`'s number, as every score of it says."""

@@ -216,7 +216,7 @@ class Pipeline(Ingest, ActionIntake, Publish):
                 self._wake.set()
             batch = self.ready()
             if batch:
-                taken = take(batch, self.scorers, self.clocks.complete, max(1, self.batch_max // LANES))
+                taken = take(batch, self.scorers, self.clocks.complete, lane_points(self.batch_max))
                 passes = submit_due(self.scorers, taken)
                 self.in_lanes.update(rt.stay_id for rt in batch)
         if not batch:
@@ -238,4 +238,9 @@ class Pipeline(Ingest, ActionIntake, Publish):
         await self._batch_done.wait()
 
 
-LANES = 2  # scoring lanes (Pipeline.run); a lane's model pass holds at most batch_max / LANES points
+LANES = 2  # scoring lanes (Pipeline.run)
+
+
+def lane_points(batch_max: int) -> int:
+    """The most points a lane's model pass holds."""
+    return max(1, batch_max // LANES)

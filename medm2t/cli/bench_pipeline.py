@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     from medm2t.cli import UserError
     from medm2t.settings import Settings
     from stream.ingest import INGEST_CHUNK
-    from stream.pipeline import LANES
+    from stream.pipeline import LANES, lane_points
     from stream.services import free_port, redis_service
 
     if args.stays < 1:
@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
             devices = {s.name: f"on {s.predictor.device}" if hasattr(s, "predictor") else "in a process of its own"
                        for _, ss in scorer_sets for s in ss if s.needs.cadence is not None}
             print(f"pipeline: {args.stays} synthetic stays, {len(messages):,} events, {PARTITIONS} partitions, "
-                  f"chunks of {INGEST_CHUNK}, {LANES} scoring lanes of at most {settings.batch_max // LANES} points per "
+                  f"chunks of {INGEST_CHUNK}, {LANES} scoring lanes of at most {lane_points(settings.batch_max)} points per "
                   f"pass, Redis at {url} (no Kafka)"
                   + "".join(f", {name} {where}" for name, where in devices.items()))
             for names, scorers in scorer_sets:

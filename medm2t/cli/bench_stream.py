@@ -274,7 +274,6 @@ class _Bench:
             self._wait(lambda: _applied(r)[0] > 0, "the worker's first event", workers, poll=0.05)
             names = {"worker": workers[0].pid} if n_workers == 1 else {f"worker{i + 1}": w.pid for i, w in enumerate(workers)}
             first, cpu = time.monotonic(), _CpuMeter({**names, **self.services})
-            # (a poll reads every stay's marks: poll a large ward less often, so that it does not load the machine)
             self._wait(lambda: _applied(r) == (n, True), "the workers to score every point", workers,
                        poll=max(0.1, n / 2_000_000))
             seconds, shares = time.monotonic() - first, cpu.shares()
@@ -363,7 +362,9 @@ def _applied(r) -> tuple[int, bool]:
     """(events applied, every stay scored up to its clock) from the stays' meta hashes."""
     applied, idle = 0, True
     keys = list(r.scan_iter(match="{stay:*}:meta", count=1000))
-    for start in range(0, len(keys), 1000):  # one round trip per 1,000 stays: the poll must not load the machine
+    # One round trip per 1,000 stays, and a large ward polled less often (see the caller): the poll must not
+    # load the machine it measures.
+    for start in range(0, len(keys), 1000):
         pipe = r.pipeline(transaction=False)
         for k in keys[start:start + 1000]:
             pipe.hmget(k, "clock", "scored", "n_events")

@@ -78,9 +78,6 @@ class MedM2TScorer:
         untrained = set(predictor.meta.get("train_info", {}).get("tasks_without_labels", ()))
         self._calibration = {t: ("untrained head: the training data had no labels for this task" if t in untrained
                                  else predictor.calibration_label(t)) for t in TASKS}
-        if "ecg" in predictor.model.encoders:
-            # The ECG filters' import takes 1-2 s: paid here, not by the pass that meets the first ECG (py-spy).
-            import scipy.signal  # noqa: F401
 
     @classmethod
     def load(cls, checkpoint_dir: str | Path, device: str = "auto",

@@ -40,6 +40,9 @@ class KafkaSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = Field(None, description="CA bundle for SSL / SASL_SSL (default: the system's).")
+    compression: Literal["lz4", "gzip", "none"] = Field(
+        "lz4", description="How producers (the replay, the worker, the dashboard's actions) compress record "
+                           "batches. Every consumer reads all three.")
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod

@@ -278,7 +278,7 @@ class _Bench:
                        poll=max(0.1, n / 2_000_000))
             seconds, shares = time.monotonic() - first, cpu.shares()
             stays = sum(1 for _ in r.scan_iter(match="{stay:*}:meta", count=1000))
-            rss = ", ".join(f"{name} {_peak_rss(pid)}" for name, pid in names.items())
+            rss = ", ".join(f"{name} {_peak_rss(pid)}" for name, pid in {**names, **self.services}.items())
             memory = f"peak RSS {rss}; Redis {r.info('memory')['used_memory'] / max(1, stays) / 1e6:.2f} MB per stay"
             return seconds, f"{shares}; {memory}"
         finally:

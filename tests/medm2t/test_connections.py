@@ -17,7 +17,8 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from medm2t.connections import (ConnectionSettingsError, bootstrap_servers, faust_options, kafka_python_options,
+from medm2t.connections import (ConnectionSettingsError, bootstrap_servers, compression_type, faust_options,
+                                kafka_python_options,
                                 redis_async, redis_error_message, redis_password_file, redis_password_source,
                                 redis_sync, stack_redis_password)
 from medm2t.settings import KafkaSettings, RedisSettings, Settings, safe_url
@@ -210,7 +211,8 @@ def test_bootstrap_list_is_parsed_once_for_every_client():
 def test_plaintext_has_no_credentials():
     s = kafka()
     assert kafka_python_options(s) == {"bootstrap_servers": ["b1:9092"], "security_protocol": "PLAINTEXT"}
-    assert faust_options(s) == {"broker": ["kafka://b1:9092"], "broker_credentials": None}
+    assert faust_options(s) == {"broker": ["kafka://b1:9092"], "broker_credentials": None,
+                                "producer_compression_type": "lz4"}
 
 
 def test_sasl_ssl_maps_to_kafka_python_and_faust():
@@ -287,3 +289,17 @@ def test_kafka_python_checksums_records_in_c():
     from kafka.record import util
 
     assert util.crc32c_c is not None and util._crc32c is util.crc32c_c
+
+
+def test_producers_compress_as_configured_and_both_clients_have_the_codec():
+    """MEDM2T_KAFKA_COMPRESSION reaches kafka-python's producers and Faust's; lz4 (the default) needs the `lz4`
+    package for kafka-python and `cramjam` for aiokafka, or a consumer could not read what the other wrote."""
+    from aiokafka import codec as aiokafka_codec
+    from kafka import codec as kafka_codec
+
+    assert compression_type(kafka()) == "lz4" == faust_options(kafka())["producer_compression_type"]
+    assert compression_type(kafka(compression="gzip")) == "gzip"
+    assert compression_type(kafka(compression="none")) is None
+    with pytest.raises(ValidationError):
+        kafka(compression="brotli")
+    assert kafka_codec.has_lz4() and aiokafka_codec.has_lz4()

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
 
 DESCRIPTION = """Streaming bedside ICU risk monitor built around MedM2T.
@@ -85,6 +86,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     from medm2t.connections import ConnectionSettingsError
 
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.handler(args) or 0)
     except (UserError, ConnectionSettingsError) as exc:
@@ -93,4 +95,11 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("medm2t: interrupted", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum, frame):
+    """SIGTERM (service managers, `medm2t demo`, `kill`) stops a command as Ctrl-C does, so that the services
+    and child processes it started are stopped on the way out. Commands that run an event loop (the worker)
+    or become another program (the dashboard) install their own handlers over this one."""
+    raise KeyboardInterrupt
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -142,11 +141,6 @@ def _run(args: argparse.Namespace) -> int:
     started_services = []
     children = Children(settings.run_dir, {**os.environ, "MEDM2T_KAFKA_URL": settings.kafka_url,
                                            "MEDM2T_REDIS_URL": settings.redis_url})
-
-    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: clean stop
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     try:
         _services(settings, started_services)
         cohort = _cohort(settings, args)

@@ -99,12 +99,6 @@ def _run(args: argparse.Namespace) -> int:
         stream = merge_ward(stays, args.beds, start, seed=args.seed)
     else:
         stream = merge_recorded(stays)
-    import signal
-
-    def on_term(signum, frame):  # `medm2t demo` and service managers stop us with SIGTERM: same clean stop
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     started = time.monotonic()
     counts, seen_stays, interrupted, failure = _publish(stream, producer, args)
     _summary(reader, producer, counts, seen_stays, interrupted, time.monotonic() - started)

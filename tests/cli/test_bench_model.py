@@ -112,3 +112,42 @@ def test_stream_benchmark_runs_bare_faust_the_worker_and_a_paced_replay_over_a_r
     for stage in STAGES:  # the worker's own split of the latency, read off its /metrics
         assert re.search(rf"{stage} \d+ / ≤[\d.]+", out.stdout), out.stdout
     assert len(re.findall(r"CPU \w+ \d+%", out.stdout)) == 3, out.stdout
+
+
+@pytest.mark.integration
+def test_stream_benchmark_stopped_with_sigterm_leaves_nothing_running():
+    """SIGTERM (a service manager, `kill`, a CI timeout) stops `medm2t bench stream` as Ctrl-C does: its
+    worker, tansu and Redis stop with it instead of running on with the machine's memory."""
+    import signal
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([str(MEDM2T), "bench", "stream", "--stays", "3", "--paced-rate", "0", "--scorers", "news2",
+                             "--timeout", "240"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    children = _descendants(proc.pid)
+    while not any("worker" in argv for argv in children.values()):  # the worker's phase: every kind of child runs
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+        children = _descendants(proc.pid)
+    programs = " ".join(argv[0] for argv in children.values())
+    assert "tansu" in programs and "-server" in programs, programs  # the broker, and valkey- or redis-server
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    _, alive = psutil.wait_procs(list(children), timeout=10)
+    assert not alive, [children[p][:3] for p in alive]
+
+
+def _descendants(pid: int) -> dict:
+    """{process: its argv} of every process below `pid` that still runs."""
+    import psutil
+
+    found = {}
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            found[p] = p.cmdline()
+        except psutil.NoSuchProcess:  # a short-lived child ended while we looked
+            pass
+    return found

@@ -28,7 +28,7 @@ import torch
 
 from medm2t.events import Ecg, Measurement, StayOpened, _Event
 from model.features import SPARSE_GROUPS
-from model.inputs import StayInputs, hours, time_features, vitals_grid
+from model.inputs import hours, time_features, vitals_grids
 
 
 @dataclass
@@ -41,7 +41,7 @@ class StayState:
     last: dict[str, np.ndarray]          # group -> (W, I) int64
     last_time: dict[str, np.ndarray]     # group -> (W, I) float64 hours, -inf = none
     summary: dict[str, np.ndarray | None]  # group -> (I, 4) per-item summary accumulators (SparseEncoder)
-    vit: np.ndarray                      # (n, 4): avail h, time h, channel, z
+    vit: np.ndarray                      # (n, 4): avail h, time h, channel, z; by avail, then time (stable)
     ecg_avail: list[float] = field(default_factory=list)
     ecg_time: list[float] = field(default_factory=list)
     ecg_emb: list[torch.Tensor] = field(default_factory=list)
@@ -124,7 +124,8 @@ class IncrementalEncoder:
             self._add_sparse(state, g, prep.groups[g])
         if len(prep.vit_c):
             rows = np.stack([prep.vit_avail, prep.vit_time, prep.vit_c.astype(np.float64), prep.vit_z], axis=1)
-            state.vit = self._prune_vitals(np.concatenate([state.vit, rows]))
+            vit = np.concatenate([state.vit, rows])
+            state.vit = self._prune_vitals(vit[np.lexsort((vit[:, 1], vit[:, 0]))])
         if len(prep.ecg_avail) and "ecg" in self.model.encoders:  # a model without ECG encoder ignores ECGs
             ecg = self.model.encoders["ecg"]
             batch = {"sig": torch.from_numpy(prep.ecg_sig).to(self.device),
@@ -199,13 +200,25 @@ class IncrementalEncoder:
             keep[idx[np.argsort(vit[idx, 1], kind="stable")[-1]]] = True
         return vit[keep]
 
-    def inputs_for_grid(self, state: StayState, at_h: float) -> StayInputs:
-        v = state.vit[state.vit[:, 0] <= at_h] if len(state.vit) else state.vit
-        order = np.lexsort((v[:, 1], v[:, 0]))
-        v = v[order]
-        age, c, z, in_grid = self.featurizer._vitals_window(v[:, 1], v[:, 2].astype(np.int8), v[:, 3].astype(np.float32), at_h)
-        empty = np.zeros(0)
-        return StayInputs(at_h, state.static, state.has_static, {}, age, c, z, in_grid, empty, empty, [], empty)
+    def vitals_grids(self, states: Sequence[StayState], at_h: np.ndarray) -> np.ndarray:
+        """(B, 2C, T): the vitals grids of many stays at their times, as `Featurizer.encode_prepared` and
+        `vitals_grid` build them one stay at a time: per stay, the rows available by then in (available,
+        clinical time) order (the order `update` keeps them in), those inside the grid's span plus each
+        channel's latest one before it."""
+        n_c = len(self.cfg.vital_concepts)
+        v = np.concatenate([s.vit for s in states])
+        stay = np.repeat(np.arange(len(states)), [len(s.vit) for s in states])
+        ok = v[:, 0] <= at_h[stay]
+        v, stay = v[ok], stay[ok]
+        time, c, z = v[:, 1], v[:, 2].astype(np.int64), v[:, 3].astype(np.float32)
+        age = (at_h[stay] - time).astype(np.float32)
+        in_grid = age < self.cfg.vitals_hours
+        before, keep = np.flatnonzero(~in_grid), np.flatnonzero(in_grid)
+        if len(before):  # per (stay, channel): the latest observation before the grid (carried forward)
+            row = stay * n_c + c
+            b_order = before[np.lexsort((time[before], row[before]))]
+            keep = np.concatenate([b_order[np.r_[row[b_order][1:] != row[b_order][:-1], True]], keep])
+        return vitals_grids(self.cfg, stay[keep], age[keep], c[keep], z[keep], in_grid[keep], len(states))
 
     @torch.inference_mode()
     def score(self, states: Sequence[StayState], ats: Sequence[datetime],
@@ -231,8 +244,7 @@ class IncrementalEncoder:
             enc[g] = m.encoders[g].from_accumulators(stacked("sums"), stacked("counts"), stacked("last"), frac, tfeat,
                                                      summary, elapsed)
         if "vitals" in m.encoders:
-            grids = [vitals_grid(self.cfg, self.inputs_for_grid(s, h)) for s, h in zip(states, at_h)]
-            enc["vitals"] = m.encoders["vitals"](torch.from_numpy(np.stack(grids)).to(dev), tfeat)
+            enc["vitals"] = m.encoders["vitals"](torch.from_numpy(self.vitals_grids(states, at_h)).to(dev), tfeat)
         if "ecg" in m.encoders:
             edges = np.asarray(f.edges["ecg"])
             embs, sample, win, slot = [], [], [], []

@@ -94,33 +94,44 @@ def time_features(elapsed_h: np.ndarray | torch.Tensor):
 
 def vitals_grid(cfg: ModelConfig, s: StayInputs) -> np.ndarray:
     """(2C, T) grid: carried-forward z-scores, then observed-in-step flags. See model/features.py's docstring."""
+    return vitals_grids(cfg, np.zeros(len(s.vit_c), dtype=np.int64), s.vit_age, s.vit_c, s.vit_z, s.vit_in_grid, 1)[0]
+
+
+def vitals_grids(cfg: ModelConfig, stay: np.ndarray, age: np.ndarray, c: np.ndarray, z: np.ndarray,
+                 in_grid: np.ndarray, n_stays: int) -> np.ndarray:
+    """(n_stays, 2C, T): `vitals_grid` of many stays at once, from their observations concatenated (each
+    with its `stay` index, in each stay's own order). A (stay, channel) pair is one row of one grid, so a
+    batch costs a few numpy calls instead of a few per stay."""
     n_c, step = len(cfg.vital_concepts), cfg.vitals_step_min / 60.0
     n_t = int(round(cfg.vitals_hours / step))
-    grid = np.zeros((2 * n_c, n_t), dtype=np.float32)
-    if len(s.vit_c) == 0:
-        return grid
-    # step k covers ages (hours before `at`) in (A_k - step, A_k] with A_k = (n_t - 1 - k) * step ... as times:
-    # step k ends at t_k = (k + 1) * step - vitals_hours relative to `at`.
-    ends = (np.arange(n_t) + 1) * step - cfg.vitals_hours
-    t = -s.vit_age.astype(np.float64)
-    order = np.lexsort((t, s.vit_c))  # by channel, then time; stable, so ties keep their arrival order
-    t, c, z, in_grid = t[order], s.vit_c[order].astype(np.int64), s.vit_z[order], s.vit_in_grid[order]
-    # An observation counts from the first step whose end it is at or before, and is inside the steps from
-    # there to the first whose start it is at or before: integer step indices, compared exactly as before.
-    first = np.searchsorted(ends + 1e-9, t, side="left")
-    past = np.maximum(np.searchsorted(ends - step + 1e-9, t, side="left"), first)
-    # carried forward: per (channel, step) the last observation, in the order above, counted by then
-    key = c * (n_t + 1) + first  # never falls along that order
-    want = (np.arange(n_c)[:, None] * (n_t + 1) + np.arange(n_t)).ravel()
-    pos = np.searchsorted(key, want, side="right") - 1
-    ok = (pos >= 0) & (c[np.maximum(pos, 0)] == want // (n_t + 1))
-    grid[:n_c] = np.where(ok, z[np.maximum(pos, 0)], 0.0).reshape(n_c, n_t)
-    # observed in the step: in-grid observations, each over its steps [first, past)
-    inside = np.zeros((n_c, n_t + 1), dtype=np.int64)
-    np.add.at(inside, (c[in_grid], first[in_grid]), 1)
-    np.add.at(inside, (c[in_grid], past[in_grid]), -1)
-    grid[n_c:] = np.cumsum(inside, axis=1)[:, :n_t] > 0
-    return grid
+    rows = n_stays * n_c
+    grid = np.zeros((2, rows, n_t), dtype=np.float32)
+    if len(c):
+        # step k covers ages (hours before `at`) in (A_k - step, A_k] with A_k = (n_t - 1 - k) * step ... as
+        # times: step k ends at t_k = (k + 1) * step - vitals_hours relative to `at`.
+        ends = (np.arange(n_t) + 1) * step - cfg.vitals_hours
+        t = -np.asarray(age).astype(np.float64)
+        row = np.asarray(stay, dtype=np.int64) * n_c + np.asarray(c, dtype=np.int64)
+        order = np.lexsort((t, row))  # by row, then time; stable, so ties keep their arrival order
+        t, row, z, in_grid = t[order], row[order], z[order], in_grid[order]
+        # An observation counts from the first step whose end it is at or before, and is inside the steps from
+        # there to the first whose start it is at or before: integer step indices, compared exactly as before.
+        first = np.searchsorted(ends + 1e-9, t, side="left")
+        past = np.maximum(np.searchsorted(ends - step + 1e-9, t, side="left"), first)
+        # carried forward: per (row, step) the last observation, in the order above, counted by then. Each
+        # cell's last observation goes in, then each row carries its latest index forward.
+        cell = row * (n_t + 1) + first  # never falls along that order
+        last = np.r_[cell[1:] != cell[:-1], True]
+        latest = np.full(rows * (n_t + 1), -1)
+        latest[cell[last]] = np.flatnonzero(last)
+        latest = np.maximum.accumulate(latest.reshape(rows, n_t + 1), axis=1)[:, :n_t]
+        grid[0] = np.where(latest >= 0, z[latest], 0.0)
+        # observed in the step: in-grid observations, each over its steps [first, past)
+        inside = np.zeros((rows, n_t + 1), dtype=np.int64)
+        np.add.at(inside, (row[in_grid], first[in_grid]), 1)
+        np.add.at(inside, (row[in_grid], past[in_grid]), -1)
+        grid[1] = np.cumsum(inside, axis=1)[:, :n_t] > 0
+    return np.ascontiguousarray(grid.reshape(2, n_stays, n_c, n_t).transpose(1, 0, 2, 3)).reshape(n_stays, 2 * n_c, n_t)
 
 
 def collate(items: Sequence[StayInputs], cfg: ModelConfig | None = None) -> Batch:
@@ -162,6 +173,8 @@ def collate(items: Sequence[StayInputs], cfg: ModelConfig | None = None) -> Batc
         present=present,
         static=torch.from_numpy(np.stack([s.static for s in items])),
         sparse=sparse,
-        vitals=torch.from_numpy(np.stack([vitals_grid(cfg, s) for s in items])),
+        vitals=torch.from_numpy(vitals_grids(cfg, np.repeat(np.arange(b), [len(s.vit_c) for s in items]),
+                                             *(np.concatenate([getattr(s, k) for s in items])
+                                               for k in ("vit_age", "vit_c", "vit_z", "vit_in_grid")), b)),
         ecg=ecg,
     )

@@ -1,10 +1,11 @@
-"""model/inputs.py: the dense vitals grid, vectorised over channels, against its definition channel by channel."""
+"""model/inputs.py: the dense vitals grid, vectorised over channels and stays, against its definition channel by
+channel and stay by stay."""
 from __future__ import annotations
 
 import numpy as np
 
 from model.config import ModelConfig
-from model.inputs import StayInputs, vitals_grid
+from model.inputs import StayInputs, collate, vitals_grid
 
 
 def _grid_by_definition(cfg: ModelConfig, s: StayInputs) -> np.ndarray:
@@ -26,15 +27,31 @@ def _grid_by_definition(cfg: ModelConfig, s: StayInputs) -> np.ndarray:
     return grid
 
 
+def _random_stay(cfg: ModelConfig, rng, n: int) -> StayInputs:
+    # ages on a coarse grid (many ties, many exactly on step edges), some before the grid (carry only); a few
+    # in-grid ones flagged as carry-only too, so that the flag is read, not inferred from the age
+    age = (rng.integers(0, 2 * int(cfg.vitals_hours) * 10, n) / 10.0).astype(np.float32)
+    c = rng.integers(0, len(cfg.vital_concepts), n).astype(np.int8)
+    return StayInputs(0.0, np.zeros(1, np.float32), False, {}, age, c, rng.normal(size=n).astype(np.float32),
+                      (age < cfg.vitals_hours) & (rng.random(n) < 0.9), np.zeros(0), np.zeros(0), [], np.zeros(0))
+
+
 def test_vitals_grid_equals_its_definition_on_random_observations_with_ties():
     cfg = ModelConfig()
-    n_c, rng = len(cfg.vital_concepts), np.random.default_rng(2)
+    rng = np.random.default_rng(2)
     for n in (0, 1, 5, 40, 300):
-        # ages on a coarse grid (many ties, many exactly on step edges), some before the grid (carry only);
-        # a few in-grid ones flagged as carry-only too, so that the flag is read, not inferred from the age
-        age = (rng.integers(0, 2 * int(cfg.vitals_hours) * 10, n) / 10.0).astype(np.float32)
-        c = rng.integers(0, n_c, n).astype(np.int8)
-        s = StayInputs(0.0, np.zeros(1, np.float32), False, {}, age, c, rng.normal(size=n).astype(np.float32),
-                       (age < cfg.vitals_hours) & (rng.random(n) < 0.9), np.zeros(0), np.zeros(0), [], np.zeros(0))
+        s = _random_stay(cfg, rng, n)
         got, want = vitals_grid(cfg, s), _grid_by_definition(cfg, s)
         assert got.shape == want.shape and (got == want).all(), n
+
+
+def test_a_batch_of_grids_is_each_stays_own_grid():
+    """collate builds all its stays' grids in one vectorised call (model/inputs.py vitals_grids): each equals
+    the stay's grid built alone, whatever its neighbours (empty stays included)."""
+    cfg = ModelConfig()
+    rng = np.random.default_rng(3)
+    stays = [_random_stay(cfg, rng, n) for n in (0, 7, 300, 0, 1, 40)]
+    batch = collate(stays, cfg).vitals.numpy()
+    assert batch.shape[0] == len(stays)
+    for i, s in enumerate(stays):
+        assert (batch[i] == _grid_by_definition(cfg, s)).all(), i

@@ -93,6 +93,27 @@ def test_incremental_equals_recompute(which, request):
     assert all(len(st.vit) < sum(isinstance(e, Measurement) and e.concept is not None for e in ev) for st, ev in zip(states, streams))
 
 
+def test_vitals_grids_of_a_batch_equal_each_stays_grid_from_its_events(checkpoint):
+    """The incremental scorer builds the vitals grids of a whole batch in one vectorised call: each equals the
+    grid a full recompute builds from the stay's events at its own time (before, inside and across the
+    grid's 24 h, with an empty stay among them)."""
+    from model.checkpoint import load_checkpoint
+    from model.incremental import IncrementalEncoder
+    from model.inputs import hours, vitals_grid
+
+    model, feat, cfg, _ = load_checkpoint(checkpoint[0])
+    rng = np.random.default_rng(12)
+    stays = [make_stay(300 + i, rng, hours=60, n=n, ecgs=0) for i, n in enumerate((120, 0, 40, 200))]
+    inc = IncrementalEncoder(model, feat)
+    for ats in ([2, 2, 2, 2], [59, 0.1, 30, 25], [26, 59, 1, 48]):
+        at = [T0 + timedelta(hours=h) for h in ats]
+        states = [inc.update(inc.new_state(), [e for e in s if e.available_time <= a]) for s, a in zip(stays, at)]
+        got = inc.vitals_grids(states, np.asarray([hours(a, T0) for a in at]))
+        for i, (s, a) in enumerate(zip(stays, at)):
+            want = vitals_grid(cfg, feat.encode([e for e in s if e.available_time <= a], a))
+            assert (got[i] == want).all(), (ats, i)
+
+
 def test_a_snapshot_keeps_the_state_as_of_its_point_while_the_state_moves_on(checkpoint):
     """The worker scores several points of one stay in one pass from snapshots: each equals the recompute at
     its own point, whatever was applied to the live state after it (sparse windows, vitals, ECGs)."""

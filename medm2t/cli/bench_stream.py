@@ -84,6 +84,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     tmp = Path(tempfile.mkdtemp(prefix="medm2t-bench-stream-"))  # kept, with its logs, when a phase fails
+    try:
+        _phases(args, tmp)
+    except KeyboardInterrupt:
+        print(f"bench stream: stopped; its logs are in {tmp / 'run'}", file=sys.stderr)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _phases(args: argparse.Namespace, tmp: Path) -> None:
     with local_stack(tmp, args.timeout, {"MEDM2T_SCORERS": args.scorers[0]},
                      ("--one-per-message",) if args.one_per_message else ()) as bench:
         _progress(f"generating {args.stays} synthetic stays and publishing them at --speed max")
@@ -117,8 +127,6 @@ def _run(args: argparse.Namespace) -> int:
             for i, split in enumerate(stages):
                 which = "worker" if args.workers == 1 else f"worker {i + 1}"
                 print(f"    {which}-side stages (mean / p99 bucket bound, ms): {split}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 
 import pytest
@@ -115,7 +116,7 @@ def test_stream_benchmark_runs_bare_faust_the_worker_and_a_paced_replay_over_a_r
 
 
 @pytest.mark.integration
-def test_stream_benchmark_stopped_with_sigterm_leaves_nothing_running():
+def test_stream_benchmark_stopped_with_sigterm_leaves_nothing_running(tmp_path):
     """SIGTERM (a service manager, `kill`, a CI timeout) stops `medm2t bench stream` as Ctrl-C does: its
     worker, tansu and Redis stop with it instead of running on with the machine's memory."""
     import signal
@@ -124,7 +125,8 @@ def test_stream_benchmark_stopped_with_sigterm_leaves_nothing_running():
     import psutil
 
     proc = subprocess.Popen([str(MEDM2T), "bench", "stream", "--stays", "3", "--paced-rate", "0", "--scorers", "news2",
-                             "--timeout", "240"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--timeout", "240"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})  # where it keeps its logs when stopped
     deadline = time.monotonic() + 240
     children = _descendants(proc.pid)
     while not any("worker" in argv for argv in children.values()):  # the worker's phase: every kind of child runs
@@ -135,7 +137,7 @@ def test_stream_benchmark_stopped_with_sigterm_leaves_nothing_running():
     assert "tansu" in programs and "-server" in programs, programs  # the broker, and valkey- or redis-server
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=90)
-    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert proc.returncode == 130 and "interrupted" in err and f"logs are in {tmp_path}" in err, err[-2000:]
     _, alive = psutil.wait_procs(list(children), timeout=10)
     assert not alive, [children[p][:3] for p in alive]
 

@@ -263,7 +263,8 @@ class Featurizer:
         return SparseInputs(val, item, win, last, self.window_fractions(g, at_h))
 
     def _vitals_window(self, time, c, z, at_h):
-        """Observations in the grid span plus, per channel, the last one before it (carried forward)."""
+        """Observations in the grid span plus, per channel, the last one before it (carried forward). `c` may
+        be any key (the incremental scorer's is stay and channel in one, for many stays at their own `at_h`)."""
         age = (at_h - time).astype(np.float32)
         in_grid = age < self.cfg.vitals_hours
         before = np.flatnonzero(~in_grid)

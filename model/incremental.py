@@ -210,15 +210,9 @@ class IncrementalEncoder:
         stay = np.repeat(np.arange(len(states)), [len(s.vit) for s in states])
         ok = v[:, 0] <= at_h[stay]
         v, stay = v[ok], stay[ok]
-        time, c, z = v[:, 1], v[:, 2].astype(np.int64), v[:, 3].astype(np.float32)
-        age = (at_h[stay] - time).astype(np.float32)
-        in_grid = age < self.cfg.vitals_hours
-        before, keep = np.flatnonzero(~in_grid), np.flatnonzero(in_grid)
-        if len(before):  # per (stay, channel): the latest observation before the grid (carried forward)
-            row = stay * n_c + c
-            b_order = before[np.lexsort((time[before], row[before]))]
-            keep = np.concatenate([b_order[np.r_[row[b_order][1:] != row[b_order][:-1], True]], keep])
-        return vitals_grids(self.cfg, stay[keep], age[keep], c[keep], z[keep], in_grid[keep], len(states))
+        row = stay * n_c + v[:, 2].astype(np.int64)  # one grid row per (stay, channel)
+        age, row, z, in_grid = self.featurizer._vitals_window(v[:, 1], row, v[:, 3].astype(np.float32), at_h[stay])
+        return vitals_grids(self.cfg, row // n_c, age, row % n_c, z, in_grid, len(states))
 
     @torch.inference_mode()
     def score(self, states: Sequence[StayState], ats: Sequence[datetime],

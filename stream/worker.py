@@ -177,12 +177,12 @@ def _housekeeping(app, pipeline: Pipeline, settings: Settings, redis, scorers: S
                   policy: AlertPolicy) -> None:
     """Timers and one-off tasks beside the scoring: statistics, the alert-quality history, model cards, and
     a check of the retired input topic."""
-    quality_redis = redis_sync(settings)
+    quality_redis, quality_cache = redis_sync(settings), quality.ReadCache()
 
     @app.timer(interval=QUALITY_EVERY_S)
     async def quality_history():
         try:
-            await asyncio.to_thread(quality.snapshot, quality_redis, QUALITY_EVERY_S)
+            await asyncio.to_thread(quality.snapshot, quality_redis, QUALITY_EVERY_S, quality_cache)
         except Exception as exc:  # noqa: BLE001 - a Redis outage pauses the history; the scoring goes on
             log.warning("alert-quality snapshot skipped: %s", exc)
 

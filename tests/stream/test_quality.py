@@ -85,3 +85,38 @@ def test_bed_time_with_an_urgent_alert_open_is_the_union_of_the_open_spells():
     }
     assert scorer_quality("news2", outs, trails).beds_urgent == pytest.approx((6 + 4) / 48)
     assert scorer_quality("news2", outs, {}).beds_urgent == 0.0
+
+
+QUALITY_DB = 13  # a database of its own on the session Redis
+
+
+def test_a_timers_cache_parses_only_what_changed_and_reads_as_a_fresh_read(redis_url):
+    """The worker's history timer keeps what it parsed (stream/quality.py ReadCache): a new alert or outcome
+    is read, an unchanged stay's trail is not parsed again, and the report always equals a fresh read."""
+    import redis
+
+    from stream import keys
+    from stream.quality import ReadCache, read
+
+    r = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{QUALITY_DB}")
+    r.flushdb()
+    try:
+        def store(o, *alerts):
+            r.hset(keys.QUALITY_OUTCOMES, str(o.stay_id), o.model_dump_json())
+            for a in alerts:
+                r.lpush(keys.stay_alerts(a.stay_id), a.model_dump_json())
+
+        store(outcome(1, death=True, death_after=10 * H), alert(1, 3 * H))
+        store(outcome(2), alert(2, 1 * H, level="emergency"))
+        cache = ReadCache()
+        first = read(r, cache)
+        assert first["scorers"] == read(r)["scorers"] and first["outcomes"] == 2
+        kept = cache.trails[2][1]
+        store(outcome(1, death=True, death_after=10 * H), alert(1, 5 * H, "cleared", episode="x"))
+        store(outcome(3, death=True, death_after=2 * H), alert(3, 1 * H))
+        second = read(r, cache)
+        assert second["scorers"] == read(r)["scorers"] != first["scorers"] and second["outcomes"] == 3
+        assert cache.trails[2][1] is kept and len(cache.trails[1][1]) == 2  # stay 2 unchanged: not parsed again
+    finally:
+        r.flushdb()
+        r.close()

@@ -118,8 +118,9 @@ def make_producer(settings: Settings, **overrides):
     """A durable kafka-python producer (acks=all, batching, retries with backoff); clear error if unreachable."""
     from kafka import KafkaProducer
 
-    opts = dict(kafka_python_options(settings), compression_type=compression_type(settings), acks="all", linger_ms=20, batch_size=256 * 1024, retries=10,
-                retry_backoff_ms=200, max_request_size=4 * 1024 * 1024, request_timeout_ms=30000,
+    opts = dict(kafka_python_options(settings), compression_type=compression_type(settings), acks="all",
+                linger_ms=20, batch_size=256 * 1024, retries=10, retry_backoff_ms=200,
+                max_request_size=4 * 1024 * 1024, request_timeout_ms=30000,
                 max_in_flight_requests_per_connection=1)  # 1 in flight keeps per-stay order through retries
     opts.update(overrides)
     try:

@@ -172,19 +172,21 @@ async def record_outcomes(pipeline, messages) -> int:
 
 
 class ReadCache:
-    """What `read` parsed last time, so that a worker's history timer parses only what changed: the outcomes
-    by their stored JSON, and each stay's alert trail by its length (a trail only grows, by LPUSH, until it
+    """What `read` parsed last time, so that a worker's history timer parses only what changed: each stay's
+    outcome by its stored JSON, and its alert trail by its length (a trail only grows, by LPUSH, until it
     reaches keys.STAY_ALERTS_KEPT; a full one is read every time). Without it a timer at 10,000 stays read
     and parsed every outcome and alert every 10 s, 15 % of a worker's time (py-spy, bench stream)."""
 
     def __init__(self):
-        self.outcomes: dict[bytes | str, Outcome] = {}
-        self.trails: dict[int, tuple[int, list[Alert]]] = {}
+        self.outcomes: dict[bytes | str, tuple[bytes | str, Outcome]] = {}  # stay -> (JSON, Outcome)
+        self.trails: dict[int, tuple[int, list[Alert]]] = {}               # stay -> (length, trail)
 
-    def outcome(self, raw: bytes | str) -> Outcome:
-        if raw not in self.outcomes:
-            self.outcomes[raw] = Outcome.model_validate_json(raw)
-        return self.outcomes[raw]
+    def outcomes_of(self, r) -> list[Outcome]:
+        stored = r.hgetall(keys.QUALITY_OUTCOMES)
+        for stay, raw in stored.items():
+            if self.outcomes.get(stay, (None,))[0] != raw:
+                self.outcomes[stay] = (raw, Outcome.model_validate_json(raw))
+        return [self.outcomes[stay][1] for stay in stored]
 
     def trails_of(self, r, outcomes: Sequence[Outcome]) -> dict[int, list[Alert]]:
         pipe = r.pipeline(transaction=False)
@@ -205,7 +207,7 @@ def read(r, cache: ReadCache | None = None) -> dict:
     """The current report from Redis (a sync client): {"outcomes": n, "at": wall clock, "scorers": figures}.
     `cache`: what an earlier call parsed (a timer's; see ReadCache)."""
     cache = cache or ReadCache()
-    outcomes = [cache.outcome(raw) for raw in r.hvals(keys.QUALITY_OUTCOMES)]
+    outcomes = cache.outcomes_of(r)
     trails = cache.trails_of(r, outcomes)
     prefix = keys.model_card("")
     scorers = [(k.decode() if isinstance(k, bytes) else k).removeprefix(prefix)

@@ -91,8 +91,9 @@ QUALITY_DB = 13  # a database of its own on the session Redis
 
 
 def test_a_timers_cache_parses_only_what_changed_and_reads_as_a_fresh_read(redis_url):
-    """The worker's history timer keeps what it parsed (stream/quality.py ReadCache): a new alert or outcome
-    is read, an unchanged stay's trail is not parsed again, and the report always equals a fresh read."""
+    """The worker's history timer keeps what it parsed (stream/quality.py ReadCache): a new alert, a new or
+    corrected outcome is read, an unchanged stay's trail is not parsed again, and the report always equals a
+    fresh read."""
     import redis
 
     from stream import keys
@@ -114,6 +115,7 @@ def test_a_timers_cache_parses_only_what_changed_and_reads_as_a_fresh_read(redis
         kept = cache.trails[2][1]
         store(outcome(1, death=True, death_after=10 * H), alert(1, 5 * H, "cleared", episode="x"))
         store(outcome(3, death=True, death_after=2 * H), alert(3, 1 * H))
+        store(outcome(2, death=True, death_after=30 * H))  # a corrected outcome, the same trail
         second = read(r, cache)
         assert second["scorers"] == read(r)["scorers"] != first["scorers"] and second["outcomes"] == 3
         assert cache.trails[2][1] is kept and len(cache.trails[1][1]) == 2  # stay 2 unchanged: not parsed again

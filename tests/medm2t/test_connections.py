@@ -18,9 +18,8 @@ import redis
 from pydantic import ValidationError
 
 from medm2t.connections import (ConnectionSettingsError, bootstrap_servers, compression_type, faust_options,
-                                kafka_python_options,
-                                redis_async, redis_error_message, redis_password_file, redis_password_source,
-                                redis_sync, stack_redis_password)
+                                kafka_python_options, redis_async, redis_error_message, redis_password_file,
+                                redis_password_source, redis_sync, stack_redis_password)
 from medm2t.settings import KafkaSettings, RedisSettings, Settings, safe_url
 
 SECRET = "s3cret-do-not-print"
@@ -292,8 +291,9 @@ def test_kafka_python_checksums_records_in_c():
 
 
 def test_producers_compress_as_configured_and_both_clients_have_the_codec():
-    """MEDM2T_KAFKA_COMPRESSION reaches kafka-python's producers and Faust's; lz4 (the default) needs the `lz4`
-    package for kafka-python and `cramjam` for aiokafka, or a consumer could not read what the other wrote."""
+    """MEDM2T_KAFKA_COMPRESSION is the codec of kafka-python's producers (medm2t.kafka.make_producer) and
+    Faust's; lz4 (the default) needs the `lz4` package for kafka-python and `cramjam` for aiokafka, or a
+    consumer could not read what the other wrote."""
     from aiokafka import codec as aiokafka_codec
     from kafka import codec as kafka_codec
 

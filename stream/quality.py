@@ -236,6 +236,28 @@ def snapshot(r, every_s: float, cache: ReadCache | None = None) -> dict | None:
     return report
 
 
+class HistoryTimer:
+    """The worker's alert-quality history timer: a `snapshot` per tick, parsing only what changed (ReadCache),
+    and never more than `share` of the worker's time. The figures are recomputed over every stay with an
+    outcome (12 % of a worker's time at 10,000 stays even with the cache; py-spy, bench stream), so a
+    snapshot that took longer spaces out the next ones; a small ward keeps its point every tick."""
+
+    def __init__(self, r, every_s: float, share: float, clock=time.monotonic):
+        self.r, self.every_s, self.share, self.clock = r, every_s, share, clock
+        self.cache = ReadCache()
+        self.start, self.took = -float("inf"), 0.0  # the last snapshot's start (clock) and seconds
+
+    def tick(self) -> dict | None:
+        """Take a snapshot unless the last one's cost says wait; returns what `snapshot` returns."""
+        if self.clock() - self.start < self.took / self.share:
+            return None
+        self.start = self.clock()
+        try:
+            return snapshot(self.r, self.every_s, self.cache)
+        finally:
+            self.took = self.clock() - self.start
+
+
 def latest(r) -> dict | None:
     raw = r.lindex(keys.QUALITY_HISTORY, -1)
     return None if raw is None else json.loads(raw)

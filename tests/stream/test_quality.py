@@ -122,3 +122,29 @@ def test_a_timers_cache_parses_only_what_changed_and_reads_as_a_fresh_read(redis
     finally:
         r.flushdb()
         r.close()
+
+
+def test_the_history_timer_spaces_out_snapshots_that_cost_more_than_its_share(redis_url):
+    """A snapshot that took 1 s under a 5 % share waits 20 s before the next; a cheap one runs every tick."""
+    import redis
+
+    from stream import keys
+    from stream.quality import HistoryTimer
+
+    now = [0.0]
+    r = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{QUALITY_DB}")
+    r.flushdb()
+    try:
+        r.hset(keys.QUALITY_OUTCOMES, "1", outcome(1).model_dump_json())
+        timer = HistoryTimer(r, 10.0, 0.05, clock=lambda: now[0])
+        assert timer.tick() is not None and timer.took == 0.0  # the clock stood still: no cost
+        timer.took = 1.0                                          # as if it had taken 1 s
+        r.delete(keys.QUALITY_LOCK)
+        now[0] = 19.0
+        r.hset(keys.QUALITY_OUTCOMES, "2", outcome(2).model_dump_json())  # new figures to record
+        assert timer.tick() is None and timer.start == 0.0       # 19 s < 1 s / 5 %: not yet
+        now[0] = 20.0
+        assert timer.tick()["outcomes"] == 2 and timer.start == 20.0
+    finally:
+        r.flushdb()
+        r.close()

@@ -37,8 +37,9 @@ class Taken:
 def take(batch: Sequence[StayRuntime], scorers: Sequence[Scorer], complete: Callable[[StayRuntime, datetime], bool],
          batch_max: int) -> Taken:
     """Apply each stay's complete points in order and score the every-point scorers; queue the cadence
-    scorers' due points. A stay stops once a cadence scorer has `batch_max` points queued. Synchronous: the
-    pipeline runs it under its state lock."""
+    scorers' due points. A stay stops once a cadence scorer has `batch_max` points queued; each stay after
+    it still takes its points up to its first due one, so that every stay in the batch moves on. Synchronous:
+    the pipeline runs it under its state lock."""
     every = [s for s in scorers if s.needs.cadence is None]
     cadenced = [s for s in scorers if s.needs.cadence is not None]
     taken = Taken()

@@ -4,9 +4,12 @@ a partner when little is ready. (That the lanes change no score is the contract 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
-from stream.pipeline import LANES, Pipeline
+from stream.pipeline import LANES, Pipeline, lane_points
 from stream.runtime import StayRuntime
+from stream.scheduler import take
+from stream.scoring import Needs
 
 T0 = datetime(2150, 1, 1, tzinfo=timezone.utc)
 
@@ -44,7 +47,31 @@ def test_a_lone_ready_stay_is_taken_at_once():
     assert _ids(pipeline.ready()) == {0}
 
 
-def test_a_lane_takes_at_most_batch_max_stays():
+def test_a_lane_takes_at_most_half_of_batch_max_stays():
     pipeline = _pipeline_with_ready_stays(10)
-    pipeline.batch_max = 3
+    pipeline.batch_max = 6
     assert len(pipeline.ready()) == 3
+
+
+class _Hourly:
+    """A cadence scorer: every stay's first point is due, then one an hour."""
+    name = "hourly"
+    needs = Needs(lookback=None, ecgs=0, cadence=timedelta(hours=1))
+
+    def new_state(self):
+        return []
+
+
+def test_a_pass_stays_under_batch_max_points_however_many_stays_are_ready():
+    """The stay that fills a lane's pass stops there, and each stay after it adds its first due point: with at
+    most half of batch_max stays in the lane, the pass never exceeds batch_max."""
+    scorer, batch_max = _Hourly(), 8
+    pipeline = Pipeline(store=None, scorers=[scorer], send=None, batch_max=batch_max)
+    for sid in range(50):
+        rt = StayRuntime(sid, sid, 0, {scorer.name: []})
+        for h in range(20):
+            rt.buffer[T0 + timedelta(hours=h)].append(SimpleNamespace(available_time=T0, time=T0, event_id=f"{sid}-{h}"))
+        pipeline.stays[sid] = rt
+    pipeline.clocks.clock[0] = T0 + timedelta(days=2)
+    taken = take(pipeline.ready(), [scorer], pipeline.clocks.complete, lane_points(batch_max))
+    assert lane_points(batch_max) < len(taken.due[scorer.name]) < batch_max

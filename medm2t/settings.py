@@ -85,8 +85,8 @@ class Settings(BaseSettings):
     worker_group: str = Field("medm2t-worker", description="Kafka consumer group (the Faust app id) the workers "
                                                            "share; another name runs an independent deployment.")
     batch_max: int = Field(256, ge=1, description="Most stays per scoring batch, and most points the model scores "
-                           "at once: each of the two scoring lanes takes up to half of these stays, and its passes hold "
-                           "fewer points than this (batches take what is due at once; they grow under load).")
+                           "at once: each of the two scoring lanes takes up to half of these stays, and its passes "
+                           "hold no more points than this (batches take what is due at once; they grow under load).")
     fetch_max_wait_ms: int = Field(20, description="Longest a fetch of input events waits at the broker for data. "
                                    "Brokers that answer a waiting fetch only when it times out (tansu) add up to "
                                    "this much event->score latency; Faust's own 1,500 ms is too long there.")

@@ -163,7 +163,7 @@ class Pipeline(Ingest, ActionIntake, Publish):
         no unscored point before it; none that a lane holds. A lane's share: at most 1/LANES of these and the
         stays held together (so that the other lane finds work when it comes back), and at most
         `lane_points(batch_max)` stays: `take` lets each stay after the one that fills the pass add its first
-        due point, so the pass stays under `batch_max` points."""
+        due point, so that a pass never holds more than `batch_max` points."""
         free = [rt for rt in self.stays.values() if rt.stay_id not in self.in_lanes and self._is_ready(rt)]
         share = -(-(len(free) + len(self.in_lanes)) // LANES)
         return free[:min(share, lane_points(self.batch_max))]

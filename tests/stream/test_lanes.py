@@ -70,7 +70,8 @@ def test_a_pass_stays_under_batch_max_points_however_many_stays_are_ready():
     for sid in range(50):
         rt = StayRuntime(sid, sid, 0, {scorer.name: []})
         for h in range(20):
-            rt.buffer[T0 + timedelta(hours=h)].append(SimpleNamespace(available_time=T0, time=T0, event_id=f"{sid}-{h}"))
+            event = SimpleNamespace(available_time=T0, time=T0, event_id=f"{sid}-{h}")
+            rt.buffer[T0 + timedelta(hours=h)].append(event)
         pipeline.stays[sid] = rt
     pipeline.clocks.clock[0] = T0 + timedelta(days=2)
     taken = take(pipeline.ready(), [scorer], pipeline.clocks.complete, lane_points(batch_max))

@@ -244,5 +244,6 @@ LANES = 2  # scoring lanes (Pipeline.run)
 
 
 def lane_points(batch_max: int) -> int:
-    """The most points a lane's model pass holds."""
+    """A lane's share of batch_max: the most stays it takes, and the points at which a stay stops adding to
+    its pass (each later stay adds its first due point, so the pass holds at most batch_max)."""
     return max(1, batch_max // LANES)

@@ -58,8 +58,8 @@ def _run(args: argparse.Namespace) -> int:
             devices = {s.name: f"on {s.predictor.device}" if hasattr(s, "predictor") else "in a process of its own"
                        for _, ss in scorer_sets for s in ss if s.needs.cadence is not None}
             print(f"pipeline: {args.stays} synthetic stays, {len(messages):,} events, {PARTITIONS} partitions, "
-                  f"chunks of {INGEST_CHUNK}, {LANES} scoring lanes of at most {lane_points(settings.batch_max)} points per "
-                  f"pass, Redis at {url} (no Kafka)"
+                  f"chunks of {INGEST_CHUNK}, {LANES} scoring lanes of at most {lane_points(settings.batch_max)} stays "
+                  f"and {settings.batch_max} points per pass, Redis at {url} (no Kafka)"
                   + "".join(f", {name} {where}" for name, where in devices.items()))
             for names, scorers in scorer_sets:
                 figures = asyncio.run(_backlog_run(url, scorers, messages, settings.batch_max))

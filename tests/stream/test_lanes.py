@@ -4,12 +4,11 @@ a partner when little is ready. (That the lanes change no score is the contract 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
 from stream.pipeline import LANES, Pipeline, lane_points
 from stream.runtime import StayRuntime
 from stream.scheduler import take
-from stream.scoring import Needs
+from tests.helpers.scheduling import Hourly, _event
 
 T0 = datetime(2150, 1, 1, tzinfo=timezone.utc)
 
@@ -53,25 +52,15 @@ def test_a_lane_takes_at_most_half_of_batch_max_stays():
     assert len(pipeline.ready()) == 3
 
 
-class _Hourly:
-    """A cadence scorer: every stay's first point is due, then one an hour."""
-    name = "hourly"
-    needs = Needs(lookback=None, ecgs=0, cadence=timedelta(hours=1))
-
-    def new_state(self):
-        return []
-
-
 def test_a_pass_stays_under_batch_max_points_however_many_stays_are_ready():
     """The stay that fills a lane's pass stops there, and each stay after it adds its first due point: with at
     most half of batch_max stays in the lane, the pass never exceeds batch_max."""
-    scorer, batch_max = _Hourly(), 8
+    scorer, batch_max = Hourly(), 8
     pipeline = Pipeline(store=None, scorers=[scorer], send=None, batch_max=batch_max)
     for sid in range(50):
         rt = StayRuntime(sid, sid, 0, {scorer.name: []})
         for h in range(20):
-            event = SimpleNamespace(available_time=T0, time=T0, event_id=f"{sid}-{h}")
-            rt.buffer[T0 + timedelta(hours=h)].append(event)
+            rt.buffer[T0 + timedelta(hours=h)].append(_event(T0 + timedelta(hours=h)))
         pipeline.stays[sid] = rt
     pipeline.clocks.clock[0] = T0 + timedelta(days=2)
     taken = take(pipeline.ready(), [scorer], pipeline.clocks.complete, lane_points(batch_max))

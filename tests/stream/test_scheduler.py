@@ -8,39 +8,10 @@ from types import SimpleNamespace
 from stream.runtime import StayRuntime
 from stream.scheduler import apply_and_score, take
 from stream.scoring import Needs
+from tests.helpers.scheduling import EveryPoint, Hourly, _event
 
 T0 = datetime(2150, 1, 1, tzinfo=timezone.utc)
 MIN = timedelta(minutes=1)
-
-
-class EveryPoint:
-    """Scores every point; its band is whatever the last event says."""
-    name = "every"
-    needs = Needs(lookback=None, ecgs=0, cadence=None, band_change_scores_all=True)
-
-    def new_state(self):
-        return []
-
-    def apply(self, state, events):
-        state.extend(events)
-
-    def score(self, items):
-        return [SimpleNamespace(at=p.at, tasks={self.name: SimpleNamespace(band=state[-1].band)}) for state, p in items]
-
-
-class Hourly(EveryPoint):
-    name = "hourly"
-    needs = Needs(lookback=None, ecgs=0, cadence=timedelta(hours=1))
-
-    def snapshot(self, state):
-        return list(state)
-
-    def score(self, items):
-        return [SimpleNamespace(at=p.at, seen=[e.event_id for e in state]) for state, p in items]
-
-
-def _event(at: datetime, band: str = "low") -> SimpleNamespace:
-    return SimpleNamespace(available_time=at, time=at, event_id=f"e{at:%H%M}", band=band)
 
 
 def _stay(scorers, *points: tuple[datetime, str]) -> StayRuntime:
